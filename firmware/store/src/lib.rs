@@ -1,0 +1,28 @@
+//! `odt-store`: the on-disk format of the ODT appliance, shared by the firmware and the
+//! provider's host tools.
+//!
+//! Layers, from the bottom: [`device`] (positional I/O on an image file or block device),
+//! [`superblock`] and [`segment`] (what is where), [`record`] (compressed, encrypted,
+//! hashed extents) and [`journal`] (encrypted, CRC-framed metadata batches), [`namespace`]
+//! (the tree the journal describes), [`store`] (group-committed writes, recovery, reads),
+//! [`manifest`] (per-file BLAKE3 roots), [`keys`] and [`provision`] (key wrapping, new
+//! device sets) and [`job`] (the provider's job file).
+
+pub mod cipher;
+pub mod device;
+pub mod error;
+pub mod frame;
+pub mod job;
+pub mod journal;
+pub mod keys;
+pub mod log;
+pub mod manifest;
+pub mod namespace;
+pub mod provision;
+pub mod record;
+pub mod segment;
+pub mod store;
+pub mod superblock;
+
+pub use error::{Error, Result};
+pub use store::{Access, Attr, DirEntry, Locked, Stats, Store};

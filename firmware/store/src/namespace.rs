@@ -1,0 +1,657 @@
+//! The namespace: directories, files, symlinks, their attributes and each file's extent map.
+//!
+//! It lives in memory and is rebuilt at open by replaying the journal. Every change goes
+//! through [`Namespace::apply`], both live and on replay, so the two cannot disagree; `apply`
+//! validates before it mutates, so a refused op leaves no trace.
+
+use std::collections::BTreeMap;
+
+use crate::error::{Error, Result};
+use crate::journal::{AttrChange, Kind, Loc, Op, Time};
+
+/// Id of the root directory (NFS reserves 0).
+pub const ROOT: u64 = 1;
+/// Size of the blocks whose BLAKE3 chaining values the manifest can reuse.
+pub const BLOCK: u64 = 1 << 20;
+
+/// Which record a live extent comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecRef {
+    pub loc: Loc,
+    /// File offset of the record's first plaintext byte.
+    pub start: u64,
+    /// Plaintext length of the whole record.
+    pub plain_len: u32,
+    /// BLAKE3 of the record's whole plaintext.
+    pub hash: [u8; 32],
+    pub generation: u64,
+}
+
+/// A live extent: `len` bytes served from `rec` at file offset `key - rec.start`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Extent {
+    pub len: u64,
+    pub rec: RecRef,
+}
+
+/// One entry of the namespace.
+#[derive(Debug, Clone)]
+pub struct Inode {
+    pub id: u64,
+    pub kind: Kind,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    pub atime: Time,
+    pub mtime: Time,
+    pub ctime: Time,
+    pub parent: u64,
+    pub name: Vec<u8>,
+    /// Directory entries by name.
+    pub entries: BTreeMap<Vec<u8>, u64>,
+    /// Live extents by file offset; gaps read as zeros.
+    pub extents: BTreeMap<u64, Extent>,
+    /// Chaining values of whole 1 MiB blocks, by block index.
+    pub block_cvs: BTreeMap<u64, [u8; 32]>,
+    /// Symlink target.
+    pub target: Vec<u8>,
+    /// Number of subdirectories (for a directory's link count).
+    pub subdirs: u32,
+}
+
+impl Inode {
+    fn new(id: u64, kind: Kind, parent: u64, name: Vec<u8>, mode: u32, time: Time) -> Inode {
+        Inode {
+            id,
+            kind,
+            mode,
+            uid: 0,
+            gid: 0,
+            size: 0,
+            atime: time,
+            mtime: time,
+            ctime: time,
+            parent,
+            name,
+            entries: BTreeMap::new(),
+            extents: BTreeMap::new(),
+            block_cvs: BTreeMap::new(),
+            target: Vec::new(),
+            subdirs: 0,
+        }
+    }
+
+    /// Link count as NFS reports it.
+    pub fn nlink(&self) -> u32 {
+        match self.kind {
+            Kind::Dir => 2 + self.subdirs,
+            _ => 1,
+        }
+    }
+
+    /// Bytes of file content that records hold (not holes).
+    pub fn stored_bytes(&self) -> u64 {
+        self.extents.values().map(|e| e.len).sum()
+    }
+
+    /// Pieces covering `[off, off+len)`: `(file offset, length, Some(extent) or None=zeros)`.
+    pub fn pieces(&self, off: u64, len: u64) -> Vec<(u64, u64, Option<Extent>)> {
+        let end = off + len;
+        let mut out = Vec::new();
+        let mut at = off;
+        // The extent starting at or before `off` may cover it.
+        let first = self.extents.range(..=off).next_back().map(|(s, e)| (*s, *e));
+        let rest = self.extents.range(off + 1..end).map(|(s, e)| (*s, *e));
+        for (s, e) in first.into_iter().chain(rest) {
+            let (es, ee) = (s, s + e.len);
+            if ee <= at || es >= end {
+                continue;
+            }
+            if es > at {
+                out.push((at, es - at, None));
+                at = es;
+            }
+            let stop = ee.min(end);
+            out.push((at, stop - at, Some(e)));
+            at = stop;
+        }
+        if at < end {
+            out.push((at, end - at, None));
+        }
+        out
+    }
+
+    fn punch(&mut self, off: u64, end: u64) {
+        let overlapping: Vec<u64> = self
+            .extents
+            .range(..end)
+            .rev()
+            .take_while(|(s, e)| **s + e.len > off)
+            .map(|(s, _)| *s)
+            .collect();
+        // Extents do not overlap, so going down by start their ends go down too: the first
+        // one ending at or before `off` ends the overlapping run.
+        for s in overlapping {
+            let e = self.extents.remove(&s).unwrap();
+            if s < off {
+                self.extents.insert(s, Extent { len: off - s, ..e });
+            }
+            if s + e.len > end {
+                self.extents.insert(
+                    end,
+                    Extent {
+                        len: s + e.len - end,
+                        ..e
+                    },
+                );
+            }
+        }
+        let first_block = off / BLOCK;
+        let last_block = (end - 1) / BLOCK;
+        let doomed: Vec<u64> = self
+            .block_cvs
+            .range(first_block..=last_block)
+            .map(|(b, _)| *b)
+            .collect();
+        for b in doomed {
+            self.block_cvs.remove(&b);
+        }
+    }
+
+    fn truncate(&mut self, size: u64) {
+        if size < self.size {
+            self.punch(size, u64::MAX);
+            // The block that now ends early no longer has the chaining value of a full block.
+            let partial = size / BLOCK;
+            if !size.is_multiple_of(BLOCK) {
+                self.block_cvs.remove(&partial);
+            }
+        } else if size > self.size && !self.size.is_multiple_of(BLOCK) {
+            self.block_cvs.remove(&(self.size / BLOCK));
+        }
+        self.size = size;
+    }
+}
+
+/// The whole namespace.
+#[derive(Debug, Clone)]
+pub struct Namespace {
+    inodes: BTreeMap<u64, Inode>,
+    next_id: u64,
+    /// Highest session epoch seen.
+    pub epoch: u32,
+}
+
+impl Default for Namespace {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn mode_default(kind: Kind) -> u32 {
+    match kind {
+        Kind::Dir => 0o755,
+        Kind::File => 0o644,
+        Kind::Symlink => 0o777,
+    }
+}
+
+impl Namespace {
+    /// An empty namespace with its root directory.
+    pub fn new() -> Namespace {
+        let mut inodes = BTreeMap::new();
+        inodes.insert(
+            ROOT,
+            Inode::new(ROOT, Kind::Dir, ROOT, Vec::new(), 0o755, Time::default()),
+        );
+        Namespace {
+            inodes,
+            next_id: ROOT + 1,
+            epoch: 0,
+        }
+    }
+
+    /// The id the next created entry gets.
+    pub fn next_id(&self) -> u64 {
+        self.next_id
+    }
+
+    /// Looks up an inode.
+    pub fn get(&self, id: u64) -> Result<&Inode> {
+        self.inodes.get(&id).ok_or(Error::NotFound)
+    }
+
+    /// All inodes, by id.
+    pub fn inodes(&self) -> impl Iterator<Item = &Inode> {
+        self.inodes.values()
+    }
+
+    /// Number of entries (root included).
+    pub fn len(&self) -> usize {
+        self.inodes.len()
+    }
+
+    /// Always false: the root exists.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Finds `name` in directory `dir`.
+    pub fn lookup(&self, dir: u64, name: &[u8]) -> Result<u64> {
+        let d = self.get(dir)?;
+        if d.kind != Kind::Dir {
+            return Err(Error::NotDir);
+        }
+        if name == b"." {
+            return Ok(dir);
+        }
+        if name == b".." {
+            return Ok(d.parent);
+        }
+        d.entries.get(name).copied().ok_or(Error::NotFound)
+    }
+
+    /// The path of an inode from the root, as bytes joined by `/` (root is empty).
+    pub fn path(&self, id: u64) -> Vec<u8> {
+        let mut parts = Vec::new();
+        let mut at = id;
+        while at != ROOT {
+            let Some(i) = self.inodes.get(&at) else { break };
+            parts.push(i.name.clone());
+            at = i.parent;
+        }
+        parts.reverse();
+        parts.join(&b'/')
+    }
+
+    fn dir(&self, id: u64) -> Result<&Inode> {
+        let d = self.get(id)?;
+        if d.kind != Kind::Dir {
+            return Err(Error::NotDir);
+        }
+        Ok(d)
+    }
+
+    fn file(&self, id: u64) -> Result<&Inode> {
+        let f = self.get(id)?;
+        match f.kind {
+            Kind::File => Ok(f),
+            Kind::Dir => Err(Error::IsDir),
+            Kind::Symlink => Err(Error::Invalid("not a regular file".into())),
+        }
+    }
+
+    fn is_ancestor(&self, anc: u64, mut id: u64) -> bool {
+        loop {
+            if id == anc {
+                return true;
+            }
+            if id == ROOT {
+                return false;
+            }
+            match self.inodes.get(&id) {
+                Some(i) => id = i.parent,
+                None => return false,
+            }
+        }
+    }
+
+    /// Checks that `op` can apply, then applies it.
+    pub fn apply(&mut self, op: &Op) -> Result<()> {
+        self.validate(op)?;
+        self.mutate(op);
+        Ok(())
+    }
+
+    fn validate(&self, op: &Op) -> Result<()> {
+        match op {
+            Op::Session { .. } => Ok(()),
+            Op::Create {
+                id, parent, name, ..
+            } => {
+                if self.inodes.contains_key(id) || *id == 0 {
+                    return Err(Error::Format(format!("inode {id} created twice")));
+                }
+                if self.dir(*parent)?.entries.contains_key(name) {
+                    return Err(Error::Exists);
+                }
+                Ok(())
+            }
+            Op::Remove { parent, name, .. } => {
+                let id = *self.dir(*parent)?.entries.get(name).ok_or(Error::NotFound)?;
+                let i = self.get(id)?;
+                if i.kind == Kind::Dir && !i.entries.is_empty() {
+                    return Err(Error::NotEmpty);
+                }
+                Ok(())
+            }
+            Op::Rename {
+                from_parent,
+                from_name,
+                to_parent,
+                to_name,
+                ..
+            } => {
+                let src = *self
+                    .dir(*from_parent)?
+                    .entries
+                    .get(from_name)
+                    .ok_or(Error::NotFound)?;
+                let to_dir = self.dir(*to_parent)?;
+                let s = self.get(src)?;
+                if s.kind == Kind::Dir && self.is_ancestor(src, *to_parent) {
+                    return Err(Error::Invalid(
+                        "cannot move a directory into itself".into(),
+                    ));
+                }
+                if let Some(&dst) = to_dir.entries.get(to_name) {
+                    if dst == src {
+                        return Ok(());
+                    }
+                    let d = self.get(dst)?;
+                    match (s.kind == Kind::Dir, d.kind == Kind::Dir) {
+                        (true, false) => return Err(Error::NotDir),
+                        (false, true) => return Err(Error::IsDir),
+                        (true, true) if !d.entries.is_empty() => return Err(Error::NotEmpty),
+                        _ => {}
+                    }
+                }
+                Ok(())
+            }
+            Op::SetAttr { id, change, .. } => {
+                let i = self.get(*id)?;
+                if change.size.is_some() && i.kind != Kind::File {
+                    return Err(if i.kind == Kind::Dir {
+                        Error::IsDir
+                    } else {
+                        Error::Invalid("cannot resize a symlink".into())
+                    });
+                }
+                Ok(())
+            }
+            Op::Write {
+                id, offset, len, ..
+            } => {
+                self.file(*id)?;
+                if offset.checked_add(*len as u64).is_none() {
+                    return Err(Error::Invalid("write past the largest file offset".into()));
+                }
+                Ok(())
+            }
+            Op::BlockCv { id, .. } => self.file(*id).map(|_| ()),
+        }
+    }
+
+    fn touch_dir(&mut self, id: u64, time: Time) {
+        if let Some(d) = self.inodes.get_mut(&id) {
+            d.mtime = time;
+            d.ctime = time;
+        }
+    }
+
+    fn unlink(&mut self, parent: u64, name: &[u8]) {
+        let id = self
+            .inodes
+            .get_mut(&parent)
+            .and_then(|p| p.entries.remove(name));
+        if let Some(id) = id
+            && let Some(i) = self.inodes.remove(&id)
+                && i.kind == Kind::Dir
+                    && let Some(p) = self.inodes.get_mut(&parent) {
+                        p.subdirs -= 1;
+                    }
+    }
+
+    fn mutate(&mut self, op: &Op) {
+        match op {
+            Op::Session { epoch, .. } => self.epoch = self.epoch.max(*epoch),
+            Op::Create {
+                id,
+                parent,
+                name,
+                kind,
+                mode,
+                uid,
+                gid,
+                time,
+                target,
+            } => {
+                let mut i = Inode::new(
+                    *id,
+                    *kind,
+                    *parent,
+                    name.clone(),
+                    if *mode == 0 { mode_default(*kind) } else { *mode },
+                    *time,
+                );
+                i.uid = *uid;
+                i.gid = *gid;
+                i.target = target.clone();
+                if *kind == Kind::Symlink {
+                    i.size = target.len() as u64;
+                }
+                self.inodes.insert(*id, i);
+                let p = self.inodes.get_mut(parent).unwrap();
+                p.entries.insert(name.clone(), *id);
+                if *kind == Kind::Dir {
+                    p.subdirs += 1;
+                }
+                self.touch_dir(*parent, *time);
+                self.next_id = self.next_id.max(id + 1);
+            }
+            Op::Remove { parent, name, time } => {
+                self.unlink(*parent, name);
+                self.touch_dir(*parent, *time);
+            }
+            Op::Rename {
+                from_parent,
+                from_name,
+                to_parent,
+                to_name,
+                time,
+            } => {
+                let src = self.inodes[from_parent].entries[from_name];
+                if self.inodes[to_parent].entries.get(to_name) == Some(&src) {
+                    return;
+                }
+                if self.inodes[to_parent].entries.contains_key(to_name) {
+                    self.unlink(*to_parent, to_name);
+                }
+                let is_dir = self.inodes[&src].kind == Kind::Dir;
+                let from = self.inodes.get_mut(from_parent).unwrap();
+                from.entries.remove(from_name);
+                if is_dir {
+                    from.subdirs -= 1;
+                }
+                let to = self.inodes.get_mut(to_parent).unwrap();
+                to.entries.insert(to_name.clone(), src);
+                if is_dir {
+                    to.subdirs += 1;
+                }
+                let s = self.inodes.get_mut(&src).unwrap();
+                s.parent = *to_parent;
+                s.name = to_name.clone();
+                s.ctime = *time;
+                self.touch_dir(*from_parent, *time);
+                self.touch_dir(*to_parent, *time);
+            }
+            Op::SetAttr { id, change, time } => {
+                let i = self.inodes.get_mut(id).unwrap();
+                let AttrChange {
+                    mode,
+                    uid,
+                    gid,
+                    size,
+                    atime,
+                    mtime,
+                } = change;
+                if let Some(m) = mode {
+                    i.mode = m & 0o7777;
+                }
+                if let Some(u) = uid {
+                    i.uid = *u;
+                }
+                if let Some(g) = gid {
+                    i.gid = *g;
+                }
+                if let Some(s) = size {
+                    i.truncate(*s);
+                    i.mtime = *time;
+                }
+                if let Some(a) = atime {
+                    i.atime = *a;
+                }
+                if let Some(m) = mtime {
+                    i.mtime = *m;
+                }
+                i.ctime = *time;
+            }
+            Op::Write {
+                id,
+                offset,
+                len,
+                generation,
+                loc,
+                hash,
+                time,
+            } => {
+                let i = self.inodes.get_mut(id).unwrap();
+                let len = *len as u64;
+                if len > 0 {
+                    i.punch(*offset, offset + len);
+                    if let Some(loc) = loc {
+                        i.extents.insert(
+                            *offset,
+                            Extent {
+                                len,
+                                rec: RecRef {
+                                    loc: *loc,
+                                    start: *offset,
+                                    plain_len: len as u32,
+                                    hash: *hash,
+                                    generation: *generation,
+                                },
+                            },
+                        );
+                    }
+                }
+                i.size = i.size.max(offset + len);
+                i.mtime = *time;
+                i.ctime = *time;
+            }
+            Op::BlockCv { id, block, cv } => {
+                let i = self.inodes.get_mut(id).unwrap();
+                i.block_cvs.insert(*block, *cv);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loc(addr: u64) -> Option<Loc> {
+        Some(Loc {
+            dev: 0,
+            addr,
+            len: 100,
+        })
+    }
+
+    fn write(ns: &mut Namespace, id: u64, offset: u64, len: u32, addr: u64) {
+        ns.apply(&Op::Write {
+            id,
+            offset,
+            len,
+            generation: addr,
+            loc: if addr == 0 { None } else { loc(addr) },
+            hash: [0; 32],
+            time: Time::now(),
+        })
+        .unwrap();
+    }
+
+    fn create(ns: &mut Namespace, parent: u64, name: &str, kind: Kind) -> u64 {
+        let id = ns.next_id();
+        ns.apply(&Op::Create {
+            id,
+            parent,
+            name: name.as_bytes().to_vec(),
+            kind,
+            mode: 0,
+            uid: 0,
+            gid: 0,
+            time: Time::now(),
+            target: vec![],
+        })
+        .unwrap();
+        id
+    }
+
+    #[test]
+    fn overwrite_splits_extents() {
+        let mut ns = Namespace::new();
+        let f = create(&mut ns, ROOT, "f", Kind::File);
+        write(&mut ns, f, 0, 100, 1000);
+        write(&mut ns, f, 40, 20, 2000);
+        let p = ns.get(f).unwrap().pieces(0, 100);
+        let summary: Vec<(u64, u64, u64, u64)> = p
+            .iter()
+            .map(|(o, l, e)| {
+                let e = e.unwrap();
+                (*o, *l, e.rec.loc.addr, e.rec.start)
+            })
+            .collect();
+        assert_eq!(summary, vec![(0, 40, 1000, 0), (40, 20, 2000, 40), (60, 40, 1000, 0)]);
+        write(&mut ns, f, 50, 100, 0);
+        let p = ns.get(f).unwrap().pieces(0, 150);
+        assert_eq!(p.len(), 3);
+        assert!(p[2].2.is_none() && p[2].0 == 50 && p[2].1 == 100);
+        assert_eq!(ns.get(f).unwrap().size, 150);
+    }
+
+    #[test]
+    fn rename_rules() {
+        let mut ns = Namespace::new();
+        let d = create(&mut ns, ROOT, "d", Kind::Dir);
+        let e = create(&mut ns, d, "e", Kind::Dir);
+        let t = Time::now();
+        let into_self = Op::Rename {
+            from_parent: ROOT,
+            from_name: b"d".to_vec(),
+            to_parent: e,
+            to_name: b"x".to_vec(),
+            time: t,
+        };
+        assert!(matches!(ns.apply(&into_self), Err(Error::Invalid(_))));
+        let f = create(&mut ns, ROOT, "f", Kind::File);
+        let over_dir = Op::Rename {
+            from_parent: ROOT,
+            from_name: b"f".to_vec(),
+            to_parent: ROOT,
+            to_name: b"d".to_vec(),
+            time: t,
+        };
+        assert!(matches!(ns.apply(&over_dir), Err(Error::IsDir)));
+        let mv = Op::Rename {
+            from_parent: ROOT,
+            from_name: b"f".to_vec(),
+            to_parent: e,
+            to_name: b"g".to_vec(),
+            time: t,
+        };
+        ns.apply(&mv).unwrap();
+        assert_eq!(ns.lookup(e, b"g").unwrap(), f);
+        assert_eq!(ns.path(f), b"d/e/g");
+        assert!(matches!(
+            ns.apply(&Op::Remove {
+                parent: ROOT,
+                name: b"d".to_vec(),
+                time: t
+            }),
+            Err(Error::NotEmpty)
+        ));
+    }
+}

@@ -1,0 +1,1272 @@
+//! The store: a namespace of files whose bytes live in encrypted records on the devices.
+//!
+//! Writes are compressed, encrypted and hashed in the caller's thread (so concurrent callers
+//! use every core), then queued under one lock that also updates the namespace and encodes
+//! the journal ops. Durability is a group commit: the first waiter becomes the leader, writes
+//! everything queued so far in large sequential pwrites plus one journal batch, syncs, and
+//! wakes every waiter whose ops were in it.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use blake3::hazmat::HasherExt;
+
+use crate::cipher::{Cipher, Purpose, SessionKey};
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::journal::{self, AttrChange, BatchHeader, Kind, Loc, Op, Time};
+use crate::keys::{Secrets, UnlockCode};
+use crate::log::{Chain, DevLog, Piece};
+use crate::namespace::{BLOCK, Extent, Inode, Namespace, ROOT};
+use crate::record::{self, Binding, MAX_PLAIN};
+use crate::segment;
+use crate::superblock::{self, JOURNAL_START, Superblock};
+
+/// Granularity of zero detection inside a write: all-zero runs of this size become holes.
+const ZERO_GRAIN: usize = 64 * 1024;
+/// Room a batch header, its tag and the device tails may take in the journal.
+const BATCH_SLACK: u64 = 256;
+/// Upper bound of one encoded op (a name is at most 255 bytes; symlink targets are capped).
+const OP_MAX: u64 = 1400;
+/// Longest symlink target accepted.
+pub const MAX_SYMLINK: usize = 1024;
+/// Longest name accepted.
+pub const MAX_NAME: usize = 255;
+/// Bytes kept free in the journal for the seal's last batches.
+const JOURNAL_RESERVE: u64 = 1 << 20;
+/// Queued bytes per device above which writers wait for the leader to catch up.
+const MAX_QUEUED: u64 = 48 << 20;
+/// Records of decrypted plaintext kept for reads.
+const READ_CACHE: usize = 16;
+
+/// Attributes of an entry, as the NFS layer reports them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attr {
+    pub id: u64,
+    pub kind: Kind,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    /// Bytes the content occupies (not counting holes), before compression.
+    pub used: u64,
+    pub nlink: u32,
+    pub atime: Time,
+    pub mtime: Time,
+    pub ctime: Time,
+}
+
+impl Attr {
+    fn of(i: &Inode) -> Attr {
+        Attr {
+            id: i.id,
+            kind: i.kind,
+            mode: i.mode,
+            uid: i.uid,
+            gid: i.gid,
+            size: i.size,
+            used: i.stored_bytes(),
+            nlink: i.nlink(),
+            atime: i.atime,
+            mtime: i.mtime,
+            ctime: i.ctime,
+        }
+    }
+}
+
+/// A directory entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    pub name: Vec<u8>,
+    pub attr: Attr,
+}
+
+/// How the store was opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// The appliance: may write, recovers after a crash.
+    ReadWrite,
+    /// Verification and ingest: never writes to the devices.
+    ReadOnly,
+}
+
+/// Counters for `odt status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    /// Sum of file sizes.
+    pub logical_bytes: u64,
+    /// Bytes the log occupies on the devices (records, headers, footers).
+    pub log_bytes: u64,
+    /// Bytes free for records on all devices.
+    pub free_bytes: u64,
+    /// Capacity of the segment areas of all devices.
+    pub capacity_bytes: u64,
+    pub journal_used: u64,
+    pub journal_len: u64,
+    /// Bytes written by clients since the store was opened.
+    pub written_bytes: u64,
+}
+
+/// A device set whose superblocks have been read, but which is not unlocked yet.
+#[derive(Debug)]
+pub struct Locked {
+    devs: Vec<Device>,
+    sbs: Vec<Superblock>,
+}
+
+impl Locked {
+    /// Opens the devices of one set (any order) and checks that they belong together.
+    pub fn open(paths: &[PathBuf], access: Access) -> Result<Locked> {
+        let set = superblock::open_set(paths, access == Access::ReadWrite)?;
+        let (devs, sbs) = set.into_iter().unzip();
+        Ok(Locked { devs, sbs })
+    }
+
+    /// The superblock of device 0.
+    pub fn superblock(&self) -> &Superblock {
+        &self.sbs[0]
+    }
+
+    /// The devices, ordered by index.
+    pub fn devices(&self) -> &[Device] {
+        &self.devs
+    }
+
+    /// The superblocks, ordered by index.
+    pub fn superblocks(&self) -> &[Superblock] {
+        &self.sbs
+    }
+
+    /// Unwraps the keys with the customer's unlock code.
+    pub fn secrets_from_code(&self, code: &UnlockCode) -> Result<Secrets> {
+        Secrets::unwrap_with_code(&self.sbs[0].wrapped_for_customer, code)
+    }
+
+    /// Unwraps the keys with the ingest identity.
+    pub fn secrets_from_identity(&self, id: &age::x25519::Identity) -> Result<Secrets> {
+        Secrets::unwrap_with_identity(&self.sbs[0].wrapped_for_ingest, id)
+    }
+
+    /// Opens the store with the unwrapped secrets: replays the journal and, read-write,
+    /// recovers from a crash and starts a new session.
+    pub fn unlock(self, secrets: Secrets, access: Access) -> Result<Store> {
+        if Secrets::verifying_key(&secrets) != self.sbs[0].signing_public {
+            return Err(Error::WrongKey(
+                "the unwrapped keys do not match this device's signing key".into(),
+            ));
+        }
+        Store::open(self, secrets, access)
+    }
+}
+
+struct Core {
+    ns: Namespace,
+    logs: Vec<DevLog>,
+    /// Encoded ops waiting for the next batch.
+    ops: Vec<u8>,
+    /// Journal bytes written or assigned to batches.
+    journal_end: u64,
+    /// Number of the batch queued ops go into.
+    open_batch: u64,
+    next_dev: usize,
+    written_bytes: u64,
+}
+
+struct Commit {
+    durable: u64,
+    leading: bool,
+    failed: Option<String>,
+}
+
+/// A decrypted record's plaintext, by (device, address).
+type CachedRecord = ((u32, u64), Arc<Vec<u8>>);
+
+struct Leader {
+    chains: Vec<Chain>,
+}
+
+/// An unlocked, open store. Share it between threads with `Arc`.
+pub struct Store {
+    devs: Vec<Device>,
+    sbs: Vec<Superblock>,
+    cipher: Cipher,
+    secrets: Secrets,
+    session: u64,
+    epoch: u32,
+    record_key: SessionKey,
+    journal_key: SessionKey,
+    counter: AtomicU64,
+    access: Access,
+    sealed: AtomicBool,
+    core: Mutex<Core>,
+    commit: Mutex<Commit>,
+    commit_cv: Condvar,
+    queue_cv: Condvar,
+    leader: Mutex<Leader>,
+    cache: Mutex<Vec<CachedRecord>>,
+    old_keys: Mutex<HashMap<u64, Arc<SessionKey>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic elsewhere must not make the data unreachable; state is validated before use.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Checks a name given by a client.
+pub fn check_name(name: &[u8]) -> Result<()> {
+    let show = || String::from_utf8_lossy(name).into_owned();
+    if name.is_empty() {
+        return Err(Error::InvalidName {
+            name: show(),
+            why: "empty",
+        });
+    }
+    if name.len() > MAX_NAME {
+        return Err(Error::NameTooLong(name.len()));
+    }
+    if name == b"." || name == b".." {
+        return Err(Error::InvalidName {
+            name: show(),
+            why: "reserved",
+        });
+    }
+    if name.contains(&b'/') || name.contains(&0) {
+        return Err(Error::InvalidName {
+            name: show(),
+            why: "contains '/' or NUL",
+        });
+    }
+    Ok(())
+}
+
+/// True if every byte is zero.
+pub fn is_zero(b: &[u8]) -> bool {
+    // SAFETY: every bit pattern is a valid u128; align_to only reinterprets aligned middles.
+    let (pre, mid, post) = unsafe { b.align_to::<u128>() };
+    pre.iter().all(|&x| x == 0) && post.iter().all(|&x| x == 0) && mid.iter().all(|&x| x == 0)
+}
+
+/// Digest of a record's plaintext: the BLAKE3 chaining value of the plaintext as the subtree
+/// at its file offset when it is a whole aligned 1 MiB block (so the manifest can merge it
+/// into the file's root without re-reading), its plain BLAKE3 hash otherwise.
+pub fn record_digest(offset: u64, plain: &[u8]) -> [u8; 32] {
+    if offset.is_multiple_of(BLOCK) && plain.len() as u64 == BLOCK {
+        let mut h = blake3::Hasher::new();
+        h.set_input_offset(offset);
+        h.update(plain);
+        h.finalize_non_root()
+    } else {
+        *blake3::hash(plain).as_bytes()
+    }
+}
+
+/// A record built outside the lock, waiting to be queued.
+struct Built {
+    offset: u64,
+    len: u32,
+    generation: u64,
+    digest: [u8; 32],
+    bytes: Option<Vec<u8>>,
+}
+
+impl Store {
+    fn open(locked: Locked, secrets: Secrets, access: Access) -> Result<Store> {
+        let Locked { devs, sbs } = locked;
+        let cipher = sbs[0].cipher;
+        let session = crate::keys::random_u64();
+        let mut store = Store {
+            record_key: SessionKey::derive(cipher, &secrets.data_key, session, Purpose::Record),
+            journal_key: SessionKey::derive(cipher, &secrets.data_key, session, Purpose::Journal),
+            cipher,
+            secrets,
+            session,
+            epoch: 0,
+            counter: AtomicU64::new(0),
+            access,
+            sealed: AtomicBool::new(false),
+            core: Mutex::new(Core {
+                ns: Namespace::new(),
+                logs: (0..devs.len()).map(|_| DevLog::default()).collect(),
+                ops: Vec::new(),
+                journal_end: 0,
+                open_batch: 1,
+                next_dev: 0,
+                written_bytes: 0,
+            }),
+            commit: Mutex::new(Commit {
+                durable: 0,
+                leading: false,
+                failed: None,
+            }),
+            commit_cv: Condvar::new(),
+            queue_cv: Condvar::new(),
+            leader: Mutex::new(Leader {
+                chains: (0..devs.len()).map(|_| Chain::empty()).collect(),
+            }),
+            cache: Mutex::new(Vec::new()),
+            old_keys: Mutex::new(HashMap::new()),
+            devs,
+            sbs,
+        };
+        store.recover()?;
+        if access == Access::ReadWrite && !store.is_sealed() {
+            let epoch = lock(&store.core).ns.epoch + 1;
+            store.epoch = epoch;
+            store.submit(vec![Op::Session { epoch, session }])?;
+            store.sync()?;
+        }
+        Ok(store)
+    }
+
+    /// The superblock of device 0 (job, geometry, cipher).
+    pub fn superblock(&self) -> &Superblock {
+        &self.sbs[0]
+    }
+
+    /// The devices of the set, by index.
+    pub fn devices(&self) -> &[Device] {
+        &self.devs
+    }
+
+    /// The job's secrets (for signing the seal).
+    pub fn secrets(&self) -> &Secrets {
+        &self.secrets
+    }
+
+    /// This run's session id.
+    pub fn session(&self) -> u64 {
+        self.session
+    }
+
+    /// Whether the store refuses changes because it was sealed.
+    pub fn is_sealed(&self) -> bool {
+        self.sealed.load(Ordering::Acquire)
+    }
+
+    /// Marks the store sealed (read-only) from now on.
+    pub fn set_sealed(&self) {
+        self.sealed.store(true, Ordering::Release);
+    }
+
+    fn key_for_session(&self, session: u64, purpose: Purpose) -> Arc<SessionKey> {
+        let tag = session ^ (matches!(purpose, Purpose::Journal) as u64 * 0x9e37_79b9_7f4a_7c15);
+        let mut keys = lock(&self.old_keys);
+        keys.entry(tag)
+            .or_insert_with(|| {
+                Arc::new(SessionKey::derive(
+                    self.cipher,
+                    &self.secrets.data_key,
+                    session,
+                    purpose,
+                ))
+            })
+            .clone()
+    }
+
+    // ----- recovery -------------------------------------------------------------------
+
+    /// Replays the journal; checks the last batch's records and footers (a crash may have cut
+    /// them short) and drops that batch if they are torn; rebuilds the segment chains.
+    fn recover(&mut self) -> Result<()> {
+        let dev0 = &self.devs[0];
+        let jlen = self.sbs[0].journal_len;
+        let mut core = lock(&self.core);
+        let mut tails: Vec<u64> = vec![0; self.devs.len()];
+        let mut pos = 0u64;
+        let mut seq = 1u64;
+        // The last good batch is held back until we know whether it is the final one.
+        let mut held: Option<(u64, u64, Vec<u64>, Vec<Op>)> = None;
+        let mut buf = Vec::new();
+        let mut buf_at = 0u64;
+        let read = |buf: &mut Vec<u8>, buf_at: &mut u64, at: u64, n: usize| -> Result<bool> {
+            if at + n as u64 > jlen {
+                return Ok(false);
+            }
+            if at < *buf_at || at + n as u64 > *buf_at + buf.len() as u64 {
+                let want = (n.max(4 << 20) as u64).min(jlen - at) as usize;
+                *buf = dev0.read_vec(JOURNAL_START + at, want)?;
+                *buf_at = at;
+            }
+            Ok(true)
+        };
+        loop {
+            if !read(&mut buf, &mut buf_at, pos, journal::BATCH_HEADER)? {
+                break;
+            }
+            let off = (pos - buf_at) as usize;
+            let Some(h) = BatchHeader::decode(&buf[off..]) else {
+                break;
+            };
+            if h.seq != seq || h.cipher != self.cipher {
+                break;
+            }
+            if !read(&mut buf, &mut buf_at, pos, h.total_len())? {
+                break;
+            }
+            let off = (pos - buf_at) as usize;
+            let batch = &buf[off..off + h.total_len()];
+            if !h.crc_ok(batch) {
+                break;
+            }
+            let key = self.key_for_session(h.session, Purpose::Journal);
+            let (t, ops) = journal::open_batch(&key, &h, batch).map_err(|e| {
+                Error::corrupt(
+                    "journal batch",
+                    dev0.path(),
+                    JOURNAL_START + pos,
+                    match e {
+                        journal::BatchError::Auth => {
+                            "fails authentication (tampered metadata)".to_string()
+                        }
+                        journal::BatchError::Decode(w) => format!("does not decode: {w}"),
+                    },
+                )
+            })?;
+            if t.len() != self.devs.len() {
+                return Err(Error::corrupt(
+                    "journal batch",
+                    dev0.path(),
+                    JOURNAL_START + pos,
+                    "names a different number of devices",
+                ));
+            }
+            if let Some((hpos, _, ht, hops)) = held.take() {
+                Self::replay(&mut core.ns, &hops, dev0.path(), hpos)?;
+                tails = ht;
+            }
+            held = Some((pos, h.total_len() as u64, t, ops));
+            pos += h.total_len() as u64;
+            seq += 1;
+        }
+        let mut end = pos;
+        if let Some((hpos, hlen, ht, hops)) = held.take() {
+            if self.batch_is_whole(&tails, &ht, &hops) {
+                Self::replay(&mut core.ns, &hops, dev0.path(), hpos)?;
+                tails = ht;
+            } else {
+                tracing::warn!(
+                    batch = seq - 1,
+                    "the last journal batch refers to records a crash cut short; dropping it \
+                     (it was never acknowledged)"
+                );
+                end = hpos;
+                seq -= 1;
+                if self.access == Access::ReadWrite {
+                    dev0.zero(JOURNAL_START + hpos, hlen)?;
+                }
+            }
+        }
+        core.journal_end = end;
+        core.open_batch = seq;
+        for (log, t) in core.logs.iter_mut().zip(&tails) {
+            log.tail = *t;
+        }
+        drop(core);
+        lock(&self.commit).durable = seq - 1;
+        let mut chains = Vec::new();
+        for (i, dev) in self.devs.iter().enumerate() {
+            chains.push(Chain::resume(dev, &self.sbs[i], tails[i])?);
+        }
+        lock(&self.leader).chains = chains;
+        if self.access == Access::ReadWrite {
+            self.clear_after_tails(&tails, end)?;
+        }
+        Ok(())
+    }
+
+    fn replay(ns: &mut Namespace, ops: &[Op], path: &Path, pos: u64) -> Result<()> {
+        for op in ops {
+            ns.apply(op).map_err(|e| {
+                Error::corrupt(
+                    "journal",
+                    path,
+                    JOURNAL_START + pos,
+                    format!("op {op:?} does not apply: {e}"),
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Whether every record and segment boundary a batch refers to made it to the device.
+    fn batch_is_whole(&self, before: &[u64], after: &[u64], ops: &[Op]) -> bool {
+        for op in ops {
+            if let Op::Write { loc: Some(loc), .. } = op {
+                let Some(dev) = self.devs.get(loc.dev as usize) else {
+                    return false;
+                };
+                let Ok(b) = dev.read_vec(loc.addr, loc.len as usize) else {
+                    return false;
+                };
+                match record::Header::decode(&b) {
+                    Ok(h) if h.check_crc(&b).is_ok() => {}
+                    _ => return false,
+                }
+            }
+        }
+        for (i, (&b, &a)) in before.iter().zip(after).enumerate() {
+            if a == b {
+                continue;
+            }
+            let sb = &self.sbs[i];
+            let seg = |t: u64| (t != 0).then(|| (t - 1 - sb.data_start()) / sb.segment_size);
+            let Some(last) = seg(a) else { return false };
+            // Segments closed by this batch must have their footers, the one it opened its
+            // header.
+            let first = seg(b).unwrap_or(last);
+            for s in first..last {
+                if crate::log::read_footer(&self.devs[i], sb, s).is_err() {
+                    return false;
+                }
+            }
+            if seg(b) != Some(last) {
+                let hdr = self.devs[i].read_vec(sb.segment_start(last), segment::BLOCK as usize);
+                if !hdr.is_ok_and(|h| segment::SegmentHeader::decode(&h).is_ok()) {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// Zeroes what an interrupted leader may have left past the durable tails, so that the
+    /// log ends exactly where the journal says (the seal check relies on it).
+    fn clear_after_tails(&self, tails: &[u64], journal_end: u64) -> Result<()> {
+        for (i, dev) in self.devs.iter().enumerate() {
+            let sb = &self.sbs[i];
+            let (start_seg, from) = if tails[i] == 0 {
+                (0, sb.segment_start(0))
+            } else {
+                let s = (tails[i] - 1 - sb.data_start()) / sb.segment_size;
+                (s, tails[i])
+            };
+            let seg_end = sb.segment_start(start_seg) + sb.segment_size - segment::BLOCK;
+            let probe = dev.read_vec(from, (seg_end - from).min(64 * 1024) as usize)?;
+            let next = start_seg + 1;
+            let next_dirty = next < sb.segment_count()
+                && !is_zero(&dev.read_vec(sb.segment_start(next), segment::BLOCK as usize)?);
+            if !is_zero(&probe) {
+                dev.zero(from, seg_end - from)?;
+            }
+            if next_dirty {
+                dev.zero(sb.segment_start(next), sb.segment_size)?;
+            }
+        }
+        let jlen = self.sbs[0].journal_len;
+        let n = (jlen - journal_end).min(1 << 20);
+        if n > 0 && !is_zero(&self.devs[0].read_vec(JOURNAL_START + journal_end, n as usize)?) {
+            let claimed = BatchHeader::decode(
+                &self.devs[0].read_vec(JOURNAL_START + journal_end, journal::BATCH_HEADER)?,
+            )
+            .map(|h| h.total_len() as u64)
+            .unwrap_or(0);
+            self.devs[0].zero(
+                JOURNAL_START + journal_end,
+                n.max(claimed).min(jlen - journal_end),
+            )?;
+        }
+        for d in &self.devs {
+            d.sync()?;
+        }
+        Ok(())
+    }
+
+    // ----- group commit -----------------------------------------------------------------
+
+    fn writable(&self) -> Result<()> {
+        if self.access == Access::ReadOnly || self.is_sealed() {
+            return Err(Error::ReadOnly);
+        }
+        Ok(())
+    }
+
+    /// Applies metadata ops to the namespace and queues them; waits until they are durable.
+    fn submit(&self, ops: Vec<Op>) -> Result<()> {
+        let ticket = {
+            let mut core = lock(&self.core);
+            self.reserve_journal(&core, ops.len())?;
+            for op in &ops {
+                core.ns.apply(op)?;
+                journal::encode_op(op, &mut core.ops);
+            }
+            core.open_batch
+        };
+        self.wait_durable(ticket)
+    }
+
+    fn reserve_journal(&self, core: &Core, n_ops: usize) -> Result<()> {
+        let need = core.journal_end
+            + core.ops.len() as u64
+            + n_ops as u64 * OP_MAX
+            + BATCH_SLACK
+            + 16 * self.devs.len() as u64;
+        let reserve = if self.is_sealed() { 0 } else { JOURNAL_RESERVE };
+        if need + reserve > self.sbs[0].journal_len {
+            return Err(Error::NoSpace(format!(
+                "the metadata journal is full ({} of {} bytes used)",
+                core.journal_end,
+                self.sbs[0].journal_len
+            )));
+        }
+        Ok(())
+    }
+
+    /// Blocks until the batch `ticket` is durable, leading the commit if nobody is.
+    fn wait_durable(&self, ticket: u64) -> Result<()> {
+        let mut c = lock(&self.commit);
+        loop {
+            if let Some(why) = &c.failed {
+                return Err(Error::Io {
+                    op: "commit",
+                    path: self.devs[0].path().to_path_buf(),
+                    offset: 0,
+                    source: std::io::Error::other(format!(
+                        "an earlier commit failed and the store stopped accepting writes: {why}"
+                    )),
+                });
+            }
+            if c.durable >= ticket {
+                return Ok(());
+            }
+            if !c.leading {
+                c.leading = true;
+                drop(c);
+                let r = self.lead();
+                c = lock(&self.commit);
+                c.leading = false;
+                match r {
+                    Ok(done) => c.durable = c.durable.max(done),
+                    Err(e) => {
+                        tracing::error!(error = %e, "commit failed");
+                        c.failed = Some(e.to_string());
+                    }
+                }
+                self.commit_cv.notify_all();
+                continue;
+            }
+            c = self
+                .commit_cv
+                .wait(c)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// One group commit: takes what is queued, writes it, syncs. Returns the batch number.
+    fn lead(&self) -> Result<u64> {
+        let (batch_no, pieces, batch, at) = {
+            let mut core = lock(&self.core);
+            let nothing = core.ops.is_empty() && core.logs.iter().all(|l| l.pending.is_empty());
+            if nothing {
+                return Ok(core.open_batch - 1);
+            }
+            let batch_no = core.open_batch;
+            core.open_batch += 1;
+            let tails: Vec<u64> = core.logs.iter().map(|l| l.tail).collect();
+            let mut pieces = Vec::new();
+            for log in core.logs.iter_mut() {
+                let p = Arc::new(std::mem::take(&mut log.pending));
+                log.pending_bytes = 0;
+                log.inflight = p.clone();
+                pieces.push(p);
+            }
+            self.queue_cv.notify_all();
+            let ops = std::mem::take(&mut core.ops);
+            let counter = self.counter.fetch_add(1, Ordering::Relaxed);
+            let batch = journal::build_batch(
+                &self.journal_key,
+                self.cipher,
+                batch_no,
+                self.session,
+                counter,
+                &tails,
+                &ops,
+            );
+            let at = core.journal_end;
+            core.journal_end += batch.len() as u64;
+            (batch_no, pieces, batch, at)
+        };
+        if at + batch.len() as u64 > self.sbs[0].journal_len {
+            return Err(Error::NoSpace("the metadata journal is full".into()));
+        }
+        let mut leader = lock(&self.leader);
+        let write_dev = |i: usize, chain: &mut Chain, list: &[Piece]| -> Result<()> {
+            for p in list {
+                chain.feed(&self.devs[i], &self.sbs[i], p)?;
+                self.devs[i].write_at(&p.bytes, p.addr)?;
+            }
+            Ok(())
+        };
+        if self.devs.len() == 1 {
+            write_dev(0, &mut leader.chains[0], &pieces[0])?;
+        } else {
+            std::thread::scope(|s| {
+                let handles: Vec<_> = leader
+                    .chains
+                    .iter_mut()
+                    .enumerate()
+                    .map(|(i, chain)| {
+                        let list = &pieces[i];
+                        let write_dev = &write_dev;
+                        s.spawn(move || write_dev(i, chain, list))
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .try_for_each(|h| h.join().expect("device writer panicked"))
+            })?;
+        }
+        self.devs[0].write_at(&batch, JOURNAL_START + at)?;
+        self.sync_devices()?;
+        drop(leader);
+        let mut core = lock(&self.core);
+        for log in core.logs.iter_mut() {
+            log.inflight = Arc::new(Vec::new());
+        }
+        Ok(batch_no)
+    }
+
+    fn sync_devices(&self) -> Result<()> {
+        if self.devs.len() == 1 {
+            return self.devs[0].sync();
+        }
+        std::thread::scope(|s| {
+            let hs: Vec<_> = self.devs.iter().map(|d| s.spawn(move || d.sync())).collect();
+            hs.into_iter()
+                .try_for_each(|h| h.join().expect("sync thread panicked"))
+        })
+    }
+
+    /// Makes everything queued so far durable.
+    pub fn sync(&self) -> Result<()> {
+        let ticket = {
+            let core = lock(&self.core);
+            let nothing = core.ops.is_empty() && core.logs.iter().all(|l| l.pending.is_empty());
+            core.open_batch - nothing as u64
+        };
+        self.wait_durable(ticket)
+    }
+
+    /// Closes the open segment of every device (footers written and synced): the log is
+    /// then fully covered by the footer chain. Used by the seal. Returns per device the
+    /// tail and the hash of its last footer.
+    pub fn close_segments(&self) -> Result<Vec<(u64, [u8; 32])>> {
+        self.sync()?;
+        let core = lock(&self.core);
+        let mut leader = lock(&self.leader);
+        let mut out = Vec::new();
+        for (i, chain) in leader.chains.iter_mut().enumerate() {
+            chain.close(&self.devs[i], &self.sbs[i])?;
+            out.push((core.logs[i].tail, chain.prev_footer));
+        }
+        drop(leader);
+        drop(core);
+        self.sync_devices()?;
+        Ok(out)
+    }
+
+    // ----- namespace operations ---------------------------------------------------------
+
+    /// Id of the root directory.
+    pub fn root(&self) -> u64 {
+        ROOT
+    }
+
+    /// Finds `name` in directory `dir`.
+    pub fn lookup(&self, dir: u64, name: &[u8]) -> Result<u64> {
+        lock(&self.core).ns.lookup(dir, name)
+    }
+
+    /// Attributes of an entry.
+    pub fn getattr(&self, id: u64) -> Result<Attr> {
+        Ok(Attr::of(lock(&self.core).ns.get(id)?))
+    }
+
+    /// Path of an entry from the root, for messages and manifests.
+    pub fn path(&self, id: u64) -> String {
+        String::from_utf8_lossy(&lock(&self.core).ns.path(id)).into_owned()
+    }
+
+    /// Changes attributes (a size change truncates or extends the file).
+    pub fn setattr(&self, id: u64, change: AttrChange) -> Result<Attr> {
+        self.writable()?;
+        self.submit(vec![Op::SetAttr {
+            id,
+            change,
+            time: Time::now(),
+        }])?;
+        self.getattr(id)
+    }
+
+    fn create_entry(&self, dir: u64, name: &[u8], kind: Kind, mode: u32, target: &[u8]) -> Result<Attr> {
+        self.writable()?;
+        check_name(name)?;
+        if target.len() > MAX_SYMLINK {
+            return Err(Error::Invalid(format!(
+                "symlink target of {} bytes (at most {MAX_SYMLINK})",
+                target.len()
+            )));
+        }
+        let id = {
+            let mut core = lock(&self.core);
+            self.reserve_journal(&core, 1)?;
+            let id = core.ns.next_id();
+            let op = Op::Create {
+                id,
+                parent: dir,
+                name: name.to_vec(),
+                kind,
+                mode,
+                uid: 0,
+                gid: 0,
+                time: Time::now(),
+                target: target.to_vec(),
+            };
+            core.ns.apply(&op)?;
+            journal::encode_op(&op, &mut core.ops);
+            let ticket = core.open_batch;
+            drop(core);
+            self.wait_durable(ticket)?;
+            id
+        };
+        self.getattr(id)
+    }
+
+    /// Creates an empty regular file; `Exists` if the name is taken.
+    pub fn create(&self, dir: u64, name: &[u8], mode: u32) -> Result<Attr> {
+        self.create_entry(dir, name, Kind::File, mode, b"")
+    }
+
+    /// Creates a directory.
+    pub fn mkdir(&self, dir: u64, name: &[u8], mode: u32) -> Result<Attr> {
+        self.create_entry(dir, name, Kind::Dir, mode, b"")
+    }
+
+    /// Creates a symbolic link.
+    pub fn symlink(&self, dir: u64, name: &[u8], target: &[u8]) -> Result<Attr> {
+        if target.is_empty() {
+            return Err(Error::Invalid("empty symlink target".into()));
+        }
+        self.create_entry(dir, name, Kind::Symlink, 0o777, target)
+    }
+
+    /// Target of a symbolic link.
+    pub fn readlink(&self, id: u64) -> Result<Vec<u8>> {
+        let core = lock(&self.core);
+        let i = core.ns.get(id)?;
+        if i.kind != Kind::Symlink {
+            return Err(Error::Invalid("not a symbolic link".into()));
+        }
+        Ok(i.target.clone())
+    }
+
+    /// Removes a file or symlink (`IsDir` for a directory).
+    pub fn remove(&self, dir: u64, name: &[u8]) -> Result<()> {
+        self.remove_entry(dir, name, false)
+    }
+
+    /// Removes an empty directory (`NotDir` for anything else).
+    pub fn rmdir(&self, dir: u64, name: &[u8]) -> Result<()> {
+        self.remove_entry(dir, name, true)
+    }
+
+    fn remove_entry(&self, dir: u64, name: &[u8], want_dir: bool) -> Result<()> {
+        self.writable()?;
+        check_name(name)?;
+        let ticket = {
+            let mut core = lock(&self.core);
+            self.reserve_journal(&core, 1)?;
+            let id = core.ns.lookup(dir, name)?;
+            let is_dir = core.ns.get(id)?.kind == Kind::Dir;
+            if is_dir != want_dir {
+                return Err(if is_dir { Error::IsDir } else { Error::NotDir });
+            }
+            let op = Op::Remove {
+                parent: dir,
+                name: name.to_vec(),
+                time: Time::now(),
+            };
+            core.ns.apply(&op)?;
+            journal::encode_op(&op, &mut core.ops);
+            core.open_batch
+        };
+        self.wait_durable(ticket)
+    }
+
+    /// Moves `from_dir/from_name` to `to_dir/to_name`, replacing a compatible target.
+    pub fn rename(&self, from_dir: u64, from_name: &[u8], to_dir: u64, to_name: &[u8]) -> Result<()> {
+        self.writable()?;
+        check_name(from_name)?;
+        check_name(to_name)?;
+        self.submit(vec![Op::Rename {
+            from_parent: from_dir,
+            from_name: from_name.to_vec(),
+            to_parent: to_dir,
+            to_name: to_name.to_vec(),
+            time: Time::now(),
+        }])
+    }
+
+    /// Lists up to `max` entries of `dir` in name order, starting after the entry whose id is
+    /// `after` (0 = from the start). Returns the entries and whether the listing is complete.
+    pub fn readdir(&self, dir: u64, after: u64, max: usize) -> Result<(Vec<DirEntry>, bool)> {
+        let core = lock(&self.core);
+        let d = core.ns.get(dir)?;
+        if d.kind != Kind::Dir {
+            return Err(Error::NotDir);
+        }
+        let mut it = d.entries.iter().peekable();
+        if after != 0 {
+            // Resume after the cookie; if it vanished meanwhile, start over rather than fail.
+            if d.entries.values().any(|&v| v == after) {
+                for (_, &id) in it.by_ref() {
+                    if id == after {
+                        break;
+                    }
+                }
+            }
+        }
+        let mut out = Vec::new();
+        while out.len() < max {
+            let Some((name, &id)) = it.next() else { break };
+            out.push(DirEntry {
+                name: name.clone(),
+                attr: Attr::of(core.ns.get(id)?),
+            });
+        }
+        let end = it.peek().is_none();
+        Ok((out, end))
+    }
+
+    /// Lists every entry of `dir` (for host tools).
+    pub fn list(&self, dir: u64) -> Result<Vec<DirEntry>> {
+        Ok(self.readdir(dir, 0, usize::MAX)?.0)
+    }
+
+    // ----- data -------------------------------------------------------------------------
+
+    /// Writes `data` at `offset` of file `id` and returns when it is durable.
+    pub fn write(&self, id: u64, offset: u64, data: &[u8]) -> Result<Attr> {
+        self.writable()?;
+        if offset.checked_add(data.len() as u64).is_none_or(|e| e > i64::MAX as u64) {
+            return Err(Error::Invalid("write past the largest file offset".into()));
+        }
+        if data.is_empty() {
+            return self.getattr(id);
+        }
+        {
+            // Cheap early refusal (the authoritative check is under the lock below).
+            let core = lock(&self.core);
+            let i = core.ns.get(id)?;
+            if i.kind != Kind::File {
+                return Err(if i.kind == Kind::Dir {
+                    Error::IsDir
+                } else {
+                    Error::Invalid("not a regular file".into())
+                });
+            }
+        }
+        let built = self.build_records(id, offset, data);
+        let ticket = {
+            let mut core = self.wait_for_queue_room()?;
+            self.reserve_journal(&core, built.len() + 2)?;
+            let need: u64 = built
+                .iter()
+                .filter_map(|b| b.bytes.as_ref())
+                .map(|b| b.len() as u64 + segment::BLOCK)
+                .sum();
+            let free: u64 = core
+                .logs
+                .iter()
+                .zip(&self.sbs)
+                .map(|(l, sb)| l.free(sb))
+                .sum();
+            if need > free {
+                return Err(Error::NoSpace(format!(
+                    "the data devices are full ({free} bytes free, this write needs {need})"
+                )));
+            }
+            core.ns.get(id)?;
+            let time = Time::now();
+            for b in &built {
+                let loc = match &b.bytes {
+                    None => None,
+                    Some(bytes) => Some(self.place(&mut core, bytes)?),
+                };
+                let op = Op::Write {
+                    id,
+                    offset: b.offset,
+                    len: b.len,
+                    generation: b.generation,
+                    loc,
+                    hash: b.digest,
+                    time,
+                };
+                core.ns.apply(&op)?;
+                journal::encode_op(&op, &mut core.ops);
+            }
+            // Whole aligned blocks written at once keep their chaining value for the manifest.
+            let mut block_start = offset.next_multiple_of(BLOCK);
+            while block_start + BLOCK <= offset + data.len() as u64 {
+                let s = (block_start - offset) as usize;
+                let cv = match built.iter().find(|b| b.offset == block_start) {
+                    Some(b) if b.len as u64 == BLOCK && b.bytes.is_some() => b.digest,
+                    _ => record_digest(block_start, &data[s..s + BLOCK as usize]),
+                };
+                let op = Op::BlockCv {
+                    id,
+                    block: block_start / BLOCK,
+                    cv,
+                };
+                core.ns.apply(&op)?;
+                journal::encode_op(&op, &mut core.ops);
+                block_start += BLOCK;
+            }
+            core.written_bytes += data.len() as u64;
+            core.open_batch
+        };
+        self.wait_durable(ticket)?;
+        self.getattr(id)
+    }
+
+    fn wait_for_queue_room(&self) -> Result<MutexGuard<'_, Core>> {
+        let mut core = lock(&self.core);
+        while core.logs.iter().any(|l| l.pending_bytes > MAX_QUEUED) {
+            // Drive a commit ourselves if nobody leads, otherwise wait for the leader.
+            let ticket = core.open_batch;
+            drop(core);
+            self.wait_durable(ticket)?;
+            core = lock(&self.core);
+        }
+        Ok(core)
+    }
+
+    fn place(&self, core: &mut Core, bytes: &[u8]) -> Result<Loc> {
+        let n = self.devs.len();
+        let mut last_err = None;
+        for k in 0..n {
+            let d = (core.next_dev + k) % n;
+            match core.logs[d].append(&self.sbs[d], bytes) {
+                Ok(addr) => {
+                    core.next_dev = (d + 1) % n;
+                    return Ok(Loc {
+                        dev: d as u32,
+                        addr,
+                        len: bytes.len() as u32,
+                    });
+                }
+                Err(e) => last_err = Some(e),
+            }
+        }
+        Err(last_err.unwrap())
+    }
+
+    /// Cuts a write into records (at most 1 MiB each, aligned to 1 MiB of file offset so that
+    /// whole blocks stay whole), turns all-zero runs into holes, and builds each record.
+    fn build_records(&self, id: u64, offset: u64, data: &[u8]) -> Vec<Built> {
+        let mut out = Vec::new();
+        let mut at = 0usize;
+        while at < data.len() {
+            let abs = offset + at as u64;
+            let to_boundary = (BLOCK - abs % BLOCK) as usize;
+            let n = to_boundary.min(data.len() - at).min(MAX_PLAIN);
+            let chunk = &data[at..at + n];
+            // Split the chunk into zero and non-zero runs on ZERO_GRAIN boundaries.
+            let mut s = 0usize;
+            while s < n {
+                let grain_end = |p: usize| ((p / ZERO_GRAIN) + 1) * ZERO_GRAIN;
+                let first_end = grain_end(s).min(n);
+                let zero = is_zero(&chunk[s..first_end]);
+                let mut e = first_end;
+                while e < n {
+                    let ne = grain_end(e).min(n);
+                    if is_zero(&chunk[e..ne]) != zero {
+                        break;
+                    }
+                    e = ne;
+                }
+                let piece = &chunk[s..e];
+                let poff = abs + s as u64;
+                let counter = self.counter.fetch_add(1, Ordering::Relaxed);
+                let generation = ((self.epoch as u64) << 40) | (counter & ((1 << 40) - 1));
+                let (digest, bytes) = if zero {
+                    ([0u8; 32], None)
+                } else {
+                    let rec = record::build(
+                        &self.record_key,
+                        self.cipher,
+                        &Binding {
+                            file_id: id,
+                            offset: poff,
+                            generation,
+                            session: self.session,
+                            counter,
+                        },
+                        piece,
+                    );
+                    (record_digest(poff, piece), Some(rec))
+                };
+                out.push(Built {
+                    offset: poff,
+                    len: piece.len() as u32,
+                    generation,
+                    digest,
+                    bytes,
+                });
+                s = e;
+            }
+            at += n;
+        }
+        out
+    }
+
+    /// Reads up to `len` bytes at `offset`; returns the bytes and whether the end of the file
+    /// was reached. Every record is authenticated and its digest checked.
+    pub fn read(&self, id: u64, offset: u64, len: u32) -> Result<(Vec<u8>, bool)> {
+        let (size, pieces) = {
+            let core = lock(&self.core);
+            let i = core.ns.get(id)?;
+            if i.kind != Kind::File {
+                return Err(if i.kind == Kind::Dir {
+                    Error::IsDir
+                } else {
+                    Error::Invalid("not a regular file".into())
+                });
+            }
+            let end = (offset.saturating_add(len as u64)).min(i.size);
+            if offset >= end {
+                return Ok((Vec::new(), true));
+            }
+            (i.size, i.pieces(offset, end - offset))
+        };
+        let total: u64 = pieces.iter().map(|p| p.1).sum();
+        let mut out = Vec::with_capacity(total as usize);
+        for (at, n, ext) in pieces {
+            match ext {
+                None => out.resize(out.len() + n as usize, 0),
+                Some(e) => {
+                    let plain = self.record_plain(id, &e)?;
+                    let s = (at - e.rec.start) as usize;
+                    out.extend_from_slice(&plain[s..s + n as usize]);
+                }
+            }
+        }
+        let eof = offset + out.len() as u64 >= size;
+        Ok((out, eof))
+    }
+
+    /// Decrypted, checked plaintext of the record behind an extent (cached).
+    pub(crate) fn record_plain(&self, id: u64, e: &Extent) -> Result<Arc<Vec<u8>>> {
+        let key = (e.rec.loc.dev, e.rec.loc.addr);
+        if let Some((_, p)) = lock(&self.cache).iter().find(|(k, _)| *k == key) {
+            return Ok(p.clone());
+        }
+        let loc = e.rec.loc;
+        let queued = lock(&self.core).logs[loc.dev as usize].queued(loc.addr, loc.len as usize);
+        let damaged = |why: String| Error::Damaged {
+            file: self.path(id),
+            start: e.rec.start,
+            end: e.rec.start + e.rec.plain_len as u64,
+            why,
+        };
+        let bytes = match queued {
+            Some(b) => b,
+            None => {
+                let dev = self.devs.get(loc.dev as usize).ok_or_else(|| {
+                    damaged(format!("record on device {} which is not attached", loc.dev + 1))
+                })?;
+                dev.read_vec(loc.addr, loc.len as usize)
+                    .map_err(|err| damaged(format!("cannot read the record: {err}")))?
+            }
+        };
+        let h = record::Header::decode(&bytes).map_err(|er| {
+            damaged(format!(
+                "record at device {} byte {}: {er}",
+                loc.dev + 1,
+                loc.addr
+            ))
+        })?;
+        let rkey = if h.session == self.session {
+            None
+        } else {
+            Some(self.key_for_session(h.session, Purpose::Record))
+        };
+        let (h, plain) = record::open(rkey.as_deref().unwrap_or(&self.record_key), &bytes)
+            .map_err(|er| {
+                damaged(format!(
+                    "record at device {} byte {}: {er}",
+                    loc.dev + 1,
+                    loc.addr
+                ))
+            })?;
+        if h.file_id != id || h.offset != e.rec.start || h.generation != e.rec.generation {
+            return Err(damaged(format!(
+                "record at device {} byte {} belongs to file {} offset {} generation {:#x}, \
+                 not to this file's offset {} generation {:#x} (swapped or replayed)",
+                loc.dev + 1,
+                loc.addr,
+                h.file_id,
+                h.offset,
+                h.generation,
+                e.rec.start,
+                e.rec.generation
+            )));
+        }
+        if h.plain_len != e.rec.plain_len || record_digest(h.offset, &plain) != e.rec.hash {
+            return Err(damaged("plaintext digest mismatch".into()));
+        }
+        let plain = Arc::new(plain);
+        let mut cache = lock(&self.cache);
+        if cache.len() >= READ_CACHE {
+            cache.remove(0);
+        }
+        cache.push((key, plain.clone()));
+        Ok(plain)
+    }
+
+    /// Runs `f` with the namespace (for manifests and ingest walks).
+    pub fn with_namespace<R>(&self, f: impl FnOnce(&Namespace) -> R) -> R {
+        f(&lock(&self.core).ns)
+    }
+
+    /// Counters for status reports.
+    pub fn stats(&self) -> Stats {
+        let core = lock(&self.core);
+        let mut s = Stats::default();
+        for i in core.ns.inodes() {
+            match i.kind {
+                Kind::File => {
+                    s.files += 1;
+                    s.logical_bytes += i.size;
+                }
+                Kind::Dir => s.dirs += 1,
+                Kind::Symlink => s.symlinks += 1,
+            }
+        }
+        for (l, sb) in core.logs.iter().zip(&self.sbs) {
+            s.free_bytes += l.free(sb);
+            s.capacity_bytes += sb.segment_count() * (sb.segment_size - 2 * segment::BLOCK);
+            if let Some(seg) = l.segment(sb) {
+                s.log_bytes += seg * sb.segment_size + (l.tail - sb.segment_start(seg));
+            }
+        }
+        s.journal_used = core.journal_end + core.ops.len() as u64;
+        s.journal_len = self.sbs[0].journal_len;
+        s.written_bytes = core.written_bytes;
+        s
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if self.access == Access::ReadWrite
+            && let Err(e) = self.sync()
+        {
+            tracing::error!(error = %e, "final sync failed");
+        }
+    }
+}
