@@ -40,6 +40,8 @@ const JOURNAL_RESERVE: u64 = 1 << 20;
 const MAX_QUEUED: u64 = 48 << 20;
 /// Records of decrypted plaintext kept for reads.
 const READ_CACHE: usize = 16;
+/// How far past the journal's end to look for batches that would betray damage.
+const MAX_BATCH_SCAN: u64 = 64 << 20;
 
 /// Attributes of an entry, as the NFS layer reports them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -370,8 +372,9 @@ impl Store {
 
     // ----- recovery -------------------------------------------------------------------
 
-    /// Replays the journal; checks the last batch's records and footers (a crash may have cut
-    /// them short) and drops that batch if they are torn; rebuilds the segment chains.
+    /// Replays the journal up to its first incomplete batch (a crash's torn tail) and rebuilds
+    /// the segment chains. Records are made durable before the batch naming them is written,
+    /// so every replayed reference points at bytes that reached the device.
     fn recover(&mut self) -> Result<()> {
         let dev0 = &self.devs[0];
         let jlen = self.sbs[0].journal_len;
@@ -379,8 +382,7 @@ impl Store {
         let mut tails: Vec<u64> = vec![0; self.devs.len()];
         let mut pos = 0u64;
         let mut seq = 1u64;
-        // The last good batch is held back until we know whether it is the final one.
-        let mut held: Option<(u64, u64, Vec<u64>, Vec<Op>)> = None;
+        let mut held: Option<(u64, Vec<u64>, Vec<Op>)> = None;
         let mut buf = Vec::new();
         let mut buf_at = 0u64;
         let read = |buf: &mut Vec<u8>, buf_at: &mut u64, at: u64, n: usize| -> Result<bool> {
@@ -435,31 +437,21 @@ impl Store {
                     "names a different number of devices",
                 ));
             }
-            if let Some((hpos, _, ht, hops)) = held.take() {
+            if let Some((hpos, ht, hops)) = held.take() {
                 Self::replay(&mut core.ns, &hops, dev0.path(), hpos)?;
                 tails = ht;
             }
-            held = Some((pos, h.total_len() as u64, t, ops));
+            held = Some((pos, t, ops));
             pos += h.total_len() as u64;
             seq += 1;
         }
-        let mut end = pos;
-        if let Some((hpos, hlen, ht, hops)) = held.take() {
-            if self.batch_is_whole(&tails, &ht, &hops) {
-                Self::replay(&mut core.ns, &hops, dev0.path(), hpos)?;
-                tails = ht;
-            } else {
-                tracing::warn!(
-                    batch = seq - 1,
-                    "the last journal batch refers to records a crash cut short; dropping it \
-                     (it was never acknowledged)"
-                );
-                end = hpos;
-                seq -= 1;
-                if self.access == Access::ReadWrite {
-                    dev0.zero(JOURNAL_START + hpos, hlen)?;
-                }
-            }
+        if let Some((hpos, ht, hops)) = held.take() {
+            Self::replay(&mut core.ns, &hops, dev0.path(), hpos)?;
+            tails = ht;
+        }
+        let end = pos;
+        if end < jlen {
+            self.check_journal_tail(end, seq)?;
         }
         core.journal_end = end;
         core.open_batch = seq;
@@ -493,45 +485,36 @@ impl Store {
         Ok(())
     }
 
-    /// Whether every record and segment boundary a batch refers to made it to the device.
-    fn batch_is_whole(&self, before: &[u64], after: &[u64], ops: &[Op]) -> bool {
-        for op in ops {
-            if let Op::Write { loc: Some(loc), .. } = op {
-                let Some(dev) = self.devs.get(loc.dev as usize) else {
-                    return false;
-                };
-                let Ok(b) = dev.read_vec(loc.addr, loc.len as usize) else {
-                    return false;
-                };
-                match record::Header::decode(&b) {
-                    Ok(h) if h.check_crc(&b).is_ok() => {}
-                    _ => return false,
-                }
-            }
+    /// Tells a crash's torn tail from damage: if any complete batch with a later sequence
+    /// number follows where replay stopped, the journal was damaged in the middle, and
+    /// opening must fail rather than silently forget what came after.
+    fn check_journal_tail(&self, end: u64, next_seq: u64) -> Result<()> {
+        let jlen = self.sbs[0].journal_len;
+        let window = (jlen - end).min(MAX_BATCH_SCAN) as usize;
+        let buf = self.devs[0].read_vec(JOURNAL_START + end, window)?;
+        if is_zero(&buf) {
+            return Ok(());
         }
-        for (i, (&b, &a)) in before.iter().zip(after).enumerate() {
-            if a == b {
-                continue;
+        let mut i = 0;
+        while i + journal::BATCH_HEADER <= buf.len() {
+            if buf[i..].starts_with(b"ODTJ")
+                && let Some(h) = BatchHeader::decode(&buf[i..])
+                && h.seq > next_seq
+                && h.crc_ok(&buf[i..])
+            {
+                return Err(Error::corrupt(
+                    "metadata journal",
+                    self.devs[0].path(),
+                    JOURNAL_START + end,
+                    format!(
+                        "batch {next_seq} is damaged but batch {} follows it; the journal                          cannot be replayed past the damage (run `odt verify` for the files                          affected)",
+                        h.seq
+                    ),
+                ));
             }
-            let sb = &self.sbs[i];
-            let seg = |t: u64| (t != 0).then(|| (t - 1 - sb.data_start()) / sb.segment_size);
-            let Some(last) = seg(a) else { return false };
-            // Segments closed by this batch must have their footers, the one it opened its
-            // header.
-            let first = seg(b).unwrap_or(last);
-            for s in first..last {
-                if crate::log::read_footer(&self.devs[i], sb, s).is_err() {
-                    return false;
-                }
-            }
-            if seg(b) != Some(last) {
-                let hdr = self.devs[i].read_vec(sb.segment_start(last), segment::BLOCK as usize);
-                if !hdr.is_ok_and(|h| segment::SegmentHeader::decode(&h).is_ok()) {
-                    return false;
-                }
-            }
+            i += 1;
         }
-        true
+        Ok(())
     }
 
     /// Zeroes what an interrupted leader may have left past the durable tails, so that the
@@ -720,8 +703,11 @@ impl Store {
                     .try_for_each(|h| h.join().expect("device writer panicked"))
             })?;
         }
-        self.devs[0].write_at(&batch, JOURNAL_START + at)?;
+        // Records first, then the batch naming them: a batch on the device always refers to
+        // durable records, so recovery never has to guess which references a crash cut short.
         self.sync_devices()?;
+        self.devs[0].write_at(&batch, JOURNAL_START + at)?;
+        self.devs[0].sync()?;
         drop(leader);
         let mut core = lock(&self.core);
         for log in core.logs.iter_mut() {
