@@ -9,6 +9,7 @@
 //! device sets) and [`job`] (the provider's job file).
 
 pub mod cipher;
+pub mod control;
 pub mod device;
 pub mod error;
 pub mod frame;

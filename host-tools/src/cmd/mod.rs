@@ -1,0 +1,4 @@
+//! One module per `odt` command.
+
+pub mod job;
+pub mod provision;

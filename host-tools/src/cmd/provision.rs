@@ -1,0 +1,120 @@
+//! `odt provision`: superblocks and fresh keys on the devices of a job.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use odt_store::cipher::Cipher;
+use odt_store::job::{Job, JobDevice, JobSet};
+use odt_store::provision::{self, Options};
+
+/// `odt provision`
+#[derive(Debug, Args)]
+pub struct ProvisionArgs {
+    /// The job directory made by `odt job new`.
+    #[arg(long)]
+    pub job: PathBuf,
+    /// Data devices: block devices or disk-image files (striped in the order given).
+    #[arg(long = "device", required = true, num_args = 1..)]
+    pub devices: Vec<PathBuf>,
+    /// Create missing image files with this size (e.g. 64G; sparse).
+    #[arg(long, value_parser = crate::output::parse_size)]
+    pub size: Option<u64>,
+    /// AEAD for data and metadata: aes-256-gcm (default) or chacha20-poly1305.
+    #[arg(long, default_value = "aes-256-gcm")]
+    pub cipher: Cipher,
+    /// Segment size (multiple of 1 MiB, at least 4 MiB).
+    #[arg(long, default_value = "64M", value_parser = crate::output::parse_size)]
+    pub segment_size: u64,
+    /// Metadata journal size (default: 1/64 of the first device, 16 MiB to 4 GiB).
+    #[arg(long, value_parser = crate::output::parse_size)]
+    pub journal_size: Option<u64>,
+    /// Provision again although the job already has devices (their old keys are lost).
+    #[arg(long)]
+    pub force: bool,
+    /// Write the unlock code to this file (mode 0600) as well as printing it.
+    #[arg(long)]
+    pub code_file: Option<PathBuf>,
+    /// Print the result as JSON (includes the unlock code).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `odt provision`.
+pub fn run(a: ProvisionArgs) -> anyhow::Result<i32> {
+    let mut job = Job::load(&a.job)
+        .with_context(|| format!("{} is not a job directory (make one with `odt job new`)", a.job.display()))?;
+    if job.set.is_some() && !a.force {
+        bail!(
+            "job {} already has provisioned devices; pass --force to provision new ones \
+             (the old set can then no longer be unlocked with this job)",
+            job.id
+        );
+    }
+    let recipient = job.recipient()?;
+    let opts = Options {
+        cipher: a.cipher,
+        segment_size: a.segment_size,
+        journal_len: a.journal_size,
+        create_size: a.size,
+    };
+    let p = provision::provision(&a.devices, &job.id, &job.name, &recipient, &opts)?;
+    let sb0 = &p.superblocks[0];
+    job.set = Some(JobSet {
+        set_id: format!("{:016x}", sb0.set_id),
+        signing_public: hex::encode(p.signing_public),
+        cipher: sb0.cipher,
+        provisioned_unix: sb0.created_unix,
+        devices: a
+            .devices
+            .iter()
+            .zip(&p.superblocks)
+            .map(|(path, sb)| JobDevice {
+                index: sb.device_index + 1,
+                path: std::fs::canonicalize(path)
+                    .unwrap_or_else(|_| path.clone())
+                    .display()
+                    .to_string(),
+                size: sb.device_size,
+            })
+            .collect(),
+    });
+    job.save(&a.job)?;
+    if let Some(f) = &a.code_file {
+        odt_store::job::write_secret_file(f, format!("{}\n", p.unlock_code.expose()).as_bytes())?;
+    }
+    let capacity: u64 = p
+        .superblocks
+        .iter()
+        .map(|sb| sb.segment_count() * sb.segment_size)
+        .sum();
+    if a.json {
+        crate::output::json(&serde_json::json!({
+            "job_id": job.id,
+            "set_id": format!("{:016x}", sb0.set_id),
+            "devices": a.devices,
+            "capacity_bytes": capacity,
+            "cipher": sb0.cipher,
+            "signing_public": hex::encode(p.signing_public),
+            "unlock_code": p.unlock_code.expose(),
+        }))?;
+    } else {
+        println!(
+            "Provisioned {} device(s) for job {} ({}): {} for data, {:?}",
+            p.superblocks.len(),
+            job.id,
+            job.name,
+            crate::output::bytes(capacity),
+            sb0.cipher
+        );
+        println!();
+        println!("  Customer unlock code: {}", p.unlock_code.expose());
+        println!();
+        println!("It is shown only this once: send it to the customer by a separate channel.");
+        if !std::io::stdout().is_terminal() {
+            eprintln!("odt: note: the unlock code was printed to a non-terminal output");
+        }
+    }
+    Ok(0)
+}

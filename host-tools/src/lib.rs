@@ -1,0 +1,56 @@
+//! The `odt` command line: one module per command under [`cmd`].
+
+use clap::{Parser, Subcommand};
+
+pub mod cmd;
+pub mod output;
+
+/// Offline data transfer: provision, unlock, seal, check, verify, ingest and erase ODT
+/// appliances.
+///
+/// Provider: `odt job new`, `odt provision`. Customer: `odt unlock`, `odt status`,
+/// `odt seal`. Courier/dock: `odt seal-check`. Ingest station: `odt verify`, `odt ingest`,
+/// `odt erase`.
+#[derive(Debug, Parser)]
+#[command(name = "odt", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// More log output (repeat for more).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Jobs: one customer order, one set of devices.
+    #[command(subcommand)]
+    Job(cmd::job::JobCommand),
+    /// Write superblocks and fresh keys on the devices of a job; prints the unlock code.
+    Provision(cmd::provision::ProvisionArgs),
+}
+
+/// Logging to stderr; `RUST_LOG` overrides the level picked by `-v`.
+pub fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Runs a parsed command line; returns the process exit code.
+pub fn run(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Job(c) => cmd::job::run(c),
+        Command::Provision(a) => cmd::provision::run(a),
+    }
+}

@@ -1,0 +1,2 @@
+//! Support for the end-to-end tests: temporary jobs and devices, the real `odt` and
+//! `odt-appliance` binaries, and the external NFS clients.
