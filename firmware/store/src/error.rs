@@ -95,7 +95,12 @@ pub enum Error {
 
 impl Error {
     /// Wraps an I/O error with the operation, device path and offset.
-    pub fn io(op: &'static str, path: &std::path::Path, offset: u64, source: std::io::Error) -> Self {
+    pub fn io(
+        op: &'static str,
+        path: &std::path::Path,
+        offset: u64,
+        source: std::io::Error,
+    ) -> Self {
         Error::Io {
             op,
             path: path.to_path_buf(),

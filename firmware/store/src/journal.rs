@@ -84,7 +84,11 @@ pub enum Op {
         target: Vec<u8>,
     },
     /// A name removed (and its inode, which has no other name).
-    Remove { parent: u64, name: Vec<u8>, time: Time },
+    Remove {
+        parent: u64,
+        name: Vec<u8>,
+        time: Time,
+    },
     /// A name moved, replacing any target.
     Rename {
         from_parent: u64,
@@ -94,7 +98,11 @@ pub enum Op {
         time: Time,
     },
     /// Attributes changed (a size change truncates or extends).
-    SetAttr { id: u64, change: AttrChange, time: Time },
+    SetAttr {
+        id: u64,
+        change: AttrChange,
+        time: Time,
+    },
     /// File bytes `[offset, offset+len)` now come from a record (or are zeros if `loc` is
     /// `None`), written as generation `generation`; `hash` is BLAKE3 of the record's plaintext.
     Write {
@@ -237,9 +245,15 @@ pub fn open_batch(
 fn decode_plain(body: &[u8]) -> Result<(Tails, Vec<Op>), BatchError> {
     let bad = |w: &str| BatchError::Decode(w.to_string());
     let take_len = |b: &[u8], at: usize| -> Result<(usize, usize), BatchError> {
-        let end = at.checked_add(4).filter(|&e| e <= b.len()).ok_or(bad("short"))?;
+        let end = at
+            .checked_add(4)
+            .filter(|&e| e <= b.len())
+            .ok_or(bad("short"))?;
         let n = u32::from_le_bytes(b[at..end].try_into().unwrap()) as usize;
-        let stop = end.checked_add(n).filter(|&e| e <= b.len()).ok_or(bad("length"))?;
+        let stop = end
+            .checked_add(n)
+            .filter(|&e| e <= b.len())
+            .ok_or(bad("length"))?;
         Ok((end, stop))
     };
     let (s, e) = take_len(body, 0)?;
@@ -281,7 +295,10 @@ mod tests {
         let (tails, got) = open_batch(&key, &h, &b).unwrap();
         assert_eq!(tails, vec![5, 6]);
         assert_eq!(got, vec![op]);
-        assert!(!b.windows(6).any(|w| w == b"vm.ovf"), "file name leaked in clear");
+        assert!(
+            !b.windows(6).any(|w| w == b"vm.ovf"),
+            "file name leaked in clear"
+        );
         let mut t = b.clone();
         t[60] ^= 1;
         assert!(!h.crc_ok(&t));

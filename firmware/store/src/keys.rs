@@ -238,11 +238,23 @@ mod tests {
         let code = UnlockCode::generate();
         let w1 = s.wrap_to_recipient(&id.to_public()).unwrap();
         let w2 = s.wrap_to_code(&code).unwrap();
-        assert_eq!(Secrets::unwrap_with_identity(&w1, &id).unwrap().data_key, s.data_key);
-        assert_eq!(Secrets::unwrap_with_code(&w2, &code).unwrap().signing_seed, s.signing_seed);
+        assert_eq!(
+            Secrets::unwrap_with_identity(&w1, &id).unwrap().data_key,
+            s.data_key
+        );
+        assert_eq!(
+            Secrets::unwrap_with_code(&w2, &code).unwrap().signing_seed,
+            s.signing_seed
+        );
         let other = age::x25519::Identity::generate();
-        assert!(matches!(Secrets::unwrap_with_identity(&w1, &other), Err(Error::WrongKey(_))));
+        assert!(matches!(
+            Secrets::unwrap_with_identity(&w1, &other),
+            Err(Error::WrongKey(_))
+        ));
         let wrong = UnlockCode::generate();
-        assert!(matches!(Secrets::unwrap_with_code(&w2, &wrong), Err(Error::WrongKey(_))));
+        assert!(matches!(
+            Secrets::unwrap_with_code(&w2, &wrong),
+            Err(Error::WrongKey(_))
+        ));
     }
 }

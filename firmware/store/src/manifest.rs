@@ -5,7 +5,9 @@
 //! the write path, so the root of a large file is merged from them without reading it back;
 //! only blocks assembled from smaller writes, holes and the tail are hashed here.
 
-use blake3::hazmat::{ChainingValue, HasherExt, Mode, merge_subtrees_non_root, merge_subtrees_root};
+use blake3::hazmat::{
+    ChainingValue, HasherExt, Mode, merge_subtrees_non_root, merge_subtrees_root,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
@@ -119,7 +121,11 @@ fn merge(cvs: &[ChainingValue], root: bool) -> Option<[u8; 32]> {
         return Some(cvs[0]);
     }
     let left_n = (cvs.len() - 1).next_power_of_two().max(1);
-    let left_n = if left_n >= cvs.len() { left_n / 2 } else { left_n };
+    let left_n = if left_n >= cvs.len() {
+        left_n / 2
+    } else {
+        left_n
+    };
     let l = merge(&cvs[..left_n], false)?;
     let r = merge(&cvs[left_n..], false)?;
     Some(if root {
@@ -137,7 +143,8 @@ mod tests {
     fn merge_equals_blake3() {
         for blocks in [2usize, 3, 4, 5, 7, 8, 9] {
             for tail in [0usize, 1, 4096, 1000] {
-                let size = (blocks - 1) * BLOCK as usize + if tail == 0 { BLOCK as usize } else { tail };
+                let size =
+                    (blocks - 1) * BLOCK as usize + if tail == 0 { BLOCK as usize } else { tail };
                 let data: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
                 let mut cvs = Vec::new();
                 for b in 0..blocks {

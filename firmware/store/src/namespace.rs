@@ -101,7 +101,11 @@ impl Inode {
         let mut out = Vec::new();
         let mut at = off;
         // The extent starting at or before `off` may cover it.
-        let first = self.extents.range(..=off).next_back().map(|(s, e)| (*s, *e));
+        let first = self
+            .extents
+            .range(..=off)
+            .next_back()
+            .map(|(s, e)| (*s, *e));
         let rest = self.extents.range(off + 1..end).map(|(s, e)| (*s, *e));
         for (s, e) in first.into_iter().chain(rest) {
             let (es, ee) = (s, s + e.len);
@@ -319,7 +323,11 @@ impl Namespace {
                 Ok(())
             }
             Op::Remove { parent, name, .. } => {
-                let id = *self.dir(*parent)?.entries.get(name).ok_or(Error::NotFound)?;
+                let id = *self
+                    .dir(*parent)?
+                    .entries
+                    .get(name)
+                    .ok_or(Error::NotFound)?;
                 let i = self.get(id)?;
                 if i.kind == Kind::Dir && !i.entries.is_empty() {
                     return Err(Error::NotEmpty);
@@ -341,9 +349,7 @@ impl Namespace {
                 let to_dir = self.dir(*to_parent)?;
                 let s = self.get(src)?;
                 if s.kind == Kind::Dir && self.is_ancestor(src, *to_parent) {
-                    return Err(Error::Invalid(
-                        "cannot move a directory into itself".into(),
-                    ));
+                    return Err(Error::Invalid("cannot move a directory into itself".into()));
                 }
                 if let Some(&dst) = to_dir.entries.get(to_name) {
                     if dst == src {
@@ -397,10 +403,11 @@ impl Namespace {
             .and_then(|p| p.entries.remove(name));
         if let Some(id) = id
             && let Some(i) = self.inodes.remove(&id)
-                && i.kind == Kind::Dir
-                    && let Some(p) = self.inodes.get_mut(&parent) {
-                        p.subdirs -= 1;
-                    }
+            && i.kind == Kind::Dir
+            && let Some(p) = self.inodes.get_mut(&parent)
+        {
+            p.subdirs -= 1;
+        }
     }
 
     fn mutate(&mut self, op: &Op) {
@@ -422,7 +429,11 @@ impl Namespace {
                     *kind,
                     *parent,
                     name.clone(),
-                    if *mode == 0 { mode_default(*kind) } else { *mode },
+                    if *mode == 0 {
+                        mode_default(*kind)
+                    } else {
+                        *mode
+                    },
                     *time,
                 );
                 i.uid = *uid;
@@ -604,7 +615,10 @@ mod tests {
                 (*o, *l, e.rec.loc.addr, e.rec.start)
             })
             .collect();
-        assert_eq!(summary, vec![(0, 40, 1000, 0), (40, 20, 2000, 40), (60, 40, 1000, 0)]);
+        assert_eq!(
+            summary,
+            vec![(0, 40, 1000, 0), (40, 20, 2000, 40), (60, 40, 1000, 0)]
+        );
         write(&mut ns, f, 50, 100, 0);
         let p = ns.get(f).unwrap().pieces(0, 150);
         assert_eq!(p.len(), 3);

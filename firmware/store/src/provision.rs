@@ -54,7 +54,9 @@ pub fn provision(
         return Err(Error::DeviceSet("no device given".into()));
     }
     if opts.segment_size < 4 * MIB || !opts.segment_size.is_multiple_of(MIB) {
-        return Err(Error::Invalid("segment size must be a multiple of 1 MiB, at least 4 MiB".into()));
+        return Err(Error::Invalid(
+            "segment size must be a multiple of 1 MiB, at least 4 MiB".into(),
+        ));
     }
     let mut devs = Vec::new();
     for p in paths {

@@ -111,16 +111,27 @@ impl Header {
             crc: u32at(56),
         };
         if h.plain_len as usize > MAX_PLAIN || h.plain_len == 0 {
-            return Err(RecordError::NotARecord(format!("plain length {}", h.plain_len)));
+            return Err(RecordError::NotARecord(format!(
+                "plain length {}",
+                h.plain_len
+            )));
         }
         if (h.stored_len as usize) < TAG_LEN || h.stored_len as usize > MAX_PLAIN + 1024 + TAG_LEN {
-            return Err(RecordError::NotARecord(format!("stored length {}", h.stored_len)));
+            return Err(RecordError::NotARecord(format!(
+                "stored length {}",
+                h.stored_len
+            )));
         }
         if b[7] != 0 || b[60..64] != [0; 4] {
-            return Err(RecordError::NotARecord("reserved bytes are not zero".into()));
+            return Err(RecordError::NotARecord(
+                "reserved bytes are not zero".into(),
+            ));
         }
         if b[5] & !FLAG_ZSTD != 0 {
-            return Err(RecordError::NotARecord(format!("unknown flags {:#x}", b[5])));
+            return Err(RecordError::NotARecord(format!(
+                "unknown flags {:#x}",
+                b[5]
+            )));
         }
         Ok(h)
     }
@@ -252,7 +263,12 @@ mod tests {
     #[test]
     fn build_open_compressible_and_random() {
         let key = SessionKey::derive(Cipher::Aes256Gcm, &[1; 32], 5, Purpose::Record);
-        let text: Vec<u8> = b"log line 12345 ok\n".iter().cycle().take(100_000).copied().collect();
+        let text: Vec<u8> = b"log line 12345 ok\n"
+            .iter()
+            .cycle()
+            .take(100_000)
+            .copied()
+            .collect();
         let r = build(&key, Cipher::Aes256Gcm, &binding(), &text);
         assert!(r.len() < text.len() / 4);
         let (h, p) = open(&key, &r).unwrap();

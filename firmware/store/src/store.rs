@@ -592,8 +592,7 @@ impl Store {
         if need + reserve > self.sbs[0].journal_len {
             return Err(Error::NoSpace(format!(
                 "the metadata journal is full ({} of {} bytes used)",
-                core.journal_end,
-                self.sbs[0].journal_len
+                core.journal_end, self.sbs[0].journal_len
             )));
         }
         Ok(())
@@ -632,10 +631,7 @@ impl Store {
                 self.commit_cv.notify_all();
                 continue;
             }
-            c = self
-                .commit_cv
-                .wait(c)
-                .unwrap_or_else(|e| e.into_inner());
+            c = self.commit_cv.wait(c).unwrap_or_else(|e| e.into_inner());
         }
     }
 
@@ -721,7 +717,11 @@ impl Store {
             return self.devs[0].sync();
         }
         std::thread::scope(|s| {
-            let hs: Vec<_> = self.devs.iter().map(|d| s.spawn(move || d.sync())).collect();
+            let hs: Vec<_> = self
+                .devs
+                .iter()
+                .map(|d| s.spawn(move || d.sync()))
+                .collect();
             hs.into_iter()
                 .try_for_each(|h| h.join().expect("sync thread panicked"))
         })
@@ -788,7 +788,14 @@ impl Store {
         self.getattr(id)
     }
 
-    fn create_entry(&self, dir: u64, name: &[u8], kind: Kind, mode: u32, target: &[u8]) -> Result<Attr> {
+    fn create_entry(
+        &self,
+        dir: u64,
+        name: &[u8],
+        kind: Kind,
+        mode: u32,
+        target: &[u8],
+    ) -> Result<Attr> {
         self.writable()?;
         check_name(name)?;
         if target.len() > MAX_SYMLINK {
@@ -884,7 +891,13 @@ impl Store {
     }
 
     /// Moves `from_dir/from_name` to `to_dir/to_name`, replacing a compatible target.
-    pub fn rename(&self, from_dir: u64, from_name: &[u8], to_dir: u64, to_name: &[u8]) -> Result<()> {
+    pub fn rename(
+        &self,
+        from_dir: u64,
+        from_name: &[u8],
+        to_dir: u64,
+        to_name: &[u8],
+    ) -> Result<()> {
         self.writable()?;
         check_name(from_name)?;
         check_name(to_name)?;
@@ -938,7 +951,10 @@ impl Store {
     /// Writes `data` at `offset` of file `id` and returns when it is durable.
     pub fn write(&self, id: u64, offset: u64, data: &[u8]) -> Result<Attr> {
         self.writable()?;
-        if offset.checked_add(data.len() as u64).is_none_or(|e| e > i64::MAX as u64) {
+        if offset
+            .checked_add(data.len() as u64)
+            .is_none_or(|e| e > i64::MAX as u64)
+        {
             return Err(Error::Invalid("write past the largest file offset".into()));
         }
         if data.is_empty() {
@@ -1163,7 +1179,10 @@ impl Store {
             Some(b) => b,
             None => {
                 let dev = self.devs.get(loc.dev as usize).ok_or_else(|| {
-                    damaged(format!("record on device {} which is not attached", loc.dev + 1))
+                    damaged(format!(
+                        "record on device {} which is not attached",
+                        loc.dev + 1
+                    ))
                 })?;
                 dev.read_vec(loc.addr, loc.len as usize)
                     .map_err(|err| damaged(format!("cannot read the record: {err}")))?

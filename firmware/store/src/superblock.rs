@@ -145,7 +145,9 @@ impl Superblock {
         let payload = match frame::decode(MAGIC, slot) {
             Ok(p) => p,
             Err(frame::FrameError::Magic) if slot.iter().all(|&b| b == 0) => {
-                return Err(not("it is blank (never provisioned: run `odt provision`)".into()));
+                return Err(not(
+                    "it is blank (never provisioned: run `odt provision`)".into()
+                ));
             }
             Err(frame::FrameError::Magic) => {
                 return Err(not("no ODT superblock at its start (foreign data)".into()));
@@ -193,16 +195,20 @@ pub fn open_set(paths: &[std::path::PathBuf], write: bool) -> Result<Vec<(Device
         let dev = Device::open(p, write)?;
         let sb = Superblock::read(&dev)?;
         if let Some((d0, s0)) = found.first()
-            && (s0.set_id != sb.set_id || s0.job_id != sb.job_id) {
-                return Err(Error::DeviceSet(format!(
-                    "{} belongs to job {} but {} belongs to job {}: attach the devices of one job",
-                    p.display(),
-                    sb.job_id,
-                    d0.path().display(),
-                    s0.job_id
-                )));
-            }
-        if let Some((d, _)) = found.iter().find(|(_, s)| s.device_index == sb.device_index) {
+            && (s0.set_id != sb.set_id || s0.job_id != sb.job_id)
+        {
+            return Err(Error::DeviceSet(format!(
+                "{} belongs to job {} but {} belongs to job {}: attach the devices of one job",
+                p.display(),
+                sb.job_id,
+                d0.path().display(),
+                s0.job_id
+            )));
+        }
+        if let Some((d, _)) = found
+            .iter()
+            .find(|(_, s)| s.device_index == sb.device_index)
+        {
             return Err(Error::DeviceSet(format!(
                 "{} and {} are both device {} of the set",
                 d.path().display(),

@@ -7,7 +7,12 @@ use common::*;
 fn write_read_reopen() {
     let fx = Fixture::new(1, 256 * MIB);
     let data = pattern(1, 3 * MIB as usize + 12345);
-    let text: Vec<u8> = b"2026-11-23 INFO ok\n".iter().cycle().take(2 << 20).copied().collect();
+    let text: Vec<u8> = b"2026-11-23 INFO ok\n"
+        .iter()
+        .cycle()
+        .take(2 << 20)
+        .copied()
+        .collect();
     {
         let s = fx.open();
         let d = s.mkdir(s.root(), b"vm1", 0o755).unwrap();
@@ -32,4 +37,25 @@ fn write_read_reopen() {
     let m = odt_store::manifest::build(&s).unwrap();
     let fm = m.files.iter().find(|e| e.path == b"vm1/disk.vmdk").unwrap();
     assert_eq!(fm.blake3, *blake3::hash(&data).as_bytes());
+}
+
+#[test]
+fn truncate_then_extend_reads_zeros() {
+    let fx = Fixture::new(1, 64 * MIB);
+    let s = fx.open();
+    let f = s.create(s.root(), b"f", 0o644).unwrap();
+    s.write(f.id, 0, &pattern(3, 2 * MIB as usize)).unwrap();
+    let shrink = odt_store::journal::AttrChange {
+        size: Some(1000),
+        ..Default::default()
+    };
+    s.setattr(f.id, shrink).unwrap();
+    let grow = odt_store::journal::AttrChange {
+        size: Some(2 * MIB),
+        ..Default::default()
+    };
+    s.setattr(f.id, grow).unwrap();
+    let (back, _) = s.read(f.id, 0, 2 * MIB as u32).unwrap();
+    assert_eq!(&back[..1000], &pattern(3, 1000)[..]);
+    assert!(back[1000..].iter().all(|&b| b == 0));
 }

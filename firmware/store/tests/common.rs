@@ -32,8 +32,8 @@ impl Fixture {
         if opts.segment_size == Options::default().segment_size {
             opts.segment_size = 8 * MIB;
         }
-        let p = provision::provision(&paths, "job-test", "test", &identity.to_public(), &opts)
-            .unwrap();
+        let p =
+            provision::provision(&paths, "job-test", "test", &identity.to_public(), &opts).unwrap();
         Fixture {
             dir,
             paths,
