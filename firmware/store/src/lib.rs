@@ -24,6 +24,7 @@ pub mod record;
 pub mod segment;
 pub mod store;
 pub mod superblock;
+pub mod verify;
 
 pub use error::{Error, Result};
 pub use store::{Access, Attr, DirEntry, Locked, Stats, Store};

@@ -160,8 +160,16 @@ impl Chain {
         c.hashed_to = tail;
         c.segment = Some(seg);
         if seg > 0 {
-            let f = read_footer(dev, sb, seg - 1)?;
-            c.prev_footer = f.hash();
+            match read_footer(dev, sb, seg - 1) {
+                Ok(f) => c.prev_footer = f.hash(),
+                Err(e) => {
+                    // Keep serving and appending; the keyless check will name this footer.
+                    tracing::error!(error = %e, "previous segment footer is damaged");
+                    let at = sb.segment_start(seg - 1) + sb.segment_size - segment::BLOCK;
+                    let raw = dev.read_vec(at, segment::BLOCK as usize)?;
+                    c.prev_footer = *blake3::hash(&raw).as_bytes();
+                }
+            }
         }
         Ok(c)
     }

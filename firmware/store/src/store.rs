@@ -460,12 +460,12 @@ impl Store {
         }
         drop(core);
         lock(&self.commit).durable = seq - 1;
-        let mut chains = Vec::new();
-        for (i, dev) in self.devs.iter().enumerate() {
-            chains.push(Chain::resume(dev, &self.sbs[i], tails[i])?);
-        }
-        lock(&self.leader).chains = chains;
         if self.access == Access::ReadWrite {
+            let mut chains = Vec::new();
+            for (i, dev) in self.devs.iter().enumerate() {
+                chains.push(Chain::resume(dev, &self.sbs[i], tails[i])?);
+            }
+            lock(&self.leader).chains = chains;
             self.clear_after_tails(&tails, end)?;
         }
         Ok(())
