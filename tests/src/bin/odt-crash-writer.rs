@@ -1,0 +1,55 @@
+//! Test helper for the crash tests: opens a store and writes from several threads, printing
+//! `begin`/`ack` lines (see `crash_protocol.rs`) until it is killed.
+//!
+//! Usage: `odt-crash-writer CODE_FILE DEVICE...`
+
+#[path = "../crash_protocol.rs"]
+mod protocol;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use odt_store::{Access, Locked};
+
+fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let code_file = args.next().expect("usage: odt-crash-writer CODE_FILE DEVICE...");
+    let devices: Vec<PathBuf> = args.map(PathBuf::from).collect();
+    let code = std::fs::read_to_string(&code_file)?.trim().parse()?;
+    let locked = Locked::open(&devices, Access::ReadWrite)?;
+    let secrets = locked.secrets_from_code(&code)?;
+    let store = Arc::new(locked.unlock(secrets, Access::ReadWrite)?);
+    let out = Arc::new(Mutex::new(std::io::stdout()));
+    let say = |out: &Mutex<std::io::Stdout>, line: String| {
+        let mut o = out.lock().unwrap();
+        o.write_all(line.as_bytes()).unwrap();
+        o.flush().unwrap();
+    };
+    say(&out, "ready\n".into());
+    std::thread::scope(|s| {
+        for t in 0..protocol::THREADS {
+            let store = store.clone();
+            let out = out.clone();
+            s.spawn(move || {
+                let mut ids = Vec::new();
+                for f in 0..protocol::FILES {
+                    let name = protocol::file_name(t, f);
+                    let id = match store.lookup(store.root(), name.as_bytes()) {
+                        Ok(id) => id,
+                        Err(_) => store.create(store.root(), name.as_bytes(), 0o644).unwrap().id,
+                    };
+                    ids.push(id);
+                }
+                for seq in 0.. {
+                    let (file, offset, len) = protocol::plan(t, seq);
+                    let data = protocol::data(t, seq, len);
+                    say(&out, format!("begin {t} {seq} {file} {offset} {len}\n"));
+                    store.write(ids[file as usize], offset, &data).unwrap();
+                    say(&out, format!("ack {t} {seq}\n"));
+                }
+            });
+        }
+    });
+    Ok(())
+}
