@@ -114,9 +114,30 @@ pub enum Op {
         hash: [u8; 32],
         time: Time,
     },
+    /// The store was sealed: what the seal signs, kept encrypted with the metadata.
+    Seal {
+        time: Time,
+        /// Root over every file's manifest entry.
+        manifest_root: [u8; 32],
+        /// BLAKE3 of every file's content, by file id.
+        roots: Vec<(u64, [u8; 32])>,
+        /// The VM bundles found at the seal.
+        bundles: Vec<SealedBundle>,
+    },
     /// BLAKE3 chaining value of the whole aligned 1 MiB block `block` of file `id`, as of the
     /// writes journaled so far (lets the manifest hash a file without re-reading it).
     BlockCv { id: u64, block: u64, cv: [u8; 32] },
+}
+
+/// A VM bundle as recorded at the seal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedBundle {
+    /// Path of the bundle's descriptor (`.ovf`/`.ova`) from the root.
+    pub path: Vec<u8>,
+    pub files: u32,
+    pub bytes: u64,
+    /// Problems the bundle check found (sealed anyway with `--force`).
+    pub problems: Vec<String>,
 }
 
 /// A device's log tail after a batch: the next free byte (0 = nothing written yet).

@@ -185,6 +185,8 @@ pub struct Namespace {
     next_id: u64,
     /// Highest session epoch seen.
     pub epoch: u32,
+    /// The seal op, once the store is sealed.
+    pub seal: Option<Op>,
 }
 
 impl Default for Namespace {
@@ -213,6 +215,7 @@ impl Namespace {
             inodes,
             next_id: ROOT + 1,
             epoch: 0,
+            seal: None,
         }
     }
 
@@ -311,6 +314,10 @@ impl Namespace {
     fn validate(&self, op: &Op) -> Result<()> {
         match op {
             Op::Session { .. } => Ok(()),
+            Op::Seal { .. } if self.seal.is_some() => {
+                Err(Error::Format("the store is sealed twice".into()))
+            }
+            Op::Seal { .. } => Ok(()),
             Op::Create {
                 id, parent, name, ..
             } => {
@@ -413,6 +420,7 @@ impl Namespace {
     fn mutate(&mut self, op: &Op) {
         match op {
             Op::Session { epoch, .. } => self.epoch = self.epoch.max(*epoch),
+            Op::Seal { .. } => self.seal = Some(op.clone()),
             Op::Create {
                 id,
                 parent,

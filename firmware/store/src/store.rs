@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 
 use blake3::hazmat::HasherExt;
 
@@ -212,6 +212,9 @@ pub struct Store {
     leader: Mutex<Leader>,
     cache: Mutex<Vec<CachedRecord>>,
     old_keys: Mutex<HashMap<u64, Arc<SessionKey>>>,
+    /// Held shared by every change, exclusively by the seal: once the seal holds it, no change
+    /// is half way through.
+    gate: RwLock<()>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -312,10 +315,21 @@ impl Store {
             }),
             cache: Mutex::new(Vec::new()),
             old_keys: Mutex::new(HashMap::new()),
+            gate: RwLock::new(()),
             devs,
             sbs,
         };
         store.recover()?;
+        let sealed_op = lock(&store.core).ns.seal.is_some();
+        if sealed_op {
+            store.set_sealed();
+            let has_record = crate::seal::read(&store.devs[0], &store.sbs[0])?.is_some();
+            if !has_record && access == Access::ReadWrite {
+                // A crash between the seal op and the seal record: finish what was begun.
+                tracing::warn!("finishing a seal that a crash interrupted");
+                crate::seal::write_record(&store)?;
+            }
+        }
         if access == Access::ReadWrite && !store.is_sealed() {
             let epoch = lock(&store.core).ns.epoch + 1;
             store.epoch = epoch;
@@ -333,6 +347,11 @@ impl Store {
     /// The devices of the set, by index.
     pub fn devices(&self) -> &[Device] {
         &self.devs
+    }
+
+    /// The superblocks of the set, by index.
+    pub fn superblocks(&self) -> &[Superblock] {
+        &self.sbs
     }
 
     /// The job's secrets (for signing the seal).
@@ -561,31 +580,59 @@ impl Store {
 
     // ----- group commit -----------------------------------------------------------------
 
-    fn writable(&self) -> Result<()> {
+    /// Admits one change: refuses if read-only or sealed, else holds the seal gate shared
+    /// until the change is durable.
+    fn writable(&self) -> Result<RwLockReadGuard<'_, ()>> {
+        let g = self.gate.read().unwrap_or_else(|e| e.into_inner());
         if self.access == Access::ReadOnly || self.is_sealed() {
             return Err(Error::ReadOnly);
         }
+        Ok(g)
+    }
+
+    /// Stops all changes: waits for those under way, then marks the store sealed. Fails if it
+    /// already is.
+    pub fn begin_seal(&self) -> Result<()> {
+        let _g = self.gate.write().unwrap_or_else(|e| e.into_inner());
+        if self.access == Access::ReadOnly || self.is_sealed() {
+            return Err(Error::ReadOnly);
+        }
+        self.set_sealed();
         Ok(())
     }
 
-    /// Applies metadata ops to the namespace and queues them; waits until they are durable.
-    fn submit(&self, ops: Vec<Op>) -> Result<()> {
+    /// Applies ops to the namespace and queues them; waits until they are durable. The caller
+    /// has admitted the change (or is the seal).
+    pub(crate) fn submit(&self, ops: Vec<Op>) -> Result<()> {
+        let mut bytes = Vec::new();
+        for op in &ops {
+            journal::encode_op(op, &mut bytes);
+        }
         let ticket = {
             let mut core = lock(&self.core);
-            self.reserve_journal(&core, ops.len())?;
+            self.reserve_journal_bytes(&core, bytes.len() as u64)?;
             for op in &ops {
                 core.ns.apply(op)?;
-                journal::encode_op(op, &mut core.ops);
             }
+            core.ops.extend_from_slice(&bytes);
             core.open_batch
         };
         self.wait_durable(ticket)
     }
 
+    /// Bytes of journal written so far (durable batches and those being written).
+    pub fn journal_end(&self) -> u64 {
+        lock(&self.core).journal_end
+    }
+
     fn reserve_journal(&self, core: &Core, n_ops: usize) -> Result<()> {
+        self.reserve_journal_bytes(core, n_ops as u64 * OP_MAX)
+    }
+
+    fn reserve_journal_bytes(&self, core: &Core, op_bytes: u64) -> Result<()> {
         let need = core.journal_end
             + core.ops.len() as u64
-            + n_ops as u64 * OP_MAX
+            + op_bytes
             + BATCH_SLACK
             + 16 * self.devs.len() as u64;
         let reserve = if self.is_sealed() { 0 } else { JOURNAL_RESERVE };
@@ -779,7 +826,7 @@ impl Store {
 
     /// Changes attributes (a size change truncates or extends the file).
     pub fn setattr(&self, id: u64, change: AttrChange) -> Result<Attr> {
-        self.writable()?;
+        let _admitted = self.writable()?;
         self.submit(vec![Op::SetAttr {
             id,
             change,
@@ -796,7 +843,7 @@ impl Store {
         mode: u32,
         target: &[u8],
     ) -> Result<Attr> {
-        self.writable()?;
+        let _admitted = self.writable()?;
         check_name(name)?;
         if target.len() > MAX_SYMLINK {
             return Err(Error::Invalid(format!(
@@ -868,7 +915,7 @@ impl Store {
     }
 
     fn remove_entry(&self, dir: u64, name: &[u8], want_dir: bool) -> Result<()> {
-        self.writable()?;
+        let _admitted = self.writable()?;
         check_name(name)?;
         let ticket = {
             let mut core = lock(&self.core);
@@ -898,7 +945,7 @@ impl Store {
         to_dir: u64,
         to_name: &[u8],
     ) -> Result<()> {
-        self.writable()?;
+        let _admitted = self.writable()?;
         check_name(from_name)?;
         check_name(to_name)?;
         self.submit(vec![Op::Rename {
@@ -950,7 +997,7 @@ impl Store {
 
     /// Writes `data` at `offset` of file `id` and returns when it is durable.
     pub fn write(&self, id: u64, offset: u64, data: &[u8]) -> Result<Attr> {
-        self.writable()?;
+        let _admitted = self.writable()?;
         if offset
             .checked_add(data.len() as u64)
             .is_none_or(|e| e > i64::MAX as u64)

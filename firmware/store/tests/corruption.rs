@@ -14,7 +14,11 @@ use odt_store::{Access, Error, Locked, Store};
 use rand::{Rng, SeedableRng};
 
 fn flip(path: &Path, offset: u64, bit: u8) {
-    let f = OpenOptions::new().read(true).write(true).open(path).unwrap();
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
     let mut b = [0u8; 1];
     f.read_exact_at(&mut b, offset).unwrap();
     b[0] ^= 1 << bit;
@@ -68,7 +72,11 @@ fn bit_flips_in_records_name_the_file_and_range() {
         .into_iter()
         .map(|(o, l, loc)| (o, l, loc, "vm/disk-flat.vmdk"))
         .collect();
-    recs.extend(extents(&s, b).into_iter().map(|(o, l, loc)| (o, l, loc, "vm/vm.ovf")));
+    recs.extend(
+        extents(&s, b)
+            .into_iter()
+            .map(|(o, l, loc)| (o, l, loc, "vm/vm.ovf")),
+    );
     assert!(check_files(&s, &mut |_| {}).unwrap().is_empty());
     drop(s);
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
@@ -93,7 +101,9 @@ fn bit_flips_in_records_name_the_file_and_range() {
         let sb = s.superblock().clone();
         let (_, problems) = check_log(&s.devices()[0], &sb, None, &mut |_| {});
         assert!(
-            problems.iter().any(|p| p.offset == loc.addr || p.what.contains("hash")),
+            problems
+                .iter()
+                .any(|p| p.offset == loc.addr || p.what.contains("hash")),
             "keyless check missed flip at {at}: {problems:?}"
         );
         drop(s);
@@ -112,7 +122,10 @@ fn metadata_damage_is_detected() {
     flip(&path, JOURNAL_START + 50, 3);
     let err = fx.open_ro().err().expect("damaged journal refused");
     let msg = err.to_string();
-    assert!(msg.contains("journal") && msg.contains(&format!("{}", JOURNAL_START)), "{msg}");
+    assert!(
+        msg.contains("journal") && msg.contains(&format!("{}", JOURNAL_START)),
+        "{msg}"
+    );
     flip(&path, JOURNAL_START + 50, 3);
     open_checked(&fx);
 
@@ -122,7 +135,12 @@ fn metadata_damage_is_detected() {
     let s = open_checked(&fx);
     let sb = s.superblock().clone();
     let (_, problems) = check_log(&s.devices()[0], &sb, None, &mut |_| {});
-    assert!(problems.iter().any(|p| p.offset == 0 && p.what.contains("superblock")), "{problems:?}");
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.offset == 0 && p.what.contains("superblock")),
+        "{problems:?}"
+    );
     drop(s);
     flip(&path, 100, 0);
 
@@ -178,7 +196,10 @@ fn swapped_reordered_replayed_and_dropped_records_fail() {
     swap(lx, ly);
     let s = open_checked(&fx);
     let msg = s.read(x, 0, 10).unwrap_err().to_string();
-    assert!(msg.contains("swapped or replayed") && msg.contains("file x"), "{msg}");
+    assert!(
+        msg.contains("swapped or replayed") && msg.contains("file x"),
+        "{msg}"
+    );
     assert_eq!(check_files(&s, &mut |_| {}).unwrap().len(), 2);
     drop(s);
     swap(lx, ly);
@@ -210,7 +231,10 @@ fn swapped_reordered_replayed_and_dropped_records_fail() {
     let s = open_checked(&fx);
     let d = check_files(&s, &mut |_| {}).unwrap();
     assert_eq!(d.len(), 1);
-    assert_eq!((d[0].path.as_str(), d[0].start, d[0].end), ("y", 0, 200_000));
+    assert_eq!(
+        (d[0].path.as_str(), d[0].start, d[0].end),
+        ("y", 0, 200_000)
+    );
 }
 
 #[test]
@@ -219,43 +243,61 @@ fn bad_devices_and_keys_get_clear_errors() {
     // Wrong unlock code and wrong ingest identity.
     let l = Locked::open(&fx.paths, Access::ReadOnly).unwrap();
     let wrong: odt_store::keys::UnlockCode = "AAAAA-BBBBB-CCCCC-DDDDD".parse().unwrap();
-    assert!(matches!(l.secrets_from_code(&wrong), Err(Error::WrongKey(_))));
+    assert!(matches!(
+        l.secrets_from_code(&wrong),
+        Err(Error::WrongKey(_))
+    ));
     let other = age::x25519::Identity::generate();
     let e = l.secrets_from_identity(&other).unwrap_err().to_string();
     assert!(e.contains("ingest identity"), "{e}");
     drop(l);
     // Only one device of two.
-    let e = Locked::open(&fx.paths[..1], Access::ReadOnly).unwrap_err().to_string();
+    let e = Locked::open(&fx.paths[..1], Access::ReadOnly)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("missing device(s) 2"), "{e}");
     // Same device twice.
     let twice = vec![fx.paths[0].clone(), fx.paths[0].clone()];
-    let e = Locked::open(&twice, Access::ReadOnly).unwrap_err().to_string();
+    let e = Locked::open(&twice, Access::ReadOnly)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("both device 1"), "{e}");
     // A device of another job.
     let other_fx = Fixture::new(2, 32 * MIB);
     let mixed = vec![fx.paths[0].clone(), other_fx.paths[1].clone()];
-    let e = Locked::open(&mixed, Access::ReadOnly).unwrap_err().to_string();
+    let e = Locked::open(&mixed, Access::ReadOnly)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("belongs to job"), "{e}");
     // Truncated.
     let t = fx.dir.path().join("trunc.img");
     std::fs::copy(&fx.paths[0], &t).unwrap();
     let f = OpenOptions::new().write(true).open(&t).unwrap();
     f.set_len(20 * MIB).unwrap();
-    let e = Locked::open(&[t.clone()], Access::ReadOnly).unwrap_err();
+    let e = Locked::open(std::slice::from_ref(&t), Access::ReadOnly).unwrap_err();
     assert!(matches!(e, Error::Truncated { .. }), "{e}");
     assert!(e.to_string().contains("truncated"));
     // Blank, foreign, tiny, missing.
     let blank = fx.dir.path().join("blank.img");
-    std::fs::File::create(&blank).unwrap().set_len(8 * MIB).unwrap();
-    let e = Locked::open(&[blank], Access::ReadOnly).unwrap_err().to_string();
+    std::fs::File::create(&blank)
+        .unwrap()
+        .set_len(8 * MIB)
+        .unwrap();
+    let e = Locked::open(&[blank], Access::ReadOnly)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("blank"), "{e}");
     let foreign = fx.dir.path().join("foreign.img");
     std::fs::write(&foreign, pattern(5, 4 * MIB as usize)).unwrap();
-    let e = Locked::open(&[foreign.clone()], Access::ReadOnly).unwrap_err().to_string();
+    let e = Locked::open(std::slice::from_ref(&foreign), Access::ReadOnly)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("foreign"), "{e}");
     let tiny = fx.dir.path().join("tiny.img");
     std::fs::write(&tiny, b"ODTSUPR1").unwrap();
-    let e = Locked::open(&[tiny], Access::ReadOnly).unwrap_err().to_string();
+    let e = Locked::open(&[tiny], Access::ReadOnly)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("only 8 bytes"), "{e}");
     let e = Locked::open(&[fx.dir.path().join("nope.img")], Access::ReadOnly)
         .unwrap_err()
@@ -278,6 +320,6 @@ fn bad_devices_and_keys_get_clear_errors() {
         }
         write_at(&victim, 0, &h);
         write_at(&victim, size - 65536, &t);
-        let _ = Locked::open(&[victim.clone()], Access::ReadOnly);
+        let _ = Locked::open(std::slice::from_ref(&victim), Access::ReadOnly);
     }
 }

@@ -131,7 +131,7 @@ fn check_all(s: &Store, model: &BTreeMap<u8, Vec<u8>>) {
 }
 
 fn run(ops: Vec<Op>) {
-    let fx = Fixture::new(if ops.len() % 2 == 0 { 1 } else { 2 }, 128 * MIB);
+    let fx = Fixture::new(if ops.len().is_multiple_of(2) { 1 } else { 2 }, 128 * MIB);
     let mut s = fx.open();
     s.mkdir(s.root(), b"sub dir", 0o755).unwrap();
     let mut model: BTreeMap<u8, Vec<u8>> = BTreeMap::new();

@@ -54,7 +54,7 @@ fn sparse_file_larger_than_4_gib() {
     let mut h = blake3::Hasher::new();
     let zeros = vec![0u8; 8 * MIB as usize];
     let mut at = 0u64;
-    let mut feed_zeros = |h: &mut blake3::Hasher, mut n: u64| {
+    let feed_zeros = |h: &mut blake3::Hasher, mut n: u64| {
         while n > 0 {
             let k = n.min(zeros.len() as u64);
             h.update(&zeros[..k as usize]);
@@ -79,7 +79,11 @@ fn ten_thousand_small_files() {
     {
         let s = Arc::new(fx.open());
         let dirs: Vec<u64> = (0..n_dirs)
-            .map(|d| s.mkdir(s.root(), format!("d{d:02}").as_bytes(), 0o755).unwrap().id)
+            .map(|d| {
+                s.mkdir(s.root(), format!("d{d:02}").as_bytes(), 0o755)
+                    .unwrap()
+                    .id
+            })
             .collect();
         std::thread::scope(|sc| {
             for t in 0..8 {
@@ -91,7 +95,8 @@ fn ten_thousand_small_files() {
                             let name = format!("file-{i:04}.log");
                             let f = s.create(*dir, name.as_bytes(), 0o644).unwrap();
                             let len = 100 + (i * 37 + k) % 8000;
-                            s.write(f.id, 0, &pattern((k * 100_000 + i) as u64, len)).unwrap();
+                            s.write(f.id, 0, &pattern((k * 100_000 + i) as u64, len))
+                                .unwrap();
                         }
                     }
                 });
@@ -109,7 +114,10 @@ fn ten_thousand_small_files() {
             assert_eq!(e.name, format!("file-{i:04}.log").as_bytes());
             let len = 100 + (i * 37 + k) % 8000;
             let (got, _) = s.read(e.attr.id, 0, 10_000).unwrap();
-            assert!(got == pattern((k * 100_000 + i) as u64, len), "d{k:02}/file-{i:04}");
+            assert!(
+                got == pattern((k * 100_000 + i) as u64, len),
+                "d{k:02}/file-{i:04}"
+            );
         }
     }
 }

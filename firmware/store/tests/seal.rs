@@ -1,0 +1,219 @@
+//! The seal and the courier's check: a clean chain passes; every kind of tampering fails
+//! with its own message.
+
+mod common;
+use std::fs::OpenOptions;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use common::*;
+use odt_store::job::{Job, JobSet};
+use odt_store::seal;
+use odt_store::superblock::{JOURNAL_START, SLOT};
+use odt_store::{Error, Locked};
+
+fn job_dir(fx: &Fixture) -> PathBuf {
+    let l = Locked::open(&fx.paths, odt_store::Access::ReadOnly).unwrap();
+    let sb = l.superblock().clone();
+    let dir = fx.dir.path().join("job");
+    std::fs::create_dir_all(&dir).unwrap();
+    Job {
+        id: sb.job_id.clone(),
+        name: "test".into(),
+        created_unix: 0,
+        recipient: fx.identity.to_public().to_string(),
+        set: Some(JobSet {
+            set_id: format!("{:016x}", sb.set_id),
+            signing_public: hex::encode(sb.signing_public),
+            cipher: sb.cipher,
+            provisioned_unix: 0,
+            devices: vec![],
+        }),
+    }
+    .save(&dir)
+    .unwrap();
+    dir
+}
+
+fn sealed_fixture() -> (Fixture, PathBuf, String) {
+    let fx = Fixture::new(2, 64 * MIB);
+    let s = fx.open();
+    let d = s.mkdir(s.root(), b"vm1", 0o755).unwrap();
+    let f = s.create(d.id, b"vm1-disk1.vmdk", 0o644).unwrap();
+    s.write(f.id, 0, &pattern(1, 20 * MIB as usize)).unwrap();
+    let g = s.create(d.id, b"vm1.ovf", 0o644).unwrap();
+    s.write(g.id, 0, b"<Envelope/>").unwrap();
+    let sealed = seal::seal(&s, vec![]).unwrap();
+    assert_eq!(sealed.code.len(), 14);
+    // Sealed: changes refused, reads still work.
+    assert!(matches!(s.write(f.id, 0, b"x"), Err(Error::ReadOnly)));
+    assert!(matches!(
+        s.create(d.id, b"new", 0o644),
+        Err(Error::ReadOnly)
+    ));
+    assert_eq!(s.read(g.id, 0, 100).unwrap().0, b"<Envelope/>");
+    drop(s);
+    let dir = job_dir(&fx);
+    (fx, dir, sealed.code)
+}
+
+fn poke(path: &Path, at: u64, data: &[u8]) {
+    OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .write_all_at(data, at)
+        .unwrap();
+}
+
+fn peek(path: &Path, at: u64, n: usize) -> Vec<u8> {
+    let mut v = vec![0; n];
+    std::fs::File::open(path)
+        .unwrap()
+        .read_exact_at(&mut v, at)
+        .unwrap();
+    v
+}
+
+fn problem(paths: &[PathBuf], job: &Path, expect: Option<&str>) -> String {
+    let r = seal::check(paths, job, expect).unwrap();
+    assert!(!r.intact, "tampering not detected");
+    r.problem.unwrap()
+}
+
+#[test]
+fn clean_seal_checks_and_survives_reopen() {
+    let (fx, job, code) = sealed_fixture();
+    let r = seal::check(&fx.paths, &job, Some(&code.to_lowercase())).unwrap();
+    assert!(r.intact, "{:?}", r.problem);
+    assert_eq!(r.seal_code.as_deref(), Some(code.as_str()));
+    assert_eq!(r.files, Some(2));
+    // Devices in any order.
+    let rev: Vec<PathBuf> = fx.paths.iter().rev().cloned().collect();
+    assert!(seal::check(&rev, &job, None).unwrap().intact);
+    // Reopened read-write, the store stays sealed and unchanged.
+    let s = fx.open();
+    assert!(s.is_sealed());
+    let d = s.lookup(s.root(), b"vm1").unwrap();
+    assert!(matches!(s.mkdir(d, b"x", 0o755), Err(Error::ReadOnly)));
+    drop(s);
+    assert!(seal::check(&fx.paths, &job, Some(&code)).unwrap().intact);
+    // The keyless log check agrees with the seal on every device.
+    let l = Locked::open(&fx.paths, odt_store::Access::ReadOnly).unwrap();
+    let signed = seal::read(&l.devices()[0], &l.superblocks()[0])
+        .unwrap()
+        .unwrap();
+    for (i, (dev, sb)) in l.devices().iter().zip(l.superblocks()).enumerate() {
+        let tail = signed.record.devices[i].tail;
+        let (sum, problems) = odt_store::verify::check_log(dev, sb, Some(tail), &mut |_| {});
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(sum.chain_head, signed.record.devices[i].chain_head);
+    }
+}
+
+#[test]
+fn each_tampering_has_its_own_message() {
+    let (fx, job, code) = sealed_fixture();
+    let dev0 = fx.paths[0].clone();
+    let l = Locked::open(&fx.paths, odt_store::Access::ReadOnly).unwrap();
+    let sbs = l.superblocks().to_vec();
+    let signed = seal::read(&l.devices()[0], &sbs[0]).unwrap().unwrap();
+    drop(l);
+
+    // Wrong expected code.
+    let msg = problem(&fx.paths, &job, Some("AAAA-BBBB-CCCC"));
+    assert!(msg.contains("not the expected"), "{msg}");
+
+    // A byte of the seal record changed.
+    let slot = peek(&dev0, SLOT, 64);
+    let mut bad = slot.clone();
+    bad[30] ^= 1;
+    poke(&dev0, SLOT, &bad);
+    let msg = problem(&fx.paths, &job, None);
+    assert!(msg.contains("seal record"), "{msg}");
+    poke(&dev0, SLOT, &slot);
+
+    // The seal record rewritten with a changed field and a fixed checksum: the signature fails.
+    let mut forged = signed.clone();
+    forged.record.files += 1;
+    let img = odt_store::frame::encode(b"ODTSEAL1", &postcard::to_stdvec(&forged).unwrap());
+    let saved: Vec<Vec<u8>> = fx
+        .paths
+        .iter()
+        .zip(&sbs)
+        .flat_map(|(p, sb)| sb.seal_slots().map(|at| peek(p, at, SLOT as usize)))
+        .collect();
+    for (p, sb) in fx.paths.iter().zip(&sbs) {
+        for at in sb.seal_slots() {
+            poke(p, at, &vec![0; SLOT as usize]);
+            poke(p, at, &img);
+        }
+    }
+    let msg = problem(&fx.paths, &job, None);
+    assert!(msg.contains("signature"), "{msg}");
+    let mut i = 0;
+    for (p, sb) in fx.paths.iter().zip(&sbs) {
+        for at in sb.seal_slots() {
+            poke(p, at, &saved[i]);
+            i += 1;
+        }
+    }
+    assert!(seal::check(&fx.paths, &job, Some(&code)).unwrap().intact);
+
+    // A byte of the manifest / metadata journal changed.
+    let end = signed.record.journal_end;
+    let at = JOURNAL_START + end - 100;
+    let orig = peek(&dev0, at, 1);
+    poke(&dev0, at, &[orig[0] ^ 0x40]);
+    let msg = problem(&fx.paths, &job, None);
+    assert!(msg.contains("journal changed"), "{msg}");
+    poke(&dev0, at, &orig);
+
+    // A record appended to the log after the seal.
+    let sd = &signed.record.devices[0];
+    poke(&dev0, sd.tail, b"ODTR appended record");
+    let msg = problem(&fx.paths, &job, None);
+    assert!(msg.contains("after the seal"), "{msg}");
+    poke(&dev0, sd.tail, &[0u8; 20]);
+
+    // Metadata appended to the journal after the seal.
+    poke(&dev0, JOURNAL_START + end, b"ODTJ");
+    let msg = problem(&fx.paths, &job, None);
+    assert!(msg.contains("journal after the seal"), "{msg}");
+    poke(&dev0, JOURNAL_START + end, &[0u8; 4]);
+
+    // The log cut short: the last footer no longer where the seal says.
+    let seg = (sd.tail - 1 - sbs[0].data_start()) / sbs[0].segment_size;
+    let footer_at = sbs[0].segment_start(seg) + sbs[0].segment_size - 4096;
+    let footer = peek(&dev0, footer_at, 4096);
+    poke(&dev0, footer_at, &vec![0u8; 4096]);
+    let msg = problem(&fx.paths, &job, None);
+    assert!(msg.contains("footer"), "{msg}");
+    poke(&dev0, footer_at, &footer);
+
+    // A missing device of the striped set.
+    let msg = problem(&fx.paths[..1], &job, None);
+    assert!(msg.contains("missing device(s) 2"), "{msg}");
+
+    // A device from another job.
+    let (other, _, _) = sealed_fixture();
+    let mixed = vec![fx.paths[0].clone(), other.paths[1].clone()];
+    let msg = problem(&mixed, &job, None);
+    assert!(msg.contains("belongs to job"), "{msg}");
+
+    // Device 2 swapped for an unsealed copy of itself taken before the seal is simulated by
+    // blanking its seal slots.
+    let saved2: Vec<Vec<u8>> = sbs[1]
+        .seal_slots()
+        .map(|at| peek(&fx.paths[1], at, SLOT as usize))
+        .to_vec();
+    for at in sbs[1].seal_slots() {
+        poke(&fx.paths[1], at, &vec![0u8; SLOT as usize]);
+    }
+    let msg = problem(&fx.paths, &job, None);
+    assert!(msg.contains("is not sealed"), "{msg}");
+    for (at, b) in sbs[1].seal_slots().iter().zip(&saved2) {
+        poke(&fx.paths[1], *at, b);
+    }
+    assert!(seal::check(&fx.paths, &job, Some(&code)).unwrap().intact);
+}
