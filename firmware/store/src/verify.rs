@@ -50,7 +50,13 @@ pub struct LogSummary {
 
 /// Walks records from `from` to `to` in a segment image; returns (records, end of last good,
 /// problems).
-fn walk_records(dev: &Device, base: u64, img: &[u8], from: usize, to: usize) -> (u64, usize, Vec<Problem>) {
+fn walk_records(
+    dev: &Device,
+    base: u64,
+    img: &[u8],
+    from: usize,
+    to: usize,
+) -> (u64, usize, Vec<Problem>) {
     let mut at = from;
     let mut n = 0;
     let mut problems = Vec::new();
@@ -115,7 +121,10 @@ pub fn check_log(
             break;
         }
         match SegmentHeader::decode(&hdr) {
-            Ok(h) if h.set_id == sb.set_id && h.device_index == sb.device_index && h.segment == seg => {}
+            Ok(h)
+                if h.set_id == sb.set_id
+                    && h.device_index == sb.device_index
+                    && h.segment == seg => {}
             Ok(h) => problems.push(problem(
                 start,
                 format!(
@@ -145,27 +154,40 @@ pub fn check_log(
         };
         sum.bytes_read += body.len() as u64;
         progress(body.len() as u64);
-        let (n, end, mut bad) = walk_records(dev, start, &body, segment::BLOCK as usize, body.len());
+        let (n, end, mut bad) =
+            walk_records(dev, start, &body, segment::BLOCK as usize, body.len());
         sum.records += n;
         problems.append(&mut bad);
         match footer {
             Some(Ok(f)) => {
                 if f.segment != seg || f.device_index != sb.device_index {
-                    problems.push(problem(footer_at, format!("segment {seg} footer belongs elsewhere")));
+                    problems.push(problem(
+                        footer_at,
+                        format!("segment {seg} footer belongs elsewhere"),
+                    ));
                 }
                 if f.prev_footer != prev {
                     problems.push(problem(
                         footer_at,
-                        format!("segment {seg} does not follow segment {} (chain broken or reordered)", seg.saturating_sub(1)),
+                        format!(
+                            "segment {seg} does not follow segment {} (chain broken or reordered)",
+                            seg.saturating_sub(1)
+                        ),
                     ));
                 }
                 if *blake3::hash(&body).as_bytes() != f.content_hash {
-                    problems.push(problem(start, format!("segment {seg} content hash mismatch")));
+                    problems.push(problem(
+                        start,
+                        format!("segment {seg} content hash mismatch"),
+                    ));
                 }
                 if end as u64 != f.used {
                     problems.push(problem(
                         start + end as u64,
-                        format!("segment {seg}: records end at {end} but the footer says {}", f.used),
+                        format!(
+                            "segment {seg}: records end at {end} but the footer says {}",
+                            f.used
+                        ),
                     ));
                 }
                 prev = f.hash();
