@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 
 pub mod cmd;
+pub mod control;
 pub mod output;
 
 /// Offline data transfer: provision, unlock, seal, check, verify, ingest and erase ODT
@@ -29,6 +30,10 @@ pub enum Command {
     Job(cmd::job::JobCommand),
     /// Write superblocks and fresh keys on the devices of a job; prints the unlock code.
     Provision(cmd::provision::ProvisionArgs),
+    /// Unlock an appliance with the customer's unlock code (stdin or --code-file).
+    Unlock(cmd::unlock::UnlockArgs),
+    /// State, capacity, bytes and files stored, write rate of an appliance.
+    Status(cmd::status::StatusArgs),
 }
 
 /// Logging to stderr; `RUST_LOG` overrides the level picked by `-v`.
@@ -52,5 +57,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Job(c) => cmd::job::run(c),
         Command::Provision(a) => cmd::provision::run(a),
+        Command::Unlock(a) => cmd::unlock::run(a),
+        Command::Status(a) => cmd::status::run(a),
     }
 }

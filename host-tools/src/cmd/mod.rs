@@ -2,3 +2,5 @@
 
 pub mod job;
 pub mod provision;
+pub mod status;
+pub mod unlock;

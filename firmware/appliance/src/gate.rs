@@ -1,0 +1,510 @@
+//! The NFS front door: the only socket clients reach.
+//!
+//! `nfsserve` 0.11 accepts connections itself and offers no per-connection hook (its
+//! per-socket handler and RPC context are private), trusts each fragment header up to
+//! 2 GiB, and spawns one task per request with no limit. So the appliance runs `nfsserve`
+//! on a private loopback port and puts this gate in front of it. For each client the gate:
+//! - checks the allow-list at accept and resets refused connections at once (RST);
+//! - reads every request record with a size limit before allocating it, and closes the
+//!   connection of a client that announces a larger one;
+//! - admits a bounded number of requests into `nfsserve` at a time, globally and per
+//!   connection, and stops reading from clients while the bound is reached (backpressure:
+//!   TCP flow control then slows the client down). Requests of one connection still run
+//!   concurrently inside `nfsserve`, which is what lets the store group their fsyncs.
+//!
+//! A slot is freed when the reply passes back through the gate. `nfsserve` does not answer
+//! a request it takes for a retransmission, so the gate does not forward a second request
+//! with the xid of one still in flight, and forgets requests that stay unanswered for
+//! [`Limits::stale_after`].
+//!
+//! Memory: at most `max_inflight` records of at most `max_record` bytes are buffered here,
+//! and `nfsserve` holds at most `max_inflight` requests (each a few times its size while it
+//! is decoded, copied and written).
+//!
+//! The private port is bound to 127.0.0.1: processes on the appliance itself could reach
+//! it without passing the gate. The appliance runs no other services; the allow-list is
+//! about the network.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::allow::AllowList;
+use crate::framing::{self, FramingError, HEADER};
+use crate::throttle::{Throttle, suppressed_note};
+
+/// Bounds the gate enforces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest request record accepted (a 1 MiB WRITE plus its RPC header).
+    pub max_record: usize,
+    /// Requests inside `nfsserve` at a time, over all connections.
+    pub max_inflight: usize,
+    /// Requests inside `nfsserve` at a time for one connection.
+    pub max_inflight_per_conn: usize,
+    /// Client connections at a time.
+    pub max_connections: usize,
+    /// Time a client may take to send the rest of a record it started.
+    pub record_timeout: Duration,
+    /// A request unanswered for this long no longer holds a slot.
+    pub stale_after: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_record: (1 << 20) + 64 * 1024,
+            max_inflight: 32,
+            max_inflight_per_conn: 16,
+            max_connections: 128,
+            record_timeout: Duration::from_secs(60),
+            stale_after: Duration::from_secs(120),
+        }
+    }
+}
+
+/// A request forwarded to `nfsserve` and not answered yet.
+struct Pending {
+    _slots: (OwnedSemaphorePermit, OwnedSemaphorePermit),
+    since: Instant,
+}
+
+type PendingMap = Arc<Mutex<HashMap<u32, Pending>>>;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// How many distinct client addresses are remembered for "new client" log lines.
+const SEEN_CLIENTS: usize = 1024;
+
+/// The gate in front of `nfsserve`.
+pub struct Gate {
+    allow: AllowList,
+    limits: Limits,
+    backend: SocketAddr,
+    inflight: Arc<Semaphore>,
+    connections: Arc<Semaphore>,
+    throttle: Throttle,
+    seen: Mutex<HashSet<IpAddr>>,
+}
+
+/// Why a connection ended.
+#[derive(Debug, thiserror::Error)]
+enum ConnError {
+    #[error(transparent)]
+    Framing(#[from] FramingError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("the client sent no complete request within {0:?}")]
+    Slow(Duration),
+    #[error("a request shorter than an RPC header")]
+    Short,
+}
+
+impl Gate {
+    /// A gate admitting `allow` and forwarding to `nfsserve` at `backend`.
+    pub fn new(allow: AllowList, limits: Limits, backend: SocketAddr) -> Arc<Gate> {
+        Arc::new(Gate {
+            inflight: Arc::new(Semaphore::new(limits.max_inflight)),
+            connections: Arc::new(Semaphore::new(limits.max_connections)),
+            allow,
+            limits,
+            backend,
+            throttle: Throttle::new(Duration::from_secs(10)),
+            seen: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// Accepts clients on `listener` until the task is dropped.
+    pub async fn run(self: Arc<Self>, listener: TcpListener) {
+        loop {
+            let (sock, peer) = match listener.accept().await {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: keep serving who is connected.
+                    if let Some(n) = self.throttle.admit("accept") {
+                        tracing::error!(
+                            "accepting an NFS connection failed: {e}{}",
+                            suppressed_note(n)
+                        );
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            if !self.allow.permits(peer.ip()) {
+                self.refuse(sock, peer, "not in the allow-list");
+                continue;
+            }
+            let Ok(slot) = self.connections.clone().try_acquire_owned() else {
+                self.refuse(sock, peer, "too many connections");
+                continue;
+            };
+            let gate = self.clone();
+            tokio::spawn(async move {
+                gate.serve(sock, peer).await;
+                drop(slot);
+            });
+        }
+    }
+
+    fn refuse(&self, sock: TcpStream, peer: SocketAddr, why: &str) {
+        // Linger 0: the client gets a reset, not a connection that later goes quiet.
+        #[allow(deprecated)]
+        let _ = sock.set_linger(Some(Duration::ZERO));
+        drop(sock);
+        if let Some(n) = self.throttle.admit("refused") {
+            tracing::warn!(
+                "refused NFS connection from {peer}: {why}{}",
+                suppressed_note(n)
+            );
+        }
+    }
+
+    fn note_client(&self, peer: SocketAddr) {
+        let mut seen = lock(&self.seen);
+        if seen.contains(&peer.ip()) {
+            tracing::debug!("NFS connection from {peer}");
+            return;
+        }
+        if seen.len() >= SEEN_CLIENTS {
+            seen.clear();
+        }
+        seen.insert(peer.ip());
+        tracing::info!("NFS client {} connected", peer.ip());
+    }
+
+    async fn serve(self: Arc<Self>, client: TcpStream, peer: SocketAddr) {
+        self.note_client(peer);
+        let server = match TcpStream::connect(self.backend).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(
+                    "cannot reach the NFS service at {} for {peer}: {e}",
+                    self.backend
+                );
+                return;
+            }
+        };
+        let _ = client.set_nodelay(true);
+        let _ = server.set_nodelay(true);
+        let (mut cr, cw) = client.into_split();
+        let (sr, mut sw) = server.into_split();
+        let pending: PendingMap = Arc::new(Mutex::new(HashMap::new()));
+        let per_conn = Arc::new(Semaphore::new(self.limits.max_inflight_per_conn));
+        let reaper = tokio::spawn(reap(Arc::downgrade(&pending), self.limits.stale_after));
+
+        let down = pump_replies(sr, cw, pending.clone());
+        tokio::pin!(down);
+        let up = self.pump_requests(&mut cr, &mut sw, &pending, &per_conn);
+        tokio::pin!(up);
+        let ended = tokio::select! {
+            r = &mut up => Some(r),
+            r = &mut down => {
+                if let Err(e) = r {
+                    tracing::debug!("NFS connection of {peer}: reply path ended: {e}");
+                }
+                None
+            }
+        };
+        if let Some(r) = ended {
+            match r {
+                Ok(()) => {
+                    // The client is done sending: deliver the replies still owed.
+                    let drained = async {
+                        while !lock(&pending).is_empty() {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    };
+                    tokio::select! {
+                        _ = drained => {}
+                        _ = &mut down => {}
+                        _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+                    }
+                }
+                Err(ConnError::Framing(e @ FramingError::TooLarge { .. })) => {
+                    if let Some(n) = self.throttle.admit("oversized") {
+                        tracing::warn!(
+                            "closing the NFS connection of {peer}: {e}{}",
+                            suppressed_note(n)
+                        );
+                    }
+                }
+                Err(e) => tracing::debug!("NFS connection of {peer} ended: {e}"),
+            }
+        }
+        reaper.abort();
+        tracing::debug!("NFS connection of {peer} closed");
+    }
+
+    /// Client → nfsserve: one bounded record at a time, each behind two free slots.
+    async fn pump_requests(
+        &self,
+        cr: &mut OwnedReadHalf,
+        sw: &mut OwnedWriteHalf,
+        pending: &PendingMap,
+        per_conn: &Arc<Semaphore>,
+    ) -> Result<(), ConnError> {
+        let limit = self.limits.max_record;
+        let mut buf = Vec::new();
+        loop {
+            let Some(first) = framing::read_header(cr).await? else {
+                return Ok(());
+            };
+            let (_, len) = framing::split_header(first);
+            if len > limit {
+                return Err(FramingError::TooLarge {
+                    size: len as u64,
+                    limit,
+                }
+                .into());
+            }
+            let conn_slot = per_conn
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("never closed");
+            let slot = self
+                .inflight
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("never closed");
+            let t = self.limits.record_timeout;
+            tokio::time::timeout(t, framing::read_record(cr, first, &mut buf, limit))
+                .await
+                .map_err(|_| ConnError::Slow(t))??;
+            let xid = framing::xid(&buf[HEADER..]).ok_or(ConnError::Short)?;
+            {
+                let mut p = lock(pending);
+                if p.contains_key(&xid) {
+                    // A retransmission of a request in progress: nfsserve would not answer
+                    // it either; the first one's reply answers both.
+                    continue;
+                }
+                p.insert(
+                    xid,
+                    Pending {
+                        _slots: (conn_slot, slot),
+                        since: Instant::now(),
+                    },
+                );
+            }
+            sw.write_all(&buf).await?;
+            if buf.capacity() > 64 * 1024 {
+                // Large buffers live only while a slot is held.
+                buf = Vec::new();
+            }
+        }
+    }
+}
+
+/// nfsserve → client: streams each reply through and frees its request's slots.
+async fn pump_replies(
+    sr: OwnedReadHalf,
+    cw: OwnedWriteHalf,
+    pending: PendingMap,
+) -> std::io::Result<()> {
+    let mut r = BufReader::with_capacity(64 * 1024, sr);
+    let mut w = BufWriter::with_capacity(64 * 1024, cw);
+    let mut record_xid: Option<u32> = None;
+    let mut first_fragment = true;
+    loop {
+        let Some(h) = framing::read_header(&mut r).await? else {
+            return Ok(());
+        };
+        let (last, len) = framing::split_header(h);
+        w.write_all(&h.to_be_bytes()).await?;
+        let mut left = len as u64;
+        if first_fragment && len >= 4 {
+            let mut x = [0u8; 4];
+            r.read_exact(&mut x).await?;
+            w.write_all(&x).await?;
+            record_xid = Some(u32::from_be_bytes(x));
+            left -= 4;
+        }
+        first_fragment = last;
+        while left > 0 {
+            let chunk = r.fill_buf().await?;
+            if chunk.is_empty() {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            let n = chunk.len().min(left as usize);
+            w.write_all(&chunk[..n]).await?;
+            r.consume(n);
+            left -= n as u64;
+        }
+        if last {
+            w.flush().await?;
+            if let Some(x) = record_xid.take() {
+                lock(&pending).remove(&x);
+            }
+        }
+    }
+}
+
+/// Forgets requests nobody will answer (see the module notes), so they free their slots.
+async fn reap(pending: Weak<Mutex<HashMap<u32, Pending>>>, stale_after: Duration) {
+    let mut tick = tokio::time::interval(stale_after / 4);
+    loop {
+        tick.tick().await;
+        let Some(p) = pending.upgrade() else { return };
+        let mut p = lock(&p);
+        let before = p.len();
+        p.retain(|_, v| v.since.elapsed() < stale_after);
+        if p.len() < before {
+            tracing::debug!("forgot {} unanswered NFS requests", before - p.len());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::sync::mpsc;
+
+    /// A stand-in for nfsserve: reports each request's xid, answers when told to.
+    async fn backend() -> (
+        SocketAddr,
+        mpsc::UnboundedReceiver<u32>,
+        mpsc::UnboundedSender<u32>,
+    ) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let (seen_tx, seen_rx) = mpsc::unbounded_channel();
+        let (answer_tx, mut answer_rx) = mpsc::unbounded_channel::<u32>();
+        tokio::spawn(async move {
+            let (s, _) = l.accept().await.unwrap();
+            let (mut r, mut w) = s.into_split();
+            tokio::spawn(async move {
+                while let Some(xid) = answer_rx.recv().await {
+                    let mut reply = (LAST_FRAG | 8).to_be_bytes().to_vec();
+                    reply.extend_from_slice(&xid.to_be_bytes());
+                    reply.extend_from_slice(b"REPL");
+                    if w.write_all(&reply).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            let mut buf = Vec::new();
+            while let Ok(Some(h)) = framing::read_header(&mut r).await {
+                framing::read_record(&mut r, h, &mut buf, 1 << 30)
+                    .await
+                    .unwrap();
+                seen_tx.send(framing::xid(&buf[4..]).unwrap()).unwrap();
+            }
+        });
+        (addr, seen_rx, answer_tx)
+    }
+
+    const LAST_FRAG: u32 = framing::LAST_FRAGMENT;
+
+    fn request(xid: u32) -> Vec<u8> {
+        let mut v = (LAST_FRAG | 12).to_be_bytes().to_vec();
+        v.extend_from_slice(&xid.to_be_bytes());
+        v.extend_from_slice(b"CALLCALL");
+        v
+    }
+
+    async fn start(allow: &[&str], limits: Limits, backend: SocketAddr) -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let gate = Gate::new(AllowList::parse(allow).unwrap(), limits, backend);
+        tokio::spawn(gate.run(l));
+        addr
+    }
+
+    async fn closed(s: &mut TcpStream) -> bool {
+        let mut b = [0u8; 16];
+        match tokio::time::timeout(Duration::from_secs(5), s.read(&mut b)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => true,
+            Ok(Ok(_)) => false,
+            Err(_) => false,
+        }
+    }
+
+    #[tokio::test]
+    async fn clients_outside_the_allow_list_are_reset_at_connect() {
+        let (b, mut seen, _answer) = backend().await;
+        let g = start(&["10.0.0.0/8"], Limits::default(), b).await;
+        let mut s = TcpStream::connect(g).await.unwrap();
+        let _ = s.write_all(&request(1)).await;
+        assert!(
+            closed(&mut s).await,
+            "the refused connection must be closed at once"
+        );
+        assert!(seen.try_recv().is_err(), "nothing reached nfsserve");
+    }
+
+    #[tokio::test]
+    async fn replies_pass_and_an_oversized_request_closes_the_connection() {
+        let (b, mut seen, answer) = backend().await;
+        let g = start(&["127.0.0.0/8"], Limits::default(), b).await;
+        let mut s = TcpStream::connect(g).await.unwrap();
+        s.write_all(&request(7)).await.unwrap();
+        assert_eq!(seen.recv().await, Some(7));
+        answer.send(7).unwrap();
+        let mut reply = [0u8; 12];
+        s.read_exact(&mut reply).await.unwrap();
+        assert_eq!(&reply[4..8], &7u32.to_be_bytes());
+        assert_eq!(&reply[8..], b"REPL");
+        // A header announcing 2 GiB: the gate closes without reading or forwarding it.
+        s.write_all(&(LAST_FRAG | 0x7fff_ffff).to_be_bytes())
+            .await
+            .unwrap();
+        assert!(closed(&mut s).await);
+        assert!(seen.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn requests_in_flight_are_bounded_and_freed_by_replies() {
+        let (b, mut seen, answer) = backend().await;
+        let limits = Limits {
+            max_inflight_per_conn: 3,
+            ..Limits::default()
+        };
+        let g = start(&[], limits, b).await;
+        let mut s = TcpStream::connect(g).await.unwrap();
+        for xid in 1..=10 {
+            s.write_all(&request(xid)).await.unwrap();
+        }
+        for want in 1..=3 {
+            assert_eq!(seen.recv().await, Some(want));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            seen.try_recv().is_err(),
+            "a fourth request went in while three were unanswered"
+        );
+        answer.send(2).unwrap();
+        assert_eq!(seen.recv().await, Some(4), "a reply frees one slot");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(seen.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn a_retransmission_of_a_request_in_flight_is_not_forwarded() {
+        let (b, mut seen, answer) = backend().await;
+        let g = start(&[], Limits::default(), b).await;
+        let mut s = TcpStream::connect(g).await.unwrap();
+        s.write_all(&request(5)).await.unwrap();
+        s.write_all(&request(5)).await.unwrap();
+        s.write_all(&request(6)).await.unwrap();
+        assert_eq!(seen.recv().await, Some(5));
+        assert_eq!(seen.recv().await, Some(6));
+        answer.send(5).unwrap();
+        let mut reply = [0u8; 12];
+        s.read_exact(&mut reply).await.unwrap();
+        assert_eq!(&reply[4..8], &5u32.to_be_bytes());
+        // Answered: the same xid may come again later and is forwarded then.
+        s.write_all(&request(5)).await.unwrap();
+        assert_eq!(seen.recv().await, Some(5));
+    }
+}

@@ -1,0 +1,23 @@
+//! `odt-appliance`: the firmware of the ODT appliance.
+//!
+//! The store ([`odt_store`]) exported over NFSv3 with `nfsserve` ([`nfs`]), behind a gate
+//! that enforces the client allow-list and bounds memory ([`gate`], [`framing`],
+//! [`allow`]); persistent file handles ([`handles`]); the Locked → Unlocked → Sealed life
+//! cycle ([`state`]); the control API for unlock and status ([`control`]); settings from
+//! flags and a TOML file ([`config`]); and the process wiring ([`serve`]).
+
+pub mod allow;
+pub mod config;
+pub mod control;
+pub mod framing;
+pub mod gate;
+pub mod handles;
+pub mod meter;
+pub mod nfs;
+pub mod nfsstat;
+pub mod serve;
+pub mod state;
+pub mod throttle;
+
+#[cfg(test)]
+pub(crate) mod testutil;

@@ -1,0 +1,105 @@
+//! `odt-appliance`: the firmware binary. Thin: parses the command line, sets up logging and
+//! hands off to [`odt_appliance::serve`].
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use odt_appliance::config::{FileConfig, Flags, Settings};
+
+/// The ODT appliance firmware: exports the bundle store over NFSv3 with a control API for
+/// unlock and status.
+#[derive(Debug, Parser)]
+#[command(name = "odt-appliance", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the devices' store over NFSv3 (locked until `odt unlock`).
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Data devices of one set (block devices or image files, any order).
+    #[arg(long = "device", num_args = 1..)]
+    devices: Vec<PathBuf>,
+    /// NFSv3 and MOUNT service address, e.g. 0.0.0.0:2049.
+    #[arg(long)]
+    listen: Option<String>,
+    /// Control API address (default 127.0.0.1:7049).
+    #[arg(long)]
+    control: Option<String>,
+    /// TOML file with the same settings; flags win over it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// NFS clients allowed to connect, as CIDR blocks (repeatable; default: everyone).
+    #[arg(long, num_args = 1..)]
+    allow: Vec<String>,
+    /// NFS requests processed at a time (bounds memory; default 32).
+    #[arg(long)]
+    max_inflight: Option<usize>,
+    /// NFS client connections at a time (default 128).
+    #[arg(long)]
+    max_connections: Option<usize>,
+    /// Write the bound addresses as JSON to this file once serving.
+    #[arg(long)]
+    ready_file: Option<PathBuf>,
+    /// Accept test-only control requests (test-seal). Never on a shipped appliance.
+    #[arg(long, hide = true)]
+    test_hooks: bool,
+}
+
+fn init_logging() {
+    // nfsserve logs every failed request at error level without saying which file: the
+    // export logs failures itself, with the path, throttled.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,nfsserve=off"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn serve(a: ServeArgs) -> anyhow::Result<()> {
+    let file = match &a.config {
+        Some(p) => FileConfig::load(p)?,
+        None => FileConfig::default(),
+    };
+    let settings = Settings::resolve(
+        file,
+        Flags {
+            devices: a.devices,
+            listen: a.listen,
+            control: a.control,
+            allow: a.allow,
+            max_inflight: a.max_inflight,
+            max_connections: a.max_connections,
+            test_hooks: a.test_hooks,
+            ready_file: a.ready_file,
+        },
+    )?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("odt-appliance")
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(odt_appliance::serve::run(settings))?;
+    Ok(())
+}
+
+fn main() {
+    let cli = Cli::parse();
+    init_logging();
+    let r = match cli.command {
+        Command::Serve(a) => serve(a),
+    };
+    if let Err(e) = r {
+        tracing::error!("{e:#}");
+        eprintln!("odt-appliance: error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,177 @@
+//! `odt-appliance serve`: opens the devices (locked), starts `nfsserve` on a private
+//! loopback port behind the [`gate`](crate::gate), the control API, the activity log, and
+//! runs until SIGTERM or SIGINT, when it makes everything durable and returns.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nfsserve::tcp::{NFSTcp, NFSTcpListener};
+use tokio::net::TcpListener;
+
+use crate::config::Settings;
+use crate::gate::Gate;
+use crate::nfs::Export;
+use crate::state::{Appliance, StateError};
+
+/// How often the activity line is logged when something happened.
+const ACTIVITY_EVERY: Duration = Duration::from_secs(60);
+
+/// Serving failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Opening the devices failed.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// A listening socket could not be bound.
+    #[error("cannot listen for {what} on {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The ready file could not be written.
+    #[error("cannot write the ready file {path}: {source}")]
+    ReadyFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The final flush failed: acknowledged data may not be durable.
+    #[error("the final sync failed: {0}")]
+    Sync(odt_store::Error),
+    /// Signal handling could not be set up.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+/// The addresses actually bound (ports chosen by the OS when 0 was asked for).
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Bound {
+    /// NFS and MOUNT service.
+    pub nfs: SocketAddr,
+    /// Control API.
+    pub control: SocketAddr,
+}
+
+/// Runs the appliance until a termination signal.
+pub async fn run(settings: Settings) -> Result<(), ServeError> {
+    let devices = settings.devices.clone();
+    let hooks = settings.test_hooks;
+    let app = tokio::task::spawn_blocking(move || Appliance::open(&devices, hooks))
+        .await
+        .expect("opening the devices panicked")?;
+    let app = Arc::new(app);
+    let info = app.info().clone();
+    tracing::info!(
+        "opened {} device(s) of job {} ({}), set {:016x}: locked until `odt unlock`",
+        info.devices,
+        info.job_id,
+        info.job_name,
+        info.set_id
+    );
+
+    let private = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 0);
+    let inner = NFSTcpListener::bind(&private.to_string(), Export::new(app.clone()))
+        .await
+        .map_err(|source| ServeError::Bind {
+            what: "the private NFS service",
+            addr: private,
+            source,
+        })?;
+    let backend = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), inner.get_listen_port());
+    let bind = |what: &'static str, addr: SocketAddr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Bind { what, addr, source })
+    };
+    let nfs_listener = bind("NFS", settings.listen).await?;
+    let control_listener = bind("the control API", settings.control).await?;
+    let bound = Bound {
+        nfs: nfs_listener.local_addr().unwrap_or(settings.listen),
+        control: control_listener.local_addr().unwrap_or(settings.control),
+    };
+
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(ServeError::Signals)?;
+    tokio::spawn(async move {
+        if let Err(e) = inner.handle_forever().await {
+            tracing::error!("the private NFS service stopped: {e}");
+        }
+    });
+    let gate = Gate::new(settings.allow.clone(), settings.limits.clone(), backend);
+    tokio::spawn(gate.run(nfs_listener));
+    tokio::spawn(crate::control::run(control_listener, app.clone()));
+    tokio::spawn(activity(app.clone()));
+
+    if settings.allow.allows_everyone() {
+        tracing::warn!(
+            "no allow-list configured: every NFS client that can reach {} may connect",
+            bound.nfs
+        );
+    }
+    tracing::info!(
+        "serving NFSv3 and MOUNT on {} (allowed: {}), control API on {}; at most {} NFS \
+         requests in flight",
+        bound.nfs,
+        settings.allow,
+        bound.control,
+        settings.limits.max_inflight
+    );
+    if let Some(path) = &settings.ready_file {
+        let text = serde_json::to_string(&bound).expect("addresses serialise");
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, text)
+            .and_then(|()| std::fs::rename(&tmp, path))
+            .map_err(|source| ServeError::ReadyFile {
+                path: path.clone(),
+                source,
+            })?;
+    }
+
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: stopping"),
+        _ = sigterm.recv() => tracing::info!("terminated: stopping"),
+    }
+    let a = app.clone();
+    tokio::task::spawn_blocking(move || a.sync())
+        .await
+        .expect("the final sync panicked")
+        .map_err(ServeError::Sync)?;
+    tracing::info!("all acknowledged data is durable; stopped");
+    Ok(())
+}
+
+/// Samples the write rate every second and logs what happened every minute (if anything).
+async fn activity(app: Arc<Appliance>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut last = app.meter().totals();
+    let mut since = tokio::time::Instant::now();
+    loop {
+        tick.tick().await;
+        app.meter().sample();
+        if since.elapsed() < ACTIVITY_EVERY {
+            continue;
+        }
+        let now = app.meter().totals();
+        let d = now.since(&last);
+        if !d.is_idle() {
+            let secs = since.elapsed().as_secs_f64();
+            tracing::info!(
+                "NFS activity in the last {:.0} s: {} MiB written ({:.1} MiB/s), {} MiB read, \
+                 {} created, {} removed, {} errors",
+                secs,
+                d.written >> 20,
+                d.written as f64 / secs / (1 << 20) as f64,
+                d.read >> 20,
+                d.created,
+                d.removed,
+                d.errors
+            );
+        }
+        last = now;
+        since = tokio::time::Instant::now();
+    }
+}

@@ -1,0 +1,378 @@
+//! The appliance's life cycle: Locked → Unlocked → Sealed.
+//!
+//! - **Locked** (after boot): the superblocks are read, the keys are still wrapped. The NFS
+//!   export answers every operation with `NFS3ERR_ACCES` ("Permission denied" on the
+//!   client, with a log line on the appliance saying why). ACCES rather than JUKEBOX:
+//!   JUKEBOX makes Linux clients retry silently forever, so a mount or copy would hang with
+//!   no hint; ACCES fails at once and visibly, and the same mount works after unlock.
+//! - **Unlocked**: the store is open; the export is read-write.
+//! - **Sealed**: writes answer `NFS3ERR_ROFS`, reads keep working.
+//!
+//! Unlock takes the customer's code, unwraps the keys, replays the journal and keeps the
+//! [`ControlKey`] derived from the code to authenticate later control requests. Wrong
+//! codes are answered after a pause and attempts are serialised, which caps guessing far
+//! below what the code's 100 bits would need.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use odt_store::control::{
+    CHALLENGE_LEN, ControlKey, Op, State, StatusReport, StoreReport, UnlockReport,
+};
+use odt_store::keys::UnlockCode;
+use odt_store::{Access, Locked, Store};
+
+use crate::meter::Meter;
+
+/// Pause after a wrong unlock code.
+const WRONG_CODE_PAUSE: Duration = Duration::from_secs(1);
+
+/// Opening the devices or unlocking failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The devices could not be opened as one set.
+    #[error("cannot open the data devices {devices}: {source}")]
+    Open {
+        devices: String,
+        #[source]
+        source: odt_store::Error,
+    },
+    /// The unlock code does not open this device set's keys.
+    #[error(
+        "the unlock code does not open this appliance's keys; check it against the one \
+         printed at provisioning for job {job_id}"
+    )]
+    WrongCode { job_id: String },
+    /// The code is not shaped like an unlock code.
+    #[error("{0}")]
+    Malformed(odt_store::Error),
+    /// The keys opened but the store could not be opened.
+    #[error("unlock failed while opening the store on {devices}: {source}")]
+    Unlock {
+        devices: String,
+        #[source]
+        source: odt_store::Error,
+    },
+    /// A request needs the store and the appliance is locked.
+    #[error("the appliance is locked: unlock it first with `odt unlock`")]
+    Locked,
+    /// Test hooks were not enabled at start.
+    #[error("test hooks are disabled (start the appliance with --test-hooks)")]
+    NoTestHooks,
+}
+
+/// Identity of the device set, readable without keys.
+#[derive(Debug, Clone)]
+pub struct SetInfo {
+    /// Device set id.
+    pub set_id: u64,
+    /// Job id.
+    pub job_id: String,
+    /// Job name.
+    pub job_name: String,
+    /// Number of devices.
+    pub devices: u32,
+}
+
+/// The appliance: devices, state, counters.
+pub struct Appliance {
+    devices: Vec<PathBuf>,
+    info: SetInfo,
+    locked: Mutex<Option<Locked>>,
+    store: OnceLock<Arc<Store>>,
+    key: OnceLock<ControlKey>,
+    unlocking: Mutex<()>,
+    started: Instant,
+    test_hooks: bool,
+    meter: Meter,
+}
+
+fn show(paths: &[PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Appliance {
+    /// Opens the devices (superblocks only; blocks on disk I/O). The appliance starts locked.
+    pub fn open(devices: &[PathBuf], test_hooks: bool) -> Result<Appliance, StateError> {
+        let locked =
+            Locked::open(devices, Access::ReadWrite).map_err(|source| StateError::Open {
+                devices: show(devices),
+                source,
+            })?;
+        let sb = locked.superblock();
+        let info = SetInfo {
+            set_id: sb.set_id,
+            job_id: sb.job_id.clone(),
+            job_name: sb.job_name.clone(),
+            devices: sb.device_count,
+        };
+        Ok(Appliance {
+            devices: devices.to_vec(),
+            info,
+            locked: Mutex::new(Some(locked)),
+            store: OnceLock::new(),
+            key: OnceLock::new(),
+            unlocking: Mutex::new(()),
+            started: Instant::now(),
+            test_hooks,
+            meter: Meter::default(),
+        })
+    }
+
+    /// The device set's identity.
+    pub fn info(&self) -> &SetInfo {
+        &self.info
+    }
+
+    /// The data devices as given.
+    pub fn devices(&self) -> &[PathBuf] {
+        &self.devices
+    }
+
+    /// The activity counters.
+    pub fn meter(&self) -> &Meter {
+        &self.meter
+    }
+
+    /// The current state.
+    pub fn state(&self) -> State {
+        match self.store.get() {
+            None => State::Locked,
+            Some(s) if s.is_sealed() => State::Sealed,
+            Some(_) => State::Unlocked,
+        }
+    }
+
+    /// The open store, if unlocked.
+    pub fn store(&self) -> Option<&Arc<Store>> {
+        self.store.get()
+    }
+
+    /// Unlocks with the customer's code (blocks: scrypt, journal replay). Unlocking an
+    /// unlocked appliance checks the code and reports `already_unlocked`.
+    pub fn unlock(&self, code: &UnlockCode) -> Result<UnlockReport, StateError> {
+        let _one_at_a_time = lock(&self.unlocking);
+        let key = ControlKey::from_code(code);
+        if let Some(have) = self.key.get() {
+            if have.same_as(&key) {
+                return Ok(self.unlock_report(true));
+            }
+            std::thread::sleep(WRONG_CODE_PAUSE);
+            return Err(self.wrong_code());
+        }
+        let mut slot = lock(&self.locked);
+        let locked = slot.take().ok_or(StateError::Locked)?;
+        let secrets = match locked.secrets_from_code(code) {
+            Ok(s) => s,
+            Err(odt_store::Error::WrongKey(_)) => {
+                *slot = Some(locked);
+                std::thread::sleep(WRONG_CODE_PAUSE);
+                return Err(self.wrong_code());
+            }
+            Err(source) => {
+                *slot = Some(locked);
+                return Err(StateError::Unlock {
+                    devices: show(&self.devices),
+                    source,
+                });
+            }
+        };
+        match locked.unlock(secrets, Access::ReadWrite) {
+            Ok(store) => {
+                let _ = self.store.set(Arc::new(store));
+                let _ = self.key.set(key);
+                Ok(self.unlock_report(false))
+            }
+            Err(source) => {
+                // `unlock` consumed the device handles: open them again so that a later
+                // attempt (after the operator fixed the cause) can succeed.
+                match Locked::open(&self.devices, Access::ReadWrite) {
+                    Ok(l) => *slot = Some(l),
+                    Err(e) => tracing::error!(
+                        devices = %show(&self.devices),
+                        error = %e,
+                        "cannot reopen the devices after a failed unlock; restart the appliance"
+                    ),
+                }
+                Err(StateError::Unlock {
+                    devices: show(&self.devices),
+                    source,
+                })
+            }
+        }
+    }
+
+    fn wrong_code(&self) -> StateError {
+        StateError::WrongCode {
+            job_id: self.info.job_id.clone(),
+        }
+    }
+
+    fn unlock_report(&self, already: bool) -> UnlockReport {
+        UnlockReport {
+            state: self.state(),
+            already_unlocked: already,
+            job_id: self.info.job_id.clone(),
+            job_name: self.info.job_name.clone(),
+            set_id: format!("{:016x}", self.info.set_id),
+        }
+    }
+
+    /// True if `mac` authenticates `op` for `challenge` (false while locked: no key yet).
+    pub fn authenticate(
+        &self,
+        challenge: &[u8; CHALLENGE_LEN],
+        op: &Op,
+        mac: Option<&str>,
+    ) -> bool {
+        match (self.key.get(), mac) {
+            (Some(k), Some(m)) => k.verify(challenge, op, m),
+            _ => false,
+        }
+    }
+
+    /// The status report: the state alone while locked, everything once unlocked (blocks
+    /// briefly: walks the namespace).
+    pub fn status(&self) -> StatusReport {
+        let uptime_secs = self.started.elapsed().as_secs();
+        let state = self.state();
+        let store = self.store.get().map(|s| {
+            let st = s.stats();
+            let totals = self.meter.totals();
+            StoreReport {
+                job_id: self.info.job_id.clone(),
+                job_name: self.info.job_name.clone(),
+                set_id: format!("{:016x}", self.info.set_id),
+                devices: self.info.devices,
+                capacity_bytes: st.capacity_bytes,
+                free_bytes: st.free_bytes,
+                stored_bytes: st.log_bytes,
+                logical_bytes: st.logical_bytes,
+                files: st.files,
+                dirs: st.dirs,
+                symlinks: st.symlinks,
+                journal_used_bytes: st.journal_used,
+                journal_bytes: st.journal_len,
+                written_bytes: totals.written,
+                write_rate_bytes_per_sec: self.meter.write_rate(),
+            }
+        });
+        StatusReport {
+            state,
+            uptime_secs,
+            store,
+        }
+    }
+
+    /// Test hook: turns the export read-only as a seal will (no seal record is written).
+    pub fn test_seal(&self) -> Result<(), StateError> {
+        if !self.test_hooks {
+            return Err(StateError::NoTestHooks);
+        }
+        let store = self.store.get().ok_or(StateError::Locked)?;
+        store.set_sealed();
+        Ok(())
+    }
+
+    /// Makes everything acknowledged durable (a no-op while locked).
+    pub fn sync(&self) -> Result<(), odt_store::Error> {
+        match self.store.get() {
+            Some(s) => s.sync(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl std::fmt::Debug for Appliance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Appliance")
+            .field("devices", &self.devices)
+            .field("info", &self.info)
+            .field("state", &self.state())
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::Fixture;
+    use odt_store::control::new_challenge;
+
+    #[test]
+    fn locked_then_unlocked_then_sealed() {
+        let fx = Fixture::new(64 << 20);
+        let app = fx.appliance(true);
+        assert_eq!(app.state(), State::Locked);
+        let st = app.status();
+        assert_eq!(st.state, State::Locked);
+        assert!(
+            st.store.is_none(),
+            "a locked appliance reports nothing but its state"
+        );
+        assert!(app.store().is_none());
+        assert!(matches!(app.test_seal(), Err(StateError::Locked)));
+
+        let wrong = UnlockCode::generate();
+        let e = app.unlock(&wrong).unwrap_err();
+        assert!(matches!(e, StateError::WrongCode { .. }), "{e}");
+        assert!(e.to_string().contains("job-unit"), "{e}");
+        assert_eq!(app.state(), State::Locked, "a wrong code changes nothing");
+
+        let r = app.unlock(&fx.code).unwrap();
+        assert!(!r.already_unlocked);
+        assert_eq!(r.state, State::Unlocked);
+        assert_eq!(r.job_id, "job-unit");
+        assert_eq!(app.state(), State::Unlocked);
+        let st = app.status().store.expect("unlocked status has the store");
+        assert_eq!(st.dirs, 1);
+        assert!(st.capacity_bytes > 0 && st.free_bytes <= st.capacity_bytes);
+
+        // The code again: checked, not re-applied; a wrong one is refused.
+        assert!(app.unlock(&fx.code).unwrap().already_unlocked);
+        assert!(matches!(
+            app.unlock(&wrong),
+            Err(StateError::WrongCode { .. })
+        ));
+
+        let ch = new_challenge();
+        let key = ControlKey::from_code(&fx.code);
+        let mac = hex::encode(key.mac(&ch, &Op::Status));
+        assert!(app.authenticate(&ch, &Op::Status, Some(&mac)));
+        assert!(!app.authenticate(&ch, &Op::Status, None));
+        assert!(!app.authenticate(&new_challenge(), &Op::Status, Some(&mac)));
+
+        app.test_seal().unwrap();
+        assert_eq!(app.state(), State::Sealed);
+    }
+
+    #[test]
+    fn test_hooks_are_off_unless_asked_for() {
+        let fx = Fixture::new(64 << 20);
+        let app = fx.appliance(false);
+        app.unlock(&fx.code).unwrap();
+        assert!(matches!(app.test_seal(), Err(StateError::NoTestHooks)));
+        assert_eq!(app.state(), State::Unlocked);
+    }
+
+    #[test]
+    fn locked_status_needs_no_key_and_mac_checks_fail_without_one() {
+        let fx = Fixture::new(64 << 20);
+        let app = fx.appliance(true);
+        let ch = new_challenge();
+        let mac = hex::encode(ControlKey::from_code(&fx.code).mac(&ch, &Op::Status));
+        assert!(
+            !app.authenticate(&ch, &Op::Status, Some(&mac)),
+            "no key before unlock"
+        );
+    }
+}

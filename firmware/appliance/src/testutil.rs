@@ -1,0 +1,49 @@
+//! Test fixtures: a provisioned device image in a temp dir, and an unlocked appliance on it.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use odt_store::keys::UnlockCode;
+use odt_store::provision::{self, Options};
+
+use crate::state::Appliance;
+
+/// A provisioned one-device set.
+pub struct Fixture {
+    pub _dir: tempfile::TempDir,
+    pub paths: Vec<PathBuf>,
+    pub code: UnlockCode,
+}
+
+impl Fixture {
+    /// A set of one image of `size` bytes.
+    pub fn new(size: u64) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = vec![dir.path().join("dev0.img")];
+        let identity = age::x25519::Identity::generate();
+        let opts = Options {
+            create_size: Some(size),
+            segment_size: 8 << 20,
+            ..Options::default()
+        };
+        let p =
+            provision::provision(&paths, "job-unit", "unit", &identity.to_public(), &opts).unwrap();
+        Fixture {
+            _dir: dir,
+            paths,
+            code: p.unlock_code,
+        }
+    }
+
+    /// A locked appliance on the set.
+    pub fn appliance(&self, test_hooks: bool) -> Arc<Appliance> {
+        Arc::new(Appliance::open(&self.paths, test_hooks).unwrap())
+    }
+
+    /// An unlocked appliance on the set.
+    pub fn unlocked(&self) -> Arc<Appliance> {
+        let a = self.appliance(true);
+        a.unlock(&self.code).unwrap();
+        a
+    }
+}

@@ -1,0 +1,63 @@
+//! `odt unlock`: unlocks an appliance with the customer's unlock code.
+
+use std::path::PathBuf;
+
+use anyhow::bail;
+use clap::Args;
+use odt_store::control::{Op, Response, SecretText, State};
+
+/// `odt unlock`
+#[derive(Debug, Args)]
+pub struct UnlockArgs {
+    /// Control address of the appliance (host[:port], default port 7049).
+    #[arg(long)]
+    pub appliance: String,
+    /// Read the unlock code from this file instead of stdin.
+    #[arg(long)]
+    pub code_file: Option<PathBuf>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `odt unlock`.
+pub fn run(a: UnlockArgs) -> anyhow::Result<i32> {
+    let Some(code) = crate::control::read_unlock_code(a.code_file.as_deref())? else {
+        bail!("no unlock code given: type it on stdin or pass --code-file FILE");
+    };
+    let op = Op::Unlock {
+        code: SecretText::new(code.expose().to_string()),
+    };
+    drop(code);
+    match crate::control::call(&a.appliance, op, None)? {
+        Response::Unlocked(r) => {
+            if a.json {
+                crate::output::json(&r)?;
+            } else {
+                let what = if r.already_unlocked {
+                    "was already unlocked"
+                } else {
+                    "is unlocked"
+                };
+                println!(
+                    "Appliance {} {what}: job {} ({}), device set {}.",
+                    a.appliance, r.job_id, r.job_name, r.set_id
+                );
+                match r.state {
+                    State::Sealed => println!("It is sealed: the NFS export is read-only."),
+                    _ => {
+                        println!("The NFS export is read-write: mount it and copy the VM exports.")
+                    }
+                }
+            }
+            Ok(0)
+        }
+        Response::Error(e) => bail!(
+            "unlock of {} failed ({:?}): {}",
+            a.appliance,
+            e.kind,
+            e.message
+        ),
+        other => bail!("unexpected answer from {}: {other:?}", a.appliance),
+    }
+}
