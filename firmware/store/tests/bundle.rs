@@ -1,0 +1,197 @@
+//! The pre-seal bundle check on a real store: a good OVF package and OVA pass; each kind of
+//! broken export is reported by name.
+
+mod common;
+use common::*;
+use odt_store::Store;
+use odt_store::bundle::{self, Severity};
+use odt_store::journal::Time;
+use sha2::Digest;
+
+fn put(s: &Store, dir: u64, name: &str, data: &[u8]) -> u64 {
+    let f = s.create(dir, name.as_bytes(), 0o644).unwrap();
+    if !data.is_empty() {
+        s.write(f.id, 0, data).unwrap();
+    }
+    f.id
+}
+
+fn ovf(disk: &str, size: usize) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1">
+  <References><File ovf:href="{disk}" ovf:id="file1" ovf:size="{size}"/></References>
+  <DiskSection><Info>disks</Info></DiskSection>
+</Envelope>"#
+    )
+}
+
+fn mf(entries: &[(&str, &[u8])]) -> String {
+    entries
+        .iter()
+        .map(|(n, d)| format!("SHA256({n})= {}\n", hex::encode(sha2::Sha256::digest(d))))
+        .collect()
+}
+
+/// A minimal ustar archive.
+fn tar(members: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, data) in members {
+        let mut h = [0u8; 512];
+        h[..name.len()].copy_from_slice(name.as_bytes());
+        h[100..108].copy_from_slice(b"0000644\0");
+        h[124..136].copy_from_slice(format!("{:011o}\0", data.len()).as_bytes());
+        h[257..263].copy_from_slice(b"ustar\0");
+        h[148..156].copy_from_slice(b"        ");
+        let sum: u32 = h.iter().map(|&b| b as u32).sum();
+        h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+        out.extend_from_slice(&h);
+        out.extend_from_slice(data);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+    }
+    out.extend_from_slice(&[0u8; 1024]);
+    out
+}
+
+fn later() -> Time {
+    Time {
+        secs: Time::now().secs + 3600,
+        nanos: 0,
+    }
+}
+
+#[test]
+fn good_and_broken_bundles() {
+    let fx = Fixture::new(1, 128 * MIB);
+    let s = fx.open();
+    let disk = pattern(1, 3 * MIB as usize + 77);
+    // Good package.
+    let good = s.mkdir(s.root(), b"vm-good", 0o755).unwrap().id;
+    let desc = ovf("vm-good-disk1.vmdk", disk.len());
+    put(&s, good, "vm-good.ovf", desc.as_bytes());
+    put(&s, good, "vm-good-disk1.vmdk", &disk);
+    put(
+        &s,
+        good,
+        "vm-good.mf",
+        mf(&[
+            ("vm-good.ovf", desc.as_bytes()),
+            ("vm-good-disk1.vmdk", &disk),
+        ])
+        .as_bytes(),
+    );
+    // Missing disk.
+    let d = s.mkdir(s.root(), b"vm-missing", 0o755).unwrap().id;
+    put(
+        &s,
+        d,
+        "vm-missing.ovf",
+        ovf("vm-missing-disk1.vmdk", 100).as_bytes(),
+    );
+    // Wrong digest.
+    let d = s.mkdir(s.root(), b"vm-digest", 0o755).unwrap().id;
+    put(
+        &s,
+        d,
+        "vm-digest.ovf",
+        ovf("disk.vmdk", disk.len()).as_bytes(),
+    );
+    let mut other = disk.clone();
+    other[12345] ^= 1;
+    put(&s, d, "disk.vmdk", &other);
+    put(
+        &s,
+        d,
+        "vm-digest.mf",
+        mf(&[("disk.vmdk", &disk)]).as_bytes(),
+    );
+    // Truncated disk.
+    let d = s.mkdir(s.root(), b"vm-short", 0o755).unwrap().id;
+    put(
+        &s,
+        d,
+        "vm-short.ovf",
+        ovf("disk.vmdk", disk.len()).as_bytes(),
+    );
+    put(&s, d, "disk.vmdk", &disk[..MIB as usize]);
+    // Descriptor that is not XML.
+    let d = s.mkdir(s.root(), b"vm-notxml", 0o755).unwrap().id;
+    put(&s, d, "vm-notxml.ovf", b"this is <not xml");
+    // OVA, good and with a bad member digest.
+    let small = pattern(2, 5000);
+    let odesc = ovf("a-disk1.vmdk", small.len());
+    let ova_good = tar(&[
+        ("a.ovf", odesc.as_bytes()),
+        ("a-disk1.vmdk", &small),
+        (
+            "a.mf",
+            mf(&[("a.ovf", odesc.as_bytes()), ("a-disk1.vmdk", &small)]).as_bytes(),
+        ),
+    ]);
+    put(&s, s.root(), "a.ova", &ova_good);
+    let ova_bad = tar(&[
+        ("b.ovf", odesc.as_bytes()),
+        ("a-disk1.vmdk", &small[..4000]),
+        ("b.mf", mf(&[("a-disk1.vmdk", &small)]).as_bytes()),
+    ]);
+    put(&s, s.root(), "b.ova", &ova_bad);
+    put(&s, s.root(), "notes.txt", b"loose file");
+
+    let r = bundle::check(&s, later()).unwrap();
+    let find = |p: &str| {
+        r.bundles
+            .iter()
+            .find(|b| b.path == p)
+            .unwrap_or_else(|| panic!("{p} not found: {r:?}"))
+    };
+    let errors = |p: &str| -> Vec<String> {
+        find(p)
+            .findings
+            .iter()
+            .filter(|f| f.severity == Severity::Error)
+            .map(|f| f.message.clone())
+            .collect()
+    };
+    assert!(
+        find("vm-good/vm-good.ovf").ok(),
+        "{:?}",
+        find("vm-good/vm-good.ovf")
+    );
+    assert_eq!(find("vm-good/vm-good.ovf").digests_checked, 2);
+    assert_eq!(find("vm-good/vm-good.ovf").files.len(), 3);
+    let e = errors("vm-missing/vm-missing.ovf");
+    assert!(
+        e.iter()
+            .any(|m| m.contains("missing file vm-missing/vm-missing-disk1.vmdk")),
+        "{e:?}"
+    );
+    let e = errors("vm-digest/vm-digest.ovf");
+    assert!(
+        e.iter()
+            .any(|m| m.contains("vm-digest/disk.vmdk") && m.contains("digest")),
+        "{e:?}"
+    );
+    let e = errors("vm-short/vm-short.ovf");
+    assert!(
+        e.iter()
+            .any(|m| m.contains("vm-short/disk.vmdk") && m.contains("short")),
+        "{e:?}"
+    );
+    let e = errors("vm-notxml/vm-notxml.ovf");
+    assert!(e.iter().any(|m| m.contains("not valid XML")), "{e:?}");
+    assert!(find("a.ova").ok(), "{:?}", find("a.ova"));
+    assert_eq!(find("a.ova").digests_checked, 2);
+    let e = errors("b.ova");
+    assert!(e.iter().any(|m| m.contains("a-disk1.vmdk")), "{e:?}");
+    assert_eq!(r.errors(), 5);
+    assert_eq!(r.loose_files, 1);
+
+    // Just written: warned as possibly still being copied, but not an error.
+    let r = bundle::check(&s, Time::now()).unwrap();
+    let g = r
+        .bundles
+        .iter()
+        .find(|b| b.path == "vm-good/vm-good.ovf")
+        .unwrap();
+    assert!(g.ok() && g.findings.iter().any(|f| f.message.contains("still")));
+}
