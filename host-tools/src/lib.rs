@@ -30,6 +30,10 @@ pub enum Command {
     Job(cmd::job::JobCommand),
     /// Write superblocks and fresh keys on the devices of a job; prints the unlock code.
     Provision(cmd::provision::ProvisionArgs),
+    /// The courier's check: seal signature, seal code, every device present, nothing written
+    /// after the seal. No data key needed; seconds, whatever the data size. Exit 0 only if
+    /// intact.
+    SealCheck(cmd::seal_check::SealCheckArgs),
     /// Unlock an appliance with the customer's unlock code (stdin or --code-file).
     Unlock(cmd::unlock::UnlockArgs),
     /// State, capacity, bytes and files stored, write rate of an appliance.
@@ -57,6 +61,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Job(c) => cmd::job::run(c),
         Command::Provision(a) => cmd::provision::run(a),
+        Command::SealCheck(a) => cmd::seal_check::run(a),
         Command::Unlock(a) => cmd::unlock::run(a),
         Command::Status(a) => cmd::status::run(a),
     }

@@ -2,5 +2,6 @@
 
 pub mod job;
 pub mod provision;
+pub mod seal_check;
 pub mod status;
 pub mod unlock;
