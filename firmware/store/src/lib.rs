@@ -12,6 +12,7 @@ pub mod bundle;
 pub mod cipher;
 pub mod control;
 pub mod device;
+pub mod digest;
 pub mod error;
 pub mod frame;
 pub mod job;

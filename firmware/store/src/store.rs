@@ -215,6 +215,8 @@ pub struct Store {
     /// Held shared by every change, exclusively by the seal: once the seal holds it, no change
     /// is half way through.
     gate: RwLock<()>,
+    /// SHA-256 of bundle files computed as they arrive.
+    digests: crate::digest::Tracker,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -316,6 +318,7 @@ impl Store {
             cache: Mutex::new(Vec::new()),
             old_keys: Mutex::new(HashMap::new()),
             gate: RwLock::new(()),
+            digests: crate::digest::Tracker::default(),
             devs,
             sbs,
         };
@@ -827,11 +830,15 @@ impl Store {
     /// Changes attributes (a size change truncates or extends the file).
     pub fn setattr(&self, id: u64, change: AttrChange) -> Result<Attr> {
         let _admitted = self.writable()?;
+        let resize = change.size;
         self.submit(vec![Op::SetAttr {
             id,
             change,
             time: Time::now(),
         }])?;
+        if let Some(size) = resize {
+            self.digests.resized(id, size);
+        }
         self.getattr(id)
     }
 
@@ -873,6 +880,9 @@ impl Store {
             self.wait_durable(ticket)?;
             id
         };
+        if kind == Kind::File && crate::digest::tracked_name(name) {
+            self.digests.start(id);
+        }
         self.getattr(id)
     }
 
@@ -1079,6 +1089,7 @@ impl Store {
             core.open_batch
         };
         self.wait_durable(ticket)?;
+        self.digests.wrote(id, offset, data);
         self.getattr(id)
     }
 
@@ -1278,6 +1289,12 @@ impl Store {
         }
         cache.push((key, plain.clone()));
         Ok(plain)
+    }
+
+    /// SHA-256 of a file computed as its bytes arrived, if they arrived whole and in order
+    /// since this run began (see [`crate::digest`]).
+    pub fn sha256_on_the_way_in(&self, id: u64, size: u64) -> Option<[u8; 32]> {
+        self.digests.sha256(id, size)
     }
 
     /// Runs `f` with the namespace (for manifests and ingest walks).

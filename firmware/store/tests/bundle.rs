@@ -69,7 +69,13 @@ fn good_and_broken_bundles() {
     let good = s.mkdir(s.root(), b"vm-good", 0o755).unwrap().id;
     let desc = ovf("vm-good-disk1.vmdk", disk.len());
     put(&s, good, "vm-good.ovf", desc.as_bytes());
-    put(&s, good, "vm-good-disk1.vmdk", &disk);
+    let good_disk = put(&s, good, "vm-good-disk1.vmdk", &disk);
+    // Hashed on the way in: the seal's digest check need not read it back.
+    let want: [u8; 32] = sha2::Sha256::digest(&disk).into();
+    assert_eq!(
+        s.sha256_on_the_way_in(good_disk, disk.len() as u64),
+        Some(want)
+    );
     put(
         &s,
         good,
