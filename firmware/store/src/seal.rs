@@ -182,6 +182,42 @@ pub fn seal(store: &Store, bundles: Vec<SealedBundle>) -> Result<Sealed> {
     write_record(store)
 }
 
+/// What `odt seal` gets back: the bundle check and, unless it refused, the seal.
+#[derive(Debug, Clone)]
+pub struct SealOutcome {
+    pub bundles: crate::bundle::BundleReport,
+    pub sealed: Option<Sealed>,
+    /// Why the seal was refused (bundle errors without `force`).
+    pub refused: Option<String>,
+}
+
+/// The customer's seal: checks every VM bundle first and refuses if any has errors (unless
+/// `force`), then seals.
+pub fn check_and_seal(store: &Store, force: bool) -> Result<SealOutcome> {
+    if store.is_sealed() {
+        return Err(Error::ReadOnly);
+    }
+    let bundles = crate::bundle::check(store, Time::now())?;
+    let bad = bundles.errors();
+    if bad > 0 && !force {
+        return Ok(SealOutcome {
+            refused: Some(format!(
+                "{bad} of {} bundle(s) have errors; fix the export or seal with --force to ship it as is",
+                bundles.bundles.len()
+            )),
+            bundles,
+            sealed: None,
+        });
+    }
+    let list = bundles.bundles.iter().map(|b| b.sealed()).collect();
+    let sealed = seal(store, list)?;
+    Ok(SealOutcome {
+        bundles,
+        sealed: Some(sealed),
+        refused: None,
+    })
+}
+
 /// Writes the seal record for a store whose journal holds the seal op.
 pub(crate) fn write_record(store: &Store) -> Result<Sealed> {
     let (time, manifest_root, nbundles) = store.with_namespace(|ns| match &ns.seal {
