@@ -3,8 +3,13 @@
 use clap::{Parser, Subcommand};
 
 pub mod cmd;
+pub mod erase;
+pub mod ingest;
+pub mod job_devices;
 pub mod control;
 pub mod output;
+pub mod progress;
+pub mod verify;
 
 /// Offline data transfer: provision, unlock, seal, check, verify, ingest and erase ODT
 /// appliances.
@@ -30,6 +35,15 @@ pub enum Command {
     Job(cmd::job::JobCommand),
     /// Write superblocks and fresh keys on the devices of a job; prints the unlock code.
     Provision(cmd::provision::ProvisionArgs),
+    /// Check every segment and record of a job's devices; with --deep also every record's
+    /// tag and hash, naming each damaged file and byte range. Exit 0 only if intact.
+    Verify(cmd::verify::VerifyArgs),
+    /// Decrypt, verify and write the VM bundles into a datastore directory; resumable,
+    /// parallel, quarantines damaged files. Exit 0 only if every file was written.
+    Ingest(cmd::ingest::IngestArgs),
+    /// Crypto-erase a device set after its ingest (refuses a set not fully ingested unless
+    /// --force); --overwrite also zeros the devices.
+    Erase(cmd::erase::EraseArgs),
     /// The courier's check: seal signature, seal code, every device present, nothing written
     /// after the seal. No data key needed; seconds, whatever the data size. Exit 0 only if
     /// intact.
@@ -61,6 +75,9 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Job(c) => cmd::job::run(c),
         Command::Provision(a) => cmd::provision::run(a),
+        Command::Verify(a) => cmd::verify::run(a),
+        Command::Ingest(a) => cmd::ingest::run(a),
+        Command::Erase(a) => cmd::erase::run(a),
         Command::SealCheck(a) => cmd::seal_check::run(a),
         Command::Unlock(a) => cmd::unlock::run(a),
         Command::Status(a) => cmd::status::run(a),

@@ -1,7 +1,10 @@
 //! One module per `odt` command.
 
+pub mod erase;
+pub mod ingest;
 pub mod job;
 pub mod provision;
+pub mod verify;
 pub mod seal_check;
 pub mod status;
 pub mod unlock;

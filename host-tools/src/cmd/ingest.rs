@@ -1,0 +1,55 @@
+//! `odt ingest`: write the VM bundles of a device set into a datastore directory.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+/// `odt ingest`
+///
+/// Resumable: run the same command again after an interruption and it continues, without
+/// redoing files an earlier run finished. Damaged files are quarantined (not written) and
+/// listed; unsafe names are refused or escaped and listed.
+///
+/// Exit status: 0 every file is in the datastore; 2 finished, but files were quarantined or
+/// entries refused (see the report); 1 stopped by an error (fix it and run again to resume).
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    /// The devices of the set (any order).
+    #[arg(long = "device", required = true, num_args = 1..)]
+    pub devices: Vec<PathBuf>,
+    /// The job directory (job.toml and the ingest identity ingest.key).
+    #[arg(long)]
+    pub job: PathBuf,
+    /// The datastore directory to write into (created if missing).
+    #[arg(long)]
+    pub to: PathBuf,
+    /// Worker threads (default: one per core).
+    #[arg(long)]
+    pub jobs: Option<usize>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `odt ingest`.
+pub fn run(a: IngestArgs) -> anyhow::Result<i32> {
+    let jobs = a
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+        .max(1);
+    let report = crate::ingest::run(
+        &crate::ingest::Options {
+            devices: a.devices,
+            job_dir: a.job,
+            datastore: a.to,
+            jobs,
+        },
+        &|total| crate::progress::bytes_bar(total, "ingest"),
+    )?;
+    if a.json {
+        crate::output::json(&report)?;
+    } else {
+        print!("{}", report.human());
+    }
+    Ok(if report.complete { 0 } else { 2 })
+}

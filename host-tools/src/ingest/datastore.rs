@@ -1,0 +1,472 @@
+//! Writing into DATASTORE_DIR without ever leaving it.
+//!
+//! Discipline: the root is opened once; every other directory is reached one safe component
+//! at a time with `openat(O_DIRECTORY | O_NOFOLLOW)`, and every entry is created with an
+//! `*at` call on such a descriptor. A symlink met on the way (planted by an earlier entry,
+//! by a person, or by a race) makes the call fail rather than be followed. Files are
+//! written under a temporary name in `.odt-ingest/tmp/`, synced, then renamed into place
+//! and the directory synced, so a file under its final name is always complete.
+
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timestamps};
+use rustix::io::Errno;
+
+use super::error::IngestError;
+use super::plan::{STATE_DIR, rel_display};
+use odt_store::journal::Time;
+
+/// Subdirectory of the state directory holding files being written.
+const TMP_DIR: &str = "tmp";
+/// Lock file that keeps two ingests out of one datastore.
+const LOCK_FILE: &str = "lock";
+
+/// The open datastore.
+pub struct Datastore {
+    path: PathBuf,
+    root: OwnedFd,
+    state: OwnedFd,
+    tmp: OwnedFd,
+    _lock: OwnedFd,
+}
+
+fn io_err(op: &'static str, path: String, e: Errno) -> IngestError {
+    IngestError::Datastore {
+        op,
+        path,
+        source: std::io::Error::from(e),
+    }
+}
+
+fn dir_flags() -> OFlags {
+    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC
+}
+
+/// What is at a name in a directory, without following a symlink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Existing {
+    pub file_type: FileType,
+    pub size: u64,
+    pub mtime: Time,
+}
+
+fn to_timespec(t: Time) -> rustix::fs::Timespec {
+    rustix::fs::Timespec {
+        tv_sec: t.secs,
+        tv_nsec: t.nanos.min(999_999_999) as _,
+    }
+}
+
+fn timestamps(atime: Time, mtime: Time) -> Timestamps {
+    Timestamps {
+        last_access: to_timespec(atime),
+        last_modification: to_timespec(mtime),
+    }
+}
+
+impl Datastore {
+    /// Opens (creating if needed) the datastore and its state directory, and takes the
+    /// ingest lock. Fails if another ingest holds it.
+    pub fn open(path: &Path) -> Result<Datastore, IngestError> {
+        let shown = path.display().to_string();
+        std::fs::create_dir_all(path).map_err(|e| IngestError::Datastore {
+            op: "create directory",
+            path: shown.clone(),
+            source: e,
+        })?;
+        // The root itself is the operator's choice: following a symlink there is fine.
+        let root = rustix::fs::open(
+            path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| io_err("open", shown.clone(), e))?;
+        let state = Self::mkdir_open(&root, OsStr::new(STATE_DIR), 0o700)
+            .map_err(|e| io_err("open state directory", format!("{shown}/{STATE_DIR}"), e))?;
+        let lock = rustix::fs::openat(
+            &state,
+            LOCK_FILE,
+            OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .map_err(|e| io_err("open lock", format!("{shown}/{STATE_DIR}/{LOCK_FILE}"), e))?;
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
+            |_| IngestError::Busy {
+                path: shown.clone(),
+            },
+        )?;
+        let tmp = Self::mkdir_open(&state, OsStr::new(TMP_DIR), 0o700)
+            .map_err(|e| io_err("open", format!("{shown}/{STATE_DIR}/{TMP_DIR}"), e))?;
+        let ds = Datastore {
+            path: path.to_path_buf(),
+            root,
+            state,
+            tmp,
+            _lock: lock,
+        };
+        ds.clear_tmp()?;
+        Ok(ds)
+    }
+
+    /// The datastore's path, for messages.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The state directory, for the state and report files.
+    pub fn state_dir(&self) -> &OwnedFd {
+        &self.state
+    }
+
+    /// Removes what an interrupted run left half-written.
+    fn clear_tmp(&self) -> Result<(), IngestError> {
+        let shown = format!("{}/{STATE_DIR}/{TMP_DIR}", self.path.display());
+        let dup = rustix::fs::openat(&self.tmp, ".", dir_flags(), Mode::empty())
+            .map_err(|e| io_err("open", shown.clone(), e))?;
+        let mut dir = rustix::fs::Dir::read_from(&dup).map_err(|e| io_err("list", shown.clone(), e))?;
+        let mut names = Vec::new();
+        while let Some(entry) = dir.read() {
+            let entry = entry.map_err(|e| io_err("list", shown.clone(), e))?;
+            let n = entry.file_name().to_bytes();
+            if n != b"." && n != b".." {
+                names.push(entry.file_name().to_owned());
+            }
+        }
+        for n in names {
+            rustix::fs::unlinkat(&self.tmp, n.as_c_str(), AtFlags::empty())
+                .map_err(|e| io_err("remove", format!("{shown}/{}", n.to_string_lossy()), e))?;
+        }
+        Ok(())
+    }
+
+    fn mkdir_open(parent: &OwnedFd, name: &OsStr, mode: u32) -> Result<OwnedFd, Errno> {
+        match rustix::fs::mkdirat(parent, name, Mode::from_raw_mode(mode)) {
+            Ok(()) | Err(Errno::EXIST) => {}
+            Err(e) => return Err(e),
+        }
+        rustix::fs::openat(parent, name, dir_flags(), Mode::empty())
+    }
+
+    /// Creates (if needed) and opens the directory at `rel`, one component at a time,
+    /// never following a symlink. New directories get mode 0700 until their own mode is
+    /// applied at the end.
+    pub fn ensure_dir(&self, rel: &[OsString]) -> Result<OwnedFd, IngestError> {
+        let mut fd = rustix::io::dup(&self.root)
+            .map_err(|e| io_err("dup", self.path.display().to_string(), e))?;
+        for (k, c) in rel.iter().enumerate() {
+            fd = Self::mkdir_open(&fd, c, 0o700).map_err(|e| {
+                let path = format!("{}/{}", self.path.display(), rel_display(&rel[..=k]));
+                if e == Errno::LOOP || e == Errno::NOTDIR {
+                    IngestError::NotADirectory { path }
+                } else {
+                    io_err("create directory", path, e)
+                }
+            })?;
+        }
+        Ok(fd)
+    }
+
+    /// Opens the directory at `rel` if it exists (no symlinks followed).
+    pub fn open_dir(&self, rel: &[OsString]) -> Result<Option<OwnedFd>, IngestError> {
+        let mut fd = rustix::io::dup(&self.root)
+            .map_err(|e| io_err("dup", self.path.display().to_string(), e))?;
+        for (k, c) in rel.iter().enumerate() {
+            fd = match rustix::fs::openat(&fd, c.as_os_str(), dir_flags(), Mode::empty()) {
+                Ok(f) => f,
+                Err(Errno::NOENT) => return Ok(None),
+                Err(Errno::LOOP) | Err(Errno::NOTDIR) => {
+                    return Err(IngestError::NotADirectory {
+                        path: format!("{}/{}", self.path.display(), rel_display(&rel[..=k])),
+                    });
+                }
+                Err(e) => {
+                    return Err(io_err(
+                        "open directory",
+                        format!("{}/{}", self.path.display(), rel_display(&rel[..=k])),
+                        e,
+                    ));
+                }
+            };
+        }
+        Ok(Some(fd))
+    }
+
+    /// What is at `name` in `dir` (not following symlinks), if anything.
+    pub fn existing(&self, dir: &OwnedFd, name: &OsStr) -> Option<Existing> {
+        let st = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW).ok()?;
+        Some(Existing {
+            file_type: FileType::from_raw_mode(st.st_mode as _),
+            size: st.st_size as u64,
+            mtime: Time {
+                secs: st.st_mtime as i64,
+                nanos: st.st_mtime_nsec as u32,
+            },
+        })
+    }
+
+    /// Creates the temporary file for file `id` (truncating an old one).
+    pub fn create_temp(&self, id: u64) -> Result<(String, File), IngestError> {
+        let name = format!("{id}.part");
+        let fd = rustix::fs::openat(
+            &self.tmp,
+            name.as_str(),
+            OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .map_err(|e| io_err("create", self.tmp_display(&name), e))?;
+        Ok((name, File::from(fd)))
+    }
+
+    fn tmp_display(&self, name: &str) -> String {
+        format!("{}/{STATE_DIR}/{TMP_DIR}/{name}", self.path.display())
+    }
+
+    /// Discards a temporary file.
+    pub fn discard_temp(&self, name: &str) {
+        let _ = rustix::fs::unlinkat(&self.tmp, name, AtFlags::empty());
+    }
+
+    /// Finishes a written temporary file and moves it into place: size, mode, times,
+    /// fsync, rename over whatever non-directory is at the final name, fsync the directory.
+    #[allow(clippy::too_many_arguments)]
+    pub fn commit_file(
+        &self,
+        tmp_name: &str,
+        file: &File,
+        size: u64,
+        mode: u32,
+        atime: Time,
+        mtime: Time,
+        rel: &[OsString],
+    ) -> Result<(), IngestError> {
+        let shown = || format!("{}/{}", self.path.display(), rel_display(rel));
+        let tmp_shown = || self.tmp_display(tmp_name);
+        rustix::fs::ftruncate(file, size).map_err(|e| io_err("set length of", tmp_shown(), e))?;
+        // No set-id or sticky bits from a device: plain permission bits only.
+        rustix::fs::fchmod(file, Mode::from_raw_mode(mode & 0o777))
+            .map_err(|e| io_err("chmod", tmp_shown(), e))?;
+        rustix::fs::futimens(file, &timestamps(atime, mtime))
+            .map_err(|e| io_err("set times of", tmp_shown(), e))?;
+        rustix::fs::fsync(file).map_err(|e| io_err("fsync", tmp_shown(), e))?;
+        let (name, parent) = rel.split_last().expect("a file has a name");
+        let dir = self.ensure_dir(parent)?;
+        if let Some(e) = self.existing(&dir, name)
+            && e.file_type == FileType::Directory
+        {
+            return Err(IngestError::Conflict {
+                path: shown(),
+                why: "a directory is in the way of a file".into(),
+            });
+        }
+        rustix::fs::renameat(&self.tmp, tmp_name, &dir, name.as_os_str())
+            .map_err(|e| io_err("rename into place", shown(), e))?;
+        rustix::fs::fsync(&dir).map_err(|e| io_err("fsync directory of", shown(), e))?;
+        Ok(())
+    }
+
+    /// Creates a symlink (replacing a symlink or file at its name; an equal link is kept).
+    pub fn make_symlink(
+        &self,
+        rel: &[OsString],
+        target: &[u8],
+        atime: Time,
+        mtime: Time,
+    ) -> Result<(), IngestError> {
+        let shown = || format!("{}/{}", self.path.display(), rel_display(rel));
+        let (name, parent) = rel.split_last().expect("a link has a name");
+        let dir = self.ensure_dir(parent)?;
+        match self.existing(&dir, name) {
+            None => {}
+            Some(e) if e.file_type == FileType::Directory => {
+                return Err(IngestError::Conflict {
+                    path: shown(),
+                    why: "a directory is in the way of a symlink".into(),
+                });
+            }
+            Some(e) => {
+                let same = e.file_type == FileType::Symlink
+                    && rustix::fs::readlinkat(&dir, name.as_os_str(), Vec::new())
+                        .is_ok_and(|t| t.as_bytes() == target);
+                if !same {
+                    rustix::fs::unlinkat(&dir, name.as_os_str(), AtFlags::empty())
+                        .map_err(|e| io_err("replace", shown(), e))?;
+                }
+            }
+        }
+        if self.existing(&dir, name).is_none() {
+            rustix::fs::symlinkat(target, &dir, name.as_os_str())
+                .map_err(|e| io_err("create symlink", shown(), e))?;
+        }
+        rustix::fs::utimensat(
+            &dir,
+            name.as_os_str(),
+            &timestamps(atime, mtime),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| io_err("set times of", shown(), e))?;
+        rustix::fs::fsync(&dir).map_err(|e| io_err("fsync directory of", shown(), e))?;
+        Ok(())
+    }
+
+    /// Applies a directory's own mode and times (after everything inside it is written).
+    /// The owner keeps `rwx` so that a later run can still enter and resume.
+    pub fn finish_dir(
+        &self,
+        rel: &[OsString],
+        mode: u32,
+        atime: Time,
+        mtime: Time,
+    ) -> Result<(), IngestError> {
+        let shown = || format!("{}/{}", self.path.display(), rel_display(rel));
+        let Some(fd) = self.open_dir(rel)? else {
+            return Err(IngestError::Conflict {
+                path: shown(),
+                why: "the directory vanished while ingesting".into(),
+            });
+        };
+        rustix::fs::fchmod(&fd, Mode::from_raw_mode((mode & 0o777) | 0o700))
+            .map_err(|e| io_err("chmod", shown(), e))?;
+        rustix::fs::futimens(&fd, &timestamps(atime, mtime))
+            .map_err(|e| io_err("set times of", shown(), e))?;
+        rustix::fs::fsync(&fd).map_err(|e| io_err("fsync", shown(), e))?;
+        Ok(())
+    }
+
+    /// Writes a small file in the state directory atomically (temp, fsync, rename, fsync).
+    pub fn write_state_file(&self, name: &str, bytes: &[u8]) -> Result<(), IngestError> {
+        use std::io::Write;
+        let shown = format!("{}/{STATE_DIR}/{name}", self.path.display());
+        let tmp = format!(".{name}.tmp");
+        let fd = rustix::fs::openat(
+            &self.state,
+            tmp.as_str(),
+            OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .map_err(|e| io_err("create", shown.clone(), e))?;
+        let mut f = File::from(fd);
+        f.write_all(bytes)
+            .and_then(|_| f.sync_all())
+            .map_err(|e| IngestError::Datastore {
+                op: "write",
+                path: shown.clone(),
+                source: e,
+            })?;
+        rustix::fs::renameat(&self.state, tmp.as_str(), &self.state, name)
+            .map_err(|e| io_err("rename", shown.clone(), e))?;
+        rustix::fs::fsync(&self.state).map_err(|e| io_err("fsync", shown, e))
+    }
+
+    /// Opens a file of the state directory for appending (created if missing).
+    pub fn append_state_file(&self, name: &str) -> Result<File, IngestError> {
+        let fd = rustix::fs::openat(
+            &self.state,
+            name,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::APPEND | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .map_err(|e| io_err("open", format!("{}/{STATE_DIR}/{name}", self.path.display()), e))?;
+        Ok(File::from(fd))
+    }
+
+    /// Reads a file of the state directory; `None` if it does not exist.
+    pub fn read_state_file(&self, name: &str) -> Result<Option<Vec<u8>>, IngestError> {
+        use std::io::Read;
+        let shown = format!("{}/{STATE_DIR}/{name}", self.path.display());
+        let fd = match rustix::fs::openat(
+            &self.state,
+            name,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) => return Ok(None),
+            Err(e) => return Err(io_err("open", shown, e)),
+        };
+        let mut v = Vec::new();
+        File::from(fd)
+            .read_to_end(&mut v)
+            .map_err(|e| IngestError::Datastore {
+                op: "read",
+                path: shown,
+                source: e,
+            })?;
+        Ok(Some(v))
+    }
+
+    /// The root descriptor (tests).
+    pub fn root(&self) -> impl AsFd + '_ {
+        &self.root
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn rel(parts: &[&str]) -> Vec<OsString> {
+        parts.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn never_follows_a_symlink_planted_in_the_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        let ds_path = dir.path().join("ds");
+        let ds = Datastore::open(&ds_path).unwrap();
+        std::os::unix::fs::symlink(&outside, ds_path.join("vm")).unwrap();
+        // A directory through the planted link is refused...
+        let e = ds.ensure_dir(&rel(&["vm", "sub"])).err().unwrap();
+        assert!(matches!(e, IngestError::NotADirectory { .. }), "{e}");
+        // ...and so is a file below it.
+        let (tmp, mut f) = ds.create_temp(7).unwrap();
+        f.write_all(b"data").unwrap();
+        let e = ds
+            .commit_file(&tmp, &f, 4, 0o644, Time::default(), Time::default(), &rel(&["vm", "x"]))
+            .unwrap_err();
+        assert!(matches!(e, IngestError::NotADirectory { .. }), "{e}");
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+        // A file whose final name is a planted symlink replaces the link, not its target.
+        let target = outside.join("victim");
+        std::fs::write(&target, b"keep").unwrap();
+        std::os::unix::fs::symlink(&target, ds_path.join("f")).unwrap();
+        let (tmp, mut f) = ds.create_temp(8).unwrap();
+        f.write_all(b"new").unwrap();
+        ds.commit_file(&tmp, &f, 3, 0o4755, Time::default(), Time { secs: 1000, nanos: 5 }, &rel(&["f"]))
+            .unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"keep");
+        let meta = std::fs::symlink_metadata(ds_path.join("f")).unwrap();
+        assert!(meta.is_file());
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(meta.mode() & 0o7777, 0o755, "set-id bits are dropped");
+        assert_eq!(meta.mtime(), 1000);
+        assert_eq!(std::fs::read(ds_path.join("f")).unwrap(), b"new");
+    }
+
+    #[test]
+    fn a_second_ingest_into_the_same_datastore_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let _a = Datastore::open(dir.path()).unwrap();
+        let e = Datastore::open(dir.path()).err().unwrap();
+        assert!(matches!(e, IngestError::Busy { .. }), "{e}");
+    }
+
+    #[test]
+    fn leftover_temporaries_are_cleared_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let ds = Datastore::open(dir.path()).unwrap();
+            let (_n, mut f) = ds.create_temp(1).unwrap();
+            f.write_all(b"half").unwrap();
+        }
+        let tmp = dir.path().join(STATE_DIR).join(TMP_DIR);
+        assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 1);
+        let _ds = Datastore::open(dir.path()).unwrap();
+        assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
+    }
+}

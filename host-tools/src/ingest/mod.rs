@@ -1,0 +1,214 @@
+//! `odt ingest`: from a (sealed) device set into a datastore directory.
+//!
+//! Steps: open the set with the job's ingest identity (read-only), map the namespace to
+//! safe datastore paths ([`plan`]), skip what an earlier run finished ([`state`]), move the
+//! bytes with a worker pool ([`transfer`]) into temporaries that are renamed into place
+//! only when complete ([`datastore`]), then symlinks and directory attributes, the report
+//! ([`report`]) and the ingest receipt on device 1 that `odt erase` looks for.
+
+pub mod datastore;
+pub mod error;
+pub mod file_hash;
+pub mod plan;
+pub mod report;
+pub mod safe_path;
+pub mod state;
+pub mod transfer;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use indicatif::ProgressBar;
+use odt_store::device::Device;
+use odt_store::receipt::Receipt;
+
+use datastore::{Datastore, Existing};
+pub use error::IngestError;
+use plan::{PlannedFile, file_name};
+use report::{BundleReport, ReceiptStatus, Report};
+use rustix::fs::FileType;
+
+/// What to ingest, and where.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub devices: Vec<PathBuf>,
+    pub job_dir: PathBuf,
+    pub datastore: PathBuf,
+    /// Worker threads (at least 1).
+    pub jobs: usize,
+}
+
+/// A progress bar for `total` bytes (hidden when not on a terminal).
+pub type ProgressFactory<'a> = &'a dyn Fn(u64) -> ProgressBar;
+
+fn is_done_on_disk(ds: &Datastore, f: &PlannedFile) -> Result<bool, IngestError> {
+    let (_, parent) = f.rel.split_last().expect("a file has a name");
+    let Some(dir) = ds.open_dir(parent)? else {
+        return Ok(false);
+    };
+    Ok(matches!(
+        ds.existing(&dir, file_name(&f.rel)),
+        Some(Existing { file_type: FileType::RegularFile, size, mtime })
+            if size == f.size && mtime == f.mtime
+    ))
+}
+
+fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Runs an ingest. Damaged files are quarantined and refused names listed in the report;
+/// an `Err` means the ingest stopped (running it again resumes).
+pub fn run(opts: &Options, progress: ProgressFactory<'_>) -> Result<Report, IngestError> {
+    let started = Instant::now();
+    let (job, locked) = crate::job_devices::open(&opts.devices, &opts.job_dir)?;
+    let sb0 = locked.superblock().clone();
+    let store = crate::job_devices::unlock(locked, &opts.job_dir)?;
+    let mut warnings = Vec::new();
+    let sealed = store.is_sealed();
+    let seal_code: Option<String> = None;
+    let sealed_roots: Option<HashMap<u64, [u8; 32]>> = None;
+    if !sealed {
+        warnings.push(
+            "the store is not sealed: the data is authenticated record by record, but nothing \
+             proves it is all the customer meant to send"
+                .to_string(),
+        );
+    }
+    let plan = store.with_namespace(plan::build);
+    let ds = Datastore::open(&opts.datastore)?;
+    let state = state::State::open(&ds, &job.id, sb0.set_id)?;
+    for d in &plan.dirs {
+        ds.ensure_dir(&d.rel)?;
+    }
+    let mut todo: Vec<&PlannedFile> = Vec::new();
+    let mut resumed: Vec<&PlannedFile> = Vec::new();
+    for f in &plan.files {
+        if state.done_entry(f).is_some() && is_done_on_disk(&ds, f)? {
+            resumed.push(f);
+        } else {
+            todo.push(f);
+        }
+    }
+    let total: u64 = todo.iter().map(|f| f.data_bytes()).sum();
+    let bar = progress(total);
+    let outcome = transfer::Transfer {
+        store: &store,
+        ds: &ds,
+        state: &state,
+        files: &todo,
+        sealed_roots: sealed_roots.as_ref(),
+        progress: &bar,
+    }
+    .run(opts.jobs)?;
+    bar.finish_and_clear();
+    state.sync()?;
+    for l in &plan.symlinks {
+        ds.make_symlink(&l.rel, &l.target, l.atime, l.mtime)?;
+    }
+    // Deepest first, so that finishing a directory does not touch its parent's times again.
+    for d in plan.dirs.iter().rev() {
+        ds.finish_dir(&d.rel, d.mode, d.atime, d.mtime)?;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+
+    let quarantined_ids: HashMap<&str, ()> = outcome
+        .quarantined
+        .iter()
+        .map(|q| (q.datastore_path.as_str(), ()))
+        .collect();
+    let mut bundles: Vec<BundleReport> = plan
+        .bundles
+        .iter()
+        .map(|b| BundleReport {
+            path: b.path.clone(),
+            descriptors: b.descriptors.clone(),
+            files: b.files,
+            bytes: b.bytes,
+            quarantined: 0,
+            complete: true,
+        })
+        .collect();
+    for (f, b) in plan.files.iter().zip(&plan.file_bundle) {
+        if let Some(b) = b
+            && quarantined_ids.contains_key(f.rel_display().as_str())
+        {
+            bundles[*b].quarantined += 1;
+            bundles[*b].complete = false;
+        }
+    }
+    let bytes_written: u64 = outcome.written.iter().map(|(i, _)| todo[*i].size).sum();
+    let bytes_resumed: u64 = resumed.iter().map(|f| f.size).sum();
+    let complete = outcome.quarantined.is_empty() && plan.refused.is_empty();
+    let mut report = Report {
+        job_id: job.id.clone(),
+        job_name: job.name.clone(),
+        set_id: format!("{:016x}", sb0.set_id),
+        devices: opts.devices.iter().map(|p| p.display().to_string()).collect(),
+        datastore: opts.datastore.display().to_string(),
+        sealed,
+        seal_code: seal_code.clone(),
+        complete,
+        bundles,
+        files: plan.files.len() as u64,
+        files_written: outcome.written.len() as u64,
+        files_resumed: resumed.len() as u64,
+        dirs: plan.dirs.len() as u64,
+        symlinks: plan.symlinks.len() as u64,
+        bytes: bytes_written + bytes_resumed,
+        bytes_written,
+        data_bytes_read: outcome.data_bytes,
+        seconds,
+        bytes_per_second: if seconds > 0.0 {
+            bytes_written as f64 / seconds
+        } else {
+            0.0
+        },
+        workers: opts.jobs.max(1),
+        quarantined: outcome.quarantined,
+        refused: plan.refused.clone(),
+        renamed: plan.renamed.clone(),
+        receipt: ReceiptStatus {
+            on_device: false,
+            why_not: None,
+        },
+        warnings,
+    };
+    // The receipt: what `odt erase` checks before destroying the keys.
+    let mut receipt = Receipt {
+        set_id: sb0.set_id,
+        job_id: job.id.clone(),
+        completed_unix: now_unix(),
+        files: report.files_written + report.files_resumed,
+        bytes: report.bytes,
+        quarantined: report.quarantined.len() as u64,
+        refused: report.refused.len() as u64,
+        seal_code,
+        datastore: std::fs::canonicalize(&opts.datastore)
+            .unwrap_or_else(|_| opts.datastore.clone())
+            .display()
+            .to_string(),
+        tool_version: env!("CARGO_PKG_VERSION").to_string(),
+        mac: [0; 32],
+    };
+    receipt.sign(store.secrets());
+    let dev0_path = store.devices()[0].path().to_path_buf();
+    drop(store);
+    report.receipt = match Device::open(&dev0_path, true).and_then(|d| receipt.write(&d, &sb0)) {
+        Ok(()) => ReceiptStatus {
+            on_device: true,
+            why_not: None,
+        },
+        Err(e) => ReceiptStatus {
+            on_device: false,
+            why_not: Some(format!("cannot write it to {}: {e}", dev0_path.display())),
+        },
+    };
+    let json = serde_json::to_vec_pretty(&report).expect("report serialises");
+    ds.write_state_file("report.json", &json)?;
+    Ok(report)
+}

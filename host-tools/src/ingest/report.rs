@@ -1,0 +1,172 @@
+//! The ingest report, for people and as JSON.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use super::plan::{Refusal, Renaming};
+use super::transfer::Quarantined;
+use crate::output::bytes;
+
+/// One VM bundle in the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct BundleReport {
+    /// Datastore folder of the bundle (or the `.ova`).
+    pub path: String,
+    pub descriptors: Vec<String>,
+    pub files: u64,
+    pub bytes: u64,
+    /// Files of the bundle that were quarantined.
+    pub quarantined: u64,
+    /// True when every file of the bundle is in the datastore.
+    pub complete: bool,
+}
+
+/// Where the ingest receipt went.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReceiptStatus {
+    /// Written to device 1 of the set (so `odt erase` accepts the set).
+    pub on_device: bool,
+    /// Why not, if it was not.
+    pub why_not: Option<String>,
+}
+
+/// Everything `odt ingest` reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub job_id: String,
+    pub job_name: String,
+    /// Hex of the device set id.
+    pub set_id: String,
+    pub devices: Vec<String>,
+    pub datastore: String,
+    /// Whether the store carries a seal.
+    pub sealed: bool,
+    /// The seal code checked, if sealed.
+    pub seal_code: Option<String>,
+    /// True when every file was written and nothing was refused.
+    pub complete: bool,
+    pub bundles: Vec<BundleReport>,
+    /// Regular files on the device (refused ones not counted).
+    pub files: u64,
+    /// Files written by this run.
+    pub files_written: u64,
+    /// Files an earlier run had finished (verified then, not redone).
+    pub files_resumed: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    /// Bytes (file sizes) of every file now in the datastore.
+    pub bytes: u64,
+    /// Bytes (file sizes) of the files written by this run.
+    pub bytes_written: u64,
+    /// Bytes read from records by this run (holes excluded).
+    pub data_bytes_read: u64,
+    pub seconds: f64,
+    /// `bytes_written / seconds`.
+    pub bytes_per_second: f64,
+    pub workers: usize,
+    pub quarantined: Vec<Quarantined>,
+    pub refused: Vec<Refusal>,
+    pub renamed: Vec<Renaming>,
+    pub receipt: ReceiptStatus,
+    pub warnings: Vec<String>,
+}
+
+impl Report {
+    /// The report for people.
+    pub fn human(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "Ingest of job {} ({}) into {}",
+            self.job_id, self.job_name, self.datastore
+        );
+        match &self.seal_code {
+            Some(c) => {
+                let _ = writeln!(s, "  seal code {c} (signature, log end and journal checked)");
+            }
+            None => {
+                let _ = writeln!(s, "  NOT SEALED: nothing proves this is what the customer sealed");
+            }
+        }
+        let _ = writeln!(
+            s,
+            "  {} files ({}), {} directories, {} symlinks, {} bundle(s)",
+            self.files,
+            bytes(self.bytes),
+            self.dirs,
+            self.symlinks,
+            self.bundles.len()
+        );
+        let _ = writeln!(
+            s,
+            "  this run: {} files, {} in {:.1} s ({}/s, {} workers); {} files already done by an earlier run",
+            self.files_written,
+            bytes(self.bytes_written),
+            self.seconds,
+            bytes(self.bytes_per_second as u64),
+            self.workers,
+            self.files_resumed
+        );
+        for b in &self.bundles {
+            let _ = writeln!(
+                s,
+                "  bundle {}: {} files, {}{}",
+                b.path,
+                b.files,
+                bytes(b.bytes),
+                if b.complete {
+                    String::new()
+                } else {
+                    format!(", INCOMPLETE ({} quarantined)", b.quarantined)
+                }
+            );
+        }
+        if !self.quarantined.is_empty() {
+            let _ = writeln!(s, "QUARANTINED ({} files, not written):", self.quarantined.len());
+            for q in &self.quarantined {
+                let _ = writeln!(s, "  {}: {}", q.path, q.why);
+                for r in &q.damaged {
+                    let _ = writeln!(s, "    bytes {}..{}: {}", r.start, r.end, r.why);
+                }
+            }
+        }
+        if !self.refused.is_empty() {
+            let _ = writeln!(s, "REFUSED ({} entries, not written):", self.refused.len());
+            for r in &self.refused {
+                let below = if r.entries_below > 0 {
+                    format!(" ({} entries below it skipped too)", r.entries_below)
+                } else {
+                    String::new()
+                };
+                let _ = writeln!(s, "  {}: {}{below}", r.path, r.why);
+            }
+        }
+        if !self.renamed.is_empty() {
+            let _ = writeln!(s, "Renamed ({}):", self.renamed.len());
+            for r in &self.renamed {
+                let _ = writeln!(s, "  {} -> {}: {}", r.device_path, r.datastore_path, r.why);
+            }
+        }
+        for w in &self.warnings {
+            let _ = writeln!(s, "warning: {w}");
+        }
+        if !self.receipt.on_device {
+            let _ = writeln!(
+                s,
+                "No ingest receipt on the device ({}): `odt erase` will refuse it without --force",
+                self.receipt.why_not.as_deref().unwrap_or("unknown reason")
+            );
+        }
+        let _ = writeln!(
+            s,
+            "{}",
+            if self.complete {
+                "Complete: every file is in the datastore."
+            } else {
+                "INCOMPLETE: see the quarantined and refused entries above."
+            }
+        );
+        s
+    }
+}

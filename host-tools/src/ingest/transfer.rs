@@ -1,0 +1,299 @@
+//! Moving file bytes from the store to the datastore with every core busy.
+//!
+//! Work is cut into chunks of [`CHUNK`] bytes of file offset, queued in path order, and
+//! taken by a small pool of workers, so that a single large disk image keeps every worker
+//! busy and the device is still read front to back. Each worker reads (the store
+//! authenticates, decrypts, decompresses and checks every record), writes with `pwrite`
+//! into the file's temporary (holes are skipped, so sparse files stay sparse) and hashes
+//! each 1 MiB block at its offset. Whoever finishes a file's last chunk checks the file's
+//! BLAKE3 root, then commits it (sync, rename, sync the directory) or, if any range was
+//! unreadable, quarantines it.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use indicatif::ProgressBar;
+use odt_store::Store;
+use serde::Serialize;
+
+use super::datastore::Datastore;
+use super::error::IngestError;
+use super::file_hash::{self, BLOCK};
+use super::plan::PlannedFile;
+use super::state::{DoneEntry, State};
+
+/// Bytes of file offset per work item.
+pub const CHUNK: u64 = 8 * BLOCK;
+
+/// A byte range of a file that could not be read back intact.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct LostRange {
+    pub start: u64,
+    pub end: u64,
+    pub why: String,
+}
+
+/// A file that was not written, and why.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Quarantined {
+    /// Path on the device.
+    pub path: String,
+    /// Where it would have gone in the datastore.
+    pub datastore_path: String,
+    pub size: u64,
+    /// One sentence.
+    pub why: String,
+    /// The damaged ranges (empty if the content as a whole failed its sealed hash).
+    pub damaged: Vec<LostRange>,
+}
+
+/// What the transfer did.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Files committed: (index into the given files, BLAKE3 root).
+    pub written: Vec<(usize, [u8; 32])>,
+    pub quarantined: Vec<Quarantined>,
+    /// Bytes read from records (holes not counted).
+    pub data_bytes: u64,
+}
+
+struct FileRun {
+    temp: Mutex<Option<(String, Arc<File>)>>,
+    remaining: AtomicUsize,
+    values: Mutex<Vec<[u8; 32]>>,
+    damaged: AtomicBool,
+    lost: Mutex<Vec<LostRange>>,
+}
+
+impl FileRun {
+    fn new(f: &PlannedFile) -> FileRun {
+        let blocks = f.size.div_ceil(BLOCK).max(1) as usize;
+        FileRun {
+            temp: Mutex::new(None),
+            remaining: AtomicUsize::new(f.size.div_ceil(CHUNK).max(1) as usize),
+            values: Mutex::new(vec![[0; 32]; blocks]),
+            damaged: AtomicBool::new(false),
+            lost: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn temp(&self, ds: &Datastore, id: u64) -> Result<Arc<File>, IngestError> {
+        let mut t = self.temp.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, f)) = &*t {
+            return Ok(f.clone());
+        }
+        let (name, f) = ds.create_temp(id)?;
+        let f = Arc::new(f);
+        *t = Some((name, f.clone()));
+        Ok(f)
+    }
+
+    fn lose(&self, start: u64, end: u64, why: String) {
+        self.damaged.store(true, Ordering::Release);
+        let mut l = self.lost.lock().unwrap_or_else(|p| p.into_inner());
+        match l.last_mut() {
+            Some(r) if r.end == start && r.why == why => r.end = end,
+            _ => l.push(LostRange { start, end, why }),
+        }
+    }
+}
+
+/// Everything the workers share.
+pub struct Transfer<'a> {
+    pub store: &'a Store,
+    pub ds: &'a Datastore,
+    pub state: &'a State,
+    pub files: &'a [&'a PlannedFile],
+    /// BLAKE3 roots the seal recorded, by file id (none if the store is not sealed).
+    pub sealed_roots: Option<&'a HashMap<u64, [u8; 32]>>,
+    pub progress: &'a ProgressBar,
+}
+
+impl Transfer<'_> {
+    /// Runs the transfer with `jobs` workers.
+    pub fn run(&self, jobs: usize) -> Result<Outcome, IngestError> {
+        let mut tasks: Vec<(usize, u64, u64)> = Vec::new();
+        for (i, f) in self.files.iter().enumerate() {
+            if f.size == 0 {
+                tasks.push((i, 0, 0));
+            }
+            let mut at = 0;
+            while at < f.size {
+                let n = CHUNK.min(f.size - at);
+                tasks.push((i, at, n));
+                at += n;
+            }
+        }
+        let runs: Vec<FileRun> = self.files.iter().map(|f| FileRun::new(f)).collect();
+        let next = AtomicUsize::new(0);
+        let abort = AtomicBool::new(false);
+        let data_bytes = AtomicU64::new(0);
+        let outcome = Mutex::new(Outcome::default());
+        let first_error: Mutex<Option<IngestError>> = Mutex::new(None);
+        std::thread::scope(|s| {
+            for _ in 0..jobs.max(1) {
+                s.spawn(|| {
+                    let mut buf = vec![0u8; BLOCK as usize];
+                    while !abort.load(Ordering::Acquire) {
+                        let k = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(&(fi, off, len)) = tasks.get(k) else { break };
+                        let r = self
+                            .chunk(fi, &runs[fi], off, len, &mut buf, &data_bytes)
+                            .and_then(|()| {
+                                if runs[fi].remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+                                    self.finish(fi, &runs[fi], &outcome)
+                                } else {
+                                    Ok(())
+                                }
+                            });
+                        if let Err(e) = r {
+                            abort.store(true, Ordering::Release);
+                            first_error
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .get_or_insert(e);
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        if let Some(e) = first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            return Err(e);
+        }
+        let mut out = outcome.into_inner().unwrap_or_else(|p| p.into_inner());
+        out.data_bytes = data_bytes.load(Ordering::Relaxed);
+        out.written.sort_by_key(|(i, _)| *i);
+        out.quarantined.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(out)
+    }
+
+    /// Reads, writes and hashes `[off, off+len)` of file `fi`.
+    fn chunk(
+        &self,
+        fi: usize,
+        run: &FileRun,
+        off: u64,
+        len: u64,
+        buf: &mut [u8],
+        data_bytes: &AtomicU64,
+    ) -> Result<(), IngestError> {
+        let f = self.files[fi];
+        let temp = if run.damaged.load(Ordering::Acquire) {
+            None
+        } else {
+            Some(run.temp(self.ds, f.id)?)
+        };
+        let mut block_start = off;
+        loop {
+            let blen = BLOCK.min(off + len - block_start);
+            let block = &mut buf[..blen as usize];
+            block.fill(0);
+            for (at, n, backed) in f.pieces(block_start, blen) {
+                if !backed {
+                    continue;
+                }
+                let (s, e) = ((at - block_start) as usize, (at - block_start + n) as usize);
+                match self.store.read(f.id, at, n as u32) {
+                    Ok((data, _)) if data.len() as u64 == n => {
+                        block[s..e].copy_from_slice(&data);
+                        if let Some(t) = &temp
+                            && !run.damaged.load(Ordering::Acquire)
+                        {
+                            t.write_all_at(&data, at).map_err(|err| IngestError::Datastore {
+                                op: "write",
+                                path: format!("the temporary of {}", f.rel_display()),
+                                source: err,
+                            })?;
+                        }
+                    }
+                    Ok((data, _)) => run.lose(
+                        at,
+                        at + n,
+                        format!("the store returned {} bytes instead of {n}", data.len()),
+                    ),
+                    Err(odt_store::Error::Damaged { why, .. }) => run.lose(at, at + n, why),
+                    Err(other) => return Err(other.into()),
+                }
+                data_bytes.fetch_add(n, Ordering::Relaxed);
+                self.progress.inc(n);
+            }
+            let v = file_hash::block_value(f.size, block_start, block);
+            run.values.lock().unwrap_or_else(|p| p.into_inner())[(block_start / BLOCK) as usize] =
+                v;
+            block_start += blen;
+            if block_start >= off + len {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits or quarantines a file whose chunks are all done.
+    fn finish(&self, fi: usize, run: &FileRun, outcome: &Mutex<Outcome>) -> Result<(), IngestError> {
+        let f = self.files[fi];
+        let temp = run.temp.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let quarantine = |why: String, damaged: Vec<LostRange>| Quarantined {
+            path: f.device_path.clone(),
+            datastore_path: f.rel_display(),
+            size: f.size,
+            why,
+            damaged,
+        };
+        if run.damaged.load(Ordering::Acquire) {
+            if let Some((name, _)) = temp {
+                self.ds.discard_temp(&name);
+            }
+            let lost = std::mem::take(&mut *run.lost.lock().unwrap_or_else(|p| p.into_inner()));
+            let bytes: u64 = lost.iter().map(|r| r.end - r.start).sum();
+            let q = quarantine(
+                format!("{bytes} bytes in {} range(s) are damaged on the device", lost.len()),
+                lost,
+            );
+            outcome.lock().unwrap_or_else(|p| p.into_inner()).quarantined.push(q);
+            return Ok(());
+        }
+        let root = file_hash::root(&run.values.lock().unwrap_or_else(|p| p.into_inner()));
+        if let Some(roots) = self.sealed_roots {
+            let why = match roots.get(&f.id) {
+                Some(want) if *want == root => None,
+                Some(want) => Some(format!(
+                    "its content hashes to BLAKE3 {} but the seal recorded {}",
+                    hex::encode(root),
+                    hex::encode(want)
+                )),
+                None => Some("the seal records no BLAKE3 root for it (added after the seal?)".into()),
+            };
+            if let Some(why) = why {
+                if let Some((name, _)) = temp {
+                    self.ds.discard_temp(&name);
+                }
+                outcome
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .quarantined
+                    .push(quarantine(why, Vec::new()));
+                return Ok(());
+            }
+        }
+        let (name, file) = temp.expect("every file's first chunk creates its temporary");
+        self.ds
+            .commit_file(&name, &file, f.size, f.mode, f.atime, f.mtime, &f.rel)?;
+        self.state.record(&DoneEntry {
+            id: f.id,
+            fingerprint: hex::encode(f.fingerprint),
+            path: f.rel_display(),
+            size: f.size,
+            blake3: hex::encode(root),
+        })?;
+        outcome
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .written
+            .push((fi, root));
+        Ok(())
+    }
+}

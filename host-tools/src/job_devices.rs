@@ -1,0 +1,50 @@
+//! Opening a job's devices at the provider: the set is complete and of this job, and the
+//! job's ingest identity opens its keys. Shared by `odt verify` and `odt ingest`.
+
+use std::path::{Path, PathBuf};
+
+use odt_store::job::Job;
+use odt_store::{Access, Error, Locked, Store};
+
+/// Reads the job and the devices' superblocks (read-only) and checks they belong together.
+/// Erased, blank, foreign, truncated or missing devices fail here with the store's message.
+pub fn open(devices: &[PathBuf], job_dir: &Path) -> Result<(Job, Locked), Error> {
+    let job = Job::load(job_dir)?;
+    let locked = Locked::open(devices, Access::ReadOnly)?;
+    let sb = locked.superblock();
+    if sb.job_id != job.id {
+        return Err(Error::DeviceSet(format!(
+            "the devices belong to job {} ({}) but {} is job {} ({}): give the job directory \
+             the devices were provisioned for",
+            sb.job_id,
+            sb.job_name,
+            job_dir.display(),
+            job.id,
+            job.name
+        )));
+    }
+    if let Some(set) = &job.set
+        && set.set_id != format!("{:016x}", sb.set_id)
+    {
+        return Err(Error::DeviceSet(format!(
+            "the devices are set {:016x} but job {} was last provisioned as set {}: these \
+             devices were provisioned earlier or later than the job file records",
+            sb.set_id, job.id, set.set_id
+        )));
+    }
+    Ok((job, locked))
+}
+
+/// Unwraps the keys with the job's ingest identity (`DIR/ingest.key`) and opens the store
+/// read-only. Never writes to the devices.
+pub fn unlock(locked: Locked, job_dir: &Path) -> Result<Store, Error> {
+    let identity = Job::load_identity(job_dir)?;
+    let secrets = locked.secrets_from_identity(&identity).map_err(|e| match e {
+        Error::WrongKey(why) => Error::WrongKey(format!(
+            "{why} (identity file {})",
+            Job::identity_path(job_dir).display()
+        )),
+        other => other,
+    })?;
+    locked.unlock(secrets, Access::ReadOnly)
+}
