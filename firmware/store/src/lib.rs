@@ -23,7 +23,6 @@ pub mod manifest;
 pub mod namespace;
 pub mod provision;
 pub mod receipt;
-pub mod receipt;
 pub mod record;
 pub mod seal;
 pub mod segment;
