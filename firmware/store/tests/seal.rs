@@ -217,3 +217,48 @@ fn each_tampering_has_its_own_message() {
     }
     assert!(seal::check(&fx.paths, &job, Some(&code)).unwrap().intact);
 }
+
+#[test]
+fn broken_bundles_refuse_the_seal_unless_forced() {
+    let fx = Fixture::new(1, 64 * MIB);
+    let s = fx.open();
+    let d = s.mkdir(s.root(), b"vm", 0o755).unwrap();
+    let f = s.create(d.id, b"vm.ovf", 0o644).unwrap();
+    let desc = br#"<Envelope xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1"><References><File ovf:href="vm-disk1.vmdk" ovf:size="10"/></References></Envelope>"#;
+    s.write(f.id, 0, desc).unwrap();
+    let out = seal::check_and_seal(&s, false).unwrap();
+    assert!(out.sealed.is_none());
+    assert!(
+        out.refused
+            .unwrap()
+            .contains("1 of 1 bundle(s) have errors")
+    );
+    assert!(
+        out.bundles.bundles[0]
+            .findings
+            .iter()
+            .any(|f| f.message.contains("missing file vm/vm-disk1.vmdk"))
+    );
+    assert!(!s.is_sealed());
+    s.mkdir(s.root(), b"still writable", 0o755).unwrap();
+    let out = seal::check_and_seal(&s, true).unwrap();
+    let sealed = out.sealed.unwrap();
+    assert!(s.is_sealed());
+    assert!(matches!(
+        seal::check_and_seal(&s, true),
+        Err(Error::ReadOnly)
+    ));
+    drop(s);
+    let job = job_dir(&fx);
+    let r = seal::check(&fx.paths, &job, Some(&sealed.code)).unwrap();
+    assert!(r.intact, "{:?}", r.problem);
+    // The bundle list, with its problem, is in the sealed (encrypted) metadata.
+    let s = fx.open_ro().unwrap();
+    let bundles = s.with_namespace(|ns| match &ns.seal {
+        Some(odt_store::journal::Op::Seal { bundles, .. }) => bundles.clone(),
+        _ => panic!("no seal op"),
+    });
+    assert_eq!(bundles.len(), 1);
+    assert_eq!(bundles[0].path, b"vm/vm.ovf");
+    assert!(!bundles[0].problems.is_empty());
+}
