@@ -25,7 +25,9 @@ struct Trial {
 
 fn provision_trial(devices: usize) -> Trial {
     let dir = tempfile::tempdir().unwrap();
-    let paths: Vec<PathBuf> = (0..devices).map(|i| dir.path().join(format!("d{i}.img"))).collect();
+    let paths: Vec<PathBuf> = (0..devices)
+        .map(|i| dir.path().join(format!("d{i}.img")))
+        .collect();
     let id = age::x25519::Identity::generate();
     let opts = Options {
         segment_size: 4 << 20,
@@ -43,7 +45,10 @@ fn provision_trial(devices: usize) -> Trial {
 }
 
 fn open(t: &Trial) -> Store {
-    let code = std::fs::read_to_string(&t.code_file).unwrap().parse().unwrap();
+    let code = std::fs::read_to_string(&t.code_file)
+        .unwrap()
+        .parse()
+        .unwrap();
     let l = Locked::open(&t.devices, Access::ReadWrite).unwrap();
     let s = l.secrets_from_code(&code).unwrap();
     l.unlock(s, Access::ReadWrite).unwrap()
@@ -115,155 +120,57 @@ fn content(s: &Store, t: u64, file: u64) -> Vec<u8> {
     }
 }
 
-/// Checks every file against the acknowledged writes; the one write per thread that had
-/// begun but not been acknowledged may or may not be there, but only whole.
-fn check(s: &Store, lines: &[String]) -> usize {
-    let mut acked: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
-    let mut begun: BTreeMap<u64, u64> = BTreeMap::new();
+/// What one writer run got acknowledged: per thread, the number of acknowledged writes and
+/// the write that had begun but not returned when the process died.
+fn parse(lines: &[String]) -> BTreeMap<u64, (u64, Option<u64>)> {
+    let mut out: BTreeMap<u64, (u64, Option<u64>)> = BTreeMap::new();
     for l in lines {
         let w: Vec<&str> = l.split_whitespace().collect();
         match w.as_slice() {
             ["begin", t, seq, ..] => {
-                begun.insert(t.parse().unwrap(), seq.parse().unwrap());
+                out.entry(t.parse().unwrap()).or_default().1 = Some(seq.parse().unwrap());
             }
-            ["ack", t, seq] => acked
-                .entry(t.parse().unwrap())
-                .or_default()
-                .push(seq.parse().unwrap()),
+            ["ack", t, seq] => {
+                let e = out.entry(t.parse().unwrap()).or_default();
+                assert_eq!(
+                    e.0,
+                    seq.parse::<u64>().unwrap(),
+                    "acks of thread {t} out of order"
+                );
+                e.0 += 1;
+            }
             _ => {}
         }
     }
-    let mut n_acked = 0;
-    for t in 0..protocol::THREADS {
-        let seqs = acked.get(&t).cloned().unwrap_or_default();
-        n_acked += seqs.len();
-        for (i, s) in seqs.iter().enumerate() {
-            assert_eq!(*s, i as u64, "acks of thread {t} out of order");
-        }
-        let mut model = Model::new();
-        for s in &seqs {
-            apply(&mut model, t, *s);
-        }
-        let pending = begun.get(&t).copied().filter(|b| *b as usize == seqs.len());
-        let mut with_pending = model.clone();
-        if let Some(p) = pending {
-            apply(&mut with_pending, t, p);
-        }
-        for f in 0..protocol::FILES {
-            let got = content(s, t, f);
-            let a = model.get(&(t, f)).cloned().unwrap_or_default();
-            let b = with_pending.get(&(t, f)).cloned().unwrap_or_default();
-            assert!(
-                got == a || got == b,
-                "thread {t} file {f}: {} bytes on disk match neither the {} acknowledged bytes \
-                 nor those plus the in-flight write",
-                got.len(),
-                a.len()
-            );
-        }
+    for e in out.values_mut() {
+        e.1 = e.1.filter(|p| *p == e.0);
     }
-    n_acked
+    out
 }
 
-#[test]
-fn sigkill_at_random_moments_loses_nothing_acknowledged() {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(
-        std::env::var("ODT_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(2026),
-    );
-    let mut total_acks = 0;
-    for trial in 0..TRIALS {
-        let t = provision_trial(1 + trial % 2);
-        // Several kills per device set: each restart recovers the previous crash first.
-        let mut lines = Vec::new();
-        for round in 0..2 {
-            let after = Duration::from_millis(rng.random_range(5..900));
-            let more = run_and_kill(&t, after);
-            assert!(
-                more.iter().any(|l| l == "ready"),
-                "trial {trial} round {round}: writer did not start: {more:?}"
-            );
-            // Sequence numbers restart per run; keep only the last run's lines on top of a
-            // snapshot check of the previous one.
-            if round == 0 {
-                let s = open(&t);
-                total_acks += check(&s, &more);
-                drop(s);
-                lines = more;
-            } else {
-                // The second run rewrote from seq 0 on top of the first run's files: its acks
-                // overwrite the same plan, so the first run's bytes may show through only where
-                // the second run has not written yet. Check the union model instead.
-                let mut all = lines.clone();
-                all.retain(|l| !l.starts_with("begin"));
-                let s = open(&t);
-                total_acks += check_two_runs(&s, &lines, &more);
-                drop(s);
-            }
-        }
-        let s = open(&t);
-        let sb = s.superblock().clone();
-        for (i, dev) in s.devices().iter().enumerate() {
-            let sbi = if i == 0 { sb.clone() } else { odt_store::superblock::Superblock::read(dev).unwrap() };
-            let (_, problems) = odt_store::verify::check_log(dev, &sbi, None, &mut |_| {});
-            assert!(problems.is_empty(), "trial {trial}: log damaged after recovery: {problems:?}");
-        }
-        drop(s);
-        drop(t.dir);
-    }
-    assert!(total_acks > TRIALS, "the writers acknowledged too little to test anything");
-}
-
-/// Two runs on the same files: the model is run 1's acks, then run 2's acks; each run's
-/// in-flight write may or may not be there.
-fn check_two_runs(s: &Store, run1: &[String], run2: &[String]) -> usize {
-    let parse = |lines: &[String]| {
-        let mut acked: BTreeMap<u64, u64> = BTreeMap::new();
-        let mut begun: BTreeMap<u64, u64> = BTreeMap::new();
-        for l in lines {
-            let w: Vec<&str> = l.split_whitespace().collect();
-            match w.as_slice() {
-                ["begin", t, seq, ..] => {
-                    begun.insert(t.parse().unwrap(), seq.parse().unwrap());
-                }
-                ["ack", t, _] => *acked.entry(t.parse().unwrap()).or_default() += 1,
-                _ => {}
-            }
-        }
-        (acked, begun)
-    };
-    let (a1, b1) = parse(run1);
-    let (a2, b2) = parse(run2);
-    let mut n = 0;
+/// Checks every file against the acknowledged writes of successive runs (each restarting its
+/// plan at 0 on top of the last): each run's in-flight write may or may not be there, but
+/// only whole. Returns the number of acknowledged writes of the last run.
+fn check(s: &Store, runs: &[Vec<String>]) -> usize {
+    let parsed: Vec<_> = runs.iter().map(|r| parse(r)).collect();
     for t in 0..protocol::THREADS {
-        let n1 = a1.get(&t).copied().unwrap_or(0);
-        let n2 = a2.get(&t).copied().unwrap_or(0);
-        n += n2 as usize;
-        let p1 = b1.get(&t).copied().filter(|b| *b == n1);
-        let p2 = b2.get(&t).copied().filter(|b| *b == n2);
-        let mut candidates = Vec::new();
-        for with1 in [false, true] {
-            if with1 && p1.is_none() {
-                continue;
+        let mut candidates = vec![Model::new()];
+        for p in &parsed {
+            let (acked, pending) = p.get(&t).copied().unwrap_or((0, None));
+            let mut next = Vec::new();
+            for m in candidates {
+                let mut m = m;
+                for seq in 0..acked {
+                    apply(&mut m, t, seq);
+                }
+                if let Some(seq) = pending {
+                    let mut with = m.clone();
+                    apply(&mut with, t, seq);
+                    next.push(with);
+                }
+                next.push(m);
             }
-            for with2 in [false, true] {
-                if with2 && p2.is_none() {
-                    continue;
-                }
-                let mut m = Model::new();
-                for s in 0..n1 {
-                    apply(&mut m, t, s);
-                }
-                if with1 {
-                    apply(&mut m, t, n1);
-                }
-                for s in 0..n2 {
-                    apply(&mut m, t, s);
-                }
-                if with2 {
-                    apply(&mut m, t, n2);
-                }
-                candidates.push(m);
-            }
+            candidates = next;
         }
         for f in 0..protocol::FILES {
             let got = content(s, t, f);
@@ -271,9 +178,60 @@ fn check_two_runs(s: &Store, run1: &[String], run2: &[String]) -> usize {
                 candidates
                     .iter()
                     .any(|m| got == m.get(&(t, f)).cloned().unwrap_or_default()),
-                "thread {t} file {f}: content after two crashes matches no allowed state"
+                "thread {t} file {f}: {} bytes on disk match no state the acknowledged writes allow",
+                got.len()
             );
         }
     }
-    n
+    parsed
+        .last()
+        .map(|p| p.values().map(|e| e.0 as usize).sum())
+        .unwrap_or(0)
+}
+
+#[test]
+fn sigkill_at_random_moments_loses_nothing_acknowledged() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(
+        std::env::var("ODT_CRASH_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(2026),
+    );
+    let mut total_acks = 0;
+    for trial in 0..TRIALS {
+        let t = provision_trial(1 + trial % 2);
+        // Several kills per device set: each restart recovers the previous crash first.
+        let mut runs: Vec<Vec<String>> = Vec::new();
+        for round in 0..2 {
+            let after = Duration::from_millis(rng.random_range(5..900));
+            let lines = run_and_kill(&t, after);
+            assert!(
+                lines.iter().any(|l| l == "ready"),
+                "trial {trial} round {round}: writer did not start: {lines:?}"
+            );
+            runs.push(lines);
+            let s = open(&t);
+            total_acks += check(&s, &runs);
+        }
+        let s = open(&t);
+        let sb = s.superblock().clone();
+        for (i, dev) in s.devices().iter().enumerate() {
+            let sbi = if i == 0 {
+                sb.clone()
+            } else {
+                odt_store::superblock::Superblock::read(dev).unwrap()
+            };
+            let (_, problems) = odt_store::verify::check_log(dev, &sbi, None, &mut |_| {});
+            assert!(
+                problems.is_empty(),
+                "trial {trial}: log damaged after recovery: {problems:?}"
+            );
+        }
+        drop(s);
+        drop(t.dir);
+    }
+    assert!(
+        total_acks > TRIALS,
+        "the writers acknowledged too little to test anything"
+    );
 }

@@ -49,6 +49,16 @@ pub struct BundleCheck {
 }
 
 impl BundleCheck {
+    fn new(path: &str, size: u64) -> BundleCheck {
+        BundleCheck {
+            path: path.to_string(),
+            files: vec![path.to_string()],
+            bytes: size,
+            digests_checked: 0,
+            findings: Vec::new(),
+        }
+    }
+
     /// No error-level finding.
     pub fn ok(&self) -> bool {
         self.findings.iter().all(|f| f.severity != Severity::Error)
@@ -263,13 +273,7 @@ fn check_ovf(
 ) -> Result<BundleCheck> {
     let dir = path.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
     let stem = &path[..path.len() - 4];
-    let mut b = BundleCheck {
-        path: path.to_string(),
-        files: vec![path.to_string()],
-        bytes: e.size,
-        digests_checked: 0,
-        findings: Vec::new(),
-    };
+    let mut b = BundleCheck::new(path, e.size);
     if e.size > MAX_TEXT {
         b.findings.push(err(format!(
             "descriptor of {} bytes is too large to be an OVF descriptor",
@@ -394,13 +398,7 @@ fn check_ovf(
 /// An OVA is a tar archive whose first member is the descriptor; checks the archive's
 /// structure, the descriptor, declared sizes and `.mf` digests of the members.
 fn check_ova(store: &Store, path: &str, e: &Entry, now: Time) -> Result<BundleCheck> {
-    let mut b = BundleCheck {
-        path: path.to_string(),
-        files: vec![path.to_string()],
-        bytes: e.size,
-        digests_checked: 0,
-        findings: Vec::new(),
-    };
+    let mut b = BundleCheck::new(path, e.size);
     if busy(e, now) {
         b.findings.push(warn(format!(
             "{path} was written less than {BUSY_SECS} s ago: is the export still running?"

@@ -561,6 +561,11 @@ impl Store {
             if next_dirty {
                 dev.zero(sb.segment_start(next), sb.segment_size)?;
             }
+            // The open segment has no footer yet: one there was written by a commit that
+            // closed this segment and then died before its journal batch.
+            if !is_zero(&dev.read_vec(seg_end, segment::BLOCK as usize)?) {
+                dev.zero(seg_end, segment::BLOCK)?;
+            }
         }
         let jlen = self.sbs[0].journal_len;
         let n = (jlen - journal_end).min(1 << 20);
