@@ -87,7 +87,10 @@ impl Report {
                     r.files,
                     crate::output::bytes(r.bytes),
                     r.datastore,
-                    r.seal_code.as_ref().map(|c| format!(", seal {c}")).unwrap_or_default()
+                    r.seal_code
+                        .as_ref()
+                        .map(|c| format!(", seal {c}"))
+                        .unwrap_or_default()
                 );
             }
             None if self.forced => {
@@ -102,7 +105,10 @@ impl Report {
                 (false, false) => "untouched".to_string(),
             };
             let over = if d.bytes_overwritten > 0 {
-                format!("; {} overwritten with zeros", crate::output::bytes(d.bytes_overwritten))
+                format!(
+                    "; {} overwritten with zeros",
+                    crate::output::bytes(d.bytes_overwritten)
+                )
             } else {
                 String::new()
             };
@@ -277,7 +283,11 @@ pub fn run(opts: &Options, progress: &dyn Fn(u64) -> ProgressBar) -> Result<Repo
         });
     }
     if opts.overwrite {
-        let all: Vec<&Device> = live.iter().map(|(d, _)| d).chain(erased_before.iter()).collect();
+        let all: Vec<&Device> = live
+            .iter()
+            .map(|(d, _)| d)
+            .chain(erased_before.iter())
+            .collect();
         let total: u64 = all.iter().map(|d| d.size().saturating_sub(SLOT)).sum();
         let bar = progress(total);
         for (dev, report) in all.iter().zip(devices.iter_mut()) {

@@ -39,12 +39,68 @@ pub fn open(devices: &[PathBuf], job_dir: &Path) -> Result<(Job, Locked), Error>
 /// read-only. Never writes to the devices.
 pub fn unlock(locked: Locked, job_dir: &Path) -> Result<Store, Error> {
     let identity = Job::load_identity(job_dir)?;
-    let secrets = locked.secrets_from_identity(&identity).map_err(|e| match e {
-        Error::WrongKey(why) => Error::WrongKey(format!(
-            "{why} (identity file {})",
-            Job::identity_path(job_dir).display()
-        )),
-        other => other,
-    })?;
+    let secrets = locked
+        .secrets_from_identity(&identity)
+        .map_err(|e| match e {
+            Error::WrongKey(why) => Error::WrongKey(format!(
+                "{why} (identity file {})",
+                Job::identity_path(job_dir).display()
+            )),
+            other => other,
+        })?;
     locked.unlock(secrets, Access::ReadOnly)
+}
+
+/// What the seal of a device set says.
+#[derive(Debug, Clone)]
+pub enum SealState {
+    /// No seal record: the customer never ran `odt seal`.
+    Unsealed,
+    /// Signature, seal code, log ends and journal all check out.
+    Intact {
+        code: String,
+        record: odt_store::seal::SealRecord,
+    },
+    /// A seal record exists but something does not check out.
+    Broken { why: String },
+}
+
+/// Runs the courier's check ([`odt_store::seal::check`]) and tells an unsealed set from a
+/// broken seal.
+pub fn seal_state(devices: &[PathBuf], job_dir: &Path, locked: &Locked) -> SealState {
+    let mut any = false;
+    for (d, sb) in locked.devices().iter().zip(locked.superblocks()) {
+        match odt_store::seal::read(d, sb) {
+            Ok(Some(_)) => any = true,
+            Ok(None) => {}
+            Err(e) => return SealState::Broken { why: e.to_string() },
+        }
+    }
+    if !any {
+        return SealState::Unsealed;
+    }
+    let report = match odt_store::seal::check(devices, job_dir, None) {
+        Ok(r) => r,
+        Err(e) => return SealState::Broken { why: e.to_string() },
+    };
+    let record = odt_store::seal::read(&locked.devices()[0], &locked.superblocks()[0]);
+    match (report.intact, report.seal_code, record) {
+        (true, Some(code), Ok(Some(signed))) => SealState::Intact {
+            code,
+            record: signed.record,
+        },
+        (_, _, _) => SealState::Broken {
+            why: report
+                .problem
+                .unwrap_or_else(|| "the seal record could not be read back".into()),
+        },
+    }
+}
+
+/// The per-file BLAKE3 roots the seal journaled, by file id (`None` if not sealed).
+pub fn sealed_roots(store: &Store) -> Option<std::collections::HashMap<u64, [u8; 32]>> {
+    store.with_namespace(|ns| match &ns.seal {
+        Some(odt_store::journal::Op::Seal { roots, .. }) => Some(roots.iter().copied().collect()),
+        _ => None,
+    })
 }

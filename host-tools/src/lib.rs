@@ -3,10 +3,10 @@
 use clap::{Parser, Subcommand};
 
 pub mod cmd;
+pub mod control;
 pub mod erase;
 pub mod ingest;
 pub mod job_devices;
-pub mod control;
 pub mod output;
 pub mod progress;
 pub mod verify;

@@ -16,6 +16,8 @@ use odt_store::superblock::Superblock;
 use odt_store::verify::{Damage, Problem, check_files, check_log};
 use serde::Serialize;
 
+use crate::job_devices::SealState;
+
 /// What to verify.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -46,8 +48,14 @@ pub struct Report {
     pub job_id: String,
     pub job_name: String,
     pub set_id: String,
+    /// True when the seal checked out.
     pub sealed: bool,
     pub seal_code: Option<String>,
+    /// Why the seal check failed (not sealed, or what does not match).
+    pub seal_problem: Option<String>,
+    /// `--deep` on a sealed set: files whose content does not hash to the root the seal
+    /// recorded, or a manifest root that differs from the signed one.
+    pub manifest_problems: Vec<String>,
     pub deep: bool,
     pub devices: Vec<DeviceCheck>,
     /// Files whose records were all checked (`--deep`).
@@ -66,9 +74,22 @@ impl Report {
     pub fn human(&self) -> String {
         use std::fmt::Write as _;
         let mut s = String::new();
-        let _ = writeln!(s, "Verify of job {} ({}), device set {}", self.job_id, self.job_name, self.set_id);
+        let _ = writeln!(
+            s,
+            "Verify of job {} ({}), device set {}",
+            self.job_id, self.job_name, self.set_id
+        );
         if let Some(c) = &self.seal_code {
-            let _ = writeln!(s, "  seal code {c}");
+            let _ = writeln!(
+                s,
+                "  seal intact, code {c} (signature, log ends and journal checked)"
+            );
+        }
+        if let Some(p) = &self.seal_problem {
+            let _ = writeln!(s, "SEAL: {p}");
+        }
+        for p in &self.manifest_problems {
+            let _ = writeln!(s, "MANIFEST: {p}");
         }
         for d in &self.devices {
             let _ = writeln!(
@@ -80,7 +101,11 @@ impl Report {
                 d.records,
                 d.log_end,
                 crate::output::bytes(d.bytes_read),
-                if d.problems.is_empty() { "" } else { " — PROBLEMS:" }
+                if d.problems.is_empty() {
+                    ""
+                } else {
+                    " — PROBLEMS:"
+                }
             );
             for p in &d.problems {
                 let _ = writeln!(s, "    at byte {}: {}", p.offset, p.what);
@@ -143,8 +168,21 @@ pub fn run(
     let (job, locked) = crate::job_devices::open(&opts.devices, &opts.job_dir)?;
     let sbs: Vec<Superblock> = locked.superblocks().to_vec();
     let mut notes = Vec::new();
+    let seal = crate::job_devices::seal_state(&opts.devices, &opts.job_dir, &locked);
+    let (seal_code, seal_problem, sealed_record) = match seal {
+        SealState::Intact { code, record } => (Some(code), None, Some(record)),
+        SealState::Unsealed => (
+            None,
+            Some("the devices are not sealed: the customer has not run `odt seal`".to_string()),
+            None,
+        ),
+        SealState::Broken { why } => (None, Some(format!("the seal is broken: {why}")), None),
+    };
     let (store, kept) = if opts.deep {
-        (Some(crate::job_devices::unlock(locked, &opts.job_dir)?), None)
+        (
+            Some(crate::job_devices::unlock(locked, &opts.job_dir)?),
+            None,
+        )
     } else {
         notes.push(
             "records were checked by CRC only; --deep also authenticates and hashes every \
@@ -158,14 +196,7 @@ pub fn run(
         (None, Some(l)) => l.devices(),
         (None, None) => unreachable!("either the store or the locked set is kept"),
     };
-    let sealed = store.as_ref().is_some_and(|s| s.is_sealed());
-    if !sealed {
-        notes.push(
-            "the seal was not checked (not sealed, or the seal check is not built into this \
-             odt yet): the log's end is not pinned by a signature"
-                .into(),
-        );
-    }
+    let sealed = seal_code.is_some();
     let log_estimate: u64 = devs
         .iter()
         .zip(&sbs)
@@ -186,7 +217,11 @@ pub fn run(
             .zip(&sbs)
             .map(|(d, sb)| {
                 let bar = &bar;
-                s.spawn(move || check_log(d, sb, None, &mut |n| bar.inc(n)))
+                let tail = sealed_record
+                    .as_ref()
+                    .and_then(|r| r.devices.get(sb.device_index as usize))
+                    .map(|sd| sd.tail);
+                s.spawn(move || check_log(d, sb, tail, &mut |n| bar.inc(n)))
             })
             .collect();
         handles
@@ -208,19 +243,36 @@ pub fn run(
         })
         .collect();
     let mut damaged = Vec::new();
+    let mut manifest_problems = Vec::new();
     if let Some(s) = &store {
         bar.set_length(bar.position() + stored);
         damaged = check_files(s, &mut |n| bar.inc(n))?;
+        if let Some(rec) = &sealed_record {
+            match sealed_manifest_check(s, rec) {
+                Ok(mut p) => manifest_problems.append(&mut p),
+                Err(odt_store::Error::Damaged { file, .. }) if !damaged.is_empty() => {
+                    notes.push(format!(
+                        "the manifest could not be recomputed: {file} is damaged (listed above)"
+                    ))
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
     bar.finish_and_clear();
-    let intact = damaged.is_empty() && devices.iter().all(|d| d.problems.is_empty());
+    let intact = seal_problem.is_none()
+        && manifest_problems.is_empty()
+        && damaged.is_empty()
+        && devices.iter().all(|d| d.problems.is_empty());
     Ok(Report {
         intact,
         job_id: job.id.clone(),
         job_name: job.name.clone(),
         set_id: format!("{:016x}", sbs[0].set_id),
         sealed,
-        seal_code: None,
+        seal_code,
+        seal_problem,
+        manifest_problems,
         deep: opts.deep,
         devices,
         files_checked: store.as_ref().map(|_| files),
@@ -229,4 +281,36 @@ pub fn run(
         notes,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// With the keys: recomputes every file's BLAKE3 root and the manifest root and compares
+/// them with what the seal journaled and signed. Returns one sentence per mismatch.
+fn sealed_manifest_check(
+    store: &odt_store::Store,
+    rec: &odt_store::seal::SealRecord,
+) -> Result<Vec<String>, odt_store::Error> {
+    let m = odt_store::manifest::build(store)?;
+    let mut problems = Vec::new();
+    if let Some(roots) = crate::job_devices::sealed_roots(store) {
+        for f in m.files.iter().filter(|f| f.kind == Kind::File) {
+            let path = crate::ingest::safe_path::display(&f.path);
+            match roots.get(&f.id) {
+                Some(r) if *r == f.blake3 => {}
+                Some(r) => problems.push(format!(
+                    "{path}: content hashes to BLAKE3 {} but the seal recorded {}",
+                    hex::encode(f.blake3),
+                    hex::encode(r)
+                )),
+                None => problems.push(format!("{path}: the seal records no BLAKE3 root for it")),
+            }
+        }
+    }
+    if m.root() != rec.manifest_root {
+        problems.push(format!(
+            "the manifest root is {} but the seal signed {}",
+            hex::encode(m.root()),
+            hex::encode(rec.manifest_root)
+        ));
+    }
+    Ok(problems)
 }

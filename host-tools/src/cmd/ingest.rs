@@ -26,6 +26,10 @@ pub struct IngestArgs {
     /// Worker threads (default: one per core).
     #[arg(long)]
     pub jobs: Option<usize>,
+    /// Ingest even though the seal check fails (devices changed after the seal); the
+    /// report says so and files are still checked against the journaled BLAKE3 roots.
+    #[arg(long)]
+    pub ignore_seal: bool,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -43,6 +47,7 @@ pub fn run(a: IngestArgs) -> anyhow::Result<i32> {
             job_dir: a.job,
             datastore: a.to,
             jobs,
+            ignore_seal: a.ignore_seal,
         },
         &|total| crate::progress::bytes_bar(total, "ingest"),
     )?;

@@ -126,7 +126,8 @@ impl Datastore {
         let shown = format!("{}/{STATE_DIR}/{TMP_DIR}", self.path.display());
         let dup = rustix::fs::openat(&self.tmp, ".", dir_flags(), Mode::empty())
             .map_err(|e| io_err("open", shown.clone(), e))?;
-        let mut dir = rustix::fs::Dir::read_from(&dup).map_err(|e| io_err("list", shown.clone(), e))?;
+        let mut dir =
+            rustix::fs::Dir::read_from(&dup).map_err(|e| io_err("list", shown.clone(), e))?;
         let mut names = Vec::new();
         while let Some(entry) = dir.read() {
             let entry = entry.map_err(|e| io_err("list", shown.clone(), e))?;
@@ -368,7 +369,13 @@ impl Datastore {
             OFlags::WRONLY | OFlags::CREATE | OFlags::APPEND | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::from_raw_mode(0o600),
         )
-        .map_err(|e| io_err("open", format!("{}/{STATE_DIR}/{name}", self.path.display()), e))?;
+        .map_err(|e| {
+            io_err(
+                "open",
+                format!("{}/{STATE_DIR}/{name}", self.path.display()),
+                e,
+            )
+        })?;
         Ok(File::from(fd))
     }
 
@@ -427,7 +434,15 @@ mod tests {
         let (tmp, mut f) = ds.create_temp(7).unwrap();
         f.write_all(b"data").unwrap();
         let e = ds
-            .commit_file(&tmp, &f, 4, 0o644, Time::default(), Time::default(), &rel(&["vm", "x"]))
+            .commit_file(
+                &tmp,
+                &f,
+                4,
+                0o644,
+                Time::default(),
+                Time::default(),
+                &rel(&["vm", "x"]),
+            )
             .unwrap_err();
         assert!(matches!(e, IngestError::NotADirectory { .. }), "{e}");
         assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
@@ -437,8 +452,19 @@ mod tests {
         std::os::unix::fs::symlink(&target, ds_path.join("f")).unwrap();
         let (tmp, mut f) = ds.create_temp(8).unwrap();
         f.write_all(b"new").unwrap();
-        ds.commit_file(&tmp, &f, 3, 0o4755, Time::default(), Time { secs: 1000, nanos: 5 }, &rel(&["f"]))
-            .unwrap();
+        ds.commit_file(
+            &tmp,
+            &f,
+            3,
+            0o4755,
+            Time::default(),
+            Time {
+                secs: 1000,
+                nanos: 5,
+            },
+            &rel(&["f"]),
+        )
+        .unwrap();
         assert_eq!(std::fs::read(&target).unwrap(), b"keep");
         let meta = std::fs::symlink_metadata(ds_path.join("f")).unwrap();
         assert!(meta.is_file());

@@ -5,7 +5,9 @@
 //! the root joins them the way BLAKE3 builds its tree: a subtree of `n` blocks has a left
 //! part of the largest power of two below `n` blocks.
 
-use blake3::hazmat::{ChainingValue, HasherExt, Mode, merge_subtrees_non_root, merge_subtrees_root};
+use blake3::hazmat::{
+    ChainingValue, HasherExt, Mode, merge_subtrees_non_root, merge_subtrees_root,
+};
 
 /// Block size the chaining values are taken over (a power of two multiple of BLAKE3's
 /// 1 KiB chunk, as the tree needs).
@@ -68,9 +70,26 @@ mod tests {
     #[test]
     fn equals_plain_blake3_for_every_shape() {
         let b = BLOCK as usize;
-        for size in [0, 1, 1000, b - 1, b, b + 1, 2 * b, 3 * b - 7, 4 * b, 5 * b + 3, 8 * b, 9 * b] {
+        for size in [
+            0,
+            1,
+            1000,
+            b - 1,
+            b,
+            b + 1,
+            2 * b,
+            3 * b - 7,
+            4 * b,
+            5 * b + 3,
+            8 * b,
+            9 * b,
+        ] {
             let data: Vec<u8> = (0..size).map(|i| (i * 31 % 253) as u8).collect();
-            assert_eq!(by_blocks(&data), *blake3::hash(&data).as_bytes(), "size {size}");
+            assert_eq!(
+                by_blocks(&data),
+                *blake3::hash(&data).as_bytes(),
+                "size {size}"
+            );
         }
     }
 

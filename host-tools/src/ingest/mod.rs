@@ -23,6 +23,7 @@ use indicatif::ProgressBar;
 use odt_store::device::Device;
 use odt_store::receipt::Receipt;
 
+use crate::job_devices::SealState;
 use datastore::{Datastore, Existing};
 pub use error::IngestError;
 use plan::{PlannedFile, file_name};
@@ -37,6 +38,8 @@ pub struct Options {
     pub datastore: PathBuf,
     /// Worker threads (at least 1).
     pub jobs: usize,
+    /// Ingest although the seal is broken (the report says so).
+    pub ignore_seal: bool,
 }
 
 /// A progress bar for `total` bytes (hidden when not on a terminal).
@@ -67,18 +70,31 @@ pub fn run(opts: &Options, progress: ProgressFactory<'_>) -> Result<Report, Inge
     let started = Instant::now();
     let (job, locked) = crate::job_devices::open(&opts.devices, &opts.job_dir)?;
     let sb0 = locked.superblock().clone();
-    let store = crate::job_devices::unlock(locked, &opts.job_dir)?;
     let mut warnings = Vec::new();
-    let sealed = store.is_sealed();
-    let seal_code: Option<String> = None;
-    let sealed_roots: Option<HashMap<u64, [u8; 32]>> = None;
-    if !sealed {
-        warnings.push(
-            "the store is not sealed: the data is authenticated record by record, but nothing \
-             proves it is all the customer meant to send"
+    let mut seal_code: Option<String> = None;
+    match crate::job_devices::seal_state(&opts.devices, &opts.job_dir, &locked) {
+        SealState::Intact { code, .. } => seal_code = Some(code),
+        SealState::Unsealed => warnings.push(
+            "the devices are not sealed: every record is authenticated, but nothing proves \
+             the data is all the customer meant to send"
                 .to_string(),
-        );
+        ),
+        SealState::Broken { why } if opts.ignore_seal => warnings.push(format!(
+            "the seal is broken ({why}); ingested anyway (--ignore-seal)"
+        )),
+        SealState::Broken { why } => {
+            return Err(IngestError::Seal(format!(
+                "the seal is broken: {why}. The devices may have been altered after the \
+                 customer sealed them: investigate with `odt seal-check` and `odt verify --deep`, \
+                 or pass --ignore-seal to ingest anyway"
+            )));
+        }
     }
+    let store = crate::job_devices::unlock(locked, &opts.job_dir)?;
+    let sealed = store.is_sealed();
+    // The per-file roots are journaled (authenticated) with the seal op; each file written
+    // must hash to its root.
+    let sealed_roots: Option<HashMap<u64, [u8; 32]>> = crate::job_devices::sealed_roots(&store);
     let plan = store.with_namespace(plan::build);
     let ds = Datastore::open(&opts.datastore)?;
     let state = state::State::open(&ds, &job.id, sb0.set_id)?;
@@ -148,7 +164,11 @@ pub fn run(opts: &Options, progress: ProgressFactory<'_>) -> Result<Report, Inge
         job_id: job.id.clone(),
         job_name: job.name.clone(),
         set_id: format!("{:016x}", sb0.set_id),
-        devices: opts.devices.iter().map(|p| p.display().to_string()).collect(),
+        devices: opts
+            .devices
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect(),
         datastore: opts.datastore.display().to_string(),
         sealed,
         seal_code: seal_code.clone(),

@@ -346,7 +346,8 @@ pub fn build(ns: &Namespace) -> Plan {
             });
         }
     }
-    plan.dirs.sort_by(|a, b| a.rel.len().cmp(&b.rel.len()).then(a.rel.cmp(&b.rel)));
+    plan.dirs
+        .sort_by(|a, b| a.rel.len().cmp(&b.rel.len()).then(a.rel.cmp(&b.rel)));
     plan.files.sort_by(|a, b| a.rel.cmp(&b.rel));
     plan.symlinks.sort_by(|a, b| a.rel.cmp(&b.rel));
     plan.bundles.sort_by(|a, b| a.path.cmp(&b.path));
@@ -476,10 +477,21 @@ mod tests {
         assert_eq!(plan.bundles.len(), 1);
         assert_eq!(plan.bundles[0].path, "vm1");
         // Every planned component is a single safe name.
-        for rel in plan.files.iter().map(|f| &f.rel).chain(plan.dirs.iter().map(|d| &d.rel)) {
+        for rel in plan
+            .files
+            .iter()
+            .map(|f| &f.rel)
+            .chain(plan.dirs.iter().map(|d| &d.rel))
+        {
             for c in rel {
                 let b = c.as_bytes();
-                assert!(!b.is_empty() && b != b"." && b != b".." && !b.contains(&b'/') && !b.contains(&0));
+                assert!(
+                    !b.is_empty()
+                        && b != b"."
+                        && b != b".."
+                        && !b.contains(&b'/')
+                        && !b.contains(&0)
+                );
             }
         }
     }
@@ -525,7 +537,11 @@ mod tests {
         );
         assert_eq!(d.pieces(50, 20), vec![(50, 20, true)]);
         assert_eq!(d.pieces(200, 20), vec![(200, 20, false)]);
-        let readme = plan.files.iter().position(|f| f.rel_display() == "README").unwrap();
+        let readme = plan
+            .files
+            .iter()
+            .position(|f| f.rel_display() == "README")
+            .unwrap();
         assert_eq!(plan.file_bundle[readme], None);
         // Dirs come parents first.
         assert_eq!(rel_display(&plan.dirs[0].rel), "exports");

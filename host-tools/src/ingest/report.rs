@@ -83,10 +83,19 @@ impl Report {
         );
         match &self.seal_code {
             Some(c) => {
-                let _ = writeln!(s, "  seal code {c} (signature, log end and journal checked)");
+                let _ = writeln!(
+                    s,
+                    "  seal code {c} (signature, log end and journal checked)"
+                );
+            }
+            None if self.sealed => {
+                let _ = writeln!(s, "  SEAL BROKEN: ingested anyway (--ignore-seal)");
             }
             None => {
-                let _ = writeln!(s, "  NOT SEALED: nothing proves this is what the customer sealed");
+                let _ = writeln!(
+                    s,
+                    "  NOT SEALED: nothing proves this is what the customer sealed"
+                );
             }
         }
         let _ = writeln!(
@@ -123,7 +132,11 @@ impl Report {
             );
         }
         if !self.quarantined.is_empty() {
-            let _ = writeln!(s, "QUARANTINED ({} files, not written):", self.quarantined.len());
+            let _ = writeln!(
+                s,
+                "QUARANTINED ({} files, not written):",
+                self.quarantined.len()
+            );
             for q in &self.quarantined {
                 let _ = writeln!(s, "  {}: {}", q.path, q.why);
                 for r in &q.damaged {

@@ -96,7 +96,9 @@ pub fn check_component(raw: &[u8]) -> Verdict {
         }
     }
     if out.len() > MAX_COMPONENT {
-        return Verdict::Refused("the name is longer than 255 bytes once its unsafe bytes are escaped");
+        return Verdict::Refused(
+            "the name is longer than 255 bytes once its unsafe bytes are escaped",
+        );
     }
     Verdict::Neutralised {
         name: OsString::from(out),
@@ -120,7 +122,9 @@ pub fn check_symlink_target(depth: usize, target: &[u8]) -> Result<(), &'static 
         return Err("the symlink target contains a NUL byte");
     }
     if target.starts_with(b"/") {
-        return Err("the symlink target is an absolute path (it would point outside the datastore)");
+        return Err(
+            "the symlink target is an absolute path (it would point outside the datastore)",
+        );
     }
     let mut ups = 0usize;
     let mut descended = false;
@@ -128,7 +132,9 @@ pub fn check_symlink_target(depth: usize, target: &[u8]) -> Result<(), &'static 
         match c {
             b"" | b"." => {}
             b".." if descended => {
-                return Err("the symlink target climbs with `..` after a name (it could leave the datastore through another link)");
+                return Err(
+                    "the symlink target climbs with `..` after a name (it could leave the datastore through another link)",
+                );
             }
             b".." => {
                 ups += 1;
@@ -183,13 +189,26 @@ mod tests {
             b"a\0b",
             &[b'x'; 256],
         ] {
-            assert!(refused(bad), "{:?} was not refused", String::from_utf8_lossy(bad));
+            assert!(
+                refused(bad),
+                "{:?} was not refused",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 
     #[test]
     fn ordinary_and_dotted_and_unicode_names_are_kept() {
-        for good in ["vm.ovf", "..foo", "...", ".hidden", "-rf", "ディスク 1.vmdk", "émoji 🚀", "50%.txt"] {
+        for good in [
+            "vm.ovf",
+            "..foo",
+            "...",
+            ".hidden",
+            "-rf",
+            "ディスク 1.vmdk",
+            "émoji 🚀",
+            "50%.txt",
+        ] {
             assert_eq!(
                 check_component(good.as_bytes()),
                 Verdict::Keep(OsString::from(good)),
@@ -210,7 +229,9 @@ mod tests {
         assert_eq!(check_component(b"5%\xff").name().unwrap(), "5%25%FF");
         // Right-to-left override disguising an extension.
         assert_eq!(
-            check_component("evil\u{202E}fdp.exe".as_bytes()).name().unwrap(),
+            check_component("evil\u{202E}fdp.exe".as_bytes())
+                .name()
+                .unwrap(),
             "evil%E2%80%AEfdp.exe"
         );
         // Escaping can make a name too long: then it is refused, never truncated.

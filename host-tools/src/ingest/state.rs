@@ -203,7 +203,10 @@ mod tests {
         let st = State::open(&ds, "job-1", 5).unwrap();
         assert_eq!(st.done_count(), 2);
         assert!(st.done_entry(&file(2, 1)).is_some());
-        assert!(st.done_entry(&file(2, 9)).is_none(), "changed file is redone");
+        assert!(
+            st.done_entry(&file(2, 9)).is_none(),
+            "changed file is redone"
+        );
         assert!(st.done_entry(&file(4, 1)).is_none());
         // The torn line was closed: an entry recorded now survives the next load.
         st.record(&entry(&file(5, 1))).unwrap();

@@ -139,7 +139,9 @@ impl Transfer<'_> {
                     let mut buf = vec![0u8; BLOCK as usize];
                     while !abort.load(Ordering::Acquire) {
                         let k = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(&(fi, off, len)) = tasks.get(k) else { break };
+                        let Some(&(fi, off, len)) = tasks.get(k) else {
+                            break;
+                        };
                         let r = self
                             .chunk(fi, &runs[fi], off, len, &mut buf, &data_bytes)
                             .and_then(|()| {
@@ -203,11 +205,12 @@ impl Transfer<'_> {
                         if let Some(t) = &temp
                             && !run.damaged.load(Ordering::Acquire)
                         {
-                            t.write_all_at(&data, at).map_err(|err| IngestError::Datastore {
-                                op: "write",
-                                path: format!("the temporary of {}", f.rel_display()),
-                                source: err,
-                            })?;
+                            t.write_all_at(&data, at)
+                                .map_err(|err| IngestError::Datastore {
+                                    op: "write",
+                                    path: format!("the temporary of {}", f.rel_display()),
+                                    source: err,
+                                })?;
                         }
                     }
                     Ok((data, _)) => run.lose(
@@ -233,7 +236,12 @@ impl Transfer<'_> {
     }
 
     /// Commits or quarantines a file whose chunks are all done.
-    fn finish(&self, fi: usize, run: &FileRun, outcome: &Mutex<Outcome>) -> Result<(), IngestError> {
+    fn finish(
+        &self,
+        fi: usize,
+        run: &FileRun,
+        outcome: &Mutex<Outcome>,
+    ) -> Result<(), IngestError> {
         let f = self.files[fi];
         let temp = run.temp.lock().unwrap_or_else(|p| p.into_inner()).take();
         let quarantine = |why: String, damaged: Vec<LostRange>| Quarantined {
@@ -250,10 +258,17 @@ impl Transfer<'_> {
             let lost = std::mem::take(&mut *run.lost.lock().unwrap_or_else(|p| p.into_inner()));
             let bytes: u64 = lost.iter().map(|r| r.end - r.start).sum();
             let q = quarantine(
-                format!("{bytes} bytes in {} range(s) are damaged on the device", lost.len()),
+                format!(
+                    "{bytes} bytes in {} range(s) are damaged on the device",
+                    lost.len()
+                ),
                 lost,
             );
-            outcome.lock().unwrap_or_else(|p| p.into_inner()).quarantined.push(q);
+            outcome
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .quarantined
+                .push(q);
             return Ok(());
         }
         let root = file_hash::root(&run.values.lock().unwrap_or_else(|p| p.into_inner()));
@@ -265,7 +280,9 @@ impl Transfer<'_> {
                     hex::encode(root),
                     hex::encode(want)
                 )),
-                None => Some("the seal records no BLAKE3 root for it (added after the seal?)".into()),
+                None => {
+                    Some("the seal records no BLAKE3 root for it (added after the seal?)".into())
+                }
             };
             if let Some(why) = why {
                 if let Some((name, _)) = temp {
