@@ -1012,6 +1012,18 @@ impl Store {
 
     /// Writes `data` at `offset` of file `id` and returns when it is durable.
     pub fn write(&self, id: u64, offset: u64, data: &[u8]) -> Result<Attr> {
+        self.write_with(id, offset, data, true)
+    }
+
+    /// Like [`Store::write`], but returns once the write is applied (reads see it) and
+    /// queued, without waiting until it is durable: NFS UNSTABLE writes. [`Store::sync`]
+    /// (NFS COMMIT) makes it durable; a crash before may lose it. The queue stays bounded:
+    /// a writer that finds it full leads a commit first.
+    pub fn write_unstable(&self, id: u64, offset: u64, data: &[u8]) -> Result<Attr> {
+        self.write_with(id, offset, data, false)
+    }
+
+    fn write_with(&self, id: u64, offset: u64, data: &[u8], durable: bool) -> Result<Attr> {
         let _admitted = self.writable()?;
         if offset
             .checked_add(data.len() as u64)
@@ -1093,7 +1105,9 @@ impl Store {
             core.written_bytes += data.len() as u64;
             core.open_batch
         };
-        self.wait_durable(ticket)?;
+        if durable {
+            self.wait_durable(ticket)?;
+        }
         self.digests.wrote(id, offset, data);
         self.getattr(id)
     }
