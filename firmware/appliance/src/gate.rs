@@ -12,7 +12,12 @@
 //!   TCP flow control then slows the client down). Requests of one connection still run
 //!   concurrently inside `nfsserve`, which is what lets the store group their fsyncs.
 //!
-//! A slot is freed when the reply passes back through the gate. `nfsserve` does not answer
+//! The gate answers WRITE and COMMIT itself ([`crate::writeback`]): `nfsserve` would answer
+//! FILE_SYNC to every WRITE and has no COMMIT. Their replies and `nfsserve`'s share the
+//! client's socket, one whole record at a time.
+//!
+//! A slot is freed when the reply passes back through the gate (for a WRITE, when its
+//! store write has returned). `nfsserve` does not answer
 //! a request it takes for a retransmission, so the gate does not forward a second request
 //! with the xid of one still in flight, and forgets requests that stay unanswered for
 //! [`Limits::stale_after`].
@@ -27,6 +32,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -37,7 +43,12 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::allow::AllowList;
 use crate::framing::{self, FramingError, HEADER};
+use crate::nfs::Export;
+use crate::rpc::{self, PROC_COMMIT, PROC_WRITE};
 use crate::throttle::{Throttle, suppressed_note};
+
+/// The client's side of a connection, shared by the reply pump and local answers.
+type ClientWriter = Arc<tokio::sync::Mutex<BufWriter<OwnedWriteHalf>>>;
 
 /// Bounds the gate enforces.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,6 +104,7 @@ pub struct Gate {
     connections: Arc<Semaphore>,
     throttle: Throttle,
     seen: Mutex<HashSet<IpAddr>>,
+    local: Option<Export>,
 }
 
 /// Why a connection ended.
@@ -109,9 +121,16 @@ enum ConnError {
 }
 
 impl Gate {
-    /// A gate admitting `allow` and forwarding to `nfsserve` at `backend`.
-    pub fn new(allow: AllowList, limits: Limits, backend: SocketAddr) -> Arc<Gate> {
+    /// A gate admitting `allow` and forwarding to `nfsserve` at `backend`; WRITE and COMMIT
+    /// go to `local` when given.
+    pub fn new(
+        allow: AllowList,
+        limits: Limits,
+        backend: SocketAddr,
+        local: Option<Export>,
+    ) -> Arc<Gate> {
         Arc::new(Gate {
+            local,
             inflight: Arc::new(Semaphore::new(limits.max_inflight)),
             connections: Arc::new(Semaphore::new(limits.max_connections)),
             allow,
@@ -197,13 +216,21 @@ impl Gate {
         let _ = server.set_nodelay(true);
         let (mut cr, cw) = client.into_split();
         let (sr, mut sw) = server.into_split();
-        let pending: PendingMap = Arc::new(Mutex::new(HashMap::new()));
-        let per_conn = Arc::new(Semaphore::new(self.limits.max_inflight_per_conn));
-        let reaper = tokio::spawn(reap(Arc::downgrade(&pending), self.limits.stale_after));
+        let writer: ClientWriter = Arc::new(tokio::sync::Mutex::new(BufWriter::with_capacity(
+            64 * 1024,
+            cw,
+        )));
+        let conn = Conn {
+            pending: Arc::new(Mutex::new(HashMap::new())),
+            per_conn: Arc::new(Semaphore::new(self.limits.max_inflight_per_conn)),
+            local_replies: Arc::new(AtomicUsize::new(0)),
+            writer: writer.clone(),
+        };
+        let reaper = tokio::spawn(reap(Arc::downgrade(&conn.pending), self.limits.stale_after));
 
-        let down = pump_replies(sr, cw, pending.clone());
+        let down = pump_replies(sr, writer, conn.pending.clone());
         tokio::pin!(down);
-        let up = self.pump_requests(&mut cr, &mut sw, &pending, &per_conn);
+        let up = self.pump_requests(&mut cr, &mut sw, &conn);
         tokio::pin!(up);
         let ended = tokio::select! {
             r = &mut up => Some(r),
@@ -219,7 +246,9 @@ impl Gate {
                 Ok(()) => {
                     // The client is done sending: deliver the replies still owed.
                     let drained = async {
-                        while !lock(&pending).is_empty() {
+                        while !lock(&conn.pending).is_empty()
+                            || conn.local_replies.load(Ordering::Acquire) > 0
+                        {
                             tokio::time::sleep(Duration::from_millis(20)).await;
                         }
                     };
@@ -249,8 +278,7 @@ impl Gate {
         &self,
         cr: &mut OwnedReadHalf,
         sw: &mut OwnedWriteHalf,
-        pending: &PendingMap,
-        per_conn: &Arc<Semaphore>,
+        conn: &Conn,
     ) -> Result<(), ConnError> {
         let limit = self.limits.max_record;
         let mut buf = Vec::new();
@@ -266,7 +294,8 @@ impl Gate {
                 }
                 .into());
             }
-            let conn_slot = per_conn
+            let conn_slot = conn
+                .per_conn
                 .clone()
                 .acquire_owned()
                 .await
@@ -282,8 +311,16 @@ impl Gate {
                 .await
                 .map_err(|_| ConnError::Slow(t))??;
             let xid = framing::xid(&buf[HEADER..]).ok_or(ConnError::Short)?;
+            if let Some(export) = &self.local
+                && let Some(call) = rpc::parse_call(&buf[HEADER..])
+                && (call.is_nfs3(PROC_WRITE) || call.is_nfs3(PROC_COMMIT))
             {
-                let mut p = lock(pending);
+                let record = std::mem::take(&mut buf);
+                answer_locally(export.clone(), call, record, conn, (conn_slot, slot));
+                continue;
+            }
+            {
+                let mut p = lock(&conn.pending);
                 if p.contains_key(&xid) {
                     // A retransmission of a request in progress: nfsserve would not answer
                     // it either; the first one's reply answers both.
@@ -306,14 +343,56 @@ impl Gate {
     }
 }
 
-/// nfsserve → client: streams each reply through and frees its request's slots.
+/// Per-connection state.
+struct Conn {
+    pending: PendingMap,
+    per_conn: Arc<Semaphore>,
+    /// Local answers not yet written to the client.
+    local_replies: Arc<AtomicUsize>,
+    writer: ClientWriter,
+}
+
+/// Answers a WRITE or COMMIT in its own task; its slots are held until the store write
+/// behind it has returned.
+fn answer_locally(
+    export: Export,
+    call: rpc::CallHeader,
+    record: Vec<u8>,
+    conn: &Conn,
+    slots: (OwnedSemaphorePermit, OwnedSemaphorePermit),
+) {
+    let writer = conn.writer.clone();
+    let owed = conn.local_replies.clone();
+    owed.fetch_add(1, Ordering::AcqRel);
+    tokio::spawn(async move {
+        let (reply, background) = if call.is_nfs3(PROC_WRITE) {
+            let a = export.rpc_write(&call, record, HEADER).await;
+            (a.reply, a.background)
+        } else {
+            (export.rpc_commit(&call, &record, HEADER).await, None)
+        };
+        {
+            let mut w = writer.lock().await;
+            if w.write_all(&reply).await.is_ok() {
+                let _ = w.flush().await;
+            }
+        }
+        owed.fetch_sub(1, Ordering::AcqRel);
+        if let Some(b) = background {
+            let _ = b.await;
+        }
+        drop(slots);
+    });
+}
+
+/// nfsserve → client: copies each reply through (one whole record under the writer's
+/// lock) and frees its request's slots.
 async fn pump_replies(
     sr: OwnedReadHalf,
-    cw: OwnedWriteHalf,
+    writer: ClientWriter,
     pending: PendingMap,
 ) -> std::io::Result<()> {
     let mut r = BufReader::with_capacity(64 * 1024, sr);
-    let mut w = BufWriter::with_capacity(64 * 1024, cw);
     let mut record_xid: Option<u32> = None;
     let mut first_fragment = true;
     loop {
@@ -321,6 +400,7 @@ async fn pump_replies(
             return Ok(());
         };
         let (last, len) = framing::split_header(h);
+        let mut w = writer.lock().await;
         w.write_all(&h.to_be_bytes()).await?;
         let mut left = len as u64;
         if first_fragment && len >= 4 {
@@ -343,6 +423,7 @@ async fn pump_replies(
         }
         if last {
             w.flush().await?;
+            drop(w);
             if let Some(x) = record_xid.take() {
                 lock(&pending).remove(&x);
             }
@@ -416,7 +497,7 @@ mod tests {
     async fn start(allow: &[&str], limits: Limits, backend: SocketAddr) -> SocketAddr {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
-        let gate = Gate::new(AllowList::parse(allow).unwrap(), limits, backend);
+        let gate = Gate::new(AllowList::parse(allow).unwrap(), limits, backend, None);
         tokio::spawn(gate.run(l));
         addr
     }

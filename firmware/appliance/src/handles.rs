@@ -81,12 +81,6 @@ impl Handles {
         }
         Ok(id)
     }
-
-    /// The write verifier: constant for the device set, because every WRITE is durable
-    /// before its reply (a restart loses nothing a client would have to send again).
-    pub fn write_verifier(&self) -> [u8; 8] {
-        self.set_id.to_be_bytes()
-    }
 }
 
 #[cfg(test)]

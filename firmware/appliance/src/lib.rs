@@ -2,7 +2,7 @@
 //!
 //! The store ([`odt_store`]) exported over NFSv3 with `nfsserve` ([`nfs`]), behind a gate
 //! that enforces the client allow-list and bounds memory ([`gate`], [`framing`],
-//! [`allow`]); persistent file handles ([`handles`]); the Locked → Unlocked → Sealed life
+//! [`allow`]) and answers WRITE and COMMIT itself ([`writeback`], [`pending`], [`rpc`]); persistent file handles ([`handles`]); the Locked → Unlocked → Sealed life
 //! cycle ([`state`]); the control API for unlock and status ([`control`]); settings from
 //! flags and a TOML file ([`config`]); and the process wiring ([`serve`]).
 
@@ -15,9 +15,12 @@ pub mod handles;
 pub mod meter;
 pub mod nfs;
 pub mod nfsstat;
+pub mod pending;
+pub mod rpc;
 pub mod serve;
 pub mod state;
 pub mod throttle;
+pub mod writeback;
 
 #[cfg(test)]
 pub(crate) mod testutil;

@@ -1,6 +1,7 @@
 //! `odt-appliance`: the firmware binary. Thin: parses the command line, sets up logging and
 //! hands off to [`odt_appliance::serve`].
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -61,6 +62,7 @@ fn init_logging() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }
 
@@ -91,7 +93,25 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Keeps glibc from holding on to freed request buffers. After large blocks are freed,
+/// glibc raises its mmap threshold and serves the next 1 MiB buffers from per-thread
+/// arenas it seldom gives back: copying 2 GiB with nfs-cp took the appliance past 450 MiB
+/// RSS. A fixed threshold keeps such buffers in mmap (unmapped when freed) and two arenas
+/// bound what small allocations fragment (146 MiB peak for the same copy).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn bound_malloc() {
+    // SAFETY: mallopt only changes allocator parameters; called before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn bound_malloc() {}
+
 fn main() {
+    bound_malloc();
     let cli = Cli::parse();
     init_logging();
     let r = match cli.command {

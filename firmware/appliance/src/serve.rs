@@ -15,6 +15,8 @@ use crate::gate::Gate;
 use crate::nfs::Export;
 use crate::state::{Appliance, StateError};
 
+/// Longest time an acknowledged UNSTABLE write stays in memory only.
+const FLUSH_EVERY: Duration = Duration::from_secs(2);
 /// How often the activity line is logged when something happened.
 const ACTIVITY_EVERY: Duration = Duration::from_secs(60);
 
@@ -74,7 +76,8 @@ pub async fn run(settings: Settings) -> Result<(), ServeError> {
     );
 
     let private = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 0);
-    let inner = NFSTcpListener::bind(&private.to_string(), Export::new(app.clone()))
+    let export = Export::new(app.clone());
+    let inner = NFSTcpListener::bind(&private.to_string(), export.clone())
         .await
         .map_err(|source| ServeError::Bind {
             what: "the private NFS service",
@@ -101,10 +104,16 @@ pub async fn run(settings: Settings) -> Result<(), ServeError> {
             tracing::error!("the private NFS service stopped: {e}");
         }
     });
-    let gate = Gate::new(settings.allow.clone(), settings.limits.clone(), backend);
+    let gate = Gate::new(
+        settings.allow.clone(),
+        settings.limits.clone(),
+        backend,
+        Some(export.clone()),
+    );
     tokio::spawn(gate.run(nfs_listener));
     tokio::spawn(crate::control::run(control_listener, app.clone()));
     tokio::spawn(activity(app.clone()));
+    tokio::spawn(flusher(app.clone()));
 
     if settings.allow.allows_everyone() {
         tracing::warn!(
@@ -135,6 +144,14 @@ pub async fn run(settings: Settings) -> Result<(), ServeError> {
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: stopping"),
         _ = sigterm.recv() => tracing::info!("terminated: stopping"),
     }
+    // UNSTABLE writes still running may be lost by a stop (clients resend them), but
+    // there is no reason to: let them finish first.
+    if tokio::time::timeout(Duration::from_secs(30), export.drain())
+        .await
+        .is_err()
+    {
+        tracing::warn!("writes still running after 30 s; stopping without them");
+    }
     let a = app.clone();
     tokio::task::spawn_blocking(move || a.sync())
         .await
@@ -142,6 +159,21 @@ pub async fn run(settings: Settings) -> Result<(), ServeError> {
         .map_err(ServeError::Sync)?;
     tracing::info!("all acknowledged data is durable; stopped");
     Ok(())
+}
+
+/// Makes UNSTABLE writes durable within [`FLUSH_EVERY`] even if no client commits them
+/// (the store also commits whenever its queue fills).
+async fn flusher(app: Arc<Appliance>) {
+    let mut tick = tokio::time::interval(FLUSH_EVERY);
+    loop {
+        tick.tick().await;
+        let a = app.clone();
+        match tokio::task::spawn_blocking(move || a.sync()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!("background flush failed: {e}"),
+            Err(e) => tracing::error!("background flush task failed: {e}"),
+        }
+    }
 }
 
 /// Samples the write rate every second and logs what happened every minute (if anything).
