@@ -1,0 +1,755 @@
+//! The whole trip through the bootable appliance image, with the real binaries and real
+//! NFS clients:
+//!
+//! 1. build the release binaries and the image (`images/build`);
+//! 2. provider: `odt job new`, `odt provision` of a data disk image;
+//! 3. boot the image in qemu with that disk (`images/boot-test --hold`: TCG, virtio disk,
+//!    NFS and control ports forwarded to the host's loopback);
+//! 4. customer: `odt unlock`, copy a VM export tree with libnfs (`nfs-cp` for files, the
+//!    PyPI `libnfs` binding for directories), read it back over NFS, `odt seal`;
+//! 5. shut the appliance down with the power button;
+//! 6. courier and provider, on the host, with the disk image now "shipped":
+//!    `odt seal-check` (and `--expect` the code `odt seal` printed), `odt ingest`, and the
+//!    datastore compared with the original tree byte for byte.
+//!
+//! Needs qemu-system-x86, a Debian kernel, busybox-static, syslinux, mtools, dosfstools,
+//! fdisk, libnfs-utils and PyPI libnfs: `scripts/install-test-deps`. Nothing is skipped: a
+//! missing tool or command fails the test with a message naming it.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the workspace")
+        .to_path_buf()
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|p| if p.is_absolute() { p } else { repo().join(p) })
+        .unwrap_or_else(|| repo().join("target"))
+}
+
+fn log(msg: impl AsRef<str>) {
+    eprintln!("image_trip: {}", msg.as_ref());
+}
+
+fn describe(cmd: &Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for a in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&a.to_string_lossy());
+    }
+    s
+}
+
+/// Runs a command to completion with a time limit; stdin is /dev/null unless `input`.
+fn run_with(cmd: &mut Command, input: Option<&[u8]>, limit: Duration) -> Output {
+    let what = describe(cmd);
+    let started = Instant::now();
+    let mut child = cmd
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run `{what}`: {e}"));
+    if let Some(bytes) = input {
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(bytes).unwrap();
+    }
+    // Drain both pipes in threads so a chatty command cannot block on a full pipe.
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let t_out = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        std::io::Read::read_to_end(&mut out, &mut v).ok();
+        v
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        std::io::Read::read_to_end(&mut err, &mut v).ok();
+        v
+    });
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if started.elapsed() > limit {
+            child.kill().ok();
+            child.wait().ok();
+            panic!("`{what}` did not finish within {limit:?}: killed");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    Output {
+        status,
+        stdout: t_out.join().unwrap(),
+        stderr: t_err.join().unwrap(),
+    }
+}
+
+/// Runs a command that must succeed; returns its stdout.
+fn run_ok(cmd: &mut Command, limit: Duration) -> String {
+    let what = describe(cmd);
+    let started = Instant::now();
+    let o = run_with(cmd, None, limit);
+    if !o.status.success() {
+        panic!(
+            "`{what}` failed ({})\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            o.status,
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    log(format!(
+        "ok in {:.1}s: {what}",
+        started.elapsed().as_secs_f64()
+    ));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn need_tool(name: &str, why: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
+        .unwrap_or(false);
+    assert!(
+        found,
+        "`{name}` not found on PATH ({why}): run scripts/install-test-deps"
+    );
+}
+
+/// The appliance, booted by `images/boot-test --hold`. Dropping it without
+/// [`Appliance::power_off`] stops qemu (SIGTERM to boot-test, which kills qemu).
+struct Appliance {
+    child: Option<Child>,
+    stdin: Option<ChildStdin>,
+    stderr_log: PathBuf,
+    nfs_port: u16,
+    control: String,
+}
+
+impl Appliance {
+    fn boot(image: &Path, disk: &Path, odt: &Path, dir: &Path) -> Appliance {
+        let stderr_log = dir.join("boot-test.log");
+        let console = dir.join("console.log");
+        let mut cmd = Command::new(repo().join("images/boot-test"));
+        cmd.arg("--image")
+            .arg(image)
+            .arg("--data")
+            .arg(disk)
+            .arg("--odt")
+            .arg(odt)
+            .arg("--console-log")
+            .arg(&console)
+            .arg("--hold")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr_log).unwrap());
+        let started = Instant::now();
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run images/boot-test: {e}"));
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut app = Appliance {
+            child: Some(child),
+            stdin,
+            stderr_log,
+            nfs_port: 0,
+            control: String::new(),
+        };
+        // boot-test gives up on its own after 240 s; this is only a backstop.
+        let ready = loop {
+            match rx.recv_timeout(Duration::from_secs(1)) {
+                Ok(l) if l.starts_with("READY ") => break l,
+                Ok(_) => {}
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if started.elapsed() > Duration::from_secs(300) {
+                        panic!(
+                            "images/boot-test printed no READY line within 300 s\n{}",
+                            app.stderr_text()
+                        );
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let status = app.child.as_mut().unwrap().wait().unwrap();
+                    app.child = None;
+                    panic!(
+                        "images/boot-test ended ({status}) before the appliance was ready\n{}",
+                        app.stderr_text()
+                    );
+                }
+            }
+        };
+        // READY nfs=127.0.0.1:P control=127.0.0.1:P
+        for word in ready.split_whitespace().skip(1) {
+            if let Some(v) = word.strip_prefix("nfs=") {
+                app.nfs_port = v.rsplit(':').next().unwrap().parse().unwrap();
+            } else if let Some(v) = word.strip_prefix("control=") {
+                app.control = v.to_string();
+            }
+        }
+        assert!(
+            app.nfs_port != 0 && !app.control.is_empty(),
+            "bad READY line: {ready}"
+        );
+        log(format!(
+            "appliance ready in {:.1}s: {ready}",
+            started.elapsed().as_secs_f64()
+        ));
+        app
+    }
+
+    fn stderr_text(&self) -> String {
+        format!(
+            "--- images/boot-test stderr ---\n{}",
+            std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
+        )
+    }
+
+    /// Presses the power button (via boot-test) and waits for a clean power-off.
+    fn power_off(mut self) {
+        let started = Instant::now();
+        let mut stdin = self.stdin.take().unwrap();
+        writeln!(stdin, "poweroff").unwrap();
+        drop(stdin);
+        let mut child = self.child.take().unwrap();
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            if started.elapsed() > Duration::from_secs(120) {
+                child.kill().ok();
+                child.wait().ok();
+                panic!(
+                    "the appliance did not power off within 120 s\n{}",
+                    self.stderr_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert!(
+            status.success(),
+            "images/boot-test failed at power-off ({status})\n{}",
+            self.stderr_text()
+        );
+        log(format!(
+            "powered off cleanly in {:.1}s",
+            started.elapsed().as_secs_f64()
+        ));
+    }
+}
+
+impl Drop for Appliance {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SIGTERM: boot-test's exit trap kills qemu.
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_secs(15) {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            child.kill().ok();
+            child.wait().ok();
+        }
+    }
+}
+
+/// A small VM export tree: two OVF packages (one with a `.mf` of SHA-256 digests), disks
+/// with random and all-zero stretches and sizes that are not multiples of anything.
+fn make_export(root: &Path) -> Vec<PathBuf> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x0d7_1a9e);
+    let mut files = Vec::new();
+    // Disk layouts as (bytes, random?) stretches.
+    type Layout = &'static [(usize, bool)];
+    let bundles: [(&str, Layout, bool); 2] = [
+        // (directory, disk layout, with .mf)
+        (
+            "vm1",
+            &[(3 << 20, true), (2 << 20, false), (1_234_567, true)],
+            true,
+        ),
+        (
+            "exports/web-01",
+            &[(1_500_001, true), (300_000, false)],
+            false,
+        ),
+    ];
+    for (dir, layout, with_mf) in bundles {
+        let d = root.join(dir);
+        std::fs::create_dir_all(&d).unwrap();
+        let name = dir.rsplit('/').next().unwrap();
+        let disk_name = format!("{name}-disk1.vmdk");
+        let mut disk = Vec::new();
+        for &(len, random) in layout {
+            let start = disk.len();
+            disk.resize(start + len, 0);
+            if random {
+                rng.fill(&mut disk[start..]);
+            }
+        }
+        std::fs::write(d.join(&disk_name), &disk).unwrap();
+        let ovf = format!(
+            r#"<?xml version="1.0" encoding="UTF-8"?>
+<Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1" xmlns:rasd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData">
+  <References>
+    <File ovf:href="{disk_name}" ovf:id="file1" ovf:size="{size}"/>
+  </References>
+  <DiskSection>
+    <Info>Virtual disk information</Info>
+    <Disk ovf:capacity="16" ovf:capacityAllocationUnits="byte * 2^30" ovf:diskId="vmdisk1" ovf:fileRef="file1" ovf:format="http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized"/>
+  </DiskSection>
+  <VirtualSystem ovf:id="{name}">
+    <Info>A virtual machine</Info>
+    <Name>{name}</Name>
+  </VirtualSystem>
+</Envelope>
+"#,
+            size = disk.len()
+        );
+        let ovf_name = format!("{name}.ovf");
+        std::fs::write(d.join(&ovf_name), ovf).unwrap();
+        files.push(PathBuf::from(dir).join(&ovf_name));
+        files.push(PathBuf::from(dir).join(&disk_name));
+        if with_mf {
+            let mut mf = String::new();
+            for f in [&ovf_name, &disk_name] {
+                let out = run_ok(
+                    Command::new("sha256sum").arg(d.join(f)),
+                    Duration::from_secs(60),
+                );
+                let digest = out.split_whitespace().next().unwrap();
+                mf.push_str(&format!("SHA256({f})= {digest}\n"));
+            }
+            let mf_name = format!("{name}.mf");
+            std::fs::write(d.join(&mf_name), mf).unwrap();
+            files.push(PathBuf::from(dir).join(&mf_name));
+        }
+    }
+    files
+}
+
+/// Every entry under `root` (skipping `skip` at the top): relative path -> file contents,
+/// or `None` for a directory. Symlinks and other types fail the test.
+fn tree(root: &Path, skip: &str) -> BTreeMap<PathBuf, Option<Vec<u8>>> {
+    fn walk(root: &Path, dir: &Path, skip: &str, out: &mut BTreeMap<PathBuf, Option<Vec<u8>>>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let e = e.unwrap();
+            let p = e.path();
+            let rel = p.strip_prefix(root).unwrap().to_path_buf();
+            if dir == root && e.file_name() == skip {
+                continue;
+            }
+            let t = e.file_type().unwrap();
+            if t.is_dir() {
+                out.insert(rel, None);
+                walk(root, &p, skip, out);
+            } else if t.is_file() {
+                out.insert(rel, Some(std::fs::read(&p).unwrap()));
+            } else {
+                panic!("{}: neither a file nor a directory", p.display());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(root, root, skip, &mut out);
+    out
+}
+
+fn nfs_url(port: u16, path: &Path) -> String {
+    // libnfs: the root export needs the double slash (DESIGN "Facts").
+    format!(
+        "nfs://127.0.0.1//{}?nfsport={port}&mountport={port}&version=3",
+        path.display()
+    )
+}
+
+#[test]
+fn image_trip() {
+    let t0 = Instant::now();
+    for (tool, why) in [
+        ("qemu-system-x86_64", "boots the appliance image"),
+        ("nfs-cp", "the customer's NFS client (libnfs-utils)"),
+        ("python3", "PyPI libnfs creates the directories"),
+        ("sha256sum", "digests for the .mf manifest"),
+    ] {
+        need_tool(tool, why);
+    }
+    let probe = run_with(
+        Command::new("python3").args(["-c", "import libnfs"]),
+        None,
+        Duration::from_secs(30),
+    );
+    assert!(
+        probe.status.success(),
+        "python3 cannot import libnfs (PyPI binding): run scripts/install-test-deps\n{}",
+        String::from_utf8_lossy(&probe.stderr)
+    );
+
+    // 1. Release binaries (a no-op when scripts/test already built them) and the image.
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    run_ok(
+        Command::new(cargo).current_dir(repo()).args([
+            "build",
+            "--release",
+            "--locked",
+            "-p",
+            "odt-tools",
+            "-p",
+            "odt-appliance",
+            "--bin",
+            "odt",
+            "--bin",
+            "odt-appliance",
+        ]),
+        Duration::from_secs(1200),
+    );
+    let odt = target_dir().join("release/odt");
+    let firmware = target_dir().join("release/odt-appliance");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let image_dir = d.join("image");
+    run_ok(
+        Command::new(repo().join("images/build"))
+            .arg("--appliance-bin")
+            .arg(&firmware)
+            .arg("--out")
+            .arg(&image_dir),
+        Duration::from_secs(300),
+    );
+    let image = image_dir.join("odt-appliance.img");
+
+    // 2. Provider: a job and a provisioned data disk.
+    let job = d.join("job");
+    let disk = d.join("data0.img");
+    let code = d.join("unlock-code");
+    run_ok(
+        Command::new(&odt)
+            .args(["job", "new", "--name", "image trip", "--out"])
+            .arg(&job),
+        Duration::from_secs(60),
+    );
+    run_ok(
+        Command::new(&odt)
+            .args(["provision", "--job"])
+            .arg(&job)
+            .arg("--device")
+            .arg(&disk)
+            .args(["--size", "1G", "--code-file"])
+            .arg(&code),
+        Duration::from_secs(120),
+    );
+
+    let src = d.join("export");
+    let files = make_export(&src);
+
+    // 3. Boot the appliance with the disk.
+    let app = Appliance::boot(&image, &disk, &odt, d);
+
+    // 4. Customer: unlock, copy, read back, seal.
+    run_ok(
+        Command::new(&odt)
+            .args(["unlock", "--appliance", &app.control, "--code-file"])
+            .arg(&code),
+        Duration::from_secs(120),
+    );
+    let mut dirs: Vec<PathBuf> = files
+        .iter()
+        .flat_map(|f| {
+            f.ancestors()
+                .skip(1)
+                .map(Path::to_path_buf)
+                .collect::<Vec<_>>()
+        })
+        .filter(|p| !p.as_os_str().is_empty())
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    let mkdirs = dirs
+        .iter()
+        .map(|p| format!("n.mkdir('/{}')\n", p.display()))
+        .collect::<String>();
+    let script = format!(
+        "import sys\nfrom libnfs import NFS\n\
+         n = NFS('nfs://127.0.0.1/?nfsport={p}&mountport={p}&version=3')\n\
+         {mkdirs}print(sorted(n.listdir('/')))\n",
+        p = app.nfs_port
+    );
+    run_ok(
+        Command::new("python3").args(["-c", &script]),
+        Duration::from_secs(120),
+    );
+    let copy_started = Instant::now();
+    let bytes: u64 = files
+        .iter()
+        .map(|f| std::fs::metadata(src.join(f)).unwrap().len())
+        .sum();
+    for f in &files {
+        run_ok(
+            Command::new("nfs-cp")
+                .arg(src.join(f))
+                .arg(nfs_url(app.nfs_port, f)),
+            Duration::from_secs(300),
+        );
+    }
+    log(format!(
+        "copied {} files, {bytes} bytes in {:.1}s",
+        files.len(),
+        copy_started.elapsed().as_secs_f64()
+    ));
+    // Read everything back through the appliance before sealing.
+    let back = d.join("readback");
+    for f in &files {
+        let local = back.join(f);
+        std::fs::create_dir_all(local.parent().unwrap()).unwrap();
+        run_ok(
+            Command::new("nfs-cp")
+                .arg(nfs_url(app.nfs_port, f))
+                .arg(&local),
+            Duration::from_secs(300),
+        );
+        assert!(
+            std::fs::read(&local).unwrap() == std::fs::read(src.join(f)).unwrap(),
+            "{} read back over NFS differs from what was copied",
+            f.display()
+        );
+    }
+    log("read back over NFS: identical");
+    let status = run_ok(
+        Command::new(&odt)
+            .args([
+                "status",
+                "--json",
+                "--appliance",
+                &app.control,
+                "--code-file",
+            ])
+            .arg(&code),
+        Duration::from_secs(60),
+    );
+    log(format!("status: {}", status.trim()));
+
+    let seal = run_with(
+        Command::new(&odt).args(["seal", "--appliance", &app.control]),
+        None,
+        Duration::from_secs(300),
+    );
+    let seal_out = String::from_utf8_lossy(&seal.stdout).into_owned();
+    assert!(
+        seal.status.success(),
+        "`odt seal --appliance {}` failed ({}): the trip cannot go on without the seal \
+         (DESIGN step 6)\n--- stdout ---\n{seal_out}\n--- stderr ---\n{}",
+        app.control,
+        seal.status,
+        String::from_utf8_lossy(&seal.stderr)
+    );
+    log(format!("sealed: {}", seal_out.trim()));
+
+    // 5. The power button.
+    app.power_off();
+
+    // 6. Courier and provider, on the host.
+    let check = run_ok(
+        Command::new(&odt)
+            .args(["seal-check", "--json", "--device"])
+            .arg(&disk)
+            .arg("--job")
+            .arg(&job),
+        Duration::from_secs(120),
+    );
+    let v: serde_json::Value = serde_json::from_str(&check)
+        .unwrap_or_else(|e| panic!("seal-check --json is not JSON ({e}): {check}"));
+    assert_eq!(v["intact"], true, "seal-check: {check}");
+    let seal_code = v["seal_code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("seal-check --json has no seal_code: {check}"))
+        .to_string();
+    assert!(
+        seal_out.contains(&seal_code),
+        "the seal code on the devices ({seal_code}) is not the one `odt seal` printed:\n{seal_out}"
+    );
+    run_ok(
+        Command::new(&odt)
+            .args(["seal-check", "--device"])
+            .arg(&disk)
+            .arg("--job")
+            .arg(&job)
+            .args(["--expect", &seal_code]),
+        Duration::from_secs(120),
+    );
+    let datastore = d.join("datastore");
+    run_ok(
+        Command::new(&odt)
+            .args(["ingest", "--device"])
+            .arg(&disk)
+            .arg("--job")
+            .arg(&job)
+            .arg("--to")
+            .arg(&datastore),
+        Duration::from_secs(600),
+    );
+    let want = tree(&src, "");
+    let got = tree(&datastore, ".odt-ingest");
+    let names = |t: &BTreeMap<PathBuf, Option<Vec<u8>>>| t.keys().cloned().collect::<Vec<_>>();
+    assert_eq!(
+        names(&got),
+        names(&want),
+        "the datastore does not hold exactly the exported tree"
+    );
+    for (p, w) in &want {
+        assert!(
+            got[p] == *w,
+            "{} differs between the export and the datastore",
+            p.display()
+        );
+    }
+    log(format!(
+        "datastore identical to the export ({} entries); whole trip {:.1}s",
+        want.len(),
+        t0.elapsed().as_secs_f64()
+    ));
+}
+
+/// The image's configuration reader (`images/config.awk`, used by the appliance's `/init`,
+/// `images/build` and `images/boot-test`): the shipped example parses; values come out
+/// single-quoted so that `eval` can never run anything from the file; mistakes are refused.
+/// Checked with the host's awk and sh and with busybox's (which the appliance runs).
+#[test]
+fn image_config() {
+    need_tool("awk", "reads the image configuration on the host");
+    need_tool(
+        "busybox",
+        "the appliance's awk and sh (Debian busybox-static)",
+    );
+    for (awk, sh) in [
+        (&["awk"][..], &["sh"][..]),
+        (&["busybox", "awk"], &["busybox", "sh"]),
+    ] {
+        check_config_reader(awk, sh);
+    }
+}
+
+fn check_config_reader(awk: &[&str], sh: &[&str]) {
+    let images = repo().join("images");
+    let known = std::fs::read_to_string(images.join("initramfs/config-keys")).unwrap();
+    let known = known.split_whitespace().collect::<Vec<_>>().join(" ");
+    let parse = |text: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("appliance.toml");
+        std::fs::write(&f, text).unwrap();
+        run_with(
+            Command::new(awk[0])
+                .args(&awk[1..])
+                .arg("-v")
+                .arg(format!("known={known}"))
+                .arg("-f")
+                .arg(images.join("config.awk"))
+                .arg(&f),
+            None,
+            Duration::from_secs(30),
+        )
+    };
+    // Evaluates the reader's output in sh and prints the named variables, one per line.
+    let eval = |assignments: &[u8], script: &str| {
+        let mut input = assignments.to_vec();
+        input.extend_from_slice(script.as_bytes());
+        let o = run_with(
+            Command::new(sh[0]).args(&sh[1..]),
+            Some(&input),
+            Duration::from_secs(30),
+        );
+        assert!(o.status.success(), "{sh:?} failed: {o:?}");
+        String::from_utf8(o.stdout).unwrap()
+    };
+
+    let example = std::fs::read_to_string(images.join("appliance.toml.example")).unwrap();
+    let o = parse(&example);
+    assert!(o.status.success(), "the example does not parse: {o:?}");
+    let got = eval(
+        &o.stdout,
+        "printf '%s\\n' \"$cfg_network_mode\" \"$cfg_appliance_listen\" \"$cfg_appliance_control\" \"$cfg_appliance_devices\" \"$cfg_appliance_device_wait\"\n",
+    );
+    assert_eq!(got, "dhcp\n0.0.0.0:2049\n0.0.0.0:7049\nauto\n60\n");
+
+    // Arrays and hostile strings: each element is one word, nothing is executed.
+    let o = parse(
+        "[appliance]\n\
+         devices = [\"/dev/sdb\", \"it's $(touch /tmp/odt-config-pwned) `x`\", 'q\"x y'] # c\n\
+         args = [ \"--allow\" , \"10.0.0.0/8\" ]\n\
+         device_wait = +5\n\
+         [network]\n\
+         mode = \"static\" # comment\n",
+    );
+    assert!(o.status.success(), "{o:?}");
+    let got = eval(
+        &o.stdout,
+        "eval \"set -- $cfg_appliance_devices\"; printf '<%s>\\n' \"$@\"; \
+         eval \"set -- $cfg_appliance_args\"; printf '<%s>\\n' \"$@\"; \
+         echo \"$cfg_appliance_device_wait $cfg_network_mode $cfg_appliance_devices_is_array\"\n",
+    );
+    assert_eq!(
+        got,
+        "</dev/sdb>\n<it's $(touch /tmp/odt-config-pwned) `x`>\n<q\"x y>\n<--allow>\n<10.0.0.0/8>\n5 static 1\n"
+    );
+    assert!(!Path::new("/tmp/odt-config-pwned").exists());
+
+    // Mistakes are errors with the line number, never ignored.
+    for (text, why) in [
+        (
+            "[network]\nadress = \"10.0.0.1/24\"\n",
+            "unknown setting 'network.adress'",
+        ),
+        (
+            "[network]\nmode = \"dhcp\"\nmode = \"static\"\n",
+            "set twice",
+        ),
+        ("[network]\nmode = \"dhcp\" static\n", "unexpected text"),
+        ("[network]\nmode = \"dhcp\n", "unterminated string"),
+        (
+            "[appliance]\ndevices = [\"/dev/sdb\" \"/dev/sdc\"]\n",
+            "expected ','",
+        ),
+        ("[appliance]\ndevice_wait = 1.5\n", "unexpected text"),
+        ("[network]\nmode = dhcp\n", "unsupported value"),
+        ("[network\nmode = \"dhcp\"\n", "bad section header"),
+    ] {
+        let o = parse(text);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success() && err.contains(why),
+            "{awk:?}: {text:?} should fail with {why:?}: {o:?}"
+        );
+        assert!(
+            err.contains(":2:") || err.contains(":3:") || err.contains(":1:"),
+            "{err}"
+        );
+    }
+}
