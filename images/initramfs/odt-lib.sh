@@ -1,27 +1,26 @@
 # Shared by /init, /etc/odt/udhcpc-event and /etc/odt/power-button (busybox sh).
-# Logging: every line goes to /dev/console (the last console= on the kernel
-# command line, the serial port in the shipped image) and to the other
-# active consoles (the screen), prefixed "odt-init[UPTIME]:".
-
-odt_extra_consoles() {
-    # /sys/class/tty/console/active lists the consoles, /dev/console last.
-    local active c last
-    active=$(cat /sys/class/tty/console/active 2>/dev/null)
-    last=""
-    for c in $active; do last=$c; done
-    for c in $active; do
-        [ "$c" = "$last" ] || [ ! -c "/dev/$c" ] || printf '/dev/%s\n' "$c"
-    done
-}
+#
+# Logging goes through the kernel log (/dev/kmsg, level 4; the image boots with
+# loglevel=5 printk.devkmsg=on), so every line reaches every console - the
+# screen and the serial port - with the kernel's timestamp, and is kept in
+# the kernel's ring buffer.  Writing to /dev/kmsg never waits for a console:
+# a screen stopped with Scroll Lock or Ctrl-S cannot stall init or the
+# firmware, as a blocking write to /dev/tty0 would.
 
 log() {
-    local up rest c
-    read -r up rest </proc/uptime
-    printf 'odt-init[%s]: %s\n' "$up" "$*" >/dev/console
-    for c in ${ODT_EXTRA_CONSOLES-$(odt_extra_consoles)}; do
-        printf 'odt-init[%s]: %s\n' "$up" "$*" >"$c" 2>/dev/null
-    done
+    printf '<4>odt-init: %s\n' "$*" >/dev/kmsg 2>/dev/null \
+        || printf 'odt-init: %s\n' "$*" >/dev/console 2>/dev/null
     return 0
+}
+
+# Copies lines from stdin into the kernel log, prefixed "odt-appliance: ".
+# Lines are cut at 900 bytes (the kernel refuses records over ~1000).
+log_relay() {
+    local line
+    exec 4>/dev/kmsg
+    while IFS= read -r line || [ -n "$line" ]; do
+        printf '<4>odt-appliance: %s\n' "${line:0:900}" >&4
+    done
 }
 
 # Single-quotes a word for eval.
