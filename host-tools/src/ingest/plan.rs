@@ -44,6 +44,8 @@ pub struct PlannedFile {
     pub mtime: Time,
     /// File ranges `(offset, len)` backed by records; everything else is a hole.
     pub data: Vec<(u64, u64)>,
+    /// The record behind each range of `data`.
+    pub recs: Vec<RecInfo>,
     /// Hash of the file's size, mode, times and extent map: a resumed ingest redoes a file
     /// whose fingerprint changed.
     pub fingerprint: [u8; 32],
@@ -58,6 +60,30 @@ impl PlannedFile {
     /// The datastore path relative to its root, printable.
     pub fn rel_display(&self) -> String {
         rel_display(&self.rel)
+    }
+
+    /// The records behind `[off, off+len)`.
+    pub fn records(&self, off: u64, len: u64) -> impl Iterator<Item = &RecInfo> + '_ {
+        let first = self.data.partition_point(|(s, l)| s + l <= off);
+        self.data[first..]
+            .iter()
+            .zip(&self.recs[first..])
+            .take_while(move |((s, _), _)| *s < off + len)
+            .map(|(_, r)| r)
+    }
+
+    /// The verified chaining value of the 1 MiB block at `block_start` if one record
+    /// supplies that whole block (so hashing it again can be skipped).
+    pub fn block_digest(&self, block_start: u64) -> Option<[u8; 32]> {
+        const BLOCK: u64 = super::file_hash::BLOCK;
+        if self.size <= BLOCK || block_start + BLOCK > self.size {
+            return None;
+        }
+        let i = self.data.partition_point(|(s, _)| *s < block_start);
+        let (s, l) = *self.data.get(i)?;
+        let r = &self.recs[i];
+        (s == block_start && l == BLOCK && r.start == block_start && r.plain_len as u64 == BLOCK)
+            .then_some(r.digest)
     }
 
     /// Pieces of `[off, off+len)`: `(offset, len, backed_by_a_record)`.
@@ -82,6 +108,22 @@ impl PlannedFile {
         }
         out
     }
+}
+
+/// Where a record is and what the journal says of it (for prefetching and to reuse its
+/// verified digest; the store reads and checks the record itself).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecInfo {
+    /// Device index, address and bytes on the device.
+    pub dev: u32,
+    pub addr: u64,
+    pub len: u32,
+    /// File offset and length of the record's whole plaintext.
+    pub start: u64,
+    pub plain_len: u32,
+    /// The record's digest: for a whole aligned 1 MiB block, the BLAKE3 chaining value of
+    /// that block at its offset (the store checks it on every read).
+    pub digest: [u8; 32],
 }
 
 /// A symbolic link to create.
@@ -307,6 +349,18 @@ pub fn build(ns: &Namespace) -> Plan {
                         atime: i.atime,
                         mtime: i.mtime,
                         data: i.extents.iter().map(|(o, e)| (*o, e.len)).collect(),
+                        recs: i
+                            .extents
+                            .values()
+                            .map(|e| RecInfo {
+                                dev: e.rec.loc.dev,
+                                addr: e.rec.loc.addr,
+                                len: e.rec.loc.len,
+                                start: e.rec.start,
+                                plain_len: e.rec.plain_len,
+                                digest: e.rec.hash,
+                            })
+                            .collect(),
                         fingerprint: fingerprint(i),
                     });
                 }
@@ -537,6 +591,11 @@ mod tests {
         );
         assert_eq!(d.pieces(50, 20), vec![(50, 20, true)]);
         assert_eq!(d.pieces(200, 20), vec![(200, 20, false)]);
+        assert_eq!(d.records(0, 2 << 20).count(), 2);
+        assert_eq!(d.records(1 << 20, 1).count(), 1);
+        assert_eq!(d.records(200, 20).count(), 0);
+        // Partial records never stand in for a block's hash.
+        assert_eq!(d.block_digest(0), None);
         let readme = plan
             .files
             .iter()

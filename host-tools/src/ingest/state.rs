@@ -170,6 +170,14 @@ mod tests {
             atime: Default::default(),
             mtime: Default::default(),
             data: vec![(0, 10)],
+            recs: vec![super::super::plan::RecInfo {
+                dev: 0,
+                addr: 4096,
+                len: 100,
+                start: 0,
+                plain_len: 10,
+                digest: [0; 32],
+            }],
             fingerprint: [fp; 32],
         }
     }

@@ -11,7 +11,6 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -19,7 +18,7 @@ use indicatif::ProgressBar;
 use odt_store::Store;
 use serde::Serialize;
 
-use super::datastore::Datastore;
+use super::datastore::{AlignedBuf, Datastore, Temp};
 use super::error::IngestError;
 use super::file_hash::{self, BLOCK};
 use super::plan::PlannedFile;
@@ -27,6 +26,8 @@ use super::state::{DoneEntry, State};
 
 /// Bytes of file offset per work item.
 pub const CHUNK: u64 = 8 * BLOCK;
+/// Work items whose records are asked for ahead of time.
+const LOOKAHEAD: usize = 4;
 
 /// A byte range of a file that could not be read back intact.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -61,7 +62,7 @@ pub struct Outcome {
 }
 
 struct FileRun {
-    temp: Mutex<Option<(String, Arc<File>)>>,
+    temp: Mutex<Option<Arc<Temp>>>,
     remaining: AtomicUsize,
     values: Mutex<Vec<[u8; 32]>>,
     damaged: AtomicBool,
@@ -80,15 +81,14 @@ impl FileRun {
         }
     }
 
-    fn temp(&self, ds: &Datastore, id: u64) -> Result<Arc<File>, IngestError> {
+    fn temp(&self, ds: &Datastore, f: &PlannedFile) -> Result<Arc<Temp>, IngestError> {
         let mut t = self.temp.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((_, f)) = &*t {
-            return Ok(f.clone());
+        if let Some(t) = &*t {
+            return Ok(t.clone());
         }
-        let (name, f) = ds.create_temp(id)?;
-        let f = Arc::new(f);
-        *t = Some((name, f.clone()));
-        Ok(f)
+        let new = Arc::new(ds.create_temp(f.id, f.size)?);
+        *t = Some(new.clone());
+        Ok(new)
     }
 
     fn lose(&self, start: u64, end: u64, why: String) {
@@ -99,6 +99,14 @@ impl FileRun {
             _ => l.push(LostRange { start, end, why }),
         }
     }
+}
+
+/// A worker's buffers.
+struct Scratch {
+    /// The 1 MiB block being hashed.
+    block: Vec<u8>,
+    /// Staging for `O_DIRECT` writes.
+    aligned: AlignedBuf,
 }
 
 /// Everything the workers share.
@@ -128,6 +136,29 @@ impl Transfer<'_> {
             }
         }
         let runs: Vec<FileRun> = self.files.iter().map(|f| FileRun::new(f)).collect();
+        // A second read-only descriptor per device for read-ahead hints: the workers'
+        // interleaved record reads defeat the kernel's own sequential detection.
+        let hints: Vec<Option<File>> = self
+            .store
+            .devices()
+            .iter()
+            .map(|d| File::open(d.path()).ok())
+            .collect();
+        let prefetch = |k: usize| {
+            if let Some(&(fi, off, len)) = tasks.get(k) {
+                for r in self.files[fi].records(off, len) {
+                    if let Some(Some(f)) = hints.get(r.dev as usize) {
+                        let _ = rustix::fs::fadvise(
+                            f,
+                            r.addr,
+                            std::num::NonZeroU64::new(r.len as u64),
+                            rustix::fs::Advice::WillNeed,
+                        );
+                    }
+                }
+            }
+        };
+        (0..LOOKAHEAD).for_each(prefetch);
         let next = AtomicUsize::new(0);
         let abort = AtomicBool::new(false);
         let data_bytes = AtomicU64::new(0);
@@ -136,14 +167,18 @@ impl Transfer<'_> {
         std::thread::scope(|s| {
             for _ in 0..jobs.max(1) {
                 s.spawn(|| {
-                    let mut buf = vec![0u8; BLOCK as usize];
+                    let mut scratch = Scratch {
+                        block: vec![0u8; BLOCK as usize],
+                        aligned: AlignedBuf::new(BLOCK as usize),
+                    };
                     while !abort.load(Ordering::Acquire) {
                         let k = next.fetch_add(1, Ordering::Relaxed);
                         let Some(&(fi, off, len)) = tasks.get(k) else {
                             break;
                         };
+                        prefetch(k + LOOKAHEAD);
                         let r = self
-                            .chunk(fi, &runs[fi], off, len, &mut buf, &data_bytes)
+                            .chunk(fi, &runs[fi], off, len, &mut scratch, &data_bytes)
                             .and_then(|()| {
                                 if runs[fi].remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
                                     self.finish(fi, &runs[fi], &outcome)
@@ -180,20 +215,25 @@ impl Transfer<'_> {
         run: &FileRun,
         off: u64,
         len: u64,
-        buf: &mut [u8],
+        scratch: &mut Scratch,
         data_bytes: &AtomicU64,
     ) -> Result<(), IngestError> {
         let f = self.files[fi];
         let temp = if run.damaged.load(Ordering::Acquire) {
             None
         } else {
-            Some(run.temp(self.ds, f.id)?)
+            Some(run.temp(self.ds, f)?)
         };
         let mut block_start = off;
         loop {
             let blen = BLOCK.min(off + len - block_start);
-            let block = &mut buf[..blen as usize];
-            block.fill(0);
+            let block = &mut scratch.block[..blen as usize];
+            // A block that is one whole record needs no second hash: the store checked the
+            // record's plaintext against this very chaining value when reading it.
+            let known = f.block_digest(block_start);
+            if known.is_none() {
+                block.fill(0);
+            }
             for (at, n, backed) in f.pieces(block_start, blen) {
                 if !backed {
                     continue;
@@ -201,11 +241,13 @@ impl Transfer<'_> {
                 let (s, e) = ((at - block_start) as usize, (at - block_start + n) as usize);
                 match self.store.read(f.id, at, n as u32) {
                     Ok((data, _)) if data.len() as u64 == n => {
-                        block[s..e].copy_from_slice(&data);
+                        if known.is_none() {
+                            block[s..e].copy_from_slice(&data);
+                        }
                         if let Some(t) = &temp
                             && !run.damaged.load(Ordering::Acquire)
                         {
-                            t.write_all_at(&data, at)
+                            t.write_at(&data, at, scratch.aligned.bytes_mut())
                                 .map_err(|err| IngestError::Datastore {
                                     op: "write",
                                     path: format!("the temporary of {}", f.rel_display()),
@@ -224,13 +266,18 @@ impl Transfer<'_> {
                 data_bytes.fetch_add(n, Ordering::Relaxed);
                 self.progress.inc(n);
             }
-            let v = file_hash::block_value(f.size, block_start, block);
+            let v = known.unwrap_or_else(|| file_hash::block_value(f.size, block_start, block));
             run.values.lock().unwrap_or_else(|p| p.into_inner())[(block_start / BLOCK) as usize] =
                 v;
             block_start += blen;
             if block_start >= off + len {
                 break;
             }
+        }
+        // Start writing this chunk back now (and drop it from the cache once written), so
+        // that the disk streams while we work and the final fsync has little left to do.
+        if let (Some(t), Some(n)) = (&temp, std::num::NonZeroU64::new(len)) {
+            let _ = rustix::fs::fadvise(&t.file, off, Some(n), rustix::fs::Advice::DontNeed);
         }
         Ok(())
     }
@@ -252,8 +299,8 @@ impl Transfer<'_> {
             damaged,
         };
         if run.damaged.load(Ordering::Acquire) {
-            if let Some((name, _)) = temp {
-                self.ds.discard_temp(&name);
+            if let Some(t) = temp {
+                self.ds.discard_temp(&t.name);
             }
             let lost = std::mem::take(&mut *run.lost.lock().unwrap_or_else(|p| p.into_inner()));
             let bytes: u64 = lost.iter().map(|r| r.end - r.start).sum();
@@ -285,8 +332,8 @@ impl Transfer<'_> {
                 }
             };
             if let Some(why) = why {
-                if let Some((name, _)) = temp {
-                    self.ds.discard_temp(&name);
+                if let Some(t) = temp {
+                    self.ds.discard_temp(&t.name);
                 }
                 outcome
                     .lock()
@@ -296,9 +343,9 @@ impl Transfer<'_> {
                 return Ok(());
             }
         }
-        let (name, file) = temp.expect("every file's first chunk creates its temporary");
+        let t = temp.expect("every file's first chunk creates its temporary");
         self.ds
-            .commit_file(&name, &file, f.size, f.mode, f.atime, f.mtime, &f.rel)?;
+            .commit_file(&t.name, &t.file, f.size, f.mode, f.atime, f.mtime, &f.rel)?;
         self.state.record(&DoneEntry {
             id: f.id,
             fingerprint: hex::encode(f.fingerprint),
