@@ -44,6 +44,11 @@ pub enum Command {
     /// Crypto-erase a device set after its ingest (refuses a set not fully ingested unless
     /// --force); --overwrite also zeros the devices.
     Erase(cmd::erase::EraseArgs),
+    /// Check every VM bundle on an appliance (references, sizes, .mf digests), then seal it:
+    /// prints the seal code. Refuses if a bundle has errors, unless --force.
+    Seal(cmd::seal::SealArgs),
+    /// Check every VM bundle on an appliance without sealing (exit 3 if any has errors).
+    Bundles(cmd::seal::BundlesArgs),
     /// The courier's check: seal signature, seal code, every device present, nothing written
     /// after the seal. No data key needed; seconds, whatever the data size. Exit 0 only if
     /// intact.
@@ -78,6 +83,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Verify(a) => cmd::verify::run(a),
         Command::Ingest(a) => cmd::ingest::run(a),
         Command::Erase(a) => cmd::erase::run(a),
+        Command::Seal(a) => cmd::seal::run_seal(a),
+        Command::Bundles(a) => cmd::seal::run_bundles(a),
         Command::SealCheck(a) => cmd::seal_check::run(a),
         Command::Unlock(a) => cmd::unlock::run(a),
         Command::Status(a) => cmd::status::run(a),

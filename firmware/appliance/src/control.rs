@@ -191,6 +191,63 @@ pub async fn handle(
                 Err(e) => error(ErrorKind::Failed, format!("status task failed: {e}")),
             }
         }
+        Op::Bundles | Op::Seal { .. } => {
+            if app.state() == State::Locked {
+                return error(ErrorKind::Locked, StateError::Locked.to_string());
+            }
+            if !app.authenticate(challenge, &req.op, req.mac.as_deref()) {
+                tracing::warn!("control: unauthenticated {op_name} request from {peer}");
+                return error(
+                    ErrorKind::Unauthenticated,
+                    format!("{op_name} needs the unlock code (stdin or --code-file)"),
+                );
+            }
+            let a = app.clone();
+            let op = req.op.clone();
+            let r = tokio::task::spawn_blocking(move || match op {
+                Op::Seal { force } => a.seal(force).map(Ok),
+                _ => a.bundles().map(Err),
+            })
+            .await;
+            match r {
+                Ok(Ok(Err(report))) => Response::Bundles(report),
+                Ok(Ok(Ok(out))) => match (out.sealed, out.refused) {
+                    (Some(sealed), _) => {
+                        let rec = &sealed.seal.record;
+                        tracing::info!(
+                            "control: SEALED by {peer}: code {}, {} files, {} bytes, {} bundle(s); \
+                             the export is now read-only",
+                            sealed.code,
+                            rec.files,
+                            rec.bytes,
+                            out.bundles.bundles.len()
+                        );
+                        Response::Sealed(control::SealReply {
+                            seal_code: sealed.code.clone(),
+                            job_id: rec.job_id.clone(),
+                            files: rec.files,
+                            dirs: rec.dirs,
+                            bytes: rec.bytes,
+                            sealed_unix: rec.sealed.secs,
+                            bundles: out.bundles,
+                        })
+                    }
+                    (None, reason) => {
+                        let reason = reason.unwrap_or_else(|| "bundles have errors".into());
+                        tracing::warn!("control: seal refused for {peer}: {reason}");
+                        Response::SealRefused {
+                            reason,
+                            bundles: out.bundles,
+                        }
+                    }
+                },
+                Ok(Err(e)) => {
+                    tracing::error!("control: {op_name} from {peer} failed: {e}");
+                    error(ErrorKind::Failed, e.to_string())
+                }
+                Err(e) => error(ErrorKind::Failed, format!("{op_name} task failed: {e}")),
+            }
+        }
         Op::TestSeal => {
             if app.state() == State::Locked {
                 return error(ErrorKind::Locked, StateError::Locked.to_string());

@@ -54,6 +54,14 @@ pub enum StateError {
         #[source]
         source: odt_store::Error,
     },
+    /// The seal or the bundle check failed on the store.
+    #[error("{what} failed on {devices}: {source}")]
+    Store {
+        what: &'static str,
+        devices: String,
+        #[source]
+        source: odt_store::Error,
+    },
     /// A request needs the store and the appliance is locked.
     #[error("the appliance is locked: unlock it first with `odt unlock`")]
     Locked,
@@ -271,6 +279,33 @@ impl Appliance {
             uptime_secs,
             store,
         }
+    }
+
+    /// The customer's seal: bundle check, then (unless refused) the signed seal record and a
+    /// read-only export (blocks: flushes, reads back what was not hashed on the way in).
+    pub fn seal(&self, force: bool) -> Result<odt_store::seal::SealOutcome, StateError> {
+        let store = self.store.get().ok_or(StateError::Locked)?;
+        odt_store::seal::check_and_seal(store, force).map_err(|source| StateError::Store {
+            what: if matches!(source, odt_store::Error::ReadOnly) {
+                "the seal (the appliance is already sealed)"
+            } else {
+                "the seal"
+            },
+            devices: show(&self.devices),
+            source,
+        })
+    }
+
+    /// The bundle check alone.
+    pub fn bundles(&self) -> Result<odt_store::bundle::BundleReport, StateError> {
+        let store = self.store.get().ok_or(StateError::Locked)?;
+        odt_store::bundle::check(store, odt_store::journal::Time::now()).map_err(|source| {
+            StateError::Store {
+                what: "the bundle check",
+                devices: show(&self.devices),
+                source,
+            }
+        })
     }
 
     /// Test hook: turns the export read-only as a seal will (no seal record is written).

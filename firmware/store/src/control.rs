@@ -71,6 +71,14 @@ pub enum Op {
     },
     /// Report state, capacity and counters.
     Status,
+    /// Check every VM bundle (what the seal would check) without sealing.
+    Bundles,
+    /// Check every VM bundle, then seal: flush, sign the seal record, make the export
+    /// read-only. Refused if a bundle has errors, unless `force`.
+    Seal {
+        /// Seal although bundles have errors (they are recorded in the seal).
+        force: bool,
+    },
     /// Test hook: make the export read-only as a seal would, without writing a seal
     /// record. Refused unless the appliance runs with `--test-hooks`; the real seal
     /// (issue 4) replaces it.
@@ -83,6 +91,8 @@ impl Op {
         match self {
             Op::Unlock { .. } => "unlock",
             Op::Status => "status",
+            Op::Bundles => "bundles",
+            Op::Seal { .. } => "seal",
             Op::TestSeal => "test-seal",
         }
     }
@@ -96,8 +106,36 @@ pub enum Response {
     Unlocked(UnlockReport),
     /// State and counters.
     Status(StatusReport),
+    /// The bundle check.
+    Bundles(crate::bundle::BundleReport),
+    /// The appliance is sealed.
+    Sealed(SealReply),
+    /// The seal was refused: bundles have errors.
+    SealRefused {
+        /// What to do about it.
+        reason: String,
+        /// The check that found the errors.
+        bundles: crate::bundle::BundleReport,
+    },
     /// The request failed.
     Error(ErrorReply),
+}
+
+/// Answer to a successful seal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealReply {
+    /// The seal code for the label and for the provider.
+    pub seal_code: String,
+    /// Job the devices were provisioned for.
+    pub job_id: String,
+    /// Files, directories and bytes sealed.
+    pub files: u64,
+    pub dirs: u64,
+    pub bytes: u64,
+    /// When, in Unix seconds.
+    pub sealed_unix: i64,
+    /// The bundle check done before sealing.
+    pub bundles: crate::bundle::BundleReport,
 }
 
 /// Life-cycle state of the appliance.

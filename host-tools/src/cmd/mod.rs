@@ -4,6 +4,7 @@ pub mod erase;
 pub mod ingest;
 pub mod job;
 pub mod provision;
+pub mod seal;
 pub mod seal_check;
 pub mod status;
 pub mod unlock;

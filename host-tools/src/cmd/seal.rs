@@ -1,0 +1,154 @@
+//! `odt seal` and `odt bundles`: the customer's last steps on site. Both check every VM
+//! bundle on the appliance (descriptor references, sizes, `.mf` digests); `seal` then seals
+//! unless a bundle has errors, and prints the seal code.
+
+use std::path::PathBuf;
+
+use anyhow::bail;
+use clap::Args;
+use odt_store::bundle::{BundleReport, Severity};
+use odt_store::control::{ControlKey, Op, Response};
+
+/// `odt seal`
+#[derive(Debug, Args)]
+pub struct SealArgs {
+    /// Control address of the appliance (host[:port], default port 7049).
+    #[arg(long)]
+    pub appliance: String,
+    /// Read the unlock code (which authenticates the request) from this file instead of stdin.
+    #[arg(long)]
+    pub code_file: Option<PathBuf>,
+    /// Seal although bundles have errors (the errors are recorded in the seal).
+    #[arg(long)]
+    pub force: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `odt bundles`
+#[derive(Debug, Args)]
+pub struct BundlesArgs {
+    /// Control address of the appliance (host[:port], default port 7049).
+    #[arg(long)]
+    pub appliance: String,
+    /// Read the unlock code (which authenticates the request) from this file instead of stdin.
+    #[arg(long)]
+    pub code_file: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn key(code_file: Option<&std::path::Path>) -> anyhow::Result<ControlKey> {
+    match crate::control::read_unlock_code(code_file)? {
+        Some(c) => Ok(ControlKey::from_code(&c)),
+        None => bail!("this needs the unlock code: give it on stdin or with --code-file"),
+    }
+}
+
+/// The bundle report for people.
+pub fn human(r: &BundleReport) -> String {
+    let mut out = String::new();
+    if r.bundles.is_empty() {
+        out.push_str("No VM bundles (.ovf or .ova) found.\n");
+    }
+    for b in &r.bundles {
+        let verdict = if !b.ok() {
+            "ERRORS"
+        } else if b.findings.is_empty() {
+            "ok"
+        } else {
+            "ok, with warnings"
+        };
+        out.push_str(&format!(
+            "{}: {} ({} files, {}, {} digests checked)\n",
+            b.path,
+            verdict,
+            b.files.len(),
+            crate::output::bytes(b.bytes),
+            b.digests_checked
+        ));
+        for f in &b.findings {
+            let tag = match f.severity {
+                Severity::Error => "error",
+                Severity::Warning => "warning",
+            };
+            out.push_str(&format!("    {tag}: {}\n", f.message));
+        }
+    }
+    if r.loose_files > 0 {
+        out.push_str(&format!("{} file(s) outside any bundle.\n", r.loose_files));
+    }
+    out
+}
+
+/// Runs `odt bundles`: exit 0 if no bundle has errors, 3 otherwise.
+pub fn run_bundles(a: BundlesArgs) -> anyhow::Result<i32> {
+    let key = key(a.code_file.as_deref())?;
+    match crate::control::call(&a.appliance, Op::Bundles, Some(&key))? {
+        Response::Bundles(r) => {
+            if a.json {
+                crate::output::json(&r)?;
+            } else {
+                print!("{}", human(&r));
+            }
+            Ok(if r.errors() == 0 { 0 } else { 3 })
+        }
+        Response::Error(e) => bail!(
+            "bundle check on {} failed ({:?}): {}",
+            a.appliance,
+            e.kind,
+            e.message
+        ),
+        other => bail!("unexpected answer from {}: {other:?}", a.appliance),
+    }
+}
+
+/// Runs `odt seal`: exit 0 only if sealed.
+pub fn run_seal(a: SealArgs) -> anyhow::Result<i32> {
+    let key = key(a.code_file.as_deref())?;
+    match crate::control::call(&a.appliance, Op::Seal { force: a.force }, Some(&key))? {
+        Response::Sealed(r) => {
+            if a.json {
+                crate::output::json(&r)?;
+            } else {
+                print!("{}", human(&r.bundles));
+                println!();
+                println!(
+                    "SEALED: {} files, {} ({} bundle(s)), {}. The export is now read-only.",
+                    r.files,
+                    crate::output::bytes(r.bytes),
+                    r.bundles.bundles.len(),
+                    crate::output::unix_time(r.sealed_unix)
+                );
+                println!();
+                println!("  Seal code: {}", r.seal_code);
+                println!();
+                println!(
+                    "Write it on the label and send it to the provider: the dock checks it with `odt seal-check --expect`."
+                );
+            }
+            Ok(0)
+        }
+        Response::SealRefused { reason, bundles } => {
+            if a.json {
+                crate::output::json(
+                    &serde_json::json!({"sealed": false, "reason": reason, "bundles": bundles}),
+                )?;
+            } else {
+                print!("{}", human(&bundles));
+                println!();
+                println!("NOT SEALED: {reason}");
+            }
+            Ok(3)
+        }
+        Response::Error(e) => bail!(
+            "seal of {} failed ({:?}): {}",
+            a.appliance,
+            e.kind,
+            e.message
+        ),
+        other => bail!("unexpected answer from {}: {other:?}", a.appliance),
+    }
+}
