@@ -68,7 +68,9 @@ fn run_with(cmd: &mut Command, input: Option<&[u8]>, limit: Duration) -> Output 
         .unwrap_or_else(|e| panic!("cannot run `{what}`: {e}"));
     if let Some(bytes) = input {
         let mut stdin = child.stdin.take().unwrap();
-        stdin.write_all(bytes).unwrap();
+        // A command that does not read its stdin may be gone already (EPIPE): its exit
+        // status tells what happened.
+        let _ = stdin.write_all(bytes);
     }
     // Drain both pipes in threads so a chatty command cannot block on a full pipe.
     let mut out = child.stdout.take().unwrap();
@@ -557,9 +559,13 @@ fn image_trip() {
     );
     log(format!("status: {}", status.trim()));
 
+    // The contract spells the seal `odt seal --appliance ADDR`; like `odt unlock` and
+    // `odt status`, it may read the unlock code (which authenticates the request) from
+    // stdin: give it there.
+    let code_text = std::fs::read(&code).unwrap();
     let seal = run_with(
         Command::new(&odt).args(["seal", "--appliance", &app.control]),
-        None,
+        Some(&code_text),
         Duration::from_secs(300),
     );
     let seal_out = String::from_utf8_lossy(&seal.stdout).into_owned();
