@@ -119,11 +119,15 @@ fn sigkill_at_random_moments_then_resume_gives_the_same_result() {
 
     let mut rng = Rng(0x5eed_0dd5_1234_5678);
     let mut resumed_total = 0;
+    // Kills after which no, some, or every file was already under its final name.
+    let (mut none_done, mut some_done, mut all_done) = (0, 0, 0);
     let trials = 12;
     for trial in 0..trials {
         let ds = setup.dir.path().join(format!("ds{trial}"));
+        let mut complete_files = 0;
         // One kill, or two in a row for odd trials.
         for _ in 0..1 + trial % 2 {
+            complete_files = 0;
             let mut args: Vec<String> = vec![
                 "ingest".into(),
                 "--job".into(),
@@ -148,11 +152,14 @@ fn sigkill_at_random_moments_then_resume_gives_the_same_result() {
                 for (rel, e) in snapshot(&ds) {
                     if let Entry::File { hash, .. } = &e {
                         match want.get(&rel) {
-                            Some(Entry::File { hash: h, .. }) => assert_eq!(
-                                hash, h,
-                                "trial {trial}: {rel} is under its final name but incomplete \
-                                 (killed after {at:?})"
-                            ),
+                            Some(Entry::File { hash: h, .. }) => {
+                                assert_eq!(
+                                    hash, h,
+                                    "trial {trial}: {rel} is under its final name but \
+                                     incomplete (killed after {at:?})"
+                                );
+                                complete_files += 1;
+                            }
                             other => panic!("trial {trial}: unexpected file {rel}: {other:?}"),
                         }
                     }
@@ -162,6 +169,11 @@ fn sigkill_at_random_moments_then_resume_gives_the_same_result() {
         let o = setup.ingest(&ds, &[]);
         let r = json(&o);
         assert_eq!(code(&o), 0, "trial {trial}: {r:#}\n{}", stderr(&o));
+        match complete_files {
+            0 => none_done += 1,
+            n if n < total_files => some_done += 1,
+            _ => all_done += 1,
+        }
         assert_eq!(
             r["files_written"].as_u64().unwrap() + r["files_resumed"].as_u64().unwrap(),
             total_files
@@ -177,6 +189,11 @@ fn sigkill_at_random_moments_then_resume_gives_the_same_result() {
     }
     // The kills landed at different stages; some of them after files were finished, which
     // the resumed runs did not redo.
+    eprintln!(
+        "{trials} trials, full ingest {full:?}: after the last kill of a trial, no file was \
+         done in {none_done}, some in {some_done}, all in {all_done}; the resumed runs \
+         skipped {resumed_total} finished files"
+    );
     assert!(
         resumed_total > 0,
         "no trial resumed anything (kills all too early?)"

@@ -307,7 +307,9 @@ impl Datastore {
     }
 
     /// Finishes a written temporary file and moves it into place: size, mode, times,
-    /// fsync, rename over whatever non-directory is at the final name, fsync the directory.
+    /// fsync, rename over whatever non-directory is at the final name. The caller makes the
+    /// rename durable with [`Datastore::sync_dir`] before it records the file as done
+    /// (batched: one directory fsync covers many small files).
     #[allow(clippy::too_many_arguments)]
     pub fn commit_file(
         &self,
@@ -339,9 +341,17 @@ impl Datastore {
             });
         }
         rustix::fs::renameat(&self.tmp, tmp_name, &dir, name.as_os_str())
-            .map_err(|e| io_err("rename into place", shown(), e))?;
-        rustix::fs::fsync(&dir).map_err(|e| io_err("fsync directory of", shown(), e))?;
-        Ok(())
+            .map_err(|e| io_err("rename into place", shown(), e))
+    }
+
+    /// Makes the entries renamed into the directory at `rel` durable (fsync).
+    pub fn sync_dir(&self, rel: &[OsString]) -> Result<(), IngestError> {
+        let shown = || format!("{}/{}", self.path.display(), rel_display(rel));
+        let dir = self.open_dir(rel)?.ok_or_else(|| IngestError::Conflict {
+            path: shown(),
+            why: "the directory vanished while ingesting".into(),
+        })?;
+        rustix::fs::fsync(&dir).map_err(|e| io_err("fsync directory", shown(), e))
     }
 
     /// Creates a symlink (replacing a symlink or file at its name; an equal link is kept).

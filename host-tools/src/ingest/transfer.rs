@@ -9,10 +9,12 @@
 //! BLAKE3 root, then commits it (sync, rename, sync the directory) or, if any range was
 //! unreadable, quarantines it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::ffi::OsString;
 use std::fs::File;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use indicatif::ProgressBar;
 use odt_store::Store;
@@ -101,6 +103,20 @@ impl FileRun {
     }
 }
 
+/// Files renamed into place whose directories are not synced yet: one directory fsync
+/// then covers many small files. A file is recorded as done only after that fsync.
+#[derive(Default)]
+struct Pending {
+    files: Vec<(usize, [u8; 32], DoneEntry)>,
+    dirs: BTreeSet<Vec<OsString>>,
+    since: Option<Instant>,
+}
+
+/// Pending files that trigger a directory sync.
+const SYNC_BATCH: usize = 32;
+/// Longest a finished file waits for its directory sync.
+const SYNC_DELAY: Duration = Duration::from_millis(500);
+
 /// A worker's buffers.
 struct Scratch {
     /// The 1 MiB block being hashed.
@@ -163,6 +179,7 @@ impl Transfer<'_> {
         let abort = AtomicBool::new(false);
         let data_bytes = AtomicU64::new(0);
         let outcome = Mutex::new(Outcome::default());
+        let pending = Mutex::new(Pending::default());
         let first_error: Mutex<Option<IngestError>> = Mutex::new(None);
         std::thread::scope(|s| {
             for _ in 0..jobs.max(1) {
@@ -181,7 +198,7 @@ impl Transfer<'_> {
                             .chunk(fi, &runs[fi], off, len, &mut scratch, &data_bytes)
                             .and_then(|()| {
                                 if runs[fi].remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-                                    self.finish(fi, &runs[fi], &outcome)
+                                    self.finish(fi, &runs[fi], &outcome, &pending)
                                 } else {
                                     Ok(())
                                 }
@@ -201,6 +218,8 @@ impl Transfer<'_> {
         if let Some(e) = first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
             return Err(e);
         }
+        let rest = std::mem::take(&mut *pending.lock().unwrap_or_else(|p| p.into_inner()));
+        self.flush(rest, &outcome)?;
         let mut out = outcome.into_inner().unwrap_or_else(|p| p.into_inner());
         out.data_bytes = data_bytes.load(Ordering::Relaxed);
         out.written.sort_by_key(|(i, _)| *i);
@@ -288,6 +307,7 @@ impl Transfer<'_> {
         fi: usize,
         run: &FileRun,
         outcome: &Mutex<Outcome>,
+        pending: &Mutex<Pending>,
     ) -> Result<(), IngestError> {
         let f = self.files[fi];
         let temp = run.temp.lock().unwrap_or_else(|p| p.into_inner()).take();
@@ -346,18 +366,41 @@ impl Transfer<'_> {
         let t = temp.expect("every file's first chunk creates its temporary");
         self.ds
             .commit_file(&t.name, &t.file, f.size, f.mode, f.atime, f.mtime, &f.rel)?;
-        self.state.record(&DoneEntry {
+        let entry = DoneEntry {
             id: f.id,
             fingerprint: hex::encode(f.fingerprint),
             path: f.rel_display(),
             size: f.size,
             blake3: hex::encode(root),
-        })?;
-        outcome
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .written
-            .push((fi, root));
+        };
+        let batch = {
+            let mut p = pending.lock().unwrap_or_else(|p| p.into_inner());
+            p.files.push((fi, root, entry));
+            p.dirs.insert(f.rel[..f.rel.len() - 1].to_vec());
+            let since = *p.since.get_or_insert_with(Instant::now);
+            let due =
+                p.files.len() >= SYNC_BATCH || since.elapsed() >= SYNC_DELAY || f.size >= CHUNK;
+            due.then(|| std::mem::take(&mut *p))
+        };
+        match batch {
+            Some(b) => self.flush(b, outcome),
+            None => Ok(()),
+        }
+    }
+
+    /// Syncs the directories of a batch of renamed files, then records them as done.
+    fn flush(&self, batch: Pending, outcome: &Mutex<Outcome>) -> Result<(), IngestError> {
+        for d in &batch.dirs {
+            self.ds.sync_dir(d)?;
+        }
+        for (fi, root, entry) in batch.files {
+            self.state.record(&entry)?;
+            outcome
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .written
+                .push((fi, root));
+        }
         Ok(())
     }
 }
