@@ -119,6 +119,19 @@ async fn send<T: serde::Serialize>(
     w.write_all(&text).await
 }
 
+/// Lets writes that clients were already told about reach the store before a seal.
+async fn settle_writes(app: &Appliance) {
+    let wait = Duration::from_secs(60);
+    if tokio::time::timeout(wait, app.pending().drain())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "writes still running after {wait:?}: sealing without them (their clients see ROFS at COMMIT)"
+        );
+    }
+}
+
 /// Answers one request.
 pub async fn handle(
     req: Request,
@@ -202,6 +215,9 @@ pub async fn handle(
                     format!("{op_name} needs the unlock code (stdin or --code-file)"),
                 );
             }
+            if matches!(req.op, Op::Seal { .. }) {
+                settle_writes(app).await;
+            }
             let a = app.clone();
             let op = req.op.clone();
             let r = tokio::task::spawn_blocking(move || match op {
@@ -259,6 +275,7 @@ pub async fn handle(
                     "test-seal needs the unlock code",
                 );
             }
+            settle_writes(app).await;
             match app.test_seal() {
                 Ok(()) => {
                     tracing::warn!(

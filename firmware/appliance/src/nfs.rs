@@ -66,8 +66,9 @@ pub struct Inner {
     pub(crate) app: Arc<Appliance>,
     pub(crate) handles: Handles,
     pub(crate) throttle: Throttle,
-    /// Writes acknowledged as UNSTABLE and still running.
-    pub(crate) pending: Pending,
+    /// Writes acknowledged as UNSTABLE and still running (the appliance's tracker: the
+    /// seal waits for them too).
+    pub(crate) pending: Arc<Pending>,
     /// Write verifier of this run: a restart may lose UNSTABLE writes not yet committed,
     /// so clients must see a new verifier and send them again.
     pub(crate) verifier: [u8; 8],
@@ -139,12 +140,13 @@ impl Export {
     /// The export of `app`.
     pub fn new(app: Arc<Appliance>) -> Self {
         let handles = Handles::new(app.info().set_id);
+        let pending = app.pending().clone();
         Export {
             inner: Arc::new(Inner {
                 app,
                 handles,
                 throttle: Throttle::new(LOG_WINDOW),
-                pending: Pending::default(),
+                pending,
                 verifier: odt_store::keys::random_u64().to_be_bytes(),
             }),
         }

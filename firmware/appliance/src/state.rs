@@ -24,6 +24,7 @@ use odt_store::keys::UnlockCode;
 use odt_store::{Access, Locked, Store};
 
 use crate::meter::Meter;
+use crate::pending::Pending;
 
 /// Pause after a wrong unlock code.
 const WRONG_CODE_PAUSE: Duration = Duration::from_secs(1);
@@ -94,6 +95,7 @@ pub struct Appliance {
     started: Instant,
     test_hooks: bool,
     meter: Meter,
+    pending: Arc<Pending>,
 }
 
 fn show(paths: &[PathBuf]) -> String {
@@ -133,6 +135,7 @@ impl Appliance {
             started: Instant::now(),
             test_hooks,
             meter: Meter::default(),
+            pending: Arc::new(Pending::default()),
         })
     }
 
@@ -149,6 +152,11 @@ impl Appliance {
     /// The activity counters.
     pub fn meter(&self) -> &Meter {
         &self.meter
+    }
+
+    /// Writes acknowledged to NFS clients and still running (see [`crate::pending`]).
+    pub fn pending(&self) -> &Arc<Pending> {
+        &self.pending
     }
 
     /// The current state.

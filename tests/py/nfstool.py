@@ -1,0 +1,231 @@
+#!/usr/bin/env python3
+"""NFS client helper for the end-to-end tests, on the PyPI `libnfs` binding (libnfs, not
+written here). The binding's file objects ignore most errors, so every call that can fail
+goes through the low-level functions and is checked here: a failure exits non-zero with
+the path and the errno text.
+
+  nfstool.py put LOCAL_DIR URL          copy a tree (mkdir, write 1 MiB pieces, fsync, close)
+  nfstool.py manifest URL               "sha256 size path" per file, "dir - path" per dir
+  nfstool.py manifest-local DIR         the same for a local tree
+  nfstool.py writer URL COUNT SIZE SEED write f0000.. (seeded random); after each file's
+                                        fsync+close print "committed NAME SHA256"
+  nfstool.py try-create URL PATH        create PATH and write a byte; print "ok" or the errno name
+  nfstool.py try-mkdir URL PATH         mkdir PATH; print "ok" or the errno name
+
+URL is an NFS URL of the export root, e.g. nfs://127.0.0.1/?nfsport=P&mountport=P&version=3.
+"""
+import errno
+import hashlib
+import os
+import random
+import sys
+
+import libnfs
+
+CHUNK = 1 << 20
+
+
+def fail(what, path, ret):
+    code = -ret if isinstance(ret, int) and ret < 0 else 0
+    name = errno.errorcode.get(code, "?")
+    sys.stderr.write(f"nfstool: {what} {path!r} failed: {name} ({os.strerror(code) if code else ret})\n")
+    sys.exit(2)
+
+
+class Client:
+    def __init__(self, url):
+        self.ctx = libnfs.nfs_init_context()
+        parsed = libnfs.nfs_parse_url_dir(self.ctx, url)
+        if parsed is None:
+            sys.stderr.write(f"nfstool: bad NFS URL {url!r}\n")
+            sys.exit(2)
+        ret = libnfs.nfs_mount(self.ctx, parsed.server, parsed.path)
+        if ret != 0:
+            fail("mount", url, ret)
+
+    def open(self, path, flags):
+        fh = libnfs.new_NFSFileHandle()
+        ret = libnfs.nfs_open(self.ctx, path, flags, fh)
+        if ret == -errno.ENOENT and flags & os.O_CREAT:
+            ret = libnfs.nfs_create(self.ctx, path, flags, 0o644, fh)
+        return ret, (libnfs.NFSFileHandle_value(fh) if ret == 0 else None)
+
+    def write_file(self, path, data_chunks):
+        ret, fh = self.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        if ret != 0:
+            fail("create", path, ret)
+        h = hashlib.sha256()
+        for chunk in data_chunks:
+            buf = bytearray(chunk)
+            done = 0
+            while done < len(buf):
+                piece = buf[done:]
+                n = libnfs.nfs_write(self.ctx, fh, len(piece), piece)
+                if n <= 0:
+                    fail("write", path, n)
+                done += n
+            h.update(chunk)
+        ret = libnfs.nfs_fsync(self.ctx, fh)
+        if ret != 0:
+            fail("fsync", path, ret)
+        ret = libnfs.nfs_close(self.ctx, fh)
+        if ret != 0:
+            fail("close", path, ret)
+        return h.hexdigest()
+
+    def read_hash(self, path):
+        ret, fh = self.open(path, os.O_RDONLY)
+        if ret != 0:
+            fail("open", path, ret)
+        h = hashlib.sha256()
+        size = 0
+        while True:
+            buf = bytearray(CHUNK)
+            n = libnfs.nfs_read(self.ctx, fh, len(buf), buf)
+            if n < 0:
+                fail("read", path, n)
+            if n == 0:
+                break
+            h.update(buf[:n])
+            size += n
+        libnfs.nfs_close(self.ctx, fh)
+        return h.hexdigest(), size
+
+    def is_dir(self, path):
+        st = libnfs.nfs_stat_64()
+        ret = libnfs.nfs_stat64(self.ctx, path, st)
+        if ret != 0:
+            fail("stat", path, ret)
+        return (st.nfs_mode & 0o170000) == 0o040000
+
+    def listdir(self, path):
+        d = libnfs.new_NFSDirHandle()
+        ret = libnfs.nfs_opendir(self.ctx, path, d)
+        if ret != 0:
+            fail("opendir", path, ret)
+        d = libnfs.NFSDirHandle_value(d)
+        names = []
+        while True:
+            de = libnfs.nfs_readdir(self.ctx, d)
+            if de is None:
+                break
+            if de.name not in (".", ".."):
+                names.append(de.name)
+        libnfs.nfs_closedir(self.ctx, d)
+        return names
+
+    def mkdir(self, path):
+        ret = libnfs.nfs_mkdir(self.ctx, path)
+        if ret != 0:
+            fail("mkdir", path, ret)
+
+
+def local_chunks(path):
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(CHUNK)
+            if not b:
+                return
+            yield b
+
+
+def put(local, url):
+    c = Client(url)
+    for root, dirs, files in os.walk(local):
+        dirs.sort()
+        rel = os.path.relpath(root, local)
+        base = "/" if rel == "." else "/" + rel
+        for d in dirs:
+            c.mkdir(os.path.join(base, d))
+        for f in sorted(files):
+            c.write_file(os.path.join(base, f), local_chunks(os.path.join(root, f)))
+    print("put done")
+
+
+def manifest(url):
+    c = Client(url)
+    out = []
+
+    def walk(path):
+        for name in sorted(c.listdir(path)):
+            p = (path.rstrip("/") + "/" + name)
+            if c.is_dir(p):
+                out.append(f"dir - {p[1:]}")
+                walk(p)
+            else:
+                digest, size = c.read_hash(p)
+                out.append(f"{digest} {size} {p[1:]}")
+
+    walk("/")
+    print("\n".join(sorted(out)))
+
+
+def manifest_local(local):
+    out = []
+    for root, dirs, files in os.walk(local):
+        rel = os.path.relpath(root, local)
+        for d in dirs:
+            out.append(f"dir - {os.path.normpath(os.path.join(rel, d))}")
+        for f in files:
+            p = os.path.join(root, f)
+            h = hashlib.sha256()
+            size = 0
+            for b in local_chunks(p):
+                h.update(b)
+                size += len(b)
+            out.append(f"{h.hexdigest()} {size} {os.path.normpath(os.path.join(rel, f))}")
+    print("\n".join(sorted(out)))
+
+
+def seeded(seed, size):
+    rng = random.Random(seed)
+    left = size
+    while left > 0:
+        n = min(CHUNK, left)
+        yield rng.randbytes(n)
+        left -= n
+
+
+def writer(url, count, size, seed):
+    c = Client(url)
+    for i in range(count):
+        name = f"f{i:04}"
+        digest = c.write_file("/" + name, seeded(seed * 100003 + i, size))
+        print(f"committed {name} {digest}", flush=True)
+
+
+def try_op(url, op, path):
+    c = Client(url)
+    if op == "create":
+        ret, fh = c.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        if ret == 0:
+            buf = bytearray(b"x")
+            ret = libnfs.nfs_write(c.ctx, fh, 1, buf)
+            ret = 0 if ret == 1 else ret
+            if ret == 0:
+                ret = libnfs.nfs_fsync(c.ctx, fh)
+    else:
+        ret = libnfs.nfs_mkdir(c.ctx, path)
+    print("ok" if ret == 0 else errno.errorcode.get(-ret, str(ret)))
+
+
+def main():
+    cmd, args = sys.argv[1], sys.argv[2:]
+    if cmd == "put":
+        put(args[0], args[1])
+    elif cmd == "manifest":
+        manifest(args[0])
+    elif cmd == "manifest-local":
+        manifest_local(args[0])
+    elif cmd == "writer":
+        writer(args[0], int(args[1]), int(args[2]), int(args[3]))
+    elif cmd == "try-create":
+        try_op(args[0], "create", args[1])
+    elif cmd == "try-mkdir":
+        try_op(args[0], "mkdir", args[1])
+    else:
+        sys.exit(f"nfstool: unknown command {cmd}")
+
+
+if __name__ == "__main__":
+    main()
