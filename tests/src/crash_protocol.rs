@@ -11,7 +11,8 @@ pub const FILES: u64 = 3;
 
 /// Deterministic content of write `seq` of thread `t`.
 pub fn data(t: u64, seq: u64, len: usize) -> Vec<u8> {
-    let mut x = (t + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ seq.wrapping_mul(0xD1B5_4A32_D192_ED03) | 1;
+    let mut x =
+        (t + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ seq.wrapping_mul(0xD1B5_4A32_D192_ED03) | 1;
     let mut v = Vec::with_capacity(len + 8);
     // Half the writes are text-like (compressible), half random.
     if seq % 2 == 0 {

@@ -58,7 +58,10 @@ pub fn run(c: JobCommand) -> anyhow::Result<i32> {
 }
 
 fn toml_view(j: &Job) -> String {
-    let mut s = format!("job {} ({})\n  ingest recipient {}\n", j.id, j.name, j.recipient);
+    let mut s = format!(
+        "job {} ({})\n  ingest recipient {}\n",
+        j.id, j.name, j.recipient
+    );
     match &j.set {
         None => s.push_str("  not provisioned yet\n"),
         Some(set) => {

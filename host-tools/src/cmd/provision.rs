@@ -43,8 +43,12 @@ pub struct ProvisionArgs {
 
 /// Runs `odt provision`.
 pub fn run(a: ProvisionArgs) -> anyhow::Result<i32> {
-    let mut job = Job::load(&a.job)
-        .with_context(|| format!("{} is not a job directory (make one with `odt job new`)", a.job.display()))?;
+    let mut job = Job::load(&a.job).with_context(|| {
+        format!(
+            "{} is not a job directory (make one with `odt job new`)",
+            a.job.display()
+        )
+    })?;
     if job.set.is_some() && !a.force {
         bail!(
             "job {} already has provisioned devices; pass --force to provision new ones \

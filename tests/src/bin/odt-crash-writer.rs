@@ -14,7 +14,9 @@ use odt_store::{Access, Locked};
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let code_file = args.next().expect("usage: odt-crash-writer CODE_FILE DEVICE...");
+    let code_file = args
+        .next()
+        .expect("usage: odt-crash-writer CODE_FILE DEVICE...");
     let devices: Vec<PathBuf> = args.map(PathBuf::from).collect();
     let code = std::fs::read_to_string(&code_file)?.trim().parse()?;
     let locked = Locked::open(&devices, Access::ReadWrite)?;
@@ -37,7 +39,12 @@ fn main() -> anyhow::Result<()> {
                     let name = protocol::file_name(t, f);
                     let id = match store.lookup(store.root(), name.as_bytes()) {
                         Ok(id) => id,
-                        Err(_) => store.create(store.root(), name.as_bytes(), 0o644).unwrap().id,
+                        Err(_) => {
+                            store
+                                .create(store.root(), name.as_bytes(), 0o644)
+                                .unwrap()
+                                .id
+                        }
                     };
                     ids.push(id);
                 }
