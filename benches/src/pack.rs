@@ -186,7 +186,12 @@ impl LogGen {
 
     fn ip(&mut self) -> String {
         let r = self.rng.next();
-        format!("10.{}.{}.{}", (r >> 8) as u8 % 16, (r >> 16) as u8, (r >> 24) as u8)
+        format!(
+            "10.{}.{}.{}",
+            (r >> 8) as u8 % 16,
+            (r >> 16) as u8,
+            (r >> 24) as u8
+        )
     }
 
     fn next_line(&mut self) -> &str {
@@ -194,12 +199,24 @@ impl LogGen {
         let secs = self.ms / 1000;
         let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
         let day = 1 + (secs / 86400) % 28;
-        let host = self.rng.pick(&["esx-a01", "esx-a02", "vcsa", "db-prod-3", "web-17", "web-18"]);
+        let host = self.rng.pick(&[
+            "esx-a01",
+            "esx-a02",
+            "vcsa",
+            "db-prod-3",
+            "web-17",
+            "web-18",
+        ]);
         let pid = 300 + self.rng.below(30000);
-        let mut l = format!("2024-05-{day:02}T{h:02}:{m:02}:{s:02}.{:03}Z {host} ", self.ms % 1000);
+        let mut l = format!(
+            "2024-05-{day:02}T{h:02}:{m:02}:{s:02}.{:03}Z {host} ",
+            self.ms % 1000
+        );
         match self.rng.below(7) {
             0 => {
-                let user = self.rng.pick(&["root", "backup", "deploy", "alice", "svc-monitor"]);
+                let user = self
+                    .rng
+                    .pick(&["root", "backup", "deploy", "alice", "svc-monitor"]);
                 let ip = self.ip();
                 let port = 1024 + self.rng.below(60000);
                 let fp = self.b64(43);
@@ -208,7 +225,13 @@ impl LogGen {
             1 => {
                 let ip = self.ip();
                 let verb = self.rng.pick(&["GET", "GET", "GET", "POST", "PUT"]);
-                let path = self.rng.pick(&["/api/v1/items", "/api/v1/orders", "/static/app.js", "/login", "/healthz"]);
+                let path = self.rng.pick(&[
+                    "/api/v1/items",
+                    "/api/v1/orders",
+                    "/static/app.js",
+                    "/login",
+                    "/healthz",
+                ]);
                 let id = self.rng.below(1_000_000);
                 let st = self.rng.pick(&["200", "200", "200", "304", "404", "500"]);
                 let bytes = self.rng.below(200_000);
@@ -223,26 +246,44 @@ impl LogGen {
             2 => {
                 let ms = self.rng.below(5000);
                 let us = self.rng.below(1000);
-                let table = self.rng.pick(&["orders", "customers", "line_items", "sessions"]);
+                let table = self
+                    .rng
+                    .pick(&["orders", "customers", "line_items", "sessions"]);
                 let id = self.rng.below(10_000_000);
                 write!(l, "postgres[{pid}]: LOG:  duration: {ms}.{us:03} ms  statement: SELECT * FROM {table} WHERE id = {id} AND tenant_id = {} LIMIT 100", id % 97).unwrap();
             }
             3 => {
                 let n = self.rng.below(100_000);
                 let user = self.rng.pick(&["root", "backup", "deploy", "alice"]);
-                write!(l, "systemd[1]: Started session-{n}.scope - Session {n} of User {user}.").unwrap();
+                write!(
+                    l,
+                    "systemd[1]: Started session-{n}.scope - Session {n} of User {user}."
+                )
+                .unwrap();
             }
             4 => {
                 let req = self.hex(16);
                 let lat = self.rng.below(100_000) as f64 / 100.0;
                 let st = self.rng.pick(&["200", "200", "201", "400", "503"]);
-                let route = self.rng.pick(&["/v2/cart", "/v2/checkout", "/v2/search", "/v2/user/profile"]);
+                let route =
+                    self.rng
+                        .pick(&["/v2/cart", "/v2/checkout", "/v2/search", "/v2/user/profile"]);
                 write!(l, "app[{pid}]: {{\"level\":\"info\",\"ts\":{}.{:03},\"req_id\":\"{req}\",\"msg\":\"request completed\",\"route\":\"{route}\",\"status\":{st},\"latency_ms\":{lat}}}", secs, self.ms % 1000).unwrap();
             }
             5 => {
                 let up = self.ms % 10_000_000;
-                let profile = self.rng.pick(&["/usr/sbin/ntpd", "snap.lxd.daemon", "/usr/bin/man", "docker-default"]);
-                let file = self.rng.pick(&["/etc/ssl/openssl.cnf", "/proc/12/status", "/var/lib/snapd/hostfs/", "/sys/fs/cgroup/memory.max"]);
+                let profile = self.rng.pick(&[
+                    "/usr/sbin/ntpd",
+                    "snap.lxd.daemon",
+                    "/usr/bin/man",
+                    "docker-default",
+                ]);
+                let file = self.rng.pick(&[
+                    "/etc/ssl/openssl.cnf",
+                    "/proc/12/status",
+                    "/var/lib/snapd/hostfs/",
+                    "/sys/fs/cgroup/memory.max",
+                ]);
                 write!(l, "kernel: [{}.{:06}] audit: type=1400 audit({secs}.{}:{}): apparmor=\"DENIED\" operation=\"open\" profile=\"{profile}\" name=\"{file}\" pid={pid} comm=\"{}\" requested_mask=\"r\" denied_mask=\"r\" fsuid=0 ouid=0", up / 1000, up % 1000 * 1000, self.ms % 1000, self.rng.below(100_000), profile.rsplit('/').next().unwrap()).unwrap();
             }
             _ => {
@@ -293,7 +334,10 @@ fn mix(size: u64, seed: u64) -> Mix {
 /// Creates the corpus file unless an identical one exists (same size, seed, version).
 fn ensure_corpus(dir: &Path, size: u64, seed: u64) -> Result<(PathBuf, bool)> {
     let path = dir.join(format!("corpus-v{CORPUS_VERSION}-s{seed}-{size}.bin"));
-    if fs::metadata(&path).map(|m| m.len() == size).unwrap_or(false) {
+    if fs::metadata(&path)
+        .map(|m| m.len() == size)
+        .unwrap_or(false)
+    {
         return Ok((path, true));
     }
     let tmp = path.with_extension("tmp");
@@ -484,7 +528,11 @@ fn run_pack(ctx: &Ctx, threads: usize, durable: bool) -> Result<Sample> {
         note: Some(format!(
             "setup (provision + unlock, not timed) {:.2} s{}",
             setup.as_secs_f64(),
-            if ctx.verify { "; read back and verified" } else { "" }
+            if ctx.verify {
+                "; read back and verified"
+            } else {
+                ""
+            }
         )),
     })
 }
@@ -655,7 +703,11 @@ fn machine(dir: &Path) -> String {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let mem = fs::read_to_string("/proc/meminfo")
         .ok()
-        .and_then(|s| s.lines().next().map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_string()))
+        .and_then(|s| {
+            s.lines()
+                .next()
+                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_string())
+        })
         .and_then(|kb| kb.parse::<u64>().ok())
         .map_or(String::new(), |kb| format!("{} GiB RAM", kb >> 20));
     let disk = Command::new("df")
@@ -746,7 +798,10 @@ fn main() -> Result<()> {
                 args.size as f64 / s.secs / 1e6,
                 s.secs,
                 s.cpu,
-                s.note.as_deref().map(|n| format!("  ({n})")).unwrap_or_default()
+                s.note
+                    .as_deref()
+                    .map(|n| format!("  ({n})"))
+                    .unwrap_or_default()
             );
             samples[i].push(s);
         }
@@ -759,12 +814,21 @@ fn main() -> Result<()> {
             .map(|s| args.size as f64 / s.secs / 1e6)
             .collect()
     };
-    let med = |m: Method| methods.iter().position(|&x| x == m).map(|i| median(&mut mb_s(i)));
+    let med = |m: Method| {
+        methods
+            .iter()
+            .position(|&x| x == m)
+            .map(|i| median(&mut mb_s(i)))
+    };
     let zstd_age = med(Method::ZstdAge);
     let restic = med(Method::Restic);
 
     let mut r = String::new();
-    writeln!(r, "Command: `pack {}`  ", std::env::args().skip(1).collect::<Vec<_>>().join(" "))?;
+    writeln!(
+        r,
+        "Command: `pack {}`  ",
+        std::env::args().skip(1).collect::<Vec<_>>().join(" ")
+    )?;
     writeln!(r, "Date: {date}  ")?;
     writeln!(r, "Machine: {}  ", machine(&dir))?;
     writeln!(
@@ -775,7 +839,9 @@ fn main() -> Result<()> {
         r,
         "Tools: {}; {}; age {}  ",
         first_line("restic", &["version"]),
-        first_line("zstd", &["--version"]).trim_start_matches("*** ").trim_end_matches(" ***"),
+        first_line("zstd", &["--version"])
+            .trim_start_matches("*** ")
+            .trim_end_matches(" ***"),
         first_line("age", &["--version"])
     )?;
     writeln!(
@@ -787,7 +853,11 @@ fn main() -> Result<()> {
         100.0 * mx.text as f64 / args.size as f64,
         100.0 * mx.random as f64 / args.size as f64,
         args.seed,
-        if reused { "reused from an earlier run" } else { "generated by this run" }
+        if reused {
+            "reused from an earlier run"
+        } else {
+            "generated by this run"
+        }
     )?;
     writeln!(
         r,
@@ -829,9 +899,19 @@ fn main() -> Result<()> {
         )?;
     }
     writeln!(r)?;
-    writeln!(r, "Every run, MB/s of corpus bytes (10^6 bytes per second), in run order:")?;
+    writeln!(
+        r,
+        "Every run, MB/s of corpus bytes (10^6 bytes per second), in run order:"
+    )?;
     writeln!(r)?;
-    writeln!(r, "| method | {} |", (1..=args.rounds).map(|i| format!("round {i}")).collect::<Vec<_>>().join(" | "))?;
+    writeln!(
+        r,
+        "| method | {} |",
+        (1..=args.rounds)
+            .map(|i| format!("round {i}"))
+            .collect::<Vec<_>>()
+            .join(" | ")
+    )?;
     writeln!(r, "|---|{}", "---:|".repeat(args.rounds))?;
     for (i, &m) in methods.iter().enumerate() {
         let cells: Vec<String> = mb_s(i).iter().map(|x| format!("{x:.0}")).collect();

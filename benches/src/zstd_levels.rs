@@ -25,7 +25,12 @@ struct Args {
     #[arg(long)]
     corpus: PathBuf,
     /// Levels to try.
-    #[arg(long, default_value = "-5,-3,-1,1,2,3", value_delimiter = ',', allow_hyphen_values = true)]
+    #[arg(
+        long,
+        default_value = "-5,-3,-1,1,2,3",
+        value_delimiter = ',',
+        allow_hyphen_values = true
+    )]
     levels: Vec<i32>,
     /// Bytes of the corpus to use (from its start).
     #[arg(long, default_value_t = 512 << 20)]
@@ -47,7 +52,11 @@ fn main() -> Result<()> {
     for block in data.chunks(BLOCK) {
         let mut s = 0;
         while s < block.len() {
-            let zero = |a: usize| block[a..(a + GRAIN).min(block.len())].iter().all(|&b| b == 0);
+            let zero = |a: usize| {
+                block[a..(a + GRAIN).min(block.len())]
+                    .iter()
+                    .all(|&b| b == 0)
+            };
             let z = zero(s);
             let mut e = (s + GRAIN).min(block.len());
             while e < block.len() && zero(e) == z {
@@ -66,7 +75,9 @@ fn main() -> Result<()> {
         input >> 20,
         pieces.len()
     );
-    println!("| level | MB/s (1 thread, input) | stored / input | pieces kept compressed | stored of compressible pieces / their input |");
+    println!(
+        "| level | MB/s (1 thread, input) | stored / input | pieces kept compressed | stored of compressible pieces / their input |"
+    );
     println!("|---:|---:|---:|---:|---:|");
     let mut out = Vec::with_capacity(zstd::zstd_safe::compress_bound(BLOCK));
     for &level in &args.levels {

@@ -82,7 +82,12 @@ fn block(n: u64, buf: &mut [u8]) {
             let mut at = 0;
             let mut i = n * 1000;
             while at < buf.len() {
-                let line = format!("2026-11-23T05:25:{:02} host{} service[{}]: request ok\n", i % 60, n % 7, i);
+                let line = format!(
+                    "2026-11-23T05:25:{:02} host{} service[{}]: request ok\n",
+                    i % 60,
+                    n % 7,
+                    i
+                );
                 let k = line.len().min(buf.len() - at);
                 buf[at..at + k].copy_from_slice(&line.as_bytes()[..k]);
                 at += k;
@@ -122,7 +127,11 @@ fn main() -> anyhow::Result<()> {
     let store = Arc::new(store);
     let t = Instant::now();
     let dirs: Vec<u64> = (0..100)
-        .map(|i| store.mkdir(store.root(), format!("vm{i:03}").as_bytes(), 0o755).map(|x| x.id))
+        .map(|i| {
+            store
+                .mkdir(store.root(), format!("vm{i:03}").as_bytes(), 0o755)
+                .map(|x| x.id)
+        })
         .collect::<Result<_, _>>()?;
     std::thread::scope(|sc| {
         for th in 0..8usize {
@@ -134,7 +143,9 @@ fn main() -> anyhow::Result<()> {
                     let f = store
                         .create(dirs[i % 100], format!("file-{i:06}.log").as_bytes(), 0o644)
                         .unwrap();
-                    store.write(f.id, 0, format!("file {i}\n").repeat(20).as_bytes()).unwrap();
+                    store
+                        .write(f.id, 0, format!("file {i}\n").repeat(20).as_bytes())
+                        .unwrap();
                 }
             });
         }
@@ -156,11 +167,16 @@ fn main() -> anyhow::Result<()> {
     let f = store.create(store.root(), b"only.txt", 0o644)?;
     store.write(f.id, 0, b"one file\n")?;
     let t = Instant::now();
-    let code = odt_store::seal::check_and_seal(&store, true)?.sealed.context("not sealed")?.code;
+    let code = odt_store::seal::check_and_seal(&store, true)?
+        .sealed
+        .context("not sealed")?
+        .code;
     let seal_one = t.elapsed().as_secs_f64();
     drop(store);
     let check_one = time_check(&paths, &job, &code)?;
-    rows.push(format!("| 1 file | seal {seal_one:.2} s | seal-check {check_one:.3} s |"));
+    rows.push(format!(
+        "| 1 file | seal {seal_one:.2} s | seal-check {check_one:.3} s |"
+    ));
 
     // A 10 GiB VM bundle with a .mf, copied as an NFS client would (1 MiB writes, 4 in flight).
     let size = a.gib << 30;
@@ -183,7 +199,9 @@ fn main() -> anyhow::Result<()> {
             let rx = rx.clone();
             sc.spawn(move || {
                 loop {
-                    let Ok((n, buf)) = rx.lock().unwrap().recv() else { break };
+                    let Ok((n, buf)) = rx.lock().unwrap().recv() else {
+                        break;
+                    };
                     store.write(disk.id, n << 20, &buf).unwrap();
                 }
             });
