@@ -169,7 +169,8 @@ impl BatchHeader {
 
     /// Parses a header; `None` if these bytes do not start a batch.
     pub fn decode(b: &[u8]) -> Option<BatchHeader> {
-        if b.len() < BATCH_HEADER || &b[..4] != MAGIC || b[4] != VERSION {
+        // Reserved bytes 6..8 enter the AAD as zeros: anything else would go unauthenticated.
+        if b.len() < BATCH_HEADER || &b[..4] != MAGIC || b[4] != VERSION || b[6..8] != [0, 0] {
             return None;
         }
         Some(BatchHeader {

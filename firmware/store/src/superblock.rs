@@ -137,6 +137,12 @@ impl Superblock {
         Ok(sb)
     }
 
+    /// Decodes and checks a superblock slot image held in memory, as [`Superblock::read`]
+    /// does for each copy (for tools and fuzzing; no device needed).
+    pub fn parse(bytes: &[u8]) -> std::result::Result<Superblock, String> {
+        Self::decode(Path::new("<slot>"), bytes).map_err(|e| e.to_string())
+    }
+
     fn decode(path: &Path, slot: &[u8]) -> Result<Superblock> {
         let not = |why: String| Error::NotADevice {
             path: path.to_path_buf(),
@@ -167,6 +173,9 @@ impl Superblock {
             || sb.device_count == 0
             || sb.device_index >= sb.device_count
             || sb.device_size < 4 * SLOT
+            || JOURNAL_START
+                .checked_add(sb.journal_len)
+                .is_none_or(|end| end > sb.device_size - 2 * SLOT)
         {
             return Err(not("its superblock has impossible geometry".into()));
         }

@@ -1,0 +1,22 @@
+//! Bodies of the `odt-store` fuzz targets, one module per decoder family.
+//!
+//! Each `run(data)` is a plain function of the fuzzer's bytes: the files in `fuzz_targets/`
+//! only hand their input to it. A run must never panic except through one of its own
+//! `assert!`s, each of which states a contract of the decoder (see `README.md`).
+//!
+//! Most targets pick a *mode* from the first input byte:
+//! - raw: the bytes go to the decoder as they are (what a device or a customer hands us);
+//! - framed / authentic: the target wraps the bytes in a valid CRC frame or seals them with
+//!   the fixed test key, so the fuzzer reaches the code behind the checksum and the tag;
+//! - mutated: the target builds a valid structure with the store's own encoder, damages it
+//!   with fuzzer-chosen edits (optionally fixing the keyless CRC, as an attacker would) and
+//!   checks that the decoder refuses it unless the edits changed nothing.
+
+pub mod bundle;
+pub mod frame;
+pub mod journal;
+pub mod record;
+pub mod seal;
+pub mod segment;
+pub mod superblock;
+pub mod util;
