@@ -49,7 +49,8 @@ pub async fn read_header<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<Opt
 
 /// Reads one record whose first fragment header was `first` into `buf`, re-framed as a
 /// single last fragment: `buf` = header (4 bytes) + payload. At most `limit` payload bytes
-/// are ever allocated: an oversized record fails before its bytes are read.
+/// are ever reserved, and only bytes received are written: an oversized record fails
+/// before its bytes are read.
 pub async fn read_record<R: AsyncRead + Unpin>(
     r: &mut R,
     first: u32,
@@ -68,9 +69,18 @@ pub async fn read_record<R: AsyncRead + Unpin>(
                 limit,
             });
         }
-        let start = buf.len();
-        buf.resize(start + len, 0);
-        r.read_exact(&mut buf[start..]).await?;
+        // Reserve, but write only what arrives: the pages of a large (mmap'd) buffer become
+        // resident as the client actually sends bytes, not when a header claims them.
+        buf.reserve_exact(len);
+        let mut rest = r.take(len as u64);
+        let mut got = 0;
+        while got < len {
+            let n = rest.read_buf(buf).await?;
+            if n == 0 {
+                return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+            }
+            got += n;
+        }
         if last {
             break;
         }

@@ -6,7 +6,8 @@
 //! on a private loopback port and puts this gate in front of it. For each client the gate:
 //! - checks the allow-list at accept and resets refused connections at once (RST);
 //! - reads every request record with a size limit before allocating it, and closes the
-//!   connection of a client that announces a larger one;
+//!   connection of a client that announces a larger one (memory grows with the bytes a
+//!   client really sends, at most one record per connection);
 //! - admits a bounded number of requests into `nfsserve` at a time, globally and per
 //!   connection, and stops reading from clients while the bound is reached (backpressure:
 //!   TCP flow control then slows the client down). Requests of one connection still run
@@ -22,9 +23,10 @@
 //! with the xid of one still in flight, and forgets requests that stay unanswered for
 //! [`Limits::stale_after`].
 //!
-//! Memory: at most `max_inflight` records of at most `max_record` bytes are buffered here,
-//! and `nfsserve` holds at most `max_inflight` requests (each a few times its size while it
-//! is decoded, copied and written).
+//! Memory: each connection buffers at most one record being received (≤ `max_record`,
+//! resident only as far as received), at most `max_inflight` requests are inside
+//! `nfsserve` or the store (each a few times its size while decoded, copied and written),
+//! and at most `max_connections` clients are connected.
 //!
 //! The private port is bound to 127.0.0.1: processes on the appliance itself could reach
 //! it without passing the gate. The appliance runs no other services; the allow-list is
@@ -71,9 +73,9 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_record: (1 << 20) + 64 * 1024,
-            max_inflight: 32,
+            max_inflight: 24,
             max_inflight_per_conn: 16,
-            max_connections: 128,
+            max_connections: 64,
             record_timeout: Duration::from_secs(60),
             stale_after: Duration::from_secs(120),
         }
@@ -294,6 +296,12 @@ impl Gate {
                 }
                 .into());
             }
+            let t = self.limits.record_timeout;
+            tokio::time::timeout(t, framing::read_record(cr, first, &mut buf, limit))
+                .await
+                .map_err(|_| ConnError::Slow(t))??;
+            // Slots are taken for complete records only: a client that sends slowly holds its
+            // own buffer but nobody else's turn. Waiting here stops reading from it.
             let conn_slot = conn
                 .per_conn
                 .clone()
@@ -306,10 +314,6 @@ impl Gate {
                 .acquire_owned()
                 .await
                 .expect("never closed");
-            let t = self.limits.record_timeout;
-            tokio::time::timeout(t, framing::read_record(cr, first, &mut buf, limit))
-                .await
-                .map_err(|_| ConnError::Slow(t))??;
             let xid = framing::xid(&buf[HEADER..]).ok_or(ConnError::Short)?;
             if let Some(export) = &self.local
                 && let Some(call) = rpc::parse_call(&buf[HEADER..])
@@ -587,5 +591,53 @@ mod tests {
         // Answered: the same xid may come again later and is forwarded then.
         s.write_all(&request(5)).await.unwrap();
         assert_eq!(seen.recv().await, Some(5));
+    }
+
+    /// A stand-in for nfsserve that takes any number of connections and reports xids.
+    async fn backend_many() -> (SocketAddr, mpsc::UnboundedReceiver<u32>) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let (seen_tx, seen_rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                let seen_tx = seen_tx.clone();
+                tokio::spawn(async move {
+                    let (mut r, _w) = s.into_split();
+                    let mut buf = Vec::new();
+                    while let Ok(Some(h)) = framing::read_header(&mut r).await {
+                        framing::read_record(&mut r, h, &mut buf, 1 << 30)
+                            .await
+                            .unwrap();
+                        let _ = seen_tx.send(framing::xid(&buf[4..]).unwrap());
+                    }
+                });
+            }
+        });
+        (addr, seen_rx)
+    }
+
+    #[tokio::test]
+    async fn a_slow_sender_holds_no_slot() {
+        let (b, mut seen) = backend_many().await;
+        let limits = Limits {
+            max_inflight: 1,
+            ..Limits::default()
+        };
+        let g = start(&[], limits, b).await;
+        // Starts a 1000-byte record, sends 10 bytes of it, and stalls.
+        let mut slow = TcpStream::connect(g).await.unwrap();
+        slow.write_all(&(LAST_FRAG | 1000).to_be_bytes())
+            .await
+            .unwrap();
+        slow.write_all(&[1u8; 10]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut quick = TcpStream::connect(g).await.unwrap();
+        quick.write_all(&request(42)).await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(5), seen.recv()).await;
+        assert_eq!(
+            got.ok().flatten(),
+            Some(42),
+            "the complete request must not wait for the slow one"
+        );
     }
 }

@@ -40,10 +40,10 @@ struct ServeArgs {
     /// NFS clients allowed to connect, as CIDR blocks (repeatable; default: everyone).
     #[arg(long, num_args = 1..)]
     allow: Vec<String>,
-    /// NFS requests processed at a time (bounds memory; default 32).
+    /// NFS requests processed at a time (bounds memory; default 24).
     #[arg(long)]
     max_inflight: Option<usize>,
-    /// NFS client connections at a time (default 128).
+    /// NFS client connections at a time (default 64).
     #[arg(long)]
     max_connections: Option<usize>,
     /// Write the bound addresses as JSON to this file once serving.
