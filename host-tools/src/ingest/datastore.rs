@@ -59,27 +59,78 @@ pub struct Temp {
 pub const DIRECT_ALIGN: usize = 4096;
 
 impl Temp {
-    /// Writes `data` at `at`: through the `O_DIRECT` descriptor when offset and length are
-    /// aligned (copying into `aligned`, a [`DIRECT_ALIGN`]-aligned buffer at least as long),
-    /// through the page cache otherwise. Pieces never share a page with another piece
-    /// written the other way, as direct pieces cover whole pages.
-    pub fn write_at(&self, data: &[u8], at: u64, aligned: &mut [u8]) -> std::io::Result<()> {
+    /// Writes an aligned run through the `O_DIRECT` descriptor (through the page cache if
+    /// the file system refuses this alignment after all).
+    fn write_direct(&self, run: &[u8], at: u64) -> std::io::Result<()> {
         use std::os::unix::fs::FileExt;
-        if let Some(d) = &self.direct
-            && at.is_multiple_of(DIRECT_ALIGN as u64)
-            && data.len().is_multiple_of(DIRECT_ALIGN)
-            && aligned.len() >= data.len()
-            && (aligned.as_ptr() as usize).is_multiple_of(DIRECT_ALIGN)
-        {
-            aligned[..data.len()].copy_from_slice(data);
-            match d.write_all_at(&aligned[..data.len()], at) {
+        if let Some(d) = &self.direct {
+            match d.write_all_at(run, at) {
                 Ok(()) => return Ok(()),
                 // Some file systems accept O_DIRECT at open but not every alignment.
                 Err(e) if e.raw_os_error() == Some(Errno::INVAL.raw_os_error()) => {}
                 Err(e) => return Err(e),
             }
         }
-        self.file.write_all_at(data, at)
+        self.file.write_all_at(run, at)
+    }
+}
+
+/// Gathers contiguous, page-aligned pieces of one file into large `O_DIRECT` writes (one
+/// per run of up to the buffer's size); other pieces go through the page cache at once.
+/// A page is never written both ways: direct runs cover whole pages only.
+pub struct Stager {
+    buf: AlignedBuf,
+    start: u64,
+    len: usize,
+}
+
+impl Stager {
+    /// A stager gathering up to `cap` bytes (a multiple of [`DIRECT_ALIGN`]).
+    pub fn new(cap: usize) -> Stager {
+        Stager {
+            buf: AlignedBuf::new(cap),
+            start: 0,
+            len: 0,
+        }
+    }
+
+    /// Writes `data` at `at` of `t` (perhaps later: call [`Stager::flush`] at the end).
+    pub fn write(&mut self, t: &Temp, data: &[u8], at: u64) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let aligned = t.direct.is_some()
+            && at.is_multiple_of(DIRECT_ALIGN as u64)
+            && data.len().is_multiple_of(DIRECT_ALIGN)
+            && data.len() <= self.buf.len;
+        if !aligned {
+            return t.file.write_all_at(data, at);
+        }
+        if self.len > 0
+            && (self.start + self.len as u64 != at || self.len + data.len() > self.buf.len)
+        {
+            self.flush(t)?;
+        }
+        if self.len == 0 {
+            self.start = at;
+        }
+        let n = data.len();
+        self.buf.bytes_mut()[self.len..self.len + n].copy_from_slice(data);
+        self.len += n;
+        Ok(())
+    }
+
+    /// Forgets anything gathered (after an error: it must not reach another file).
+    pub fn discard(&mut self) {
+        self.len = 0;
+    }
+
+    /// Writes out the gathered run.
+    pub fn flush(&mut self, t: &Temp) -> std::io::Result<()> {
+        if self.len > 0 {
+            let n = self.len;
+            self.len = 0;
+            t.write_direct(&self.buf.bytes_mut()[..n], self.start)?;
+        }
+        Ok(())
     }
 }
 
@@ -567,12 +618,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ds = Datastore::open(dir.path()).unwrap();
         let t = ds.create_temp(3, 3 * 4096 + 7).unwrap();
-        let mut aligned = AlignedBuf::new(1 << 20);
-        let a = vec![0xaa_u8; 8192];
-        t.write_at(&a, 4096, aligned.bytes_mut()).unwrap();
-        t.write_at(b"head", 10, aligned.bytes_mut()).unwrap();
-        t.write_at(b"tail!!!", 3 * 4096, aligned.bytes_mut())
-            .unwrap();
+        let mut st = Stager::new(1 << 20);
+        st.write(&t, &[0xaa_u8; 4096], 4096).unwrap();
+        st.write(&t, b"head", 10).unwrap();
+        st.write(&t, &[0xaa_u8; 4096], 2 * 4096).unwrap();
+        st.write(&t, b"tail!!!", 3 * 4096).unwrap();
+        st.flush(&t).unwrap();
         let got = std::fs::read(dir.path().join(STATE_DIR).join(TMP_DIR).join(&t.name)).unwrap();
         let mut want = vec![0u8; 3 * 4096 + 7];
         want[10..14].copy_from_slice(b"head");

@@ -20,7 +20,7 @@ use indicatif::ProgressBar;
 use odt_store::Store;
 use serde::Serialize;
 
-use super::datastore::{AlignedBuf, Datastore, Temp};
+use super::datastore::{Datastore, Stager, Temp};
 use super::error::IngestError;
 use super::file_hash::{self, BLOCK};
 use super::plan::PlannedFile;
@@ -121,8 +121,8 @@ const SYNC_DELAY: Duration = Duration::from_millis(500);
 struct Scratch {
     /// The 1 MiB block being hashed.
     block: Vec<u8>,
-    /// Staging for `O_DIRECT` writes.
-    aligned: AlignedBuf,
+    /// Gathers the chunk's aligned pieces into large `O_DIRECT` writes.
+    stager: Stager,
 }
 
 /// Everything the workers share.
@@ -186,7 +186,7 @@ impl Transfer<'_> {
                 s.spawn(|| {
                     let mut scratch = Scratch {
                         block: vec![0u8; BLOCK as usize],
-                        aligned: AlignedBuf::new(BLOCK as usize),
+                        stager: Stager::new(CHUNK as usize),
                     };
                     while !abort.load(Ordering::Acquire) {
                         let k = next.fetch_add(1, Ordering::Relaxed);
@@ -243,6 +243,7 @@ impl Transfer<'_> {
         } else {
             Some(run.temp(self.ds, f)?)
         };
+        scratch.stager.discard();
         let mut block_start = off;
         loop {
             let blen = BLOCK.min(off + len - block_start);
@@ -266,12 +267,13 @@ impl Transfer<'_> {
                         if let Some(t) = &temp
                             && !run.damaged.load(Ordering::Acquire)
                         {
-                            t.write_at(&data, at, scratch.aligned.bytes_mut())
-                                .map_err(|err| IngestError::Datastore {
+                            scratch.stager.write(t, &data, at).map_err(|err| {
+                                IngestError::Datastore {
                                     op: "write",
                                     path: format!("the temporary of {}", f.rel_display()),
                                     source: err,
-                                })?;
+                                }
+                            })?;
                         }
                     }
                     Ok((data, _)) => run.lose(
@@ -293,8 +295,18 @@ impl Transfer<'_> {
                 break;
             }
         }
-        // Start writing this chunk back now (and drop it from the cache once written), so
-        // that the disk streams while we work and the final fsync has little left to do.
+        if let Some(t) = &temp {
+            scratch
+                .stager
+                .flush(t)
+                .map_err(|err| IngestError::Datastore {
+                    op: "write",
+                    path: format!("the temporary of {}", f.rel_display()),
+                    source: err,
+                })?;
+        }
+        // Start writing this chunk's buffered pieces back now (and drop them from the cache
+        // once written), so that the final fsync has little left to do.
         if let (Some(t), Some(n)) = (&temp, std::num::NonZeroU64::new(len)) {
             let _ = rustix::fs::fadvise(&t.file, off, Some(n), rustix::fs::Advice::DontNeed);
         }
