@@ -901,7 +901,7 @@ fn main() -> Result<()> {
     writeln!(r)?;
     writeln!(
         r,
-        "Every run, MB/s of corpus bytes (10^6 bytes per second), in run order:"
+        "Every run, MB/s of corpus bytes (10^6 bytes per second), by round (the order of methods rotates each round):"
     )?;
     writeln!(r)?;
     writeln!(

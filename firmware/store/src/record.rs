@@ -161,8 +161,12 @@ pub struct Binding {
     pub counter: u64,
 }
 
-/// zstd level for records: chosen by `benches/pack` on VM-disk-like data (level 1 compresses
-/// text about as well as 3 at twice the speed; negative levels lose too much on logs).
+/// zstd level for records, chosen by measurement (`zstd-levels` in `benches/`, on the non-zero
+/// pieces of the `pack` corpus; docs/benchmarks.md): level 1 stores 0.612 of the input,
+/// levels 2 and 3 no less (0.613) at 22–48 % lower speed, levels −1 / −3 are 20 % / 40 %
+/// faster but store 5.6 % / 6.9 % more. zstd is about a quarter of the pack pipeline's CPU
+/// time, so −1 would save some 5 % of CPU for 5.6 % more bytes to write and sync; on the
+/// disk-bound development machine the smaller output wins.
 pub const ZSTD_LEVEL: i32 = 1;
 
 thread_local! {

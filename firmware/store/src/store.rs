@@ -480,6 +480,9 @@ impl Store {
         for (log, t) in core.logs.iter_mut().zip(&tails) {
             log.tail = *t;
         }
+        // A sealed log was closed by the seal (footers written after the last batch): it is
+        // not a crash's leftovers and must stay exactly as signed.
+        let sealed = core.ns.seal.is_some();
         drop(core);
         lock(&self.commit).durable = seq - 1;
         if self.access == Access::ReadWrite {
@@ -488,7 +491,9 @@ impl Store {
                 chains.push(Chain::resume(dev, &self.sbs[i], tails[i])?);
             }
             lock(&self.leader).chains = chains;
-            self.clear_after_tails(&tails, end)?;
+            if !sealed {
+                self.clear_after_tails(&tails, end)?;
+            }
         }
         Ok(())
     }
@@ -1047,6 +1052,20 @@ impl Store {
             }
         }
         let built = self.build_records(id, offset, data);
+        // Chaining values of the whole aligned blocks this write covers, for the manifest:
+        // a block that is one record already has it; any other (holes, several records)
+        // takes a BLAKE3 pass over its 1 MiB, done here rather than under the store lock.
+        let mut block_cvs = Vec::new();
+        let mut block_start = offset.next_multiple_of(BLOCK);
+        while block_start + BLOCK <= offset + data.len() as u64 {
+            let s = (block_start - offset) as usize;
+            let cv = match built.iter().find(|b| b.offset == block_start) {
+                Some(b) if b.len as u64 == BLOCK && b.bytes.is_some() => b.digest,
+                _ => record_digest(block_start, &data[s..s + BLOCK as usize]),
+            };
+            block_cvs.push((block_start / BLOCK, cv));
+            block_start += BLOCK;
+        }
         let ticket = {
             let mut core = self.wait_for_queue_room()?;
             self.reserve_journal(&core, built.len() + 2)?;
@@ -1086,21 +1105,10 @@ impl Store {
                 journal::encode_op(&op, &mut core.ops);
             }
             // Whole aligned blocks written at once keep their chaining value for the manifest.
-            let mut block_start = offset.next_multiple_of(BLOCK);
-            while block_start + BLOCK <= offset + data.len() as u64 {
-                let s = (block_start - offset) as usize;
-                let cv = match built.iter().find(|b| b.offset == block_start) {
-                    Some(b) if b.len as u64 == BLOCK && b.bytes.is_some() => b.digest,
-                    _ => record_digest(block_start, &data[s..s + BLOCK as usize]),
-                };
-                let op = Op::BlockCv {
-                    id,
-                    block: block_start / BLOCK,
-                    cv,
-                };
+            for &(block, cv) in &block_cvs {
+                let op = Op::BlockCv { id, block, cv };
                 core.ns.apply(&op)?;
                 journal::encode_op(&op, &mut core.ops);
-                block_start += BLOCK;
             }
             core.written_bytes += data.len() as u64;
             core.open_batch
