@@ -15,7 +15,7 @@ pub fn data(t: u64, seq: u64, len: usize) -> Vec<u8> {
         (t + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ seq.wrapping_mul(0xD1B5_4A32_D192_ED03) | 1;
     let mut v = Vec::with_capacity(len + 8);
     // Half the writes are text-like (compressible), half random.
-    if seq % 2 == 0 {
+    if seq.is_multiple_of(2) {
         while v.len() < len {
             v.extend_from_slice(format!("t{t} seq{seq} line {} ok\n", v.len()).as_bytes());
         }

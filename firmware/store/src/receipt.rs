@@ -217,8 +217,14 @@ mod tests {
             segment_size: 8 << 20,
             ..Default::default()
         };
-        let prov =
-            crate::provision::provision(&[p.clone()], "job", "n", &id.to_public(), &opts).unwrap();
+        let prov = crate::provision::provision(
+            std::slice::from_ref(&p),
+            "job",
+            "n",
+            &id.to_public(),
+            &opts,
+        )
+        .unwrap();
         let sb = &prov.superblocks[0];
         let dev = Device::open(&p, true).unwrap();
         assert_eq!(Receipt::read(&dev, sb).unwrap(), None);
