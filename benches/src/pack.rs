@@ -470,7 +470,13 @@ fn run_pack(ctx: &Ctx, threads: usize, durable: bool) -> Result<Sample> {
         create_size: Some(ctx.size + ctx.size / 4 + (1 << 30)),
         ..Options::default()
     };
-    let p = provision(std::slice::from_ref(&img), "bench-job", "bench", &ctx.recipient, &opts)?;
+    let p = provision(
+        std::slice::from_ref(&img),
+        "bench-job",
+        "bench",
+        &ctx.recipient,
+        &opts,
+    )?;
     let locked = Locked::open(std::slice::from_ref(&img), Access::ReadWrite)?;
     let secrets = locked.secrets_from_code(&p.unlock_code)?;
     let store = locked.unlock(secrets, Access::ReadWrite)?;
