@@ -100,3 +100,60 @@ fn kernel_client_copies_and_keeps_its_mount_across_a_restart() {
     assert_eq!(host, guest_sums, "host and guest disagree about the files");
     app.stop();
 }
+
+/// Plain READDIR (the kernel with `nordirplus`) over a directory of many pages: every
+/// entry once (nfsserve alone restarts every page at the first entry, and the listing
+/// never ends), and `df` shows the device's real capacity.
+#[test]
+fn kernel_client_lists_large_directories_without_readdirplus() {
+    require_clients();
+    let job = Job::provision("4G", 1, &[]);
+    let app = Appliance::start(&job, Options::default());
+    app.unlock();
+    let src = job.path("many");
+    std::fs::create_dir_all(src.join("big")).unwrap();
+    for i in 0..3000 {
+        std::fs::write(
+            src.join(format!("big/entry-with-a-longish-name-{i:05}")),
+            b"",
+        )
+        .unwrap();
+    }
+    odt_e2e::nfsclient::put_tree(&src, &app.url_root(), Duration::from_secs(600));
+    let share = job.path("share");
+    std::fs::create_dir_all(&share).unwrap();
+    let script = r#"
+set -e
+echo "COUNT $(ls -1 /mnt/big | wc -l)"
+echo "UNIQUE $(ls -1 /mnt/big | sort -u | wc -l)"
+df -k /mnt | tail -1 | awk '{print "DF", $2, $4}'
+"#;
+    let g = guest::start(
+        app.nfs_port,
+        script,
+        &share,
+        Duration::from_secs(300),
+        "nordirplus",
+    );
+    let out = g.finish();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "guest: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("COUNT 3000\n"), "{stdout}");
+    assert!(stdout.contains("UNIQUE 3000\n"), "{stdout}");
+    let capacity = app.status()["store"]["capacity_bytes"].as_u64().unwrap();
+    let df = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("DF "))
+        .expect("df line");
+    let total_kib: u64 = df.split(' ').next().unwrap().parse().unwrap();
+    // The kernel rounds to its block size (1 MiB here).
+    assert!(
+        total_kib.abs_diff(capacity / 1024) < 1024,
+        "df shows the device ({} KiB), not nfsserve's 1 TiB: {df}",
+        capacity / 1024
+    );
+}

@@ -13,9 +13,10 @@
 //!   TCP flow control then slows the client down). Requests of one connection still run
 //!   concurrently inside `nfsserve`, which is what lets the store group their fsyncs.
 //!
-//! The gate answers WRITE and COMMIT itself ([`crate::writeback`]): `nfsserve` would answer
-//! FILE_SYNC to every WRITE and has no COMMIT. Their replies and `nfsserve`'s share the
-//! client's socket, one whole record at a time.
+//! The gate answers WRITE and COMMIT ([`crate::writeback`]), READDIR ([`crate::readdir`])
+//! and FSSTAT ([`crate::fsstat`]) itself: `nfsserve` answers FILE_SYNC to every WRITE, has
+//! no COMMIT, ignores READDIR's cookie and reports a fixed 1 TiB free. Their replies and
+//! `nfsserve`'s share the client's socket, one whole record at a time.
 //!
 //! A slot is freed when the reply passes back through the gate (for a WRITE, when its
 //! store write has returned). `nfsserve` does not answer
@@ -46,7 +47,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::allow::AllowList;
 use crate::framing::{self, FramingError, HEADER};
 use crate::nfs::Export;
-use crate::rpc::{self, PROC_COMMIT, PROC_WRITE};
+use crate::rpc::{self, PROC_COMMIT, PROC_FSSTAT, PROC_READDIR, PROC_WRITE};
 use crate::throttle::{Throttle, suppressed_note};
 
 /// The client's side of a connection, shared by the reply pump and local answers.
@@ -317,7 +318,7 @@ impl Gate {
             let xid = framing::xid(&buf[HEADER..]).ok_or(ConnError::Short)?;
             if let Some(export) = &self.local
                 && let Some(call) = rpc::parse_call(&buf[HEADER..])
-                && (call.is_nfs3(PROC_WRITE) || call.is_nfs3(PROC_COMMIT))
+                && call.answered_locally()
             {
                 let record = std::mem::take(&mut buf);
                 answer_locally(export.clone(), call, record, conn, (conn_slot, slot));
@@ -356,8 +357,8 @@ struct Conn {
     writer: ClientWriter,
 }
 
-/// Answers a WRITE or COMMIT in its own task; its slots are held until the store write
-/// behind it has returned.
+/// Answers a call the appliance handles itself (WRITE, COMMIT, READDIR, FSSTAT) in its own
+/// task; its slots are held until the store write behind it (if any) has returned.
 fn answer_locally(
     export: Export,
     call: rpc::CallHeader,
@@ -369,11 +370,15 @@ fn answer_locally(
     let owed = conn.local_replies.clone();
     owed.fetch_add(1, Ordering::AcqRel);
     tokio::spawn(async move {
-        let (reply, background) = if call.is_nfs3(PROC_WRITE) {
-            let a = export.rpc_write(&call, record, HEADER).await;
-            (a.reply, a.background)
-        } else {
-            (export.rpc_commit(&call, &record, HEADER).await, None)
+        let (reply, background) = match call.procedure {
+            PROC_WRITE => {
+                let a = export.rpc_write(&call, record, HEADER).await;
+                (a.reply, a.background)
+            }
+            PROC_COMMIT => (export.rpc_commit(&call, &record, HEADER).await, None),
+            PROC_READDIR => (export.rpc_readdir(&call, &record, HEADER).await, None),
+            PROC_FSSTAT => (export.rpc_fsstat(&call, &record, HEADER).await, None),
+            p => unreachable!("procedure {p} is not answered locally"),
         };
         {
             let mut w = writer.lock().await;

@@ -2,7 +2,8 @@
 //!
 //! The store ([`odt_store`]) exported over NFSv3 with `nfsserve` ([`nfs`]), behind a gate
 //! that enforces the client allow-list and bounds memory ([`gate`], [`framing`],
-//! [`allow`]) and answers WRITE and COMMIT itself ([`writeback`], [`pending`], [`rpc`]); persistent file handles ([`handles`]); the Locked → Unlocked → Sealed life
+//! [`allow`]) and answers WRITE, COMMIT, READDIR and FSSTAT itself ([`writeback`], [`pending`],
+//! [`readdir`], [`fsstat`], [`rpc`]); persistent file handles ([`handles`]); the Locked → Unlocked → Sealed life
 //! cycle ([`state`]); the control API for unlock and status ([`control`]); settings from
 //! flags and a TOML file ([`config`]); and the process wiring ([`serve`]).
 
@@ -10,12 +11,14 @@ pub mod allow;
 pub mod config;
 pub mod control;
 pub mod framing;
+pub mod fsstat;
 pub mod gate;
 pub mod handles;
 pub mod meter;
 pub mod nfs;
 pub mod nfsstat;
 pub mod pending;
+pub mod readdir;
 pub mod rpc;
 pub mod serve;
 pub mod state;

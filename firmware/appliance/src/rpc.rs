@@ -19,6 +19,10 @@ pub const NFS_PROGRAM: u32 = 100003;
 pub const NFS_V3: u32 = 3;
 /// NFSPROC3_WRITE.
 pub const PROC_WRITE: u32 = 7;
+/// NFSPROC3_READDIR.
+pub const PROC_READDIR: u32 = 16;
+/// NFSPROC3_FSSTAT.
+pub const PROC_FSSTAT: u32 = 18;
 /// NFSPROC3_COMMIT.
 pub const PROC_COMMIT: u32 = 21;
 
@@ -48,6 +52,16 @@ pub struct CallHeader {
 }
 
 impl CallHeader {
+    /// True for the NFSv3 procedures the appliance answers itself instead of `nfsserve`.
+    pub fn answered_locally(&self) -> bool {
+        self.prog == NFS_PROGRAM
+            && self.vers == NFS_V3
+            && matches!(
+                self.procedure,
+                PROC_WRITE | PROC_READDIR | PROC_FSSTAT | PROC_COMMIT
+            )
+    }
+
     /// True for an NFSv3 call of `procedure`.
     pub fn is_nfs3(&self, procedure: u32) -> bool {
         self.prog == NFS_PROGRAM && self.vers == NFS_V3 && self.procedure == procedure
@@ -192,6 +206,11 @@ mod tests {
         assert_eq!(h.xid, 77);
         assert!(h.is_nfs3(PROC_WRITE));
         assert!(!h.is_nfs3(PROC_COMMIT));
+        assert!(h.answered_locally());
+        let getattr = parse_call(&call(NFS_PROGRAM, 3, 1, b"")).unwrap();
+        assert!(!getattr.answered_locally());
+        let mount = parse_call(&call(100005, 3, PROC_WRITE, b"")).unwrap();
+        assert!(!mount.answered_locally());
         assert_eq!(&m[h.args..], b"ARGS");
         // Not a call, wrong RPC version, truncated, oversized credential.
         let mut reply = m.clone();
