@@ -6,7 +6,7 @@
 //! listen = "0.0.0.0:2049"          # NFS (and MOUNT) service
 //! control = "127.0.0.1:7049"       # control API (default: loopback)
 //! allow = ["10.20.0.0/16"]         # NFS clients allowed to connect (default: everyone)
-//! max_inflight = 24                # NFS requests processed at a time (memory bound)
+//! max_inflight = 16                # NFS requests processed at a time (memory bound)
 //! max_connections = 64             # NFS client connections at a time
 //! ```
 

@@ -74,7 +74,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_record: (1 << 20) + 64 * 1024,
-            max_inflight: 24,
+            max_inflight: 16,
             max_inflight_per_conn: 16,
             max_connections: 64,
             record_timeout: Duration::from_secs(60),
