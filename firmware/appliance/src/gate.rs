@@ -84,12 +84,12 @@ impl Default for Limits {
 }
 
 /// A request forwarded to `nfsserve` and not answered yet.
-struct Pending {
+struct Forwarded {
     _slots: (OwnedSemaphorePermit, OwnedSemaphorePermit),
     since: Instant,
 }
 
-type PendingMap = Arc<Mutex<HashMap<u32, Pending>>>;
+type ForwardedMap = Arc<Mutex<HashMap<u32, Forwarded>>>;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -333,7 +333,7 @@ impl Gate {
                 }
                 p.insert(
                     xid,
-                    Pending {
+                    Forwarded {
                         _slots: (conn_slot, slot),
                         since: Instant::now(),
                     },
@@ -350,7 +350,7 @@ impl Gate {
 
 /// Per-connection state.
 struct Conn {
-    pending: PendingMap,
+    pending: ForwardedMap,
     per_conn: Arc<Semaphore>,
     /// Local answers not yet written to the client.
     local_replies: Arc<AtomicUsize>,
@@ -399,7 +399,7 @@ fn answer_locally(
 async fn pump_replies(
     sr: OwnedReadHalf,
     writer: ClientWriter,
-    pending: PendingMap,
+    pending: ForwardedMap,
 ) -> std::io::Result<()> {
     let mut r = BufReader::with_capacity(64 * 1024, sr);
     let mut record_xid: Option<u32> = None;
@@ -441,7 +441,7 @@ async fn pump_replies(
 }
 
 /// Forgets requests nobody will answer (see the module notes), so they free their slots.
-async fn reap(pending: Weak<Mutex<HashMap<u32, Pending>>>, stale_after: Duration) {
+async fn reap(pending: Weak<Mutex<HashMap<u32, Forwarded>>>, stale_after: Duration) {
     let mut tick = tokio::time::interval(stale_after / 4);
     loop {
         tick.tick().await;
