@@ -761,7 +761,11 @@ impl Store {
         }
         // Records first, then the batch naming them: a batch on the device always refers to
         // durable records, so recovery never has to guess which references a crash cut short.
-        self.sync_devices()?;
+        // A batch of metadata only (create, rename, setattr) names no new record: the records
+        // of earlier batches are already durable, so only the journal needs its sync.
+        if pieces.iter().any(|p| !p.is_empty()) {
+            self.sync_devices()?;
+        }
         self.devs[0].write_at(&batch, JOURNAL_START + at)?;
         self.devs[0].sync()?;
         drop(leader);
