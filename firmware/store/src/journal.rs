@@ -200,6 +200,18 @@ impl BatchHeader {
     }
 }
 
+/// Puts the constant fields of a batch header (magic, version, reserved bytes; the cipher
+/// byte if it is not a known cipher) back to what they must be, so that a header whose
+/// constants were damaged still yields its length and sequence number for diagnosis.
+pub fn restore_constants(head: &mut [u8; BATCH_HEADER], cipher: Cipher) {
+    head[..4].copy_from_slice(MAGIC);
+    head[4] = VERSION;
+    if Cipher::from_code(head[5]).is_none() {
+        head[5] = cipher.code();
+    }
+    head[6..8].fill(0);
+}
+
 /// Serialises one op for a batch's plaintext.
 pub fn encode_op(op: &Op, out: &mut Vec<u8>) {
     let bytes = postcard::to_stdvec(op).expect("op serialises");

@@ -258,6 +258,26 @@ pub fn is_zero(b: &[u8]) -> bool {
     pre.iter().all(|&x| x == 0) && post.iter().all(|&x| x == 0) && mid.iter().all(|&x| x == 0)
 }
 
+/// Whether every 512-byte device sector a journal batch at device offset `at` touches holds
+/// some of its bytes. The journal past its end is always zeros (provisioning and recovery
+/// zero it) and devices write whole sectors, so a batch torn by a crash or power cut leaves
+/// at least one sector's share of it all zeros; an encrypted batch never has one otherwise
+/// (only a share of a few bytes could be zero by chance, and then damage is taken for a
+/// tear: the safe side, as a crash must never make the store refuse to open).
+pub(crate) fn fully_written(at: u64, batch: &[u8]) -> bool {
+    const SECTOR: u64 = 512;
+    let mut i = 0usize;
+    while i < batch.len() {
+        let next_boundary = ((at + i as u64) / SECTOR + 1) * SECTOR;
+        let j = ((next_boundary - at) as usize).min(batch.len());
+        if is_zero(&batch[i..j]) {
+            return false;
+        }
+        i = j;
+    }
+    true
+}
+
 /// Digest of a record's plaintext: the BLAKE3 chaining value of the plaintext as the subtree
 /// at its file offset when it is a whole aligned 1 MiB block (so the manifest can merge it
 /// into the file's root without re-reading), its plain BLAKE3 hash otherwise.
@@ -512,15 +532,53 @@ impl Store {
         Ok(())
     }
 
-    /// Tells a crash's torn tail from damage: if any complete batch with a later sequence
-    /// number follows where replay stopped, the journal was damaged in the middle, and
-    /// opening must fail rather than silently forget what came after.
+    /// Tells a crash's torn tail from damage where replay stopped. Two kinds of damage are
+    /// refused (opening fails rather than silently forgetting acknowledged changes):
+    /// - the batch there was written in full but fails its checksum or does not belong
+    ///   (see [`fully_written`]);
+    /// - a complete batch with a later sequence number follows (damage in the middle).
     fn check_journal_tail(&self, end: u64, next_seq: u64) -> Result<()> {
         let jlen = self.sbs[0].journal_len;
         let window = (jlen - end).min(MAX_BATCH_SCAN) as usize;
         let buf = self.devs[0].read_vec(JOURNAL_START + end, window)?;
         if is_zero(&buf) {
             return Ok(());
+        }
+        let damaged = |why: String| {
+            Err(Error::corrupt(
+                "metadata journal",
+                self.devs[0].path(),
+                JOURNAL_START + end,
+                why,
+            ))
+        };
+        // A header's first sector is written whole or not at all, so non-zero bytes where
+        // its constant fields belong are damage, not a tear: read it with them restored.
+        let mut head = [0u8; journal::BATCH_HEADER];
+        let n = head.len().min(buf.len());
+        head[..n].copy_from_slice(&buf[..n]);
+        let written = !is_zero(&head[..4]);
+        journal::restore_constants(&mut head, self.cipher);
+        if written
+            && let Some(h) = BatchHeader::decode(&head)
+            && h.total_len() <= buf.len()
+        {
+            let batch = &buf[..h.total_len()];
+            if h.crc_ok(batch) && batch[..journal::BATCH_HEADER] == head {
+                return damaged(format!(
+                    "an intact batch numbered {} stands where batch {next_seq} belongs \
+                     (replayed or moved metadata); run `odt verify` for the files affected",
+                    h.seq
+                ));
+            }
+            if fully_written(JOURNAL_START + end, batch) {
+                return damaged(format!(
+                    "batch {next_seq} (the last commit before the device was closed) was \
+                     written in full but fails its checksum: damaged after it was written, \
+                     not torn by a crash; the changes it carried cannot be read (run `odt \
+                     verify` for the files affected)"
+                ));
+            }
         }
         let mut i = 0;
         while i + journal::BATCH_HEADER <= buf.len() {
@@ -529,14 +587,11 @@ impl Store {
                 && h.seq > next_seq
                 && h.crc_ok(&buf[i..])
             {
-                return Err(Error::corrupt(
-                    "metadata journal",
-                    self.devs[0].path(),
-                    JOURNAL_START + end,
-                    format!(
-                        "batch {next_seq} is damaged but batch {} follows it; the journal                          cannot be replayed past the damage (run `odt verify` for the files                          affected)",
-                        h.seq
-                    ),
+                return damaged(format!(
+                    "batch {next_seq} is damaged but batch {} follows it; the journal \
+                     cannot be replayed past the damage (run `odt verify` for the files \
+                     affected)",
+                    h.seq
                 ));
             }
             i += 1;
@@ -1368,5 +1423,26 @@ impl Drop for Store {
         {
             tracing::error!(error = %e, "final sync failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fully_written_looks_at_every_sector_share() {
+        let batch = vec![0xa5u8; 1500];
+        // Starting 100 bytes before a sector boundary: shares of 100, 512, 512 and 376 bytes.
+        assert!(fully_written(412, &batch));
+        for hole in [0..100, 100..612, 1124..1500] {
+            let mut torn = batch.clone();
+            torn[hole.clone()].fill(0);
+            assert!(!fully_written(412, &torn), "hole {hole:?}");
+        }
+        // Zeros that do not cover a whole share are data, not a tear.
+        let mut zeros = batch.clone();
+        zeros[50..600].fill(0);
+        assert!(fully_written(412, &zeros));
     }
 }

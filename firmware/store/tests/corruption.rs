@@ -164,6 +164,66 @@ fn metadata_damage_is_detected() {
     assert!(sum.closed_segments >= 1 && sum.records >= 13);
 }
 
+/// Start and length of every journal batch on device 0, walked from the headers.
+fn batches(path: &Path, end: u64) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    let mut pos = 0u64;
+    while pos < end {
+        let h = odt_store::journal::BatchHeader::decode(&read_at(
+            path,
+            JOURNAL_START + pos,
+            odt_store::journal::BATCH_HEADER,
+        ))
+        .expect("batch header");
+        out.push((JOURNAL_START + pos, h.total_len() as u64));
+        pos += h.total_len() as u64;
+    }
+    out
+}
+
+#[test]
+fn damage_in_the_last_journal_batch_is_not_taken_for_a_torn_write() {
+    let fx = Fixture::new(1, 64 * MIB);
+    populate(&fx);
+    let s = fx.open();
+    let last = s.create(s.root(), b"made-last.txt", 0o644).unwrap().id;
+    let end = s.journal_end();
+    drop(s);
+    let path = fx.paths[0].clone();
+    let (at, len) = *batches(&path, end).last().unwrap();
+
+    // One flipped bit anywhere in it (header or payload): refused, with the offset.
+    for off in [0, 9, 37, len / 2, len - 1] {
+        flip(&path, at + off, 2);
+        let msg = fx
+            .open_ro()
+            .err()
+            .expect("damaged last batch refused")
+            .to_string();
+        assert!(msg.contains(&format!("{at}")), "flip at +{off}: {msg}");
+        assert!(
+            msg.contains("written in full") || msg.contains("belongs"),
+            "flip at +{off}: {msg}"
+        );
+        flip(&path, at + off, 2);
+    }
+
+    // A tear: the batch's last sector never reached the device. That is a crash, not damage:
+    // the store opens at the commit before, without the file the torn batch created.
+    let sector = (at + len - 1) / 512 * 512;
+    write_at(&path, sector, &vec![0u8; (at + len - sector) as usize]);
+    {
+        let s = fx.open();
+        assert!(s.lookup(s.root(), b"made-last.txt").is_err());
+        assert!(s.lookup(s.root(), b"vm").is_ok());
+        // The torn tail was cleared: new commits land where it was and survive a reopen.
+        s.create(s.root(), b"after-tear", 0o644).unwrap();
+    }
+    let s = open_checked(&fx);
+    assert!(s.lookup(s.root(), b"after-tear").is_ok());
+    assert!(s.getattr(last).is_err(), "the torn batch's file came back");
+}
+
 #[test]
 fn swapped_reordered_replayed_and_dropped_records_fail() {
     let fx = Fixture::new(1, 64 * MIB);
