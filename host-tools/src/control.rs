@@ -3,11 +3,12 @@
 
 use std::io::{BufRead, BufReader, IsTerminal, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use clap::Args;
 use odt_store::control::{self, ControlKey, Hello, Op, PROTOCOL, Request, Response};
 use odt_store::keys::UnlockCode;
 use zeroize::Zeroizing;
@@ -16,6 +17,18 @@ use zeroize::Zeroizing;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time to wait for an answer (unlock runs a KDF and replays the journal).
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Which appliance to talk to and the unlock code that authenticates the requests: the
+/// options every customer-side command shares.
+#[derive(Debug, Args)]
+pub struct Connect {
+    /// Control address of the appliance (host[:port], default port 7049).
+    #[arg(long)]
+    pub appliance: String,
+    /// Read the customer's unlock code from this file instead of stdin.
+    #[arg(long)]
+    pub code_file: Option<PathBuf>,
+}
 
 /// Adds the default control port to an address that names none (`host` or `[v6]`).
 pub fn with_default_port(addr: &str) -> String {

@@ -56,6 +56,8 @@ pub enum Command {
     /// Unlock an appliance with the customer's unlock code (stdin or --code-file).
     Unlock(cmd::unlock::UnlockArgs),
     /// State, capacity, bytes and files stored, write rate of an appliance.
+    ///
+    /// A locked appliance reports its state without the unlock code.
     Status(cmd::status::StatusArgs),
 }
 

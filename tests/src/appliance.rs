@@ -240,6 +240,21 @@ impl Appliance {
             .unwrap_or_else(|e| panic!("odt status --json printed no JSON ({e}): {out}"))
     }
 
+    /// `odt seal` with the job's code file; panics with its output unless it succeeds.
+    pub fn seal(&self) -> String {
+        run_ok(
+            Command::new(bins::odt())
+                .args([
+                    "seal",
+                    "--appliance",
+                    &self.control.to_string(),
+                    "--code-file",
+                ])
+                .arg(&self.code_file),
+            Duration::from_secs(600),
+        )
+    }
+
     /// Stops with SIGTERM (a clean stop); panics unless it exits 0.
     pub fn stop(&mut self) {
         let mut child = self.child.take().expect("running");

@@ -19,108 +19,29 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
+
+use odt_e2e::bins::repo;
+use odt_e2e::run::{describe, run};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ is inside the workspace")
-        .to_path_buf()
-}
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .map(|p| if p.is_absolute() { p } else { repo().join(p) })
-        .unwrap_or_else(|| repo().join("target"))
-}
-
 fn log(msg: impl AsRef<str>) {
     eprintln!("image_trip: {}", msg.as_ref());
 }
 
-fn describe(cmd: &Command) -> String {
-    let mut s = cmd.get_program().to_string_lossy().into_owned();
-    for a in cmd.get_args() {
-        s.push(' ');
-        s.push_str(&a.to_string_lossy());
-    }
-    s
-}
-
-/// Runs a command to completion with a time limit; stdin is /dev/null unless `input`.
-fn run_with(cmd: &mut Command, input: Option<&[u8]>, limit: Duration) -> Output {
-    let what = describe(cmd);
-    let started = Instant::now();
-    let mut child = cmd
-        .stdin(if input.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run `{what}`: {e}"));
-    if let Some(bytes) = input {
-        let mut stdin = child.stdin.take().unwrap();
-        // A command that does not read its stdin may be gone already (EPIPE): its exit
-        // status tells what happened.
-        let _ = stdin.write_all(bytes);
-    }
-    // Drain both pipes in threads so a chatty command cannot block on a full pipe.
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let t_out = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        std::io::Read::read_to_end(&mut out, &mut v).ok();
-        v
-    });
-    let t_err = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        std::io::Read::read_to_end(&mut err, &mut v).ok();
-        v
-    });
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if started.elapsed() > limit {
-            child.kill().ok();
-            child.wait().ok();
-            panic!("`{what}` did not finish within {limit:?}: killed");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    Output {
-        status,
-        stdout: t_out.join().unwrap(),
-        stderr: t_err.join().unwrap(),
-    }
-}
-
-/// Runs a command that must succeed; returns its stdout.
+/// Runs a command that must succeed, logging how long it took; returns its stdout.
 fn run_ok(cmd: &mut Command, limit: Duration) -> String {
     let what = describe(cmd);
     let started = Instant::now();
-    let o = run_with(cmd, None, limit);
-    if !o.status.success() {
-        panic!(
-            "`{what}` failed ({})\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            o.status,
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-    }
+    let out = odt_e2e::run::run_ok(cmd, limit);
     log(format!(
         "ok in {:.1}s: {what}",
         started.elapsed().as_secs_f64()
     ));
-    String::from_utf8_lossy(&o.stdout).into_owned()
+    out
 }
 
 fn need_tool(name: &str, why: &str) {
@@ -344,11 +265,7 @@ fn make_export(root: &Path) -> Vec<PathBuf> {
         if with_mf {
             let mut mf = String::new();
             for f in [&ovf_name, &disk_name] {
-                let out = run_ok(
-                    Command::new("sha256sum").arg(d.join(f)),
-                    Duration::from_secs(60),
-                );
-                let digest = out.split_whitespace().next().unwrap();
+                let digest = odt_e2e::nfsclient::sha256_file(&d.join(f));
                 mf.push_str(&format!("SHA256({f})= {digest}\n"));
             }
             let mf_name = format!("{name}.mf");
@@ -401,11 +318,10 @@ fn image_trip() {
         ("qemu-system-x86_64", "boots the appliance image"),
         ("nfs-cp", "the customer's NFS client (libnfs-utils)"),
         ("python3", "PyPI libnfs creates the directories"),
-        ("sha256sum", "digests for the .mf manifest"),
     ] {
         need_tool(tool, why);
     }
-    let probe = run_with(
+    let probe = run(
         Command::new("python3").args(["-c", "import libnfs"]),
         None,
         Duration::from_secs(30),
@@ -417,25 +333,8 @@ fn image_trip() {
     );
 
     // 1. Release binaries (a no-op when scripts/test already built them) and the image.
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    run_ok(
-        Command::new(cargo).current_dir(repo()).args([
-            "build",
-            "--release",
-            "--locked",
-            "-p",
-            "odt-tools",
-            "-p",
-            "odt-appliance",
-            "--bin",
-            "odt",
-            "--bin",
-            "odt-appliance",
-        ]),
-        Duration::from_secs(1200),
-    );
-    let odt = target_dir().join("release/odt");
-    let firmware = target_dir().join("release/odt-appliance");
+    let odt = odt_e2e::bins::odt();
+    let firmware = odt_e2e::bins::appliance();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let image_dir = d.join("image");
@@ -563,7 +462,7 @@ fn image_trip() {
     // `odt status`, it may read the unlock code (which authenticates the request) from
     // stdin: give it there.
     let code_text = std::fs::read(&code).unwrap();
-    let seal = run_with(
+    let seal = run(
         Command::new(&odt).args(["seal", "--appliance", &app.control]),
         Some(&code_text),
         Duration::from_secs(300),
@@ -671,7 +570,7 @@ fn check_config_reader(awk: &[&str], sh: &[&str]) {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("appliance.toml");
         std::fs::write(&f, text).unwrap();
-        run_with(
+        run(
             Command::new(awk[0])
                 .args(&awk[1..])
                 .arg("-v")
@@ -687,7 +586,7 @@ fn check_config_reader(awk: &[&str], sh: &[&str]) {
     let eval = |assignments: &[u8], script: &str| {
         let mut input = assignments.to_vec();
         input.extend_from_slice(script.as_bytes());
-        let o = run_with(
+        let o = run(
             Command::new(sh[0]).args(&sh[1..]),
             Some(&input),
             Duration::from_secs(30),

@@ -158,24 +158,7 @@ fn sigkill_mid_copy_loses_nothing_committed() {
     }
     // The customer seals; then the provider's keyless and keyed checks of every segment
     // and record on the devices pass.
-    let sealed = run(
-        Command::new(bins::odt())
-            .args([
-                "seal",
-                "--appliance",
-                &app.control.to_string(),
-                "--code-file",
-            ])
-            .arg(&job.code_file),
-        None,
-        Duration::from_secs(600),
-    );
-    assert!(
-        sealed.status.success(),
-        "odt seal failed: {}{}",
-        String::from_utf8_lossy(&sealed.stdout),
-        String::from_utf8_lossy(&sealed.stderr)
-    );
+    app.seal();
     app.stop();
     verify(&job);
 }

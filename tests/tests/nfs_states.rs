@@ -116,19 +116,7 @@ fn sealed_appliance_is_read_only_and_readable() {
         "ok"
     );
 
-    let o = run(
-        Command::new(bins::odt())
-            .args([
-                "seal",
-                "--appliance",
-                &app.control.to_string(),
-                "--code-file",
-            ])
-            .arg(&job.code_file),
-        None,
-        10 * MIN,
-    );
-    assert!(o.status.success(), "odt seal: {}", text(&o));
+    app.seal();
 
     for round in ["after the seal", "after a restart"] {
         assert_eq!(app.status()["state"], "sealed", "{round}");

@@ -2,8 +2,6 @@
 //! bundle on the appliance (descriptor references, sizes, `.mf` digests); `seal` then seals
 //! unless a bundle has errors, and prints the seal code.
 
-use std::path::PathBuf;
-
 use anyhow::bail;
 use clap::Args;
 use odt_store::bundle::{BundleReport, Severity};
@@ -12,12 +10,8 @@ use odt_store::control::{ControlKey, Op, Response};
 /// `odt seal`
 #[derive(Debug, Args)]
 pub struct SealArgs {
-    /// Control address of the appliance (host[:port], default port 7049).
-    #[arg(long)]
-    pub appliance: String,
-    /// Read the unlock code (which authenticates the request) from this file instead of stdin.
-    #[arg(long)]
-    pub code_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub to: crate::control::Connect,
     /// Seal although bundles have errors (the errors are recorded in the seal).
     #[arg(long)]
     pub force: bool,
@@ -29,12 +23,8 @@ pub struct SealArgs {
 /// `odt bundles`
 #[derive(Debug, Args)]
 pub struct BundlesArgs {
-    /// Control address of the appliance (host[:port], default port 7049).
-    #[arg(long)]
-    pub appliance: String,
-    /// Read the unlock code (which authenticates the request) from this file instead of stdin.
-    #[arg(long)]
-    pub code_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub to: crate::control::Connect,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -85,8 +75,8 @@ pub fn human(r: &BundleReport) -> String {
 
 /// Runs `odt bundles`: exit 0 if no bundle has errors, 3 otherwise.
 pub fn run_bundles(a: BundlesArgs) -> anyhow::Result<i32> {
-    let key = key(a.code_file.as_deref())?;
-    match crate::control::call(&a.appliance, Op::Bundles, Some(&key))? {
+    let key = key(a.to.code_file.as_deref())?;
+    match crate::control::call(&a.to.appliance, Op::Bundles, Some(&key))? {
         Response::Bundles(r) => {
             if a.json {
                 crate::output::json(&r)?;
@@ -97,18 +87,18 @@ pub fn run_bundles(a: BundlesArgs) -> anyhow::Result<i32> {
         }
         Response::Error(e) => bail!(
             "bundle check on {} failed ({:?}): {}",
-            a.appliance,
+            a.to.appliance,
             e.kind,
             e.message
         ),
-        other => bail!("unexpected answer from {}: {other:?}", a.appliance),
+        other => bail!("unexpected answer from {}: {other:?}", a.to.appliance),
     }
 }
 
 /// Runs `odt seal`: exit 0 only if sealed.
 pub fn run_seal(a: SealArgs) -> anyhow::Result<i32> {
-    let key = key(a.code_file.as_deref())?;
-    match crate::control::call(&a.appliance, Op::Seal { force: a.force }, Some(&key))? {
+    let key = key(a.to.code_file.as_deref())?;
+    match crate::control::call(&a.to.appliance, Op::Seal { force: a.force }, Some(&key))? {
         Response::Sealed(r) => {
             if a.json {
                 crate::output::json(&r)?;
@@ -145,10 +135,10 @@ pub fn run_seal(a: SealArgs) -> anyhow::Result<i32> {
         }
         Response::Error(e) => bail!(
             "seal of {} failed ({:?}): {}",
-            a.appliance,
+            a.to.appliance,
             e.kind,
             e.message
         ),
-        other => bail!("unexpected answer from {}: {other:?}", a.appliance),
+        other => bail!("unexpected answer from {}: {other:?}", a.to.appliance),
     }
 }

@@ -1,7 +1,5 @@
 //! `odt status`: state, capacity, bytes and files stored, write rate of an appliance.
 
-use std::path::PathBuf;
-
 use anyhow::bail;
 use clap::Args;
 use odt_store::control::{ControlKey, Op, Response, StatusReport};
@@ -11,13 +9,8 @@ use crate::output::bytes;
 /// `odt status`
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// Control address of the appliance (host[:port], default port 7049).
-    #[arg(long)]
-    pub appliance: String,
-    /// Read the unlock code (which authenticates the request) from this file instead of
-    /// stdin. A locked appliance reports its state without it.
-    #[arg(long)]
-    pub code_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub to: crate::control::Connect,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -25,24 +18,24 @@ pub struct StatusArgs {
 
 /// Runs `odt status`.
 pub fn run(a: StatusArgs) -> anyhow::Result<i32> {
-    let key = crate::control::read_unlock_code(a.code_file.as_deref())?
+    let key = crate::control::read_unlock_code(a.to.code_file.as_deref())?
         .map(|c| ControlKey::from_code(&c));
-    match crate::control::call(&a.appliance, Op::Status, key.as_ref())? {
+    match crate::control::call(&a.to.appliance, Op::Status, key.as_ref())? {
         Response::Status(r) => {
             if a.json {
                 crate::output::json(&r)?;
             } else {
-                print!("{}", human(&a.appliance, &r));
+                print!("{}", human(&a.to.appliance, &r));
             }
             Ok(0)
         }
         Response::Error(e) => bail!(
             "status of {} failed ({:?}): {}",
-            a.appliance,
+            a.to.appliance,
             e.kind,
             e.message
         ),
-        other => bail!("unexpected answer from {}: {other:?}", a.appliance),
+        other => bail!("unexpected answer from {}: {other:?}", a.to.appliance),
     }
 }
 

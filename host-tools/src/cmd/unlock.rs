@@ -1,7 +1,5 @@
 //! `odt unlock`: unlocks an appliance with the customer's unlock code.
 
-use std::path::PathBuf;
-
 use anyhow::bail;
 use clap::Args;
 use odt_store::control::{Op, Response, SecretText, State};
@@ -9,12 +7,8 @@ use odt_store::control::{Op, Response, SecretText, State};
 /// `odt unlock`
 #[derive(Debug, Args)]
 pub struct UnlockArgs {
-    /// Control address of the appliance (host[:port], default port 7049).
-    #[arg(long)]
-    pub appliance: String,
-    /// Read the unlock code from this file instead of stdin.
-    #[arg(long)]
-    pub code_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub to: crate::control::Connect,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
@@ -22,14 +16,14 @@ pub struct UnlockArgs {
 
 /// Runs `odt unlock`.
 pub fn run(a: UnlockArgs) -> anyhow::Result<i32> {
-    let Some(code) = crate::control::read_unlock_code(a.code_file.as_deref())? else {
+    let Some(code) = crate::control::read_unlock_code(a.to.code_file.as_deref())? else {
         bail!("no unlock code given: type it on stdin or pass --code-file FILE");
     };
     let op = Op::Unlock {
         code: SecretText::new(code.expose().to_string()),
     };
     drop(code);
-    match crate::control::call(&a.appliance, op, None)? {
+    match crate::control::call(&a.to.appliance, op, None)? {
         Response::Unlocked(r) => {
             if a.json {
                 crate::output::json(&r)?;
@@ -41,7 +35,7 @@ pub fn run(a: UnlockArgs) -> anyhow::Result<i32> {
                 };
                 println!(
                     "Appliance {} {what}: job {} ({}), device set {}.",
-                    a.appliance, r.job_id, r.job_name, r.set_id
+                    a.to.appliance, r.job_id, r.job_name, r.set_id
                 );
                 match r.state {
                     State::Sealed => println!("It is sealed: the NFS export is read-only."),
@@ -54,10 +48,10 @@ pub fn run(a: UnlockArgs) -> anyhow::Result<i32> {
         }
         Response::Error(e) => bail!(
             "unlock of {} failed ({:?}): {}",
-            a.appliance,
+            a.to.appliance,
             e.kind,
             e.message
         ),
-        other => bail!("unexpected answer from {}: {other:?}", a.appliance),
+        other => bail!("unexpected answer from {}: {other:?}", a.to.appliance),
     }
 }
