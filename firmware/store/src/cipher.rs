@@ -110,18 +110,23 @@ impl SessionKey {
 
     /// Encrypts `buf` in place and appends the tag.
     pub fn seal(&self, counter: u64, aad: &[u8], buf: &mut Vec<u8>) {
+        let tag = self.seal_detached(counter, aad, buf);
+        buf.extend_from_slice(&tag);
+    }
+
+    /// Encrypts `buf` in place and returns the tag.
+    pub fn seal_detached(&self, counter: u64, aad: &[u8], buf: &mut [u8]) -> [u8; TAG_LEN] {
         let nonce = Self::nonce(counter);
-        let tag: [u8; TAG_LEN] = match &self.engine {
+        match &self.engine {
             Engine::Aes(c) => c
-                .encrypt_inout_detached(&nonce.into(), aad, buf.as_mut_slice().into())
+                .encrypt_inout_detached(&nonce.into(), aad, buf.into())
                 .expect("message within AEAD limits")
                 .into(),
             Engine::ChaCha(c) => c
-                .encrypt_inout_detached(&nonce.into(), aad, buf.as_mut_slice().into())
+                .encrypt_inout_detached(&nonce.into(), aad, buf.into())
                 .expect("message within AEAD limits")
                 .into(),
-        };
-        buf.extend_from_slice(&tag);
+        }
     }
 
     /// Checks the tag and decrypts `buf` (ciphertext + tag) in place, truncating the tag.
