@@ -105,6 +105,10 @@ fn bound_malloc() {
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
         libc::mallopt(libc::M_ARENA_MAX, 2);
+        // Freed request and record buffers stay mapped for the next ones instead of being
+        // trimmed and faulted in (and zeroed) again: 7 % of the CPU time copying a large
+        // file went to those page faults.
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 32 << 20);
     }
 }
 

@@ -5,7 +5,7 @@
 //! a session, nonces are a counter. A crash can never replay a (key, nonce) pair because the
 //! next run has a new session id and thus a new key.
 
-use aes_gcm::aead::{AeadInOut, KeyInit};
+use chacha20poly1305::aead::{AeadInOut, KeyInit};
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
@@ -67,7 +67,10 @@ pub enum Purpose {
 struct KeyBytes([u8; 32]);
 
 enum Engine {
-    Aes(Box<aes_gcm::Aes256Gcm>),
+    /// ring's AES-256-GCM: its VAES/VPCLMULQDQ code runs about 3x faster here than the
+    /// RustCrypto crate (the AEAD was a fifth of the appliance's CPU time copying a large
+    /// file); same algorithm, same bytes on the device.
+    Aes(Box<ring::aead::LessSafeKey>),
     ChaCha(Box<chacha20poly1305::ChaCha20Poly1305>),
 }
 
@@ -92,9 +95,9 @@ impl SessionKey {
         material[32..].copy_from_slice(&session.to_le_bytes());
         let key = KeyBytes(blake3::derive_key(context, &material[..]));
         let engine = match cipher {
-            Cipher::Aes256Gcm => Engine::Aes(Box::new(
-                aes_gcm::Aes256Gcm::new_from_slice(&key.0).expect("32-byte key"),
-            )),
+            Cipher::Aes256Gcm => Engine::Aes(Box::new(ring::aead::LessSafeKey::new(
+                ring::aead::UnboundKey::new(&ring::aead::AES_256_GCM, &key.0).expect("32-byte key"),
+            ))),
             Cipher::ChaCha20Poly1305 => Engine::ChaCha(Box::new(
                 chacha20poly1305::ChaCha20Poly1305::new_from_slice(&key.0).expect("32-byte key"),
             )),
@@ -110,18 +113,29 @@ impl SessionKey {
 
     /// Encrypts `buf` in place and appends the tag.
     pub fn seal(&self, counter: u64, aad: &[u8], buf: &mut Vec<u8>) {
-        let nonce = Self::nonce(counter);
-        let tag: [u8; TAG_LEN] = match &self.engine {
-            Engine::Aes(c) => c
-                .encrypt_inout_detached(&nonce.into(), aad, buf.as_mut_slice().into())
-                .expect("message within AEAD limits")
-                .into(),
-            Engine::ChaCha(c) => c
-                .encrypt_inout_detached(&nonce.into(), aad, buf.as_mut_slice().into())
-                .expect("message within AEAD limits")
-                .into(),
-        };
+        let tag = self.seal_detached(counter, aad, buf);
         buf.extend_from_slice(&tag);
+    }
+
+    /// Encrypts `buf` in place and returns the tag.
+    pub fn seal_detached(&self, counter: u64, aad: &[u8], buf: &mut [u8]) -> [u8; TAG_LEN] {
+        let nonce = Self::nonce(counter);
+        match &self.engine {
+            Engine::Aes(k) => k
+                .seal_in_place_separate_tag(
+                    ring::aead::Nonce::assume_unique_for_key(nonce),
+                    ring::aead::Aad::from(aad),
+                    buf,
+                )
+                .expect("message within AEAD limits")
+                .as_ref()
+                .try_into()
+                .expect("16-byte tag"),
+            Engine::ChaCha(c) => c
+                .encrypt_inout_detached(&nonce.into(), aad, buf.into())
+                .expect("message within AEAD limits")
+                .into(),
+        }
     }
 
     /// Checks the tag and decrypts `buf` (ciphertext + tag) in place, truncating the tag.
@@ -131,8 +145,14 @@ impl SessionKey {
         let (msg, tag) = buf.split_at_mut(n);
         let tag: [u8; TAG_LEN] = tag.try_into().unwrap();
         let ok = match &self.engine {
-            Engine::Aes(c) => c
-                .decrypt_inout_detached(&nonce.into(), aad, msg.into(), &tag.into())
+            Engine::Aes(k) => k
+                .open_in_place_separate_tag(
+                    ring::aead::Nonce::assume_unique_for_key(nonce),
+                    ring::aead::Aad::from(aad),
+                    ring::aead::Tag::from(tag),
+                    msg,
+                    0..,
+                )
                 .is_ok(),
             Engine::ChaCha(c) => c
                 .decrypt_inout_detached(&nonce.into(), aad, msg.into(), &tag.into())
@@ -149,6 +169,39 @@ impl SessionKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn aes_gcm_bytes_match_the_rustcrypto_implementation() {
+        // Devices written before the switch to ring must stay readable and the other way
+        // round: same key, nonce and AAD give the same ciphertext and tag.
+        use aes_gcm::aead::{AeadInOut, KeyInit};
+        let key = [9u8; 32];
+        let k = SessionKey::derive(Cipher::Aes256Gcm, &key, 77, Purpose::Record);
+        let material = {
+            let mut m = [0u8; 40];
+            m[..32].copy_from_slice(&key);
+            m[32..].copy_from_slice(&77u64.to_le_bytes());
+            blake3::derive_key("odt 2026 record session key", &m)
+        };
+        let other = aes_gcm::Aes256Gcm::new_from_slice(&material).unwrap();
+        for len in [0usize, 1, 15, 16, 17, 4096, 100_003] {
+            let plain: Vec<u8> = (0..len).map(|i| (i * 7 + len) as u8).collect();
+            let mut ours = plain.clone();
+            k.seal(len as u64, b"binding", &mut ours);
+            let mut theirs = plain.clone();
+            let tag = other
+                .encrypt_inout_detached(
+                    &SessionKey::nonce(len as u64).into(),
+                    b"binding",
+                    theirs.as_mut_slice().into(),
+                )
+                .unwrap();
+            theirs.extend_from_slice(&tag);
+            assert_eq!(ours, theirs, "length {len}");
+            k.open(len as u64, b"binding", &mut theirs).unwrap();
+            assert_eq!(theirs, plain);
+        }
+    }
 
     #[test]
     fn roundtrip_both_ciphers_and_binding() {

@@ -8,6 +8,7 @@
 //! [`manifest`] (per-file BLAKE3 roots), [`keys`] and [`provision`] (key wrapping, new
 //! device sets) and [`job`] (the provider's job file).
 
+pub mod aligned;
 pub mod bundle;
 pub mod cipher;
 pub mod control;

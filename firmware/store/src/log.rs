@@ -2,26 +2,51 @@
 //! segment chain the leader of each group commit extends.
 //!
 //! Writers reserve space and queue their record bytes under the store lock ([`DevLog`]);
-//! one leader at a time takes everything queued, writes it with large sequential pwrites,
-//! closes full segments ([`Chain`]), writes the journal batch and syncs.
+//! one leader at a time takes everything queued, writes it with large sequential pwrites
+//! (`O_DIRECT` from the aligned staging buffers where the device allows), closes full
+//! segments ([`Chain`]), writes the journal batch and syncs.
 
 use std::sync::Arc;
 
+use crate::aligned::{ALIGN, AlignedBuf};
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::segment::{self, SegmentFooter, SegmentHeader};
 use crate::superblock::Superblock;
 
-/// A run of contiguous bytes queued for one device.
-#[derive(Debug, Clone)]
+/// Room a fresh staging buffer is allocated with: the most one group commit carries (the
+/// store's queue bound of 32 MiB plus a write), so buffers are allocated once and then
+/// reused. Untouched room costs address space only.
+const STAGING: usize = 34 << 20;
+/// Emptied staging buffers kept per device for the next batches: with the queue and the
+/// batch being written, at most three are resident.
+const SPARE: usize = 1;
+
+/// A run of contiguous bytes queued for one device, staged for `O_DIRECT`: the buffer starts
+/// at the block boundary at or before `addr`, and its first `head` bytes repeat what the
+/// device already holds there (the end of the previous batch, which rewriting with the same
+/// bytes cannot damage even if torn).
+#[derive(Debug)]
 pub struct Piece {
     pub addr: u64,
-    pub bytes: Vec<u8>,
+    head: usize,
+    buf: AlignedBuf,
 }
 
 impl Piece {
+    /// The queued bytes, starting at `addr`.
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf.as_slice()[self.head..]
+    }
+
     fn end(&self) -> u64 {
-        self.addr + self.bytes.len() as u64
+        self.addr + (self.buf.len() - self.head) as u64
+    }
+
+    /// Device offset and bytes of the whole blocks covering the piece, zero-padded at the
+    /// end (the device past the log's tail holds nothing anyone refers to).
+    pub fn blocks(&self) -> (u64, &[u8]) {
+        (self.addr - self.head as u64, self.buf.blocks())
     }
 }
 
@@ -36,9 +61,25 @@ pub struct DevLog {
     pub inflight: Arc<Vec<Piece>>,
     /// Bytes in `pending`.
     pub pending_bytes: u64,
+    /// What the device holds (or will, once queued pieces are written) from the block
+    /// boundary before `tail` up to `tail`.
+    tail_block: Vec<u8>,
+    /// Staging buffers of written batches, for reuse.
+    spare: Vec<AlignedBuf>,
 }
 
 impl DevLog {
+    /// State at `tail` of a log reopened from the journal; `dev` supplies the bytes of the
+    /// partial block before the tail.
+    pub fn resume(dev: &Device, tail: u64) -> Result<DevLog> {
+        let start = tail - tail % ALIGN as u64;
+        Ok(DevLog {
+            tail,
+            tail_block: dev.read_vec(start, (tail - start) as usize)?,
+            ..DevLog::default()
+        })
+    }
+
     /// Segment the tail is in, if any.
     pub fn segment(&self, sb: &Superblock) -> Option<u64> {
         (self.tail != 0).then(|| (self.tail - 1 - sb.data_start()) / sb.segment_size)
@@ -58,13 +99,42 @@ impl DevLog {
 
     fn push(&mut self, addr: u64, bytes: &[u8]) {
         match self.pending.last_mut() {
-            Some(p) if p.end() == addr => p.bytes.extend_from_slice(bytes),
-            _ => self.pending.push(Piece {
-                addr,
-                bytes: bytes.to_vec(),
-            }),
+            Some(p) if p.end() == addr => p.buf.extend_from_slice(bytes),
+            _ => {
+                let head = (addr % ALIGN as u64) as usize;
+                let mut buf = self
+                    .spare
+                    .pop()
+                    .unwrap_or_else(|| AlignedBuf::with_capacity(STAGING));
+                buf.clear();
+                if head > 0 {
+                    // Only the log's own tail starts mid-block (segments start on a boundary).
+                    assert!(
+                        addr == self.tail && self.tail_block.len() == head,
+                        "a queued piece starts mid-block away from the tail"
+                    );
+                    buf.extend_from_slice(&self.tail_block);
+                }
+                buf.extend_from_slice(bytes);
+                self.pending.push(Piece { addr, head, buf });
+            }
         }
         self.pending_bytes += bytes.len() as u64;
+        let raw = self.pending.last().expect("just pushed").buf.as_slice();
+        self.tail_block.clear();
+        self.tail_block
+            .extend_from_slice(&raw[raw.len() - raw.len() % ALIGN..]);
+    }
+
+    /// Takes back the staging buffers of a batch the leader has written.
+    pub fn recycle(&mut self, written: Arc<Vec<Piece>>) {
+        if let Ok(pieces) = Arc::try_unwrap(written) {
+            for p in pieces {
+                if self.spare.len() < SPARE {
+                    self.spare.push(p.buf);
+                }
+            }
+        }
     }
 
     fn open_segment(&mut self, sb: &Superblock, seg: u64) -> Result<()> {
@@ -114,7 +184,7 @@ impl DevLog {
             .find(|p| p.addr <= addr && addr + len as u64 <= p.end())
             .map(|p| {
                 let at = (addr - p.addr) as usize;
-                p.bytes[at..at + len].to_vec()
+                p.bytes()[at..at + len].to_vec()
             })
     }
 }
@@ -187,7 +257,7 @@ impl Chain {
             self.hashed_to = sb.segment_start(seg);
         }
         debug_assert_eq!(piece.addr, self.hashed_to, "log pieces must be contiguous");
-        self.hasher.update(&piece.bytes);
+        self.hasher.update(piece.bytes());
         self.hashed_to = piece.end();
         Ok(())
     }
@@ -216,4 +286,52 @@ pub fn read_footer(dev: &Device, sb: &Superblock, seg: u64) -> Result<SegmentFoo
     let at = sb.segment_start(seg) + sb.segment_size - segment::BLOCK;
     let b = dev.read_vec(at, segment::BLOCK as usize)?;
     SegmentFooter::decode(&b).map_err(|why| Error::corrupt("segment footer", dev.path(), at, why))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Queues `bytes` at the tail as `append` does (without segments).
+    fn queue(log: &mut DevLog, bytes: &[u8]) {
+        let at = log.tail;
+        log.push(at, bytes);
+        log.tail += bytes.len() as u64;
+    }
+
+    #[test]
+    fn batches_ending_mid_block_rewrite_the_same_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dev.img");
+        std::fs::File::create(&path)
+            .unwrap()
+            .set_len(1 << 20)
+            .unwrap();
+        let dev = Device::open(&path, true).unwrap();
+        let mut log = DevLog::default();
+        let mut want = Vec::new();
+        let mut n = 0u8;
+        // Three batches of records of awkward sizes; each batch written as a leader does.
+        for sizes in [&[4096usize, 100][..], &[5000, 1], &[8191, 4097, 3]] {
+            for &len in sizes {
+                n += 1;
+                let rec = vec![n; len];
+                queue(&mut log, &rec);
+                want.extend_from_slice(&rec);
+            }
+            let batch = Arc::new(std::mem::take(&mut log.pending));
+            for p in batch.iter() {
+                let (at, blocks) = p.blocks();
+                assert_eq!(at % ALIGN as u64, 0);
+                dev.write_blocks(blocks, at).unwrap();
+            }
+            log.recycle(batch);
+            assert_eq!(log.spare.len(), 1, "the staging buffer is reused");
+        }
+        assert_eq!(dev.read_vec(0, want.len()).unwrap(), want);
+        // Reopened at that tail, the partial block is read back from the device.
+        let resumed = DevLog::resume(&dev, log.tail).unwrap();
+        assert_eq!(resumed.tail_block, log.tail_block);
+        assert_eq!(resumed.tail_block.len(), want.len() % ALIGN);
+    }
 }

@@ -176,24 +176,73 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
-/// Compresses, encrypts and frames `plain` into a complete record (header + ciphertext).
-pub fn build(key: &SessionKey, cipher: Cipher, b: &Binding, plain: &[u8]) -> Vec<u8> {
-    assert!(!plain.is_empty() && plain.len() <= MAX_PLAIN);
-    // Compress; keep it only if it saves at least 1/32.
-    let limit = plain.len() - plain.len() / 32;
-    let mut body = Vec::with_capacity(zstd::zstd_safe::compress_bound(plain.len()) + TAG_LEN);
-    let compressed = COMPRESSOR.with(|c| {
+/// Records at least this long are probed before zstd runs on them (below it the whole
+/// attempt costs little more than the probe).
+const PROBE_MIN: usize = 128 << 10;
+/// Stripes of plaintext the probe compresses, spread evenly over the record.
+const PROBE_STRIPES: usize = 16;
+/// Bytes per stripe.
+const PROBE_STRIPE: usize = 2 << 10;
+
+/// Whether zstd should try `plain`. Random or already compressed data (a large part of VM
+/// disks) never shrinks, yet a failed zstd attempt on 1 MiB costs about as much as the AEAD
+/// pass. So a long record is probed first: 16 stripes of 2 KiB spread over it are
+/// compressed together, and unless they shrink by at least 1/64 (half the saving a record
+/// must reach to be stored compressed) the record is stored raw without trying. Measured on
+/// the pack corpus (docs/benchmarks.md, "zstd level"): no loss of ratio.
+pub fn worth_compressing(plain: &[u8]) -> bool {
+    if plain.len() < PROBE_MIN {
+        return true;
+    }
+    let mut sample = [0u8; PROBE_STRIPES * PROBE_STRIPE];
+    let step = (plain.len() - PROBE_STRIPE) / (PROBE_STRIPES - 1);
+    for (i, s) in sample.chunks_exact_mut(PROBE_STRIPE).enumerate() {
+        s.copy_from_slice(&plain[i * step..i * step + PROBE_STRIPE]);
+    }
+    let mut out = [0u8; PROBE_STRIPES * PROBE_STRIPE];
+    let limit = sample.len() - sample.len() / 64;
+    COMPRESSOR.with(|c| {
         let mut c = c.borrow_mut();
         let c = c.get_or_insert_with(|| {
             zstd::bulk::Compressor::new(ZSTD_LEVEL).expect("zstd compressor")
         });
-        matches!(c.compress_to_buffer(plain, &mut body), Ok(n) if n < limit)
-    });
+        // Err: the output did not fit in the sample's size, i.e. it did not shrink.
+        matches!(c.compress_to_buffer(&sample[..], &mut out[..]), Ok(n) if n < limit)
+    })
+}
+
+/// Compresses, encrypts and frames `plain` into a complete record (header + ciphertext).
+pub fn build(key: &SessionKey, cipher: Cipher, b: &Binding, plain: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    build_into(key, cipher, b, plain, &mut out);
+    out
+}
+
+/// Like [`build`], into `out` (cleared first). The plaintext is copied once: compressed or
+/// raw straight behind the header, then encrypted in place.
+pub fn build_into(key: &SessionKey, cipher: Cipher, b: &Binding, plain: &[u8], out: &mut Vec<u8>) {
+    assert!(!plain.is_empty() && plain.len() <= MAX_PLAIN);
+    out.clear();
+    out.reserve(HEADER_LEN + zstd::zstd_safe::compress_bound(plain.len()) + TAG_LEN);
+    out.resize(HEADER_LEN, 0);
+    // Compress; keep it only if it saves at least 1/32.
+    let limit = plain.len() - plain.len() / 32;
+    let compressed = worth_compressing(plain)
+        && COMPRESSOR.with(|c| {
+            let mut c = c.borrow_mut();
+            let c = c.get_or_insert_with(|| {
+                zstd::bulk::Compressor::new(ZSTD_LEVEL).expect("zstd compressor")
+            });
+            let mut behind_header = std::io::Cursor::new(&mut *out);
+            behind_header.set_position(HEADER_LEN as u64);
+            matches!(c.compress_to_buffer(plain, &mut behind_header), Ok(n) if n < limit)
+        });
     if !compressed {
-        body.clear();
-        body.extend_from_slice(plain);
+        out.truncate(HEADER_LEN);
+        out.extend_from_slice(plain);
     }
-    let stored_len = (body.len() + TAG_LEN) as u32;
+    let body_len = out.len() - HEADER_LEN;
+    let stored_len = (body_len + TAG_LEN) as u32;
     let h = Header {
         compressed,
         cipher,
@@ -208,15 +257,13 @@ pub fn build(key: &SessionKey, cipher: Cipher, b: &Binding, plain: &[u8]) -> Vec
     };
     let mut hdr = [0u8; HEADER_LEN];
     h.encode_aad(&mut hdr);
-    key.seal(b.counter, &hdr[..56], &mut body);
+    let tag = key.seal_detached(b.counter, &hdr[..56], &mut out[HEADER_LEN..]);
+    out.extend_from_slice(&tag);
     let mut crc = crc32fast::Hasher::new();
     crc.update(&hdr[..56]);
-    crc.update(&body);
+    crc.update(&out[HEADER_LEN..]);
     hdr[56..60].copy_from_slice(&crc.finalize().to_le_bytes());
-    let mut out = Vec::with_capacity(HEADER_LEN + body.len());
-    out.extend_from_slice(&hdr);
-    out.extend_from_slice(&body);
-    out
+    out[..HEADER_LEN].copy_from_slice(&hdr);
 }
 
 /// Checks and opens a record: CRC, tag (with its binding), decompression. Returns the header
@@ -284,6 +331,69 @@ mod tests {
         let (h, p) = open(&key, &r).unwrap();
         assert!(!h.compressed);
         assert_eq!(p, rnd);
+    }
+
+    /// Deterministic bytes no compressor shrinks (xorshift).
+    fn noise(n: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    fn text(n: usize) -> Vec<u8> {
+        let mut v = Vec::new();
+        let mut i = 0u64;
+        while v.len() < n {
+            v.extend_from_slice(
+                format!(
+                    "Nov 23 09:{:02}:{:02} node sshd[{}]: accepted key\n",
+                    i % 60,
+                    i % 57,
+                    i
+                )
+                .as_bytes(),
+            );
+            i += 1;
+        }
+        v.truncate(n);
+        v
+    }
+
+    #[test]
+    fn the_probe_skips_random_records_only() {
+        // Random data: skipped. Short records are never probed.
+        assert!(!worth_compressing(&noise(1 << 20, 1)));
+        assert!(!worth_compressing(&noise(PROBE_MIN, 2)));
+        assert!(worth_compressing(&noise(PROBE_MIN - 1, 3)));
+        // Text, and random data with a compressible 1/8 inside, are compressed.
+        assert!(worth_compressing(&text(1 << 20)));
+        let mut mixed = noise(1 << 20, 4);
+        mixed[512 << 10..640 << 10].copy_from_slice(&text(128 << 10));
+        assert!(worth_compressing(&mixed));
+        // Random blocks repeated (no order-0 redundancy, but LZ matches) are compressed.
+        let block = noise(4096, 5);
+        let repeated: Vec<u8> = block.iter().cycle().take(1 << 20).copied().collect();
+        assert!(worth_compressing(&repeated));
+    }
+
+    #[test]
+    fn large_records_compressed_or_raw_round_trip() {
+        let key = SessionKey::derive(Cipher::Aes256Gcm, &[3; 32], 5, Purpose::Record);
+        let mut out = vec![0xAA; 10];
+        for (plain, want_compressed) in [(text(1 << 20), true), (noise(1 << 20, 9), false)] {
+            build_into(&key, Cipher::Aes256Gcm, &binding(), &plain, &mut out);
+            assert_eq!(out, build(&key, Cipher::Aes256Gcm, &binding(), &plain));
+            let (h, p) = open(&key, &out).unwrap();
+            assert_eq!(h.compressed, want_compressed);
+            assert_eq!(h.total_len(), out.len());
+            assert_eq!(p, plain);
+        }
     }
 
     #[test]

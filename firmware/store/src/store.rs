@@ -36,8 +36,13 @@ pub const MAX_SYMLINK: usize = 1024;
 pub const MAX_NAME: usize = 255;
 /// Bytes kept free in the journal for the seal's last batches.
 const JOURNAL_RESERVE: u64 = 1 << 20;
-/// Queued bytes per device above which writers wait for the leader to catch up.
-const MAX_QUEUED: u64 = 48 << 20;
+/// Queued bytes per device above which writers wait for the leader to catch up. Memory:
+/// the queue, the batch being written and a spare staging buffer each hold up to this
+/// much (see `log::STAGING`).
+const MAX_QUEUED: u64 = 32 << 20;
+/// Queued bytes per device at which an unstable write starts a commit (if none runs), so
+/// the queue is written while it refills instead of once it is full.
+const COMMIT_AT: u64 = 8 << 20;
 /// Records of decrypted plaintext kept for reads.
 const READ_CACHE: usize = 16;
 /// How far past the journal's end to look for batches that would betray damage.
@@ -497,8 +502,12 @@ impl Store {
         }
         core.journal_end = end;
         core.open_batch = seq;
-        for (log, t) in core.logs.iter_mut().zip(&tails) {
-            log.tail = *t;
+        for ((log, t), dev) in core.logs.iter_mut().zip(&tails).zip(&self.devs) {
+            if self.access == Access::ReadWrite {
+                *log = DevLog::resume(dev, *t)?;
+            } else {
+                log.tail = *t;
+            }
         }
         // A sealed log was closed by the seal (footers written after the last batch): it is
         // not a crash's leftovers and must stay exactly as signed.
@@ -717,37 +726,61 @@ impl Store {
     fn wait_durable(&self, ticket: u64) -> Result<()> {
         let mut c = lock(&self.commit);
         loop {
-            if let Some(why) = &c.failed {
-                return Err(Error::Io {
-                    op: "commit",
-                    path: self.devs[0].path().to_path_buf(),
-                    offset: 0,
-                    source: std::io::Error::other(format!(
-                        "an earlier commit failed and the store stopped accepting writes: {why}"
-                    )),
-                });
-            }
+            self.check_failed(&c)?;
             if c.durable >= ticket {
                 return Ok(());
             }
-            if !c.leading {
-                c.leading = true;
-                drop(c);
-                let r = self.lead();
-                c = lock(&self.commit);
-                c.leading = false;
-                match r {
-                    Ok(done) => c.durable = c.durable.max(done),
-                    Err(e) => {
-                        tracing::error!(error = %e, "commit failed");
-                        c.failed = Some(e.to_string());
-                    }
-                }
-                self.commit_cv.notify_all();
-                continue;
-            }
-            c = self.commit_cv.wait(c).unwrap_or_else(|e| e.into_inner());
+            c = if c.leading {
+                self.commit_cv.wait(c).unwrap_or_else(|e| e.into_inner())
+            } else {
+                self.lead_now(c)
+            };
         }
+    }
+
+    fn check_failed(&self, c: &Commit) -> Result<()> {
+        match &c.failed {
+            None => Ok(()),
+            Some(why) => Err(Error::Io {
+                op: "commit",
+                path: self.devs[0].path().to_path_buf(),
+                offset: 0,
+                source: std::io::Error::other(format!(
+                    "an earlier commit failed and the store stopped accepting writes: {why}"
+                )),
+            }),
+        }
+    }
+
+    /// Leads one group commit (nobody leads: `c.leading` is false) and wakes the waiters.
+    fn lead_now<'a>(&'a self, mut c: MutexGuard<'a, Commit>) -> MutexGuard<'a, Commit> {
+        c.leading = true;
+        drop(c);
+        let r = self.lead();
+        let mut c = lock(&self.commit);
+        c.leading = false;
+        match r {
+            Ok(done) => c.durable = c.durable.max(done),
+            Err(e) => {
+                tracing::error!(error = %e, "commit failed");
+                c.failed = Some(e.to_string());
+            }
+        }
+        self.commit_cv.notify_all();
+        c
+    }
+
+    /// Starts writing what is queued if no commit is under way, without waiting for anyone
+    /// else's: unstable writes call this once enough is queued, so the device writes and
+    /// syncs of one batch overlap the building of the next.
+    fn commit_if_idle(&self) -> Result<()> {
+        let c = lock(&self.commit);
+        self.check_failed(&c)?;
+        if !c.leading {
+            let c = self.lead_now(c);
+            self.check_failed(&c)?;
+        }
+        Ok(())
     }
 
     /// One group commit: takes what is queued, writes it, syncs. Returns the batch number.
@@ -791,7 +824,8 @@ impl Store {
         let write_dev = |i: usize, chain: &mut Chain, list: &[Piece]| -> Result<()> {
             for p in list {
                 chain.feed(&self.devs[i], &self.sbs[i], p)?;
-                self.devs[i].write_at(&p.bytes, p.addr)?;
+                let (at, blocks) = p.blocks();
+                self.devs[i].write_blocks(blocks, at)?;
             }
             Ok(())
         };
@@ -824,9 +858,11 @@ impl Store {
         self.devs[0].write_at(&batch, JOURNAL_START + at)?;
         self.devs[0].sync()?;
         drop(leader);
+        drop(pieces);
         let mut core = lock(&self.core);
         for log in core.logs.iter_mut() {
-            log.inflight = Arc::new(Vec::new());
+            let written = std::mem::take(&mut log.inflight);
+            log.recycle(written);
         }
         Ok(batch_no)
     }
@@ -900,6 +936,22 @@ impl Store {
     pub fn setattr(&self, id: u64, change: AttrChange) -> Result<Attr> {
         let _admitted = self.writable()?;
         let resize = change.size;
+        let same_size = resize.map(|size| AttrChange {
+            size: Some(size),
+            ..AttrChange::default()
+        }) == Some(change.clone());
+        if same_size
+            && let now = self.getattr(id)?
+            && now.kind == Kind::File
+            && Some(now.size) == resize
+        {
+            // A truncate to the current size changes nothing, not even the times (POSIX
+            // updates them only when the size changes); `cp` and libnfs send one after every
+            // create. Nothing to journal, but the state the reply reports must be durable:
+            // commit whatever is queued (usually nothing, which returns at once).
+            self.sync()?;
+            return self.getattr(id);
+        }
         self.submit(vec![Op::SetAttr {
             id,
             change,
@@ -1170,22 +1222,33 @@ impl Store {
                 journal::encode_op(&op, &mut core.ops);
             }
             core.written_bytes += data.len() as u64;
-            core.open_batch
+            let kick = core.logs.iter().any(|l| l.pending_bytes > COMMIT_AT);
+            (core.open_batch, kick)
         };
         if durable {
-            self.wait_durable(ticket)?;
+            self.wait_durable(ticket.0)?;
+        } else if ticket.1 {
+            self.commit_if_idle()?;
         }
         self.digests.wrote(id, offset, data);
         self.getattr(id)
     }
 
+    /// The store lock, once the queue has room (bounded memory): when it is full, leads a
+    /// commit if nobody does, else waits for the running one to end.
     fn wait_for_queue_room(&self) -> Result<MutexGuard<'_, Core>> {
         let mut core = lock(&self.core);
         while core.logs.iter().any(|l| l.pending_bytes > MAX_QUEUED) {
-            // Drive a commit ourselves if nobody leads, otherwise wait for the leader.
-            let ticket = core.open_batch;
             drop(core);
-            self.wait_durable(ticket)?;
+            let c = lock(&self.commit);
+            self.check_failed(&c)?;
+            let c = if c.leading {
+                self.commit_cv.wait(c).unwrap_or_else(|e| e.into_inner())
+            } else {
+                self.lead_now(c)
+            };
+            self.check_failed(&c)?;
+            drop(c);
             core = lock(&self.core);
         }
         Ok(core)

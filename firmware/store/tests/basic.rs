@@ -59,3 +59,32 @@ fn truncate_then_extend_reads_zeros() {
     assert_eq!(&back[..1000], &pattern(3, 1000)[..]);
     assert!(back[1000..].iter().all(|&b| b == 0));
 }
+
+#[test]
+fn a_truncate_to_the_current_size_journals_nothing_but_is_durable() {
+    let fx = Fixture::new(1, 64 * MIB);
+    let s = fx.open();
+    let f = s.create(s.root(), b"f", 0o644).unwrap();
+    let same = |n: u64| odt_store::journal::AttrChange {
+        size: Some(n),
+        ..Default::default()
+    };
+    let before = s.journal_end();
+    let a = s.setattr(f.id, same(0)).unwrap();
+    assert_eq!(a.size, 0);
+    assert_eq!(s.journal_end(), before, "nothing journaled for a no-op");
+    // The size the reply reports came from a write not yet durable: the no-op commits it.
+    s.write_unstable(f.id, 0, &pattern(4, 5000)).unwrap();
+    let a = s.setattr(f.id, same(5000)).unwrap();
+    assert_eq!(a.size, 5000);
+    assert!(s.journal_end() > before, "the queued write was committed");
+    let committed = s.journal_end();
+    // A real change is journaled as before.
+    s.setattr(f.id, same(10)).unwrap();
+    assert!(s.journal_end() > committed);
+    drop(s);
+    let s = fx.open();
+    let id = s.lookup(s.root(), b"f").unwrap();
+    assert_eq!(s.getattr(id).unwrap().size, 10);
+    assert_eq!(s.read(id, 0, 10).unwrap().0, pattern(4, 10));
+}
