@@ -309,15 +309,11 @@ impl Datastore {
         .map_err(|e| io_err("create", self.tmp_display(&name), e))?;
         rustix::fs::ftruncate(&fd, size)
             .map_err(|e| io_err("set length of", self.tmp_display(&name), e))?;
-        // Where the file system allows it, whole aligned blocks bypass the page cache.
-        let direct = rustix::fs::openat(
-            &self.tmp,
-            name.as_str(),
-            flags | OFlags::DIRECT,
-            Mode::empty(),
-        )
-        .ok()
-        .map(File::from);
+        // Buffered, not O_DIRECT: with the writers running beside the decoders, buffered
+        // writes whose write-back starts at once (each chunk) measured faster here than
+        // O_DIRECT into the sparse temporary (docs/benchmarks.md, "Ingest (issue 5)").
+        // Durability is the fsync before the rename either way.
+        let direct = None;
         Ok(Temp {
             name,
             file: File::from(fd),
@@ -349,7 +345,23 @@ impl Datastore {
         mtime: Time,
         rel: &[OsString],
     ) -> Result<(), IngestError> {
-        let shown = || format!("{}/{}", self.path.display(), rel_display(rel));
+        self.seal_temp(tmp_name, file, size, mode, atime, mtime)?;
+        self.place_file(tmp_name, file, rel)
+    }
+
+    /// First half of [`Datastore::commit_file`]: size, mode and times of a written
+    /// temporary, and its write-back started (not waited for), so that a later
+    /// [`Datastore::place_file`] of several files finds their data written and one journal
+    /// commit covering them all.
+    pub fn seal_temp(
+        &self,
+        tmp_name: &str,
+        file: &File,
+        size: u64,
+        mode: u32,
+        atime: Time,
+        mtime: Time,
+    ) -> Result<(), IngestError> {
         let tmp_shown = || self.tmp_display(tmp_name);
         rustix::fs::ftruncate(file, size).map_err(|e| io_err("set length of", tmp_shown(), e))?;
         // No set-id or sticky bits from a device: plain permission bits only.
@@ -357,7 +369,21 @@ impl Datastore {
             .map_err(|e| io_err("chmod", tmp_shown(), e))?;
         rustix::fs::futimens(file, &timestamps(atime, mtime))
             .map_err(|e| io_err("set times of", tmp_shown(), e))?;
-        rustix::fs::fsync(file).map_err(|e| io_err("fsync", tmp_shown(), e))?;
+        // DONTNEED starts write-back of the dirty pages without waiting (a hint: the fsync
+        // in place_file is what makes them durable).
+        let _ = rustix::fs::fadvise(file, 0, None, rustix::fs::Advice::DontNeed);
+        Ok(())
+    }
+
+    /// Second half of [`Datastore::commit_file`]: fsync, then rename into place.
+    pub fn place_file(
+        &self,
+        tmp_name: &str,
+        file: &File,
+        rel: &[OsString],
+    ) -> Result<(), IngestError> {
+        let shown = || format!("{}/{}", self.path.display(), rel_display(rel));
+        rustix::fs::fsync(file).map_err(|e| io_err("fsync", self.tmp_display(tmp_name), e))?;
         let (name, parent) = rel.split_last().expect("a file has a name");
         let dir = self.ensure_dir(parent)?;
         if let Some(e) = self.existing(&dir, name)

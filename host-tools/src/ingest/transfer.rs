@@ -6,9 +6,9 @@
 //! store's bulk read (runs of adjacent records in one `pread`; every record authenticated,
 //! decrypted, decompressed and checked straight into the chunk's buffer), hashes each 1 MiB
 //! block at its offset, and hands the buffer to the writer threads. The writers write the
-//! chunk's data ranges into the file's temporary (`O_DIRECT` for whole pages; holes are
-//! skipped, so sparse files stay sparse) while the workers decode the next chunks: compute
-//! and disk writes overlap. Whoever writes a file's last chunk checks the file's BLAKE3
+//! chunk's data ranges into the file's temporary (holes are skipped, so sparse files stay
+//! sparse) and start their write-back at once, while the workers decode the next chunks:
+//! compute and disk writes overlap. Whoever writes a file's last chunk checks the file's BLAKE3
 //! root, then commits it (sync, rename, sync the directory) or, if any range was
 //! unreadable, quarantines it. A fixed set of buffers bounds the memory and makes the
 //! workers wait when the disk falls behind.
@@ -119,14 +119,20 @@ impl FileRun {
     }
 }
 
-/// Files renamed into place whose directories are not synced yet: one directory fsync
-/// then covers many small files. A file is recorded as done only after that fsync.
+/// Finished files not yet durable under their final names. A small file waits here
+/// unsynced under its temporary name (its write-back started): the batch's fsyncs then
+/// find their data written and share one journal commit, each file is renamed after its
+/// own fsync, and one directory fsync covers the batch's renames. A file is recorded as
+/// done only after that directory fsync.
 #[derive(Default)]
 struct Pending {
-    files: Vec<(usize, [u8; 32], DoneEntry)>,
+    files: Vec<PendingFile>,
     dirs: BTreeSet<Vec<OsString>>,
     since: Option<Instant>,
 }
+
+/// (file index, BLAKE3 root, state entry, the temporary if not yet renamed)
+type PendingFile = (usize, [u8; 32], DoneEntry, Option<Arc<Temp>>);
 
 /// Pending files that trigger a directory sync.
 const SYNC_BATCH: usize = 32;
@@ -468,6 +474,12 @@ impl Transfer<'_> {
                     source: err,
                 })?;
         }
+        // Start the write-back of this chunk now (DONTNEED on dirty pages starts it without
+        // waiting), so the disk writes while the next chunks decode and the file's fsync
+        // has little left to do.
+        if let Some(n) = std::num::NonZeroU64::new(job.len) {
+            let _ = rustix::fs::fadvise(&t.file, job.off, Some(n), rustix::fs::Advice::DontNeed);
+        }
         Ok(())
     }
 
@@ -535,7 +547,15 @@ impl Transfer<'_> {
         }
         let t = temp.expect("every file's first chunk creates its temporary");
         self.ds
-            .commit_file(&t.name, &t.file, f.size, f.mode, f.atime, f.mtime, &f.rel)?;
+            .seal_temp(&t.name, &t.file, f.size, f.mode, f.atime, f.mtime)?;
+        // A large file is synced at once (its fsync has much to wait for, and holding it
+        // would hold the batch); small ones wait for the batch.
+        let t = if f.size >= CHUNK {
+            self.ds.place_file(&t.name, &t.file, &f.rel)?;
+            None
+        } else {
+            Some(t)
+        };
         let entry = DoneEntry {
             id: f.id,
             fingerprint: hex::encode(f.fingerprint),
@@ -545,7 +565,7 @@ impl Transfer<'_> {
         };
         let batch = {
             let mut p = pending.lock().unwrap_or_else(|p| p.into_inner());
-            p.files.push((fi, root, entry));
+            p.files.push((fi, root, entry, t));
             p.dirs.insert(f.rel[..f.rel.len() - 1].to_vec());
             let since = *p.since.get_or_insert_with(Instant::now);
             let due =
@@ -560,10 +580,15 @@ impl Transfer<'_> {
 
     /// Syncs the directories of a batch of renamed files, then records them as done.
     fn flush(&self, batch: Pending, outcome: &Mutex<Outcome>) -> Result<(), IngestError> {
+        for (fi, _, _, t) in &batch.files {
+            if let Some(t) = t {
+                self.ds.place_file(&t.name, &t.file, &self.files[*fi].rel)?;
+            }
+        }
         for d in &batch.dirs {
             self.ds.sync_dir(d)?;
         }
-        for (fi, root, entry) in batch.files {
+        for (fi, root, entry, _) in batch.files {
             self.state.record(&entry)?;
             outcome
                 .lock()
