@@ -140,6 +140,19 @@ impl SessionKey {
 
     /// Checks the tag and decrypts `buf` (ciphertext + tag) in place, truncating the tag.
     pub fn open(&self, counter: u64, aad: &[u8], buf: &mut Vec<u8>) -> Result<(), AuthError> {
+        let n = self.open_in_place(counter, aad, buf)?;
+        buf.truncate(n);
+        Ok(())
+    }
+
+    /// Checks the tag and decrypts `buf` (ciphertext + tag) in place; returns the plaintext
+    /// length (the plaintext is `buf[..n]`). For callers that keep their own buffers.
+    pub fn open_in_place(
+        &self,
+        counter: u64,
+        aad: &[u8],
+        buf: &mut [u8],
+    ) -> Result<usize, AuthError> {
         let n = buf.len().checked_sub(TAG_LEN).ok_or(AuthError)?;
         let nonce = Self::nonce(counter);
         let (msg, tag) = buf.split_at_mut(n);
@@ -161,8 +174,7 @@ impl SessionKey {
         if !ok {
             return Err(AuthError);
         }
-        buf.truncate(n);
-        Ok(())
+        Ok(n)
     }
 }
 

@@ -32,4 +32,4 @@ pub mod superblock;
 pub mod verify;
 
 pub use error::{Error, Result};
-pub use store::{Access, Attr, DirEntry, Locked, Stats, Store};
+pub use store::{Access, Attr, BulkRead, DirEntry, Locked, ReadScratch, Stats, Store};

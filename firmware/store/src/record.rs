@@ -296,6 +296,55 @@ pub fn open(key: &SessionKey, record: &[u8]) -> Result<(Header, Vec<u8>), Record
     Ok((h, plain))
 }
 
+/// Checks and opens a record like [`open`], without allocating: the ciphertext is
+/// decrypted in place in `record` (which is clobbered) and the plaintext lands in `out`,
+/// which must be exactly the plaintext length the caller expects.
+pub fn open_into(
+    key: &SessionKey,
+    record: &mut [u8],
+    out: &mut [u8],
+) -> Result<Header, RecordError> {
+    let h = Header::decode(record)?;
+    h.check_crc(record)?;
+    if h.plain_len as usize != out.len() {
+        return Err(RecordError::Decompress(format!(
+            "the record holds {} bytes, {} expected",
+            h.plain_len,
+            out.len()
+        )));
+    }
+    let mut aad = [0u8; HEADER_LEN];
+    h.encode_aad(&mut aad);
+    let body = &mut record[HEADER_LEN..h.total_len()];
+    let n = key
+        .open_in_place(h.counter, &aad[..56], body)
+        .map_err(|_| RecordError::Auth)?;
+    let body = &body[..n];
+    if h.compressed {
+        let got = DECOMPRESSOR.with(|d| {
+            let mut d = d.borrow_mut();
+            let d = d.get_or_insert_with(|| zstd::bulk::Decompressor::new().expect("zstd"));
+            d.decompress_to_buffer(body, out)
+                .map_err(|e| RecordError::Decompress(e.to_string()))
+        })?;
+        if got != out.len() {
+            return Err(RecordError::Decompress(format!(
+                "{got} bytes instead of {}",
+                h.plain_len
+            )));
+        }
+    } else if body.len() == out.len() {
+        out.copy_from_slice(body);
+    } else {
+        return Err(RecordError::Decompress(format!(
+            "{} bytes instead of {}",
+            body.len(),
+            h.plain_len
+        )));
+    }
+    Ok(h)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -404,6 +453,37 @@ mod tests {
             let mut x = r.clone();
             x[i / 8] ^= 1 << (i % 8);
             assert!(open(&key, &x).is_err(), "flip of bit {i} undetected");
+        }
+    }
+
+    #[test]
+    fn open_into_equals_open_and_catches_flips() {
+        let key = SessionKey::derive(Cipher::Aes256Gcm, &[1; 32], 5, Purpose::Record);
+        let text: Vec<u8> = b"log line 12345 ok\n"
+            .iter()
+            .cycle()
+            .take(70_000)
+            .copied()
+            .collect();
+        let mut rnd = vec![0u8; 4097];
+        crate::keys::random_bytes(&mut rnd);
+        for plain in [&text[..], &rnd[..]] {
+            let r = build(&key, Cipher::Aes256Gcm, &binding(), plain);
+            let (h0, p0) = open(&key, &r).unwrap();
+            let mut out = vec![0u8; plain.len()];
+            let h = open_into(&key, &mut r.clone(), &mut out).unwrap();
+            assert_eq!((h, &out), (h0, &p0));
+            // A wrong expected length is refused, not truncated or overrun.
+            let mut short = vec![0u8; plain.len() - 1];
+            assert!(matches!(
+                open_into(&key, &mut r.clone(), &mut short),
+                Err(RecordError::Decompress(_))
+            ));
+            for i in [0, 20, 60, HEADER_LEN + 3, r.len() - 1] {
+                let mut x = r.clone();
+                x[i] ^= 4;
+                assert!(open_into(&key, &mut x, &mut out).is_err(), "flip at {i}");
+            }
         }
     }
 

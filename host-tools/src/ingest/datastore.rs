@@ -73,62 +73,34 @@ impl Temp {
         }
         self.file.write_all_at(run, at)
     }
-}
 
-/// Gathers contiguous, page-aligned pieces of one file into large `O_DIRECT` writes (one
-/// per run of up to the buffer's size); other pieces go through the page cache at once.
-/// A page is never written both ways: direct runs cover whole pages only.
-pub struct Stager {
-    buf: AlignedBuf,
-    start: u64,
-    len: usize,
-}
-
-impl Stager {
-    /// A stager gathering up to `cap` bytes (a multiple of [`DIRECT_ALIGN`]).
-    pub fn new(cap: usize) -> Stager {
-        Stager {
-            buf: AlignedBuf::new(cap),
-            start: 0,
-            len: 0,
-        }
-    }
-
-    /// Writes `data` at `at` of `t` (perhaps later: call [`Stager::flush`] at the end).
-    pub fn write(&mut self, t: &Temp, data: &[u8], at: u64) -> std::io::Result<()> {
+    /// Writes file bytes `[start, end)`, found in `chunk` (a buffer holding the file from
+    /// offset `chunk_off`, aligned for `O_DIRECT`): the whole pages inside the range
+    /// bypass the page cache, the partial pages at its edges go through it. A page is never
+    /// written both ways as long as ranges do not overlap: whole pages of one range are
+    /// never part of another.
+    pub fn write_range(
+        &self,
+        chunk: &[u8],
+        chunk_off: u64,
+        start: u64,
+        end: u64,
+    ) -> std::io::Result<()> {
         use std::os::unix::fs::FileExt;
-        let aligned = t.direct.is_some()
-            && at.is_multiple_of(DIRECT_ALIGN as u64)
-            && data.len().is_multiple_of(DIRECT_ALIGN)
-            && data.len() <= self.buf.len;
-        if !aligned {
-            return t.file.write_all_at(data, at);
+        let align = DIRECT_ALIGN as u64;
+        let bytes = |a: u64, b: u64| &chunk[(a - chunk_off) as usize..(b - chunk_off) as usize];
+        let (ds, de) = (start.next_multiple_of(align), end / align * align);
+        if self.direct.is_none() || de <= ds {
+            return self.file.write_all_at(bytes(start, end), start);
         }
-        if self.len > 0
-            && (self.start + self.len as u64 != at || self.len + data.len() > self.buf.len)
-        {
-            self.flush(t)?;
+        debug_assert!(chunk_off.is_multiple_of(align));
+        debug_assert!((chunk.as_ptr() as usize).is_multiple_of(DIRECT_ALIGN));
+        if start < ds {
+            self.file.write_all_at(bytes(start, ds), start)?;
         }
-        if self.len == 0 {
-            self.start = at;
-        }
-        let n = data.len();
-        self.buf.bytes_mut()[self.len..self.len + n].copy_from_slice(data);
-        self.len += n;
-        Ok(())
-    }
-
-    /// Forgets anything gathered (after an error: it must not reach another file).
-    pub fn discard(&mut self) {
-        self.len = 0;
-    }
-
-    /// Writes out the gathered run.
-    pub fn flush(&mut self, t: &Temp) -> std::io::Result<()> {
-        if self.len > 0 {
-            let n = self.len;
-            self.len = 0;
-            t.write_direct(&self.buf.bytes_mut()[..n], self.start)?;
+        self.write_direct(bytes(ds, de), ds)?;
+        if de < end {
+            self.file.write_all_at(bytes(de, end), de)?;
         }
         Ok(())
     }
@@ -152,6 +124,11 @@ impl AlignedBuf {
     /// The aligned bytes.
     pub fn bytes_mut(&mut self) -> &mut [u8] {
         &mut self.raw[self.start..self.start + self.len]
+    }
+
+    /// The aligned bytes, to read.
+    pub fn bytes(&self) -> &[u8] {
+        &self.raw[self.start..self.start + self.len]
     }
 }
 
@@ -332,15 +309,11 @@ impl Datastore {
         .map_err(|e| io_err("create", self.tmp_display(&name), e))?;
         rustix::fs::ftruncate(&fd, size)
             .map_err(|e| io_err("set length of", self.tmp_display(&name), e))?;
-        // Where the file system allows it, whole aligned blocks bypass the page cache.
-        let direct = rustix::fs::openat(
-            &self.tmp,
-            name.as_str(),
-            flags | OFlags::DIRECT,
-            Mode::empty(),
-        )
-        .ok()
-        .map(File::from);
+        // Buffered, not O_DIRECT: with the writers running beside the decoders, buffered
+        // writes whose write-back starts at once (each chunk) measured faster here than
+        // O_DIRECT into the sparse temporary (docs/benchmarks.md, "Ingest (issue 5)").
+        // Durability is the fsync before the rename either way.
+        let direct = None;
         Ok(Temp {
             name,
             file: File::from(fd),
@@ -372,7 +345,23 @@ impl Datastore {
         mtime: Time,
         rel: &[OsString],
     ) -> Result<(), IngestError> {
-        let shown = || format!("{}/{}", self.path.display(), rel_display(rel));
+        self.seal_temp(tmp_name, file, size, mode, atime, mtime)?;
+        self.place_file(tmp_name, file, rel)
+    }
+
+    /// First half of [`Datastore::commit_file`]: size, mode and times of a written
+    /// temporary, and its write-back started (not waited for), so that a later
+    /// [`Datastore::place_file`] of several files finds their data written and one journal
+    /// commit covering them all.
+    pub fn seal_temp(
+        &self,
+        tmp_name: &str,
+        file: &File,
+        size: u64,
+        mode: u32,
+        atime: Time,
+        mtime: Time,
+    ) -> Result<(), IngestError> {
         let tmp_shown = || self.tmp_display(tmp_name);
         rustix::fs::ftruncate(file, size).map_err(|e| io_err("set length of", tmp_shown(), e))?;
         // No set-id or sticky bits from a device: plain permission bits only.
@@ -380,7 +369,21 @@ impl Datastore {
             .map_err(|e| io_err("chmod", tmp_shown(), e))?;
         rustix::fs::futimens(file, &timestamps(atime, mtime))
             .map_err(|e| io_err("set times of", tmp_shown(), e))?;
-        rustix::fs::fsync(file).map_err(|e| io_err("fsync", tmp_shown(), e))?;
+        // DONTNEED starts write-back of the dirty pages without waiting (a hint: the fsync
+        // in place_file is what makes them durable).
+        let _ = rustix::fs::fadvise(file, 0, None, rustix::fs::Advice::DontNeed);
+        Ok(())
+    }
+
+    /// Second half of [`Datastore::commit_file`]: fsync, then rename into place.
+    pub fn place_file(
+        &self,
+        tmp_name: &str,
+        file: &File,
+        rel: &[OsString],
+    ) -> Result<(), IngestError> {
+        let shown = || format!("{}/{}", self.path.display(), rel_display(rel));
+        rustix::fs::fsync(file).map_err(|e| io_err("fsync", self.tmp_display(tmp_name), e))?;
         let (name, parent) = rel.split_last().expect("a file has a name");
         let dir = self.ensure_dir(parent)?;
         if let Some(e) = self.existing(&dir, name)
@@ -617,19 +620,25 @@ mod tests {
     fn direct_and_buffered_pieces_land_where_they_belong() {
         let dir = tempfile::tempdir().unwrap();
         let ds = Datastore::open(dir.path()).unwrap();
-        let t = ds.create_temp(3, 3 * 4096 + 7).unwrap();
-        let mut st = Stager::new(1 << 20);
-        st.write(&t, &[0xaa_u8; 4096], 4096).unwrap();
-        st.write(&t, b"head", 10).unwrap();
-        st.write(&t, &[0xaa_u8; 4096], 2 * 4096).unwrap();
-        st.write(&t, b"tail!!!", 3 * 4096).unwrap();
-        st.flush(&t).unwrap();
+        let size = 4 * 4096 + 7;
+        let t = ds.create_temp(3, size).unwrap();
+        let mut chunk = AlignedBuf::new(5 * 4096);
+        let c = chunk.bytes_mut();
+        for (i, b) in c.iter_mut().enumerate() {
+            *b = (i % 251) as u8 + 1;
+        }
+        // Unaligned head, a run with whole pages and ragged edges, the file's ragged tail.
+        let ranges = [(10, 14), (4096 - 5, 3 * 4096 + 9), (4 * 4096, size)];
+        for (a, b) in ranges {
+            t.write_range(c, 0, a, b).unwrap();
+        }
         let got = std::fs::read(dir.path().join(STATE_DIR).join(TMP_DIR).join(&t.name)).unwrap();
-        let mut want = vec![0u8; 3 * 4096 + 7];
-        want[10..14].copy_from_slice(b"head");
-        want[4096..3 * 4096].fill(0xaa);
-        want[3 * 4096..].copy_from_slice(b"tail!!!");
-        assert_eq!(got, want);
+        let mut want = vec![0u8; size as usize];
+        for (a, b) in ranges {
+            want[a as usize..b as usize].copy_from_slice(&c[a as usize..b as usize]);
+        }
+        assert_eq!(got.len(), want.len());
+        assert!(got == want);
     }
 
     #[test]

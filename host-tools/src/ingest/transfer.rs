@@ -1,26 +1,30 @@
 //! Moving file bytes from the store to the datastore with every core busy.
 //!
 //! Work is cut into chunks of [`CHUNK`] bytes of file offset, queued in path order, and
-//! taken by a small pool of workers, so that a single large disk image keeps every worker
-//! busy and the device is still read front to back. Each worker reads (the store
-//! authenticates, decrypts, decompresses and checks every record), writes with `pwrite`
-//! into the file's temporary (holes are skipped, so sparse files stay sparse) and hashes
-//! each 1 MiB block at its offset. Whoever finishes a file's last chunk checks the file's
-//! BLAKE3 root, then commits it (sync, rename, sync the directory) or, if any range was
-//! unreadable, quarantines it.
+//! taken by a small pool of decoding workers, so that a single large disk image keeps every
+//! core busy and the device is still read front to back. A worker reads the chunk with the
+//! store's bulk read (runs of adjacent records in one `pread`; every record authenticated,
+//! decrypted, decompressed and checked straight into the chunk's buffer), hashes each 1 MiB
+//! block at its offset, and hands the buffer to the writer threads. The writers write the
+//! chunk's data ranges into the file's temporary (holes are skipped, so sparse files stay
+//! sparse) and start their write-back at once, while the workers decode the next chunks:
+//! compute and disk writes overlap. Whoever writes a file's last chunk checks the file's BLAKE3
+//! root, then commits it (sync, rename, sync the directory) or, if any range was
+//! unreadable, quarantines it. A fixed set of buffers bounds the memory and makes the
+//! workers wait when the disk falls behind.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::ffi::OsString;
 use std::fs::File;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use indicatif::ProgressBar;
-use odt_store::Store;
+use odt_store::{ReadScratch, Store};
 use serde::Serialize;
 
-use super::datastore::{Datastore, Stager, Temp};
+use super::datastore::{AlignedBuf, Datastore, Temp};
 use super::error::IngestError;
 use super::file_hash::{self, BLOCK};
 use super::plan::PlannedFile;
@@ -30,6 +34,12 @@ use super::state::{DoneEntry, State};
 pub const CHUNK: u64 = 8 * BLOCK;
 /// Work items whose records are asked for ahead of time.
 const LOOKAHEAD: usize = 4;
+/// Threads writing decoded chunks (they mostly wait for the disk, so more than one keeps a
+/// write in flight while another thread syncs a finished file).
+const WRITERS: usize = 2;
+/// Chunk buffers per thread: enough for every worker to decode the next chunk while the
+/// writers have one queued and one being written.
+const BUFFERS_PER_THREAD: usize = 2;
 
 /// A byte range of a file that could not be read back intact.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -71,6 +81,12 @@ struct FileRun {
     lost: Mutex<Vec<LostRange>>,
 }
 
+impl WriteJob {
+    fn buf_bytes(&self) -> &[u8] {
+        self.buf.bytes()
+    }
+}
+
 impl FileRun {
     fn new(f: &PlannedFile) -> FileRun {
         let blocks = f.size.div_ceil(BLOCK).max(1) as usize;
@@ -103,26 +119,124 @@ impl FileRun {
     }
 }
 
-/// Files renamed into place whose directories are not synced yet: one directory fsync
-/// then covers many small files. A file is recorded as done only after that fsync.
+/// Finished files not yet durable under their final names. A small file waits here
+/// unsynced under its temporary name (its write-back started): the batch's fsyncs then
+/// find their data written and share one journal commit, each file is renamed after its
+/// own fsync, and one directory fsync covers the batch's renames. A file is recorded as
+/// done only after that directory fsync.
 #[derive(Default)]
 struct Pending {
-    files: Vec<(usize, [u8; 32], DoneEntry)>,
+    files: Vec<PendingFile>,
     dirs: BTreeSet<Vec<OsString>>,
     since: Option<Instant>,
 }
+
+/// (file index, BLAKE3 root, state entry, the temporary if not yet renamed)
+type PendingFile = (usize, [u8; 32], DoneEntry, Option<Arc<Temp>>);
 
 /// Pending files that trigger a directory sync.
 const SYNC_BATCH: usize = 32;
 /// Longest a finished file waits for its directory sync.
 const SYNC_DELAY: Duration = Duration::from_millis(500);
 
-/// A worker's buffers.
-struct Scratch {
-    /// The 1 MiB block being hashed.
-    block: Vec<u8>,
-    /// Gathers the chunk's aligned pieces into large `O_DIRECT` writes.
-    stager: Stager,
+/// A decoded chunk waiting to be written.
+struct WriteJob {
+    fi: usize,
+    off: u64,
+    len: u64,
+    buf: AlignedBuf,
+    /// Bytes of the chunk backed by records (for the progress bar).
+    data: u64,
+    /// None if the file is already known to be damaged (nothing to write).
+    temp: Option<Arc<Temp>>,
+}
+
+/// The chunk buffers, and the queue between the workers and the writers.
+struct Pipe {
+    state: Mutex<PipeState>,
+    /// Signalled when a buffer is returned, a job queued, the workers are all done, or the
+    /// transfer is aborted.
+    cv: Condvar,
+}
+
+struct PipeState {
+    free: Vec<AlignedBuf>,
+    jobs: VecDeque<WriteJob>,
+    workers_left: usize,
+    aborted: bool,
+}
+
+impl Pipe {
+    fn new(buffers: usize, workers: usize) -> Pipe {
+        Pipe {
+            state: Mutex::new(PipeState {
+                free: (0..buffers)
+                    .map(|_| AlignedBuf::new(CHUNK as usize))
+                    .collect(),
+                jobs: VecDeque::new(),
+                workers_left: workers,
+                aborted: false,
+            }),
+            cv: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, PipeState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A free buffer, waiting for one; None once the transfer is aborted.
+    fn take_buf(&self) -> Option<AlignedBuf> {
+        let mut st = self.lock();
+        loop {
+            if st.aborted {
+                return None;
+            }
+            if let Some(b) = st.free.pop() {
+                return Some(b);
+            }
+            st = self.cv.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    fn put_buf(&self, b: AlignedBuf) {
+        self.lock().free.push(b);
+        self.cv.notify_all();
+    }
+
+    fn push(&self, j: WriteJob) {
+        self.lock().jobs.push_back(j);
+        self.cv.notify_all();
+    }
+
+    /// The next job; None when the workers are done and nothing is left.
+    fn pop(&self) -> Option<WriteJob> {
+        let mut st = self.lock();
+        loop {
+            if let Some(j) = st.jobs.pop_front() {
+                return Some(j);
+            }
+            if st.workers_left == 0 {
+                return None;
+            }
+            st = self.cv.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    fn abort(&self) {
+        self.lock().aborted = true;
+        self.cv.notify_all();
+    }
+}
+
+/// Counts a worker out of the pipe when it stops, even by panic (so the writers end).
+struct WorkerGuard<'a>(&'a Pipe);
+
+impl Drop for WorkerGuard<'_> {
+    fn drop(&mut self) {
+        self.0.lock().workers_left -= 1;
+        self.0.cv.notify_all();
+    }
 }
 
 /// Everything the workers share.
@@ -153,7 +267,7 @@ impl Transfer<'_> {
         }
         let runs: Vec<FileRun> = self.files.iter().map(|f| FileRun::new(f)).collect();
         // A second read-only descriptor per device for read-ahead hints: the workers'
-        // interleaved record reads defeat the kernel's own sequential detection.
+        // interleaved reads defeat the kernel's own sequential detection.
         let hints: Vec<Option<File>> = self
             .store
             .devices()
@@ -161,55 +275,110 @@ impl Transfer<'_> {
             .map(|d| File::open(d.path()).ok())
             .collect();
         let prefetch = |k: usize| {
-            if let Some(&(fi, off, len)) = tasks.get(k) {
-                for r in self.files[fi].records(off, len) {
-                    if let Some(Some(f)) = hints.get(r.dev as usize) {
-                        let _ = rustix::fs::fadvise(
-                            f,
-                            r.addr,
-                            std::num::NonZeroU64::new(r.len as u64),
-                            rustix::fs::Advice::WillNeed,
-                        );
-                    }
+            let Some(&(fi, off, len)) = tasks.get(k) else {
+                return;
+            };
+            // One hint per run of records adjacent on a device.
+            let mut run: Option<(u32, u64, u64)> = None;
+            let hint = |(dev, addr, end): (u32, u64, u64)| {
+                if let Some(Some(f)) = hints.get(dev as usize) {
+                    let _ = rustix::fs::fadvise(
+                        f,
+                        addr,
+                        std::num::NonZeroU64::new(end - addr),
+                        rustix::fs::Advice::WillNeed,
+                    );
                 }
+            };
+            for r in self.files[fi].records(off, len) {
+                let end = r.addr + r.len as u64;
+                run = match run {
+                    Some((d, a, e)) if d == r.dev && e == r.addr => Some((d, a, end)),
+                    Some(prev) => {
+                        hint(prev);
+                        Some((r.dev, r.addr, end))
+                    }
+                    None => Some((r.dev, r.addr, end)),
+                };
+            }
+            if let Some(r) = run {
+                hint(r);
             }
         };
         (0..LOOKAHEAD).for_each(prefetch);
+        let workers = jobs.max(1);
+        let pipe = Pipe::new((workers + WRITERS) * BUFFERS_PER_THREAD, workers);
         let next = AtomicUsize::new(0);
-        let abort = AtomicBool::new(false);
         let data_bytes = AtomicU64::new(0);
         let outcome = Mutex::new(Outcome::default());
         let pending = Mutex::new(Pending::default());
         let first_error: Mutex<Option<IngestError>> = Mutex::new(None);
+        let fail = |e: IngestError| {
+            first_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_or_insert(e);
+            pipe.abort();
+        };
         std::thread::scope(|s| {
-            for _ in 0..jobs.max(1) {
+            for _ in 0..workers {
                 s.spawn(|| {
-                    let mut scratch = Scratch {
-                        block: vec![0u8; BLOCK as usize],
-                        stager: Stager::new(CHUNK as usize),
-                    };
-                    while !abort.load(Ordering::Acquire) {
+                    let _guard = WorkerGuard(&pipe);
+                    let mut scratch = ReadScratch::default();
+                    loop {
                         let k = next.fetch_add(1, Ordering::Relaxed);
                         let Some(&(fi, off, len)) = tasks.get(k) else {
                             break;
                         };
                         prefetch(k + LOOKAHEAD);
-                        let r = self
-                            .chunk(fi, &runs[fi], off, len, &mut scratch, &data_bytes)
-                            .and_then(|()| {
-                                if runs[fi].remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-                                    self.finish(fi, &runs[fi], &outcome, &pending)
+                        let Some(mut buf) = pipe.take_buf() else {
+                            break;
+                        };
+                        match self.decode(fi, &runs[fi], off, len, &mut buf, &mut scratch) {
+                            Ok((temp, n)) => {
+                                data_bytes.fetch_add(n, Ordering::Relaxed);
+                                pipe.push(WriteJob {
+                                    fi,
+                                    off,
+                                    len,
+                                    buf,
+                                    data: n,
+                                    temp,
+                                });
+                            }
+                            Err(e) => {
+                                fail(e);
+                                break;
+                            }
+                        }
+                    }
+                });
+            }
+            for _ in 0..WRITERS {
+                s.spawn(|| {
+                    // Keeps taking jobs after an error, so that no worker waits for a buffer
+                    // forever; only the writing stops.
+                    while let Some(job) = pipe.pop() {
+                        let failed = first_error
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .is_some();
+                        let r = if failed {
+                            Ok(())
+                        } else {
+                            self.write(&runs[job.fi], &job).and_then(|()| {
+                                let run = &runs[job.fi];
+                                if run.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+                                    self.finish(job.fi, run, &outcome, &pending)
                                 } else {
                                     Ok(())
                                 }
-                            });
+                            })
+                        };
+                        self.progress.inc(job.data);
+                        pipe.put_buf(job.buf);
                         if let Err(e) = r {
-                            abort.store(true, Ordering::Release);
-                            first_error
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .get_or_insert(e);
-                            break;
+                            fail(e);
                         }
                     }
                 });
@@ -227,67 +396,46 @@ impl Transfer<'_> {
         Ok(out)
     }
 
-    /// Reads, writes and hashes `[off, off+len)` of file `fi`.
-    fn chunk(
+    /// Reads and hashes `[off, off+len)` of file `fi` into `buf`; returns the file's
+    /// temporary (None if the file is known to be damaged) and the bytes read from records.
+    fn decode(
         &self,
         fi: usize,
         run: &FileRun,
         off: u64,
         len: u64,
-        scratch: &mut Scratch,
-        data_bytes: &AtomicU64,
-    ) -> Result<(), IngestError> {
+        buf: &mut AlignedBuf,
+        scratch: &mut ReadScratch,
+    ) -> Result<(Option<Arc<Temp>>, u64), IngestError> {
         let f = self.files[fi];
         let temp = if run.damaged.load(Ordering::Acquire) {
             None
         } else {
             Some(run.temp(self.ds, f)?)
         };
-        scratch.stager.discard();
+        let bytes = &mut buf.bytes_mut()[..len as usize];
+        let got = self.store.read_into(f.id, off, bytes, scratch)?;
+        for d in got.damaged {
+            run.lose(d.start, d.end, d.why);
+        }
+        if got.len as u64 != len {
+            // The namespace and the plan disagree (the plan is a snapshot of it).
+            run.lose(
+                off + got.len as u64,
+                off + len,
+                format!("the store returned {} bytes instead of {len}", got.len),
+            );
+        }
+        // An empty file still has one (empty) block to hash.
         let mut block_start = off;
         loop {
             let blen = BLOCK.min(off + len - block_start);
-            let block = &mut scratch.block[..blen as usize];
             // A block that is one whole record needs no second hash: the store checked the
             // record's plaintext against this very chaining value when reading it.
-            let known = f.block_digest(block_start);
-            if known.is_none() {
-                block.fill(0);
-            }
-            for (at, n, backed) in f.pieces(block_start, blen) {
-                if !backed {
-                    continue;
-                }
-                let (s, e) = ((at - block_start) as usize, (at - block_start + n) as usize);
-                match self.store.read(f.id, at, n as u32) {
-                    Ok((data, _)) if data.len() as u64 == n => {
-                        if known.is_none() {
-                            block[s..e].copy_from_slice(&data);
-                        }
-                        if let Some(t) = &temp
-                            && !run.damaged.load(Ordering::Acquire)
-                        {
-                            scratch.stager.write(t, &data, at).map_err(|err| {
-                                IngestError::Datastore {
-                                    op: "write",
-                                    path: format!("the temporary of {}", f.rel_display()),
-                                    source: err,
-                                }
-                            })?;
-                        }
-                    }
-                    Ok((data, _)) => run.lose(
-                        at,
-                        at + n,
-                        format!("the store returned {} bytes instead of {n}", data.len()),
-                    ),
-                    Err(odt_store::Error::Damaged { why, .. }) => run.lose(at, at + n, why),
-                    Err(other) => return Err(other.into()),
-                }
-                data_bytes.fetch_add(n, Ordering::Relaxed);
-                self.progress.inc(n);
-            }
-            let v = known.unwrap_or_else(|| file_hash::block_value(f.size, block_start, block));
+            let v = f.block_digest(block_start).unwrap_or_else(|| {
+                let s = (block_start - off) as usize;
+                file_hash::block_value(f.size, block_start, &bytes[s..s + blen as usize])
+            });
             run.values.lock().unwrap_or_else(|p| p.into_inner())[(block_start / BLOCK) as usize] =
                 v;
             block_start += blen;
@@ -295,20 +443,42 @@ impl Transfer<'_> {
                 break;
             }
         }
-        if let Some(t) = &temp {
-            scratch
-                .stager
-                .flush(t)
+        let backed = f.pieces(off, len).iter().filter(|p| p.2).map(|p| p.1).sum();
+        Ok((temp, backed))
+    }
+
+    /// Writes a decoded chunk's data ranges (not its holes) into the file's temporary.
+    fn write(&self, run: &FileRun, job: &WriteJob) -> Result<(), IngestError> {
+        let Some(t) = &job.temp else { return Ok(()) };
+        if run.damaged.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let f = self.files[job.fi];
+        let chunk = &job.buf_bytes()[..job.len as usize];
+        // Adjacent data pieces form one range, so that their shared pages go one way.
+        let mut ranges: Vec<(u64, u64)> = Vec::new();
+        for (at, n, backed) in f.pieces(job.off, job.len) {
+            if !backed {
+                continue;
+            }
+            match ranges.last_mut() {
+                Some(r) if r.1 == at => r.1 = at + n,
+                _ => ranges.push((at, at + n)),
+            }
+        }
+        for (a, b) in ranges {
+            t.write_range(chunk, job.off, a, b)
                 .map_err(|err| IngestError::Datastore {
                     op: "write",
                     path: format!("the temporary of {}", f.rel_display()),
                     source: err,
                 })?;
         }
-        // Start writing this chunk's buffered pieces back now (and drop them from the cache
-        // once written), so that the final fsync has little left to do.
-        if let (Some(t), Some(n)) = (&temp, std::num::NonZeroU64::new(len)) {
-            let _ = rustix::fs::fadvise(&t.file, off, Some(n), rustix::fs::Advice::DontNeed);
+        // Start the write-back of this chunk now (DONTNEED on dirty pages starts it without
+        // waiting), so the disk writes while the next chunks decode and the file's fsync
+        // has little left to do.
+        if let Some(n) = std::num::NonZeroU64::new(job.len) {
+            let _ = rustix::fs::fadvise(&t.file, job.off, Some(n), rustix::fs::Advice::DontNeed);
         }
         Ok(())
     }
@@ -377,7 +547,15 @@ impl Transfer<'_> {
         }
         let t = temp.expect("every file's first chunk creates its temporary");
         self.ds
-            .commit_file(&t.name, &t.file, f.size, f.mode, f.atime, f.mtime, &f.rel)?;
+            .seal_temp(&t.name, &t.file, f.size, f.mode, f.atime, f.mtime)?;
+        // A large file is synced at once (its fsync has much to wait for, and holding it
+        // would hold the batch); small ones wait for the batch.
+        let t = if f.size >= CHUNK {
+            self.ds.place_file(&t.name, &t.file, &f.rel)?;
+            None
+        } else {
+            Some(t)
+        };
         let entry = DoneEntry {
             id: f.id,
             fingerprint: hex::encode(f.fingerprint),
@@ -387,7 +565,7 @@ impl Transfer<'_> {
         };
         let batch = {
             let mut p = pending.lock().unwrap_or_else(|p| p.into_inner());
-            p.files.push((fi, root, entry));
+            p.files.push((fi, root, entry, t));
             p.dirs.insert(f.rel[..f.rel.len() - 1].to_vec());
             let since = *p.since.get_or_insert_with(Instant::now);
             let due =
@@ -402,10 +580,15 @@ impl Transfer<'_> {
 
     /// Syncs the directories of a batch of renamed files, then records them as done.
     fn flush(&self, batch: Pending, outcome: &Mutex<Outcome>) -> Result<(), IngestError> {
+        for (fi, _, _, t) in &batch.files {
+            if let Some(t) = t {
+                self.ds.place_file(&t.name, &t.file, &self.files[*fi].rel)?;
+            }
+        }
         for d in &batch.dirs {
             self.ds.sync_dir(d)?;
         }
-        for (fi, root, entry) in batch.files {
+        for (fi, root, entry, _) in batch.files {
             self.state.record(&entry)?;
             outcome
                 .lock()
