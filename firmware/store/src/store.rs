@@ -195,6 +195,8 @@ type CachedRecord = ((u32, u64), Arc<Vec<u8>>);
 
 struct Leader {
     chains: Vec<Chain>,
+    /// Records were written by [`Store::write_queued`] since the last sync of the devices.
+    unsynced: bool,
 }
 
 /// An unlocked, open store. Share it between threads with `Arc`.
@@ -360,6 +362,7 @@ impl Store {
             queue_cv: Condvar::new(),
             leader: Mutex::new(Leader {
                 chains: (0..devs.len()).map(|_| Chain::empty()).collect(),
+                unsynced: false,
             }),
             cache: Mutex::new(Vec::new()),
             old_keys: Mutex::new(HashMap::new()),
@@ -774,10 +777,25 @@ impl Store {
     }
 
     /// Leads one group commit (nobody leads: `c.leading` is false) and wakes the waiters.
-    fn lead_now<'a>(&'a self, mut c: MutexGuard<'a, Commit>) -> MutexGuard<'a, Commit> {
+    fn lead_now<'a>(&'a self, c: MutexGuard<'a, Commit>) -> MutexGuard<'a, Commit> {
+        self.lead_with(c, true)
+    }
+
+    /// Leads a group commit (`full`) or only writes the queued records to the devices, with
+    /// neither sync nor journal batch (their ops stay queued for the next commit, which
+    /// syncs the devices before its batch names them).
+    fn lead_with<'a>(
+        &'a self,
+        mut c: MutexGuard<'a, Commit>,
+        full: bool,
+    ) -> MutexGuard<'a, Commit> {
         c.leading = true;
         drop(c);
-        let r = self.lead();
+        let r = if full {
+            self.lead()
+        } else {
+            self.write_queued().map(|()| 0)
+        };
         let mut c = lock(&self.commit);
         c.leading = false;
         match r {
@@ -791,17 +809,75 @@ impl Store {
         c
     }
 
-    /// Starts writing what is queued if no commit is under way, without waiting for anyone
-    /// else's: unstable writes call this once enough is queued, so the device writes and
-    /// syncs of one batch overlap the building of the next.
+    /// Starts writing the queued records if no leader is at work, without waiting for
+    /// anyone else's: unstable writes call this once enough is queued, so the device writes
+    /// overlap the building of the next records. Nothing is synced: an unstable write is
+    /// durable only at the next commit (COMMIT, `sync`, the appliance's periodic flush).
     fn commit_if_idle(&self) -> Result<()> {
         let c = lock(&self.commit);
         self.check_failed(&c)?;
         if !c.leading {
-            let c = self.lead_now(c);
+            let c = self.lead_with(c, false);
             self.check_failed(&c)?;
         }
         Ok(())
+    }
+
+    /// Writes the queued records to the devices (feeding the segment chains), no sync.
+    fn write_queued(&self) -> Result<()> {
+        let pieces = {
+            let mut core = lock(&self.core);
+            let mut pieces = Vec::new();
+            for log in core.logs.iter_mut() {
+                let p = Arc::new(std::mem::take(&mut log.pending));
+                log.pending_bytes = 0;
+                log.inflight = p.clone();
+                pieces.push(p);
+            }
+            pieces
+        };
+        let mut leader = lock(&self.leader);
+        if pieces.iter().any(|p| !p.is_empty()) {
+            leader.unsynced = true;
+        }
+        self.write_pieces(&mut leader, &pieces)?;
+        drop(leader);
+        drop(pieces);
+        let mut core = lock(&self.core);
+        for log in core.logs.iter_mut() {
+            let written = std::mem::take(&mut log.inflight);
+            log.recycle(written);
+        }
+        Ok(())
+    }
+
+    fn write_pieces(&self, leader: &mut Leader, pieces: &[Arc<Vec<Piece>>]) -> Result<()> {
+        let write_dev = |i: usize, chain: &mut Chain, list: &[Piece]| -> Result<()> {
+            for p in list {
+                chain.feed(&self.devs[i], &self.sbs[i], p)?;
+                let (at, blocks) = p.blocks();
+                self.devs[i].write_blocks(blocks, at)?;
+            }
+            Ok(())
+        };
+        if self.devs.len() == 1 {
+            return write_dev(0, &mut leader.chains[0], &pieces[0]);
+        }
+        std::thread::scope(|s| {
+            let handles: Vec<_> = leader
+                .chains
+                .iter_mut()
+                .enumerate()
+                .map(|(i, chain)| {
+                    let list = &pieces[i];
+                    let write_dev = &write_dev;
+                    s.spawn(move || write_dev(i, chain, list))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .try_for_each(|h| h.join().expect("device writer panicked"))
+        })
     }
 
     /// One group commit: takes what is queued, writes it, syncs. Returns the batch number.
@@ -842,39 +918,15 @@ impl Store {
             return Err(Error::NoSpace("the metadata journal is full".into()));
         }
         let mut leader = lock(&self.leader);
-        let write_dev = |i: usize, chain: &mut Chain, list: &[Piece]| -> Result<()> {
-            for p in list {
-                chain.feed(&self.devs[i], &self.sbs[i], p)?;
-                let (at, blocks) = p.blocks();
-                self.devs[i].write_blocks(blocks, at)?;
-            }
-            Ok(())
-        };
-        if self.devs.len() == 1 {
-            write_dev(0, &mut leader.chains[0], &pieces[0])?;
-        } else {
-            std::thread::scope(|s| {
-                let handles: Vec<_> = leader
-                    .chains
-                    .iter_mut()
-                    .enumerate()
-                    .map(|(i, chain)| {
-                        let list = &pieces[i];
-                        let write_dev = &write_dev;
-                        s.spawn(move || write_dev(i, chain, list))
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .try_for_each(|h| h.join().expect("device writer panicked"))
-            })?;
-        }
+        self.write_pieces(&mut leader, &pieces)?;
         // Records first, then the batch naming them: a batch on the device always refers to
         // durable records, so recovery never has to guess which references a crash cut short.
         // A batch of metadata only (create, rename, setattr) names no new record: the records
-        // of earlier batches are already durable, so only the journal needs its sync.
-        if pieces.iter().any(|p| !p.is_empty()) {
+        // of earlier batches are already durable (unless written unsynced meanwhile), so
+        // only the journal needs its sync.
+        if leader.unsynced || pieces.iter().any(|p| !p.is_empty()) {
             self.sync_devices()?;
+            leader.unsynced = false;
         }
         self.devs[0].write_at(&batch, JOURNAL_START + at)?;
         self.devs[0].sync()?;
@@ -1266,7 +1318,7 @@ impl Store {
             let c = if c.leading {
                 self.commit_cv.wait(c).unwrap_or_else(|e| e.into_inner())
             } else {
-                self.lead_now(c)
+                self.lead_with(c, false)
             };
             self.check_failed(&c)?;
             drop(c);
