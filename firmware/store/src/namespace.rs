@@ -280,7 +280,8 @@ impl Namespace {
         Ok(d)
     }
 
-    fn file(&self, id: u64) -> Result<&Inode> {
+    /// The regular file `id` (a directory or symlink is an error saying so).
+    pub fn file(&self, id: u64) -> Result<&Inode> {
         let f = self.get(id)?;
         match f.kind {
             Kind::File => Ok(f),

@@ -1226,14 +1226,7 @@ impl Store {
         {
             // Cheap early refusal (the authoritative check is under the lock below).
             let core = lock(&self.core);
-            let i = core.ns.get(id)?;
-            if i.kind != Kind::File {
-                return Err(if i.kind == Kind::Dir {
-                    Error::IsDir
-                } else {
-                    Error::Invalid("not a regular file".into())
-                });
-            }
+            core.ns.file(id)?;
         }
         let built = self.build_records(id, offset, data);
         // Chaining values of the whole aligned blocks this write covers, for the manifest:
@@ -1411,14 +1404,7 @@ impl Store {
     pub fn read(&self, id: u64, offset: u64, len: u32) -> Result<(Vec<u8>, bool)> {
         let (size, pieces) = {
             let core = lock(&self.core);
-            let i = core.ns.get(id)?;
-            if i.kind != Kind::File {
-                return Err(if i.kind == Kind::Dir {
-                    Error::IsDir
-                } else {
-                    Error::Invalid("not a regular file".into())
-                });
-            }
+            let i = core.ns.file(id)?;
             let end = (offset.saturating_add(len as u64)).min(i.size);
             if offset >= end {
                 return Ok((Vec::new(), true));
@@ -1546,14 +1532,7 @@ impl Store {
     ) -> Result<BulkRead> {
         let (pieces, queued) = {
             let core = lock(&self.core);
-            let i = core.ns.get(id)?;
-            if i.kind != Kind::File {
-                return Err(if i.kind == Kind::Dir {
-                    Error::IsDir
-                } else {
-                    Error::Invalid("not a regular file".into())
-                });
-            }
+            let i = core.ns.file(id)?;
             let end = offset.saturating_add(buf.len() as u64).min(i.size);
             if offset >= end {
                 return Ok(BulkRead::default());
