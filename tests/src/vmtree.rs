@@ -47,23 +47,7 @@ pub fn write_vm_export(parent: &Path, name: &str, disk_size: u64, seed: u64) -> 
     drop(disk);
 
     let ovf_name = format!("{name}.ovf");
-    let ovf = format!(
-        r#"<?xml version="1.0" encoding="UTF-8"?>
-<Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1">
-  <References>
-    <File ovf:href="{disk_name}" ovf:id="file1" ovf:size="{disk_size}"/>
-  </References>
-  <DiskSection>
-    <Info>Virtual disk information</Info>
-    <Disk ovf:capacity="{disk_size}" ovf:capacityAllocationUnits="byte" ovf:diskId="vmdisk1" ovf:fileRef="file1" ovf:format="http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized"/>
-  </DiskSection>
-  <VirtualSystem ovf:id="{name}">
-    <Info>A virtual machine</Info>
-    <Name>{name}</Name>
-  </VirtualSystem>
-</Envelope>
-"#
-    );
+    let ovf = ovf_descriptor(name, &disk_name, disk_size);
     std::fs::write(dir.join(&ovf_name), ovf).unwrap();
     let mf_name = format!("{name}.mf");
     let mf = format!(
@@ -122,4 +106,26 @@ pub fn write_awkward_tree(root: &Path, small_files: usize, seed: u64) {
     std::fs::write(deep.join("leaf.bin"), leaf).unwrap();
     std::fs::write(root.join("empty-file"), b"").unwrap();
     std::fs::create_dir_all(root.join("empty-dir")).unwrap();
+}
+
+/// An OVF descriptor for a one-disk VM `name` whose disk file `disk_name` holds `disk_size`
+/// bytes (referenced with its size, as the seal's bundle check expects).
+pub fn ovf_descriptor(name: &str, disk_name: &str, disk_size: u64) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1">
+  <References>
+    <File ovf:href="{disk_name}" ovf:id="file1" ovf:size="{disk_size}"/>
+  </References>
+  <DiskSection>
+    <Info>Virtual disk information</Info>
+    <Disk ovf:capacity="{disk_size}" ovf:capacityAllocationUnits="byte" ovf:diskId="vmdisk1" ovf:fileRef="file1" ovf:format="http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized"/>
+  </DiskSection>
+  <VirtualSystem ovf:id="{name}">
+    <Info>A virtual machine</Info>
+    <Name>{name}</Name>
+  </VirtualSystem>
+</Envelope>
+"#
+    )
 }

@@ -240,24 +240,7 @@ fn make_export(root: &Path) -> Vec<PathBuf> {
             }
         }
         std::fs::write(d.join(&disk_name), &disk).unwrap();
-        let ovf = format!(
-            r#"<?xml version="1.0" encoding="UTF-8"?>
-<Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1" xmlns:rasd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData">
-  <References>
-    <File ovf:href="{disk_name}" ovf:id="file1" ovf:size="{size}"/>
-  </References>
-  <DiskSection>
-    <Info>Virtual disk information</Info>
-    <Disk ovf:capacity="16" ovf:capacityAllocationUnits="byte * 2^30" ovf:diskId="vmdisk1" ovf:fileRef="file1" ovf:format="http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized"/>
-  </DiskSection>
-  <VirtualSystem ovf:id="{name}">
-    <Info>A virtual machine</Info>
-    <Name>{name}</Name>
-  </VirtualSystem>
-</Envelope>
-"#,
-            size = disk.len()
-        );
+        let ovf = odt_e2e::vmtree::ovf_descriptor(name, &disk_name, disk.len() as u64);
         let ovf_name = format!("{name}.ovf");
         std::fs::write(d.join(&ovf_name), ovf).unwrap();
         files.push(PathBuf::from(dir).join(&ovf_name));

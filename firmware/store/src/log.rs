@@ -69,6 +69,15 @@ pub struct DevLog {
 }
 
 impl DevLog {
+    /// Hands the queued pieces to a leader: they move to `inflight` (still readable there
+    /// until written) and the queue starts empty.
+    pub fn take_pending(&mut self) -> Arc<Vec<Piece>> {
+        let p = Arc::new(std::mem::take(&mut self.pending));
+        self.pending_bytes = 0;
+        self.inflight = p.clone();
+        p
+    }
+
     /// State at `tail` of a log reopened from the journal; `dev` supplies the bytes of the
     /// partial block before the tail.
     pub fn resume(dev: &Device, tail: u64) -> Result<DevLog> {

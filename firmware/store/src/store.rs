@@ -827,14 +827,10 @@ impl Store {
     fn write_queued(&self) -> Result<()> {
         let pieces = {
             let mut core = lock(&self.core);
-            let mut pieces = Vec::new();
-            for log in core.logs.iter_mut() {
-                let p = Arc::new(std::mem::take(&mut log.pending));
-                log.pending_bytes = 0;
-                log.inflight = p.clone();
-                pieces.push(p);
-            }
-            pieces
+            core.logs
+                .iter_mut()
+                .map(DevLog::take_pending)
+                .collect::<Vec<_>>()
         };
         let mut leader = lock(&self.leader);
         if pieces.iter().any(|p| !p.is_empty()) {
@@ -891,13 +887,7 @@ impl Store {
             let batch_no = core.open_batch;
             core.open_batch += 1;
             let tails: Vec<u64> = core.logs.iter().map(|l| l.tail).collect();
-            let mut pieces = Vec::new();
-            for log in core.logs.iter_mut() {
-                let p = Arc::new(std::mem::take(&mut log.pending));
-                log.pending_bytes = 0;
-                log.inflight = p.clone();
-                pieces.push(p);
-            }
+            let pieces: Vec<_> = core.logs.iter_mut().map(DevLog::take_pending).collect();
             self.queue_cv.notify_all();
             let ops = std::mem::take(&mut core.ops);
             let counter = self.counter.fetch_add(1, Ordering::Relaxed);
