@@ -839,12 +839,18 @@ impl Store {
         self.write_pieces(&mut leader, &pieces)?;
         drop(leader);
         drop(pieces);
+        self.recycle_inflight();
+        Ok(())
+    }
+
+    /// After a leader wrote the in-flight pieces (and dropped its references to them):
+    /// their staging buffers go back to each device's spares.
+    fn recycle_inflight(&self) {
         let mut core = lock(&self.core);
         for log in core.logs.iter_mut() {
             let written = std::mem::take(&mut log.inflight);
             log.recycle(written);
         }
-        Ok(())
     }
 
     fn write_pieces(&self, leader: &mut Leader, pieces: &[Arc<Vec<Piece>>]) -> Result<()> {
@@ -922,11 +928,7 @@ impl Store {
         self.devs[0].sync()?;
         drop(leader);
         drop(pieces);
-        let mut core = lock(&self.core);
-        for log in core.logs.iter_mut() {
-            let written = std::mem::take(&mut log.inflight);
-            log.recycle(written);
-        }
+        self.recycle_inflight();
         Ok(batch_no)
     }
 
