@@ -47,6 +47,32 @@ const COMMIT_AT: u64 = 8 << 20;
 const READ_CACHE: usize = 16;
 /// How far past the journal's end to look for batches that would betray damage.
 const MAX_BATCH_SCAN: u64 = 64 << 20;
+/// Most record bytes a batch may name and still be made durable together with them by one
+/// sync (see [`one_sync`]); recovery reads this much at most to check the last batch.
+const ONE_SYNC_MAX: u64 = 8 << 20;
+
+/// Whether the batch moving the device tails from `before` to `after` is written with its
+/// records and made durable by a single sync, rather than records first, sync, then batch,
+/// sync. Small batches (a small file's COMMIT, a CREATE) take one sync: recovery checks
+/// every record the journal's last batch names when that batch qualifies, and drops it
+/// as torn if one did not reach the device. A batch qualifies when its records are few
+/// (recovery reads them all) and stay in the segments the tails were already in (no
+/// segment footer, whose loss recovery would not notice, is written with it).
+/// Writer and recovery both decide with this function, so they always agree.
+fn one_sync(sbs: &[Superblock], before: &[u64], after: &[u64]) -> bool {
+    let mut bytes = 0u64;
+    for ((sb, &b), &a) in sbs.iter().zip(before).zip(after) {
+        if a == b {
+            continue;
+        }
+        let seg = |t: u64| (t - 1 - sb.data_start()) / sb.segment_size;
+        if b == 0 || a < b || seg(b) != seg(a) {
+            return false;
+        }
+        bytes += a - b;
+    }
+    bytes <= ONE_SYNC_MAX
+}
 
 /// Attributes of an entry, as the NFS layer reports them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,6 +208,8 @@ struct Core {
     open_batch: u64,
     next_dev: usize,
     written_bytes: u64,
+    /// Device tails named by the last batch built (where the next batch's records start).
+    batch_tails: Vec<u64>,
 }
 
 struct Commit {
@@ -195,8 +223,6 @@ type CachedRecord = ((u32, u64), Arc<Vec<u8>>);
 
 struct Leader {
     chains: Vec<Chain>,
-    /// Records were written by [`Store::write_queued`] since the last sync of the devices.
-    unsynced: bool,
 }
 
 /// An unlocked, open store. Share it between threads with `Arc`.
@@ -272,17 +298,33 @@ pub fn is_zero(b: &[u8]) -> bool {
 /// (only a share of a few bytes could be zero by chance, and then damage is taken for a
 /// tear: the safe side, as a crash must never make the store refuse to open).
 pub(crate) fn fully_written(at: u64, batch: &[u8]) -> bool {
+    !zero_share(at, batch, 1)
+}
+
+/// Whether some 512-byte device sector holds a share of `bytes` (found at device offset
+/// `at`) of at least `min` bytes that is all zeros.
+fn zero_share(at: u64, bytes: &[u8], min: usize) -> bool {
     const SECTOR: u64 = 512;
     let mut i = 0usize;
-    while i < batch.len() {
+    while i < bytes.len() {
         let next_boundary = ((at + i as u64) / SECTOR + 1) * SECTOR;
-        let j = ((next_boundary - at) as usize).min(batch.len());
-        if is_zero(&batch[i..j]) {
-            return false;
+        let j = ((next_boundary - at) as usize).min(bytes.len());
+        if j - i >= min && is_zero(&bytes[i..j]) {
+            return true;
         }
         i = j;
     }
-    true
+    false
+}
+
+/// Whether a record read back from device offset `at` is missing sectors a crash kept from
+/// reaching the device (the log past its tail is zeros), rather than damaged after being
+/// written: its magic has a zero byte, or some sector's share of its encrypted body (8
+/// bytes or more, never all zeros by chance) is all zeros. Its header's other fields may
+/// be zeros legitimately; they always share a sector with the magic or with the body.
+fn torn_record(at: u64, bytes: &[u8]) -> bool {
+    let head = bytes.len().min(record::HEADER_LEN);
+    bytes[..head.min(4)].contains(&0) || zero_share(at + head as u64, &bytes[head..], 8)
 }
 
 /// Digest of a record's plaintext: the BLAKE3 chaining value of the plaintext as the subtree
@@ -352,6 +394,7 @@ impl Store {
                 open_batch: 1,
                 next_dev: 0,
                 written_bytes: 0,
+                batch_tails: vec![0; devs.len()],
             }),
             commit: Mutex::new(Commit {
                 durable: 0,
@@ -362,7 +405,6 @@ impl Store {
             queue_cv: Condvar::new(),
             leader: Mutex::new(Leader {
                 chains: (0..devs.len()).map(|_| Chain::empty()).collect(),
-                unsynced: false,
             }),
             cache: Mutex::new(Vec::new()),
             old_keys: Mutex::new(HashMap::new()),
@@ -444,8 +486,9 @@ impl Store {
     // ----- recovery -------------------------------------------------------------------
 
     /// Replays the journal up to its first incomplete batch (a crash's torn tail) and rebuilds
-    /// the segment chains. Records are made durable before the batch naming them is written,
-    /// so every replayed reference points at bytes that reached the device.
+    /// the segment chains. Records are durable before the next batch is written; those of
+    /// the last batch, if it was made durable with them by one sync, are checked here, and
+    /// the batch is dropped as torn if some did not reach the device (see [`one_sync`]).
     fn recover(&mut self) -> Result<()> {
         let dev0 = &self.devs[0];
         let jlen = self.sbs[0].journal_len;
@@ -516,16 +559,25 @@ impl Store {
             pos += h.total_len() as u64;
             seq += 1;
         }
+        let mut end = pos;
+        let mut dropped = false;
         if let Some((hpos, ht, hops)) = held.take() {
-            Self::replay(&mut core.ns, &hops, dev0.path(), hpos)?;
-            tails = ht;
+            if self.records_reached_device(&tails, &ht, &hops, hpos)? {
+                Self::replay(&mut core.ns, &hops, dev0.path(), hpos)?;
+                tails = ht;
+            } else {
+                // Never acknowledged: its sync did not return. Cleared below like a torn tail.
+                end = hpos;
+                seq -= 1;
+                dropped = true;
+            }
         }
-        let end = pos;
-        if end < jlen {
+        if end < jlen && !dropped {
             self.check_journal_tail(end, seq)?;
         }
         core.journal_end = end;
         core.open_batch = seq;
+        core.batch_tails = tails.clone();
         for ((log, t), dev) in core.logs.iter_mut().zip(&tails).zip(&self.devs) {
             if self.access == Access::ReadWrite {
                 *log = DevLog::resume(dev, *t)?;
@@ -549,6 +601,80 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// For the journal's last batch (at `pos`, moving the tails from `before` to `after`):
+    /// false if it was written with its records under one sync and some record did not reach
+    /// the device (a crash before that sync returned). A record that is there but fails its
+    /// check was damaged after being written: the batch is kept and reads of that range
+    /// report the damage, as for any other record.
+    fn records_reached_device(
+        &self,
+        before: &[u64],
+        after: &[u64],
+        ops: &[Op],
+        pos: u64,
+    ) -> Result<bool> {
+        if before == after || !one_sync(&self.sbs, before, after) {
+            return Ok(true);
+        }
+        for op in ops {
+            let Op::Write {
+                id,
+                offset,
+                len,
+                generation,
+                loc: Some(loc),
+                hash,
+                ..
+            } = op
+            else {
+                continue;
+            };
+            let Some(dev) = self.devs.get(loc.dev as usize) else {
+                return Err(Error::corrupt(
+                    "journal batch",
+                    self.devs[0].path(),
+                    JOURNAL_START + pos,
+                    format!(
+                        "names a record on device {} of {}",
+                        loc.dev + 1,
+                        self.devs.len()
+                    ),
+                ));
+            };
+            let mut bytes = dev.read_vec(loc.addr, loc.len as usize)?;
+            let torn = torn_record(loc.addr, &bytes);
+            let e = Extent {
+                len: *len as u64,
+                rec: crate::namespace::RecRef {
+                    loc: *loc,
+                    start: *offset,
+                    plain_len: *len,
+                    hash: *hash,
+                    generation: *generation,
+                },
+            };
+            let mut plain = vec![0u8; *len as usize];
+            if let Err(why) = self.open_record(*id, &e, &mut bytes, &mut plain) {
+                if torn {
+                    tracing::warn!(
+                        "the last commit before the device was closed did not complete (a \
+                         record it names is missing from {} at byte {}): it was never \
+                         acknowledged and is dropped",
+                        dev.path().display(),
+                        loc.addr
+                    );
+                    return Ok(false);
+                }
+                tracing::error!(
+                    "a record of the last commit is damaged (file id {id}, bytes {offset}..{}): \
+                     {why}; run `odt verify` for the files affected",
+                    offset + *len as u64
+                );
+            }
+        }
+        Ok(true)
     }
 
     fn replay(ns: &mut Namespace, ops: &[Op], path: &Path, pos: u64) -> Result<()> {
@@ -833,9 +959,6 @@ impl Store {
                 .collect::<Vec<_>>()
         };
         let mut leader = lock(&self.leader);
-        if pieces.iter().any(|p| !p.is_empty()) {
-            leader.unsynced = true;
-        }
         self.write_pieces(&mut leader, &pieces)?;
         drop(leader);
         drop(pieces);
@@ -884,7 +1007,7 @@ impl Store {
 
     /// One group commit: takes what is queued, writes it, syncs. Returns the batch number.
     fn lead(&self) -> Result<u64> {
-        let (batch_no, pieces, batch, at) = {
+        let (batch_no, pieces, batch, at, moved) = {
             let mut core = lock(&self.core);
             let nothing = core.ops.is_empty() && core.logs.iter().all(|l| l.pending.is_empty());
             if nothing {
@@ -893,6 +1016,12 @@ impl Store {
             let batch_no = core.open_batch;
             core.open_batch += 1;
             let tails: Vec<u64> = core.logs.iter().map(|l| l.tail).collect();
+            // Devices this batch names records on (written by this leader or unsynced by
+            // `write_queued` before it), or `None` if they are to be synced first.
+            let moved = one_sync(&self.sbs, &core.batch_tails, &tails).then(|| {
+                let moved = tails.iter().zip(&core.batch_tails).map(|(a, b)| a != b);
+                moved.collect::<Vec<_>>()
+            });
             let pieces: Vec<_> = core.logs.iter_mut().map(DevLog::take_pending).collect();
             self.queue_cv.notify_all();
             let ops = std::mem::take(&mut core.ops);
@@ -908,40 +1037,49 @@ impl Store {
             );
             let at = core.journal_end;
             core.journal_end += batch.len() as u64;
-            (batch_no, pieces, batch, at)
+            core.batch_tails = tails;
+            (batch_no, pieces, batch, at, moved)
         };
         if at + batch.len() as u64 > self.sbs[0].journal_len {
             return Err(Error::NoSpace("the metadata journal is full".into()));
         }
         let mut leader = lock(&self.leader);
         self.write_pieces(&mut leader, &pieces)?;
-        // Records first, then the batch naming them: a batch on the device always refers to
-        // durable records, so recovery never has to guess which references a crash cut short.
-        // A batch of metadata only (create, rename, setattr) names no new record: the records
-        // of earlier batches are already durable (unless written unsynced meanwhile), so
-        // only the journal needs its sync.
-        if leader.unsynced || pieces.iter().any(|p| !p.is_empty()) {
-            self.sync_devices()?;
-            leader.unsynced = false;
+        match moved {
+            Some(mut moved) => {
+                // Records and the batch naming them under one sync: recovery checks the
+                // records of the last batch (see `one_sync`).
+                self.devs[0].write_at(&batch, JOURNAL_START + at)?;
+                moved[0] = true;
+                self.sync_devices(&moved)?;
+            }
+            None => {
+                // Records first, then the batch naming them: the batch on the device refers
+                // to durable records only, however many there are.
+                self.sync_devices(&vec![true; self.devs.len()])?;
+                self.devs[0].write_at(&batch, JOURNAL_START + at)?;
+                self.devs[0].sync()?;
+            }
         }
-        self.devs[0].write_at(&batch, JOURNAL_START + at)?;
-        self.devs[0].sync()?;
         drop(leader);
         drop(pieces);
         self.recycle_inflight();
         Ok(batch_no)
     }
 
-    fn sync_devices(&self) -> Result<()> {
-        if self.devs.len() == 1 {
-            return self.devs[0].sync();
+    /// Syncs the devices marked in `which`, in parallel.
+    fn sync_devices(&self, which: &[bool]) -> Result<()> {
+        let mut devs = self
+            .devs
+            .iter()
+            .zip(which)
+            .filter(|(_, w)| **w)
+            .map(|(d, _)| d);
+        if which.iter().filter(|w| **w).count() == 1 {
+            return devs.next().expect("one device").sync();
         }
         std::thread::scope(|s| {
-            let hs: Vec<_> = self
-                .devs
-                .iter()
-                .map(|d| s.spawn(move || d.sync()))
-                .collect();
+            let hs: Vec<_> = devs.map(|d| s.spawn(move || d.sync())).collect();
             hs.into_iter()
                 .try_for_each(|h| h.join().expect("sync thread panicked"))
         })
@@ -971,7 +1109,7 @@ impl Store {
         }
         drop(leader);
         drop(core);
-        self.sync_devices()?;
+        self.sync_devices(&vec![true; self.devs.len()])?;
         Ok(out)
     }
 
@@ -1692,5 +1830,77 @@ mod tests {
         let mut zeros = batch.clone();
         zeros[50..600].fill(0);
         assert!(fully_written(412, &zeros));
+    }
+
+    #[test]
+    fn torn_records_are_told_from_damaged_ones() {
+        // A record at 500: magic and header across the boundary at 512, body from 564.
+        let mut rec = vec![0x5au8; 3000];
+        rec[..4].copy_from_slice(b"ODTR");
+        rec[8..60].fill(0); // header fields may well be zeros
+        assert!(!torn_record(500, &rec));
+        let mut damaged = rec.clone();
+        damaged[1000] ^= 4;
+        assert!(!torn_record(500, &damaged), "a flipped bit is damage");
+        let mut no_magic = rec.clone();
+        no_magic[..12].fill(0); // the sector before 512 never written
+        assert!(torn_record(500, &no_magic));
+        let mut hole = rec.clone();
+        hole[1036..1548].fill(0); // the sector at 1536 never written
+        assert!(torn_record(500, &hole));
+        let mut tail = rec.clone();
+        tail[2572..].fill(0); // the last sector's share (428 bytes) never written
+        assert!(torn_record(500, &tail));
+        let mut few = rec.clone();
+        few[2996..].fill(0); // zeros inside a sector's share are data
+        assert!(!torn_record(500, &few));
+    }
+
+    fn geometry(segment_size: u64) -> Superblock {
+        Superblock {
+            format_version: superblock::FORMAT_VERSION,
+            set_id: 1,
+            job_id: "job".into(),
+            job_name: "job".into(),
+            device_index: 0,
+            device_count: 1,
+            device_size: 1 << 30,
+            segment_size,
+            journal_len: 16 << 20,
+            cipher: Cipher::Aes256Gcm,
+            created_unix: 0,
+            signing_public: [0; 32],
+            wrapped_for_ingest: Vec::new(),
+            wrapped_for_customer: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn one_sync_only_for_small_batches_inside_their_segments() {
+        let sbs = [geometry(64 << 20), geometry(64 << 20)];
+        let s0 = sbs[0].segment_start(0);
+        let s1 = sbs[0].segment_start(1);
+        // Metadata only, or a few records in the open segment: one sync.
+        assert!(one_sync(&sbs, &[s0 + 10, 0], &[s0 + 10, 0]));
+        assert!(one_sync(
+            &sbs,
+            &[s0 + 10, s0 + 4],
+            &[s0 + 20_000, s0 + 9_000]
+        ));
+        assert!(one_sync(&sbs, &[s0 + 10, 0], &[s0 + 10 + ONE_SYNC_MAX, 0]));
+        // Too many bytes for recovery to check, even spread over devices.
+        assert!(!one_sync(&sbs, &[s0 + 10, 0], &[s0 + 11 + ONE_SYNC_MAX, 0]));
+        let half = ONE_SYNC_MAX / 2 + 1;
+        assert!(!one_sync(
+            &sbs,
+            &[s0 + 1, s0 + 1],
+            &[s0 + 1 + half, s0 + 1 + half]
+        ));
+        // A first record on a device, or one in a new segment (a footer was written).
+        assert!(!one_sync(&sbs, &[s0 + 10, 0], &[s0 + 10, s0 + 100]));
+        assert!(!one_sync(&sbs, &[s1 - 4096, 0], &[s1 + 100, 0]));
+        // A segment filled exactly is still that segment.
+        let end0 = s1 - segment::BLOCK;
+        assert!(one_sync(&sbs, &[end0 - 100, 0], &[end0, 0]));
     }
 }
