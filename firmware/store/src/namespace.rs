@@ -183,10 +183,47 @@ impl Inode {
 pub struct Namespace {
     inodes: BTreeMap<u64, Inode>,
     next_id: u64,
+    totals: Totals,
     /// Highest session epoch seen.
     pub epoch: u32,
     /// The seal op, once the store is sealed.
     pub seal: Option<Op>,
+}
+
+/// Entries by kind and the sum of file sizes, kept up to date as ops apply (status and
+/// FSSTAT read them without walking every inode under the store lock).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub files: u64,
+    /// Directories, the root included.
+    pub dirs: u64,
+    pub symlinks: u64,
+    /// Sum of file sizes.
+    pub file_bytes: u64,
+}
+
+impl Totals {
+    /// Counts (or, with `add` false, uncounts) one inode.
+    fn count(&mut self, i: &Inode, add: bool) {
+        let n = |v: &mut u64, by: u64| *v = if add { *v + by } else { *v - by };
+        match i.kind {
+            Kind::File => {
+                n(&mut self.files, 1);
+                n(&mut self.file_bytes, i.size);
+            }
+            Kind::Dir => n(&mut self.dirs, 1),
+            Kind::Symlink => n(&mut self.symlinks, 1),
+        }
+    }
+
+    /// Totals of a walk over `inodes` (what the kept totals must equal).
+    pub fn of<'a>(inodes: impl Iterator<Item = &'a Inode>) -> Totals {
+        let mut t = Totals::default();
+        for i in inodes {
+            t.count(i, true);
+        }
+        t
+    }
 }
 
 impl Default for Namespace {
@@ -214,6 +251,10 @@ impl Namespace {
         Namespace {
             inodes,
             next_id: ROOT + 1,
+            totals: Totals {
+                dirs: 1,
+                ..Totals::default()
+            },
             epoch: 0,
             seal: None,
         }
@@ -308,8 +349,30 @@ impl Namespace {
     /// Checks that `op` can apply, then applies it.
     pub fn apply(&mut self, op: &Op) -> Result<()> {
         self.validate(op)?;
+        // The one inode whose kind or size an op can create, change or remove is uncounted
+        // before and counted again after.
+        let touched = match op {
+            Op::Create { id, .. } | Op::SetAttr { id, .. } | Op::Write { id, .. } => Some(*id),
+            Op::Remove { parent, name, .. } => self.inodes[parent].entries.get(name).copied(),
+            Op::Rename {
+                to_parent, to_name, ..
+            } => self.inodes[to_parent].entries.get(to_name).copied(),
+            Op::Session { .. } | Op::Seal { .. } | Op::BlockCv { .. } => None,
+        };
+        let count = |ns: &mut Namespace, add: bool| {
+            if let Some(i) = touched.and_then(|id| ns.inodes.get(&id)) {
+                ns.totals.count(i, add);
+            }
+        };
+        count(self, false);
         self.mutate(op);
+        count(self, true);
         Ok(())
+    }
+
+    /// Entries by kind and bytes of all files.
+    pub fn totals(&self) -> Totals {
+        self.totals
     }
 
     fn validate(&self, op: &Op) -> Result<()> {

@@ -1777,17 +1777,14 @@ impl Store {
     /// Counters for status reports.
     pub fn stats(&self) -> Stats {
         let core = lock(&self.core);
-        let mut s = Stats::default();
-        for i in core.ns.inodes() {
-            match i.kind {
-                Kind::File => {
-                    s.files += 1;
-                    s.logical_bytes += i.size;
-                }
-                Kind::Dir => s.dirs += 1,
-                Kind::Symlink => s.symlinks += 1,
-            }
-        }
+        let t = core.ns.totals();
+        let mut s = Stats {
+            files: t.files,
+            dirs: t.dirs,
+            symlinks: t.symlinks,
+            logical_bytes: t.file_bytes,
+            ..Stats::default()
+        };
         for (l, sb) in core.logs.iter().zip(&self.sbs) {
             s.free_bytes += l.free(sb);
             s.capacity_bytes += sb.segment_count() * (sb.segment_size - 2 * segment::BLOCK);

@@ -107,6 +107,18 @@ fn check_all(s: &Store, model: &BTreeMap<u8, Vec<u8>>) {
             (a, b) => panic!("file {n}: store has {:?}, model has {}", a, b.is_some()),
         }
     }
+    // The totals kept as ops apply (status, FSSTAT) equal a walk and the model.
+    let st = s.stats();
+    assert_eq!(st.files, model.len() as u64, "files in stats");
+    assert_eq!(st.dirs, 2, "root and \"sub dir\"");
+    assert_eq!(
+        st.logical_bytes,
+        model.values().map(|v| v.len() as u64).sum::<u64>(),
+        "bytes in stats"
+    );
+    s.with_namespace(|ns| {
+        assert_eq!(ns.totals(), odt_store::namespace::Totals::of(ns.inodes()));
+    });
     let m = odt_store::manifest::build(s).unwrap();
     for n in 0..NAMES {
         if let Some(want) = model.get(&n) {
