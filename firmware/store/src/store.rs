@@ -1299,17 +1299,18 @@ impl Store {
         if d.kind != Kind::Dir {
             return Err(Error::NotDir);
         }
-        let mut it = d.entries.iter().peekable();
-        if after != 0 {
-            // Resume after the cookie; if it vanished meanwhile, start over rather than fail.
-            if d.entries.values().any(|&v| v == after) {
-                for (_, &id) in it.by_ref() {
-                    if id == after {
-                        break;
-                    }
-                }
+        // Resume after the cookie's name (entries are ordered by name); if it was removed or
+        // moved away meanwhile, start over rather than fail.
+        let from = match core.ns.get(after) {
+            Ok(i) if after != 0 && i.parent == dir && d.entries.get(&i.name) == Some(&after) => {
+                std::ops::Bound::Excluded(i.name.as_slice())
             }
-        }
+            _ => std::ops::Bound::Unbounded,
+        };
+        let mut it = d
+            .entries
+            .range::<[u8], _>((from, std::ops::Bound::Unbounded))
+            .peekable();
         let mut out = Vec::new();
         while out.len() < max {
             let Some((name, &id)) = it.next() else { break };

@@ -88,3 +88,34 @@ fn a_truncate_to_the_current_size_journals_nothing_but_is_durable() {
     assert_eq!(s.getattr(id).unwrap().size, 10);
     assert_eq!(s.read(id, 0, 10).unwrap().0, pattern(4, 10));
 }
+
+#[test]
+fn readdir_pages_resume_after_the_cookie() {
+    let fx = Fixture::new(1, 64 * MIB);
+    let s = fx.open();
+    let d = s.mkdir(s.root(), b"many", 0o755).unwrap().id;
+    let mut want: Vec<Vec<u8>> = (0..500).map(|i| format!("f{i:04}").into_bytes()).collect();
+    for n in &want {
+        s.create(d, n, 0o644).unwrap();
+    }
+    want.sort();
+    let page = |after| s.readdir(d, after, 37).unwrap();
+    let mut got = Vec::new();
+    let mut after = 0;
+    loop {
+        let (entries, end) = page(after);
+        got.extend(entries.iter().map(|e| e.name.clone()));
+        if end {
+            break;
+        }
+        after = entries.last().unwrap().attr.id;
+    }
+    assert_eq!(got, want, "every entry once, in name order");
+    // A cookie whose entry was removed meanwhile starts over rather than failing.
+    let (first, _) = page(0);
+    let gone = first[3].attr.id;
+    s.remove(d, &first[3].name).unwrap();
+    assert_eq!(page(gone).0[0].name, want[0]);
+    // The cookie of an entry in another directory does not resume there either.
+    assert_eq!(page(d).0[0].name, want[0]);
+}
