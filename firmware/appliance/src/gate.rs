@@ -25,8 +25,8 @@
 //!
 //! A slot is freed when the reply passes back through the gate (for a WRITE, when its
 //! store write has returned). `nfsserve` does not answer
-//! a request it takes for a retransmission, so the gate does not forward a second request
-//! with the xid of one still in flight, and forgets requests that stay unanswered for
+//! a request it takes for a retransmission, so the gate does not forward (or answer) a
+//! second request with the xid of one still in flight, and forgets requests that stay unanswered for
 //! [`Limits::stale_after`].
 //!
 //! Memory: each connection buffers at most one record being received (≤ `max_record`,
@@ -40,7 +40,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -224,7 +223,7 @@ impl Gate {
         let conn = Conn {
             pending: Arc::new(Mutex::new(HashMap::new())),
             per_conn: Arc::new(Semaphore::new(self.limits.max_inflight_per_conn)),
-            local_replies: Arc::new(AtomicUsize::new(0)),
+            answering: Arc::new(Mutex::new(HashSet::new())),
             writer,
         };
         let reaper = tokio::spawn(reap(Arc::downgrade(&conn.pending), self.limits.stale_after));
@@ -252,9 +251,7 @@ impl Gate {
                 Ok(()) => {
                     // The client is done sending: deliver the replies still owed.
                     let drained = async {
-                        while !lock(&conn.pending).is_empty()
-                            || conn.local_replies.load(Ordering::Acquire) > 0
-                        {
+                        while !lock(&conn.pending).is_empty() || !lock(&conn.answering).is_empty() {
                             tokio::time::sleep(Duration::from_millis(20)).await;
                         }
                     };
@@ -327,6 +324,11 @@ impl Gate {
                 && let Some(call) = rpc::parse_call(&buf[HEADER..])
                 && call.answered_locally()
             {
+                if !lock(&conn.answering).insert(xid) {
+                    // A retransmission of a request being answered: as for forwarded ones,
+                    // the first one's reply answers both.
+                    continue;
+                }
                 let record = std::mem::take(&mut buf);
                 answer_locally(export.clone(), call, record, conn, (conn_slot, slot));
                 continue;
@@ -426,8 +428,8 @@ impl Drop for ReplyPump {
 struct Conn {
     pending: ForwardedMap,
     per_conn: Arc<Semaphore>,
-    /// Local answers not yet written to the client.
-    local_replies: Arc<AtomicUsize>,
+    /// Xids of the local answers not yet written to the client.
+    answering: Arc<Mutex<HashSet<u32>>>,
     writer: ClientWriter,
 }
 
@@ -442,8 +444,7 @@ fn answer_locally(
     slots: (OwnedSemaphorePermit, OwnedSemaphorePermit),
 ) {
     let writer = conn.writer.clone();
-    let owed = conn.local_replies.clone();
-    owed.fetch_add(1, Ordering::AcqRel);
+    let owed = conn.answering.clone();
     tokio::spawn(async move {
         let (reply, background) = match (call.prog, call.procedure) {
             (NFS_PROGRAM, PROC_WRITE) => {
@@ -463,7 +464,7 @@ fn answer_locally(
                 let _ = w.flush().await;
             }
         }
-        owed.fetch_sub(1, Ordering::AcqRel);
+        lock(&owed).remove(&call.xid);
         if let Some(b) = background {
             let _ = b.await;
         }
