@@ -15,13 +15,18 @@
 //!
 //! The gate answers WRITE and COMMIT ([`crate::writeback`]), READDIR ([`crate::readdir`])
 //! and FSSTAT ([`crate::fsstat`]) itself: `nfsserve` answers FILE_SYNC to every WRITE, has
-//! no COMMIT, ignores READDIR's cookie and reports a fixed 1 TiB free. Their replies and
-//! `nfsserve`'s share the client's socket, one whole record at a time.
+//! no COMMIT, ignores READDIR's cookie and reports a fixed 1 TiB free. It also answers the
+//! procedures every small file goes through ([`crate::meta`]: GETATTR, SETATTR, LOOKUP,
+//! ACCESS, CREATE, FSINFO, PATHCONF, NULL) and MOUNT ([`crate::mount`]), which saves a
+//! loopback round trip each. Their replies and `nfsserve`'s share the client's socket, one
+//! whole record at a time. The connection to `nfsserve` is opened by a client
+//! connection's first request that must be forwarded, so one that needs none (`nfs-cp`
+//! of a file) costs no backend connection.
 //!
 //! A slot is freed when the reply passes back through the gate (for a WRITE, when its
 //! store write has returned). `nfsserve` does not answer
-//! a request it takes for a retransmission, so the gate does not forward a second request
-//! with the xid of one still in flight, and forgets requests that stay unanswered for
+//! a request it takes for a retransmission, so the gate does not forward (or answer) a
+//! second request with the xid of one still in flight, and forgets requests that stay unanswered for
 //! [`Limits::stale_after`].
 //!
 //! Memory: each connection buffers at most one record being received (≤ `max_record`,
@@ -35,7 +40,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -43,11 +47,14 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, BufWrit
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
 
 use crate::allow::AllowList;
 use crate::framing::{self, FramingError, HEADER};
 use crate::nfs::Export;
-use crate::rpc::{self, PROC_COMMIT, PROC_FSSTAT, PROC_READDIR, PROC_WRITE};
+use crate::rpc::{
+    self, MOUNT_PROGRAM, NFS_PROGRAM, PROC_COMMIT, PROC_FSSTAT, PROC_READDIR, PROC_WRITE,
+};
 use crate::throttle::{Throttle, suppressed_note};
 
 /// The client's side of a connection, shared by the reply pump and local answers.
@@ -121,6 +128,8 @@ enum ConnError {
     Slow(Duration),
     #[error("a request shorter than an RPC header")]
     Short,
+    #[error("cannot connect to nfsserve: {0}")]
+    Backend(std::io::Error),
 }
 
 impl Gate {
@@ -205,20 +214,8 @@ impl Gate {
 
     async fn serve(self: Arc<Self>, client: TcpStream, peer: SocketAddr) {
         self.note_client(peer);
-        let server = match TcpStream::connect(self.backend).await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(
-                    "cannot reach the NFS service at {} for {peer}: {e}",
-                    self.backend
-                );
-                return;
-            }
-        };
         let _ = client.set_nodelay(true);
-        let _ = server.set_nodelay(true);
         let (mut cr, cw) = client.into_split();
-        let (sr, mut sw) = server.into_split();
         let writer: ClientWriter = Arc::new(tokio::sync::Mutex::new(BufWriter::with_capacity(
             64 * 1024,
             cw,
@@ -226,18 +223,23 @@ impl Gate {
         let conn = Conn {
             pending: Arc::new(Mutex::new(HashMap::new())),
             per_conn: Arc::new(Semaphore::new(self.limits.max_inflight_per_conn)),
-            local_replies: Arc::new(AtomicUsize::new(0)),
-            writer: writer.clone(),
+            answering: Arc::new(Mutex::new(HashSet::new())),
+            writer,
         };
         let reaper = tokio::spawn(reap(Arc::downgrade(&conn.pending), self.limits.stale_after));
 
-        let down = pump_replies(sr, writer, conn.pending.clone());
-        tokio::pin!(down);
-        let up = self.pump_requests(&mut cr, &mut sw, &conn);
+        let (started, pump) = tokio::sync::oneshot::channel();
+        let mut down = ReplyPump::Waiting(pump);
+        let mut upstream = Upstream {
+            addr: self.backend,
+            writer: None,
+            started: Some(started),
+        };
+        let up = self.pump_requests(&mut cr, &mut upstream, &conn);
         tokio::pin!(up);
         let ended = tokio::select! {
             r = &mut up => Some(r),
-            r = &mut down => {
+            r = down.ended() => {
                 if let Err(e) = r {
                     tracing::debug!("NFS connection of {peer}: reply path ended: {e}");
                 }
@@ -249,15 +251,13 @@ impl Gate {
                 Ok(()) => {
                     // The client is done sending: deliver the replies still owed.
                     let drained = async {
-                        while !lock(&conn.pending).is_empty()
-                            || conn.local_replies.load(Ordering::Acquire) > 0
-                        {
+                        while !lock(&conn.pending).is_empty() || !lock(&conn.answering).is_empty() {
                             tokio::time::sleep(Duration::from_millis(20)).await;
                         }
                     };
                     tokio::select! {
                         _ = drained => {}
-                        _ = &mut down => {}
+                        _ = down.ended() => {}
                         _ = tokio::time::sleep(Duration::from_secs(30)) => {}
                     }
                 }
@@ -269,6 +269,10 @@ impl Gate {
                         );
                     }
                 }
+                Err(ConnError::Backend(e)) => tracing::error!(
+                    "cannot reach the NFS service at {} for {peer}: {e}",
+                    self.backend
+                ),
                 Err(e) => tracing::debug!("NFS connection of {peer} ended: {e}"),
             }
         }
@@ -280,7 +284,7 @@ impl Gate {
     async fn pump_requests(
         &self,
         cr: &mut OwnedReadHalf,
-        sw: &mut OwnedWriteHalf,
+        upstream: &mut Upstream,
         conn: &Conn,
     ) -> Result<(), ConnError> {
         let limit = self.limits.max_record;
@@ -320,6 +324,11 @@ impl Gate {
                 && let Some(call) = rpc::parse_call(&buf[HEADER..])
                 && call.answered_locally()
             {
+                if !lock(&conn.answering).insert(xid) {
+                    // A retransmission of a request being answered: as for forwarded ones,
+                    // the first one's reply answers both.
+                    continue;
+                }
                 let record = std::mem::take(&mut buf);
                 answer_locally(export.clone(), call, record, conn, (conn_slot, slot));
                 continue;
@@ -339,7 +348,7 @@ impl Gate {
                     },
                 );
             }
-            sw.write_all(&buf).await?;
+            upstream.writer(conn).await?.write_all(&buf).await?;
             if buf.capacity() > 64 * 1024 {
                 // Large buffers live only while a slot is held.
                 buf = Vec::new();
@@ -348,17 +357,85 @@ impl Gate {
     }
 }
 
+/// The connection to `nfsserve` of one client connection, opened by the first request
+/// that must be forwarded: a client that uses only procedures the gate answers (a whole
+/// `nfs-cp` of a file) costs no backend connection.
+struct Upstream {
+    addr: SocketAddr,
+    writer: Option<OwnedWriteHalf>,
+    /// Hands the reply pump to [`Gate::serve`] once connected.
+    started: Option<tokio::sync::oneshot::Sender<JoinHandle<std::io::Result<()>>>>,
+}
+
+impl Upstream {
+    /// The request path to `nfsserve`, connecting (and starting the reply pump) first if
+    /// this is the connection's first forwarded request.
+    async fn writer(&mut self, conn: &Conn) -> Result<&mut OwnedWriteHalf, ConnError> {
+        if self.writer.is_none() {
+            let server = TcpStream::connect(self.addr)
+                .await
+                .map_err(ConnError::Backend)?;
+            let _ = server.set_nodelay(true);
+            let (sr, sw) = server.into_split();
+            let pump = tokio::spawn(pump_replies(sr, conn.writer.clone(), conn.pending.clone()));
+            if let Some(started) = self.started.take() {
+                let _ = started.send(pump);
+            }
+            self.writer = Some(sw);
+        }
+        Ok(self.writer.as_mut().expect("connected above"))
+    }
+}
+
+/// The reply path from `nfsserve` of one client connection, as [`Gate::serve`] sees it.
+enum ReplyPump {
+    /// Not connected yet (maybe never).
+    Waiting(tokio::sync::oneshot::Receiver<JoinHandle<std::io::Result<()>>>),
+    Running(JoinHandle<std::io::Result<()>>),
+    /// Ended, or the request side ended without ever connecting.
+    Over,
+}
+
+impl ReplyPump {
+    /// Returns when the reply path has ended (never if it never started). Cancel-safe:
+    /// `serve` polls it in two `select!`s in turn.
+    async fn ended(&mut self) -> std::io::Result<()> {
+        if let ReplyPump::Waiting(rx) = self {
+            match rx.await {
+                Ok(task) => *self = ReplyPump::Running(task),
+                Err(_) => *self = ReplyPump::Over,
+            }
+        }
+        let ReplyPump::Running(task) = self else {
+            return std::future::pending().await;
+        };
+        let r = task.await;
+        *self = ReplyPump::Over;
+        r.unwrap_or_else(|e| Err(std::io::Error::other(e)))
+    }
+}
+
+impl Drop for ReplyPump {
+    fn drop(&mut self) {
+        // The client connection is gone: so is its backend connection.
+        if let ReplyPump::Running(task) = self {
+            task.abort();
+        }
+    }
+}
+
 /// Per-connection state.
 struct Conn {
     pending: ForwardedMap,
     per_conn: Arc<Semaphore>,
-    /// Local answers not yet written to the client.
-    local_replies: Arc<AtomicUsize>,
+    /// Xids of the local answers not yet written to the client.
+    answering: Arc<Mutex<HashSet<u32>>>,
     writer: ClientWriter,
 }
 
-/// Answers a call the appliance handles itself (WRITE, COMMIT, READDIR, FSSTAT) in its own
-/// task; its slots are held until the store write behind it (if any) has returned.
+/// Answers a call the appliance handles itself (see [`rpc::CallHeader::answered_locally`])
+/// in its own task; its slots are held until the store write behind it (if any) has
+/// returned.
 fn answer_locally(
     export: Export,
     call: rpc::CallHeader,
@@ -367,18 +444,19 @@ fn answer_locally(
     slots: (OwnedSemaphorePermit, OwnedSemaphorePermit),
 ) {
     let writer = conn.writer.clone();
-    let owed = conn.local_replies.clone();
-    owed.fetch_add(1, Ordering::AcqRel);
+    let owed = conn.answering.clone();
     tokio::spawn(async move {
-        let (reply, background) = match call.procedure {
-            PROC_WRITE => {
+        let (reply, background) = match (call.prog, call.procedure) {
+            (NFS_PROGRAM, PROC_WRITE) => {
                 let a = export.rpc_write(&call, record, HEADER).await;
                 (a.reply, a.background)
             }
-            PROC_COMMIT => (export.rpc_commit(&call, &record, HEADER).await, None),
-            PROC_READDIR => (export.rpc_readdir(&call, &record, HEADER).await, None),
-            PROC_FSSTAT => (export.rpc_fsstat(&call, &record, HEADER).await, None),
-            p => unreachable!("procedure {p} is not answered locally"),
+            (NFS_PROGRAM, PROC_COMMIT) => (export.rpc_commit(&call, &record, HEADER).await, None),
+            (NFS_PROGRAM, PROC_READDIR) => (export.rpc_readdir(&call, &record, HEADER).await, None),
+            (NFS_PROGRAM, PROC_FSSTAT) => (export.rpc_fsstat(&call, &record, HEADER).await, None),
+            (NFS_PROGRAM, _) => (export.rpc_meta(&call, &record, HEADER).await, None),
+            (MOUNT_PROGRAM, _) => (export.rpc_mount(&call, &record, HEADER).await, None),
+            (p, _) => unreachable!("program {p} is not answered locally"),
         };
         {
             let mut w = writer.lock().await;
@@ -386,7 +464,7 @@ fn answer_locally(
                 let _ = w.flush().await;
             }
         }
-        owed.fetch_sub(1, Ordering::AcqRel);
+        lock(&owed).remove(&call.xid);
         if let Some(b) = background {
             let _ = b.await;
         }
@@ -644,5 +722,93 @@ mod tests {
             Some(42),
             "the complete request must not wait for the slow one"
         );
+    }
+
+    /// A record of NFSv3 or MOUNT v3 `procedure` with `args`.
+    fn rpc_call(xid: u32, prog: u32, procedure: u32, args: &[u8]) -> Vec<u8> {
+        let mut v = Vec::new();
+        for w in [xid, 0, 2, prog, 3, procedure, 0, 0, 0, 0] {
+            v.extend_from_slice(&w.to_be_bytes());
+        }
+        v.extend_from_slice(args);
+        let mut rec = (LAST_FRAG | v.len() as u32).to_be_bytes().to_vec();
+        rec.extend_from_slice(&v);
+        rec
+    }
+
+    async fn read_reply(s: &mut TcpStream) -> (u32, u32) {
+        let mut h = [0u8; 4];
+        s.read_exact(&mut h).await.unwrap();
+        let (_, len) = framing::split_header(u32::from_be_bytes(h));
+        let mut body = vec![0u8; len];
+        s.read_exact(&mut body).await.unwrap();
+        let word = |i: usize| u32::from_be_bytes(body[i..i + 4].try_into().unwrap());
+        (word(0), word(20))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn local_procedures_open_no_backend_connection() {
+        let fx = crate::testutil::Fixture::new(64 << 20);
+        let export = Export::new(fx.unlocked());
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let backend = l.local_addr().unwrap();
+        let (accepted_tx, mut accepted) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                let _ = accepted_tx.send(());
+                // Holds the connection open; answers nothing.
+                tokio::spawn(async move {
+                    let mut s = s;
+                    let mut b = [0u8; 1024];
+                    while matches!(s.read(&mut b).await, Ok(n) if n > 0) {}
+                });
+            }
+        });
+        let gl = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let g = gl.local_addr().unwrap();
+        let gate = Gate::new(
+            AllowList::parse::<&str>(&[]).unwrap(),
+            Limits::default(),
+            backend,
+            Some(export.clone()),
+        );
+        tokio::spawn(gate.run(gl));
+
+        let mut s = TcpStream::connect(g).await.unwrap();
+        let mut root = Vec::new();
+        {
+            use nfsserve::vfs::NFSFileSystem;
+            use nfsserve::xdr::XDR;
+            export.id_to_fh(1).serialize(&mut root).unwrap();
+        }
+        let mut mnt = Vec::new();
+        {
+            use nfsserve::xdr::XDR;
+            b"/".to_vec().serialize(&mut mnt).unwrap();
+        }
+        let calls = [
+            rpc_call(1, rpc::MOUNT_PROGRAM, 0, &[]),
+            rpc_call(2, rpc::MOUNT_PROGRAM, 1, &mnt),
+            rpc_call(3, rpc::NFS_PROGRAM, 0, &[]),
+            rpc_call(4, rpc::NFS_PROGRAM, rpc::PROC_FSINFO, &root),
+            rpc_call(5, rpc::NFS_PROGRAM, rpc::PROC_GETATTR, &root),
+        ];
+        for (i, c) in calls.iter().enumerate() {
+            s.write_all(c).await.unwrap();
+            assert_eq!(read_reply(&mut s).await, (i as u32 + 1, 0), "answered");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(accepted.try_recv().is_err(), "no backend connection yet");
+        // The first request that must be forwarded (READ) opens it, once.
+        s.write_all(&rpc_call(6, rpc::NFS_PROGRAM, 6, &root))
+            .await
+            .unwrap();
+        s.write_all(&rpc_call(7, rpc::NFS_PROGRAM, 6, &root))
+            .await
+            .unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(5), accepted.recv()).await;
+        assert_eq!(got.ok().flatten(), Some(()), "READ went to nfsserve");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(accepted.try_recv().is_err(), "one backend connection");
     }
 }

@@ -3,7 +3,8 @@
 //! The store ([`odt_store`]) exported over NFSv3 with `nfsserve` ([`nfs`]), behind a gate
 //! that enforces the client allow-list and bounds memory ([`gate`], [`framing`],
 //! [`allow`]) and answers WRITE, COMMIT, READDIR and FSSTAT itself ([`writeback`], [`pending`],
-//! [`readdir`], [`fsstat`], [`rpc`]); persistent file handles ([`handles`]); the Locked → Unlocked → Sealed life
+//! [`readdir`], [`fsstat`], [`rpc`]) as well as the metadata procedures and MOUNT ([`meta`],
+//! [`mount`]); persistent file handles ([`handles`]); the Locked → Unlocked → Sealed life
 //! cycle ([`state`]); the control API for unlock and status ([`control`]); settings from
 //! flags and a TOML file ([`config`]); and the process wiring ([`serve`]).
 
@@ -14,7 +15,9 @@ pub mod framing;
 pub mod fsstat;
 pub mod gate;
 pub mod handles;
+pub mod meta;
 pub mod meter;
+pub mod mount;
 pub mod nfs;
 pub mod nfsstat;
 pub mod pending;

@@ -11,12 +11,14 @@
 //! - Handles are persistent ([`crate::handles`]); the write verifier changes with every
 //!   run, as UNSTABLE writes not yet committed may be lost by a restart.
 //! - WRITE and COMMIT never reach `nfsserve` (which answers FILE_SYNC to every WRITE and
-//!   has no COMMIT): the gate answers them ([`crate::writeback`]). GETATTR, READ and
+//!   has no COMMIT): the gate answers them ([`crate::writeback`]). It also answers the
+//!   metadata procedures and MOUNT ([`crate::meta`], [`crate::mount`]) with these methods. GETATTR, READ and
 //!   SETATTR first wait for the file's acknowledged writes ([`crate::pending`]).
 //! - `nfsserve` calls `remove` for both REMOVE and RMDIR: directories go to `rmdir`, the
 //!   rest to `remove`.
 //! - CREATE UNCHECKED of an existing file succeeds and applies the attributes (a size of 0
-//!   truncates), as RFC 1813 asks; GUARDED and EXCLUSIVE answer `NFS3ERR_EXIST`.
+//!   truncates), as RFC 1813 asks; GUARDED answers `NFS3ERR_EXIST`, and so does EXCLUSIVE
+//!   unless the file carries the same CREATE's verifier ([`crate::meta`]).
 //! - READ is capped at [`MAX_IO`] whatever the client asks.
 
 use std::sync::Arc;
@@ -371,7 +373,7 @@ impl NFSFileSystem for Export {
                     self.app.meter().created();
                     a
                 }
-                // UNCHECKED on an existing file: use it (nfsserve already answered GUARDED).
+                // UNCHECKED on an existing file: use it (GUARDED goes to `create_exclusive`).
                 Err(odt_store::Error::Exists) => {
                     let id = s.lookup(dirid, filename).map_err(fail)?;
                     let a = s.getattr(id).map_err(fail)?;

@@ -1,6 +1,6 @@
 //! ONC RPC messages (RFC 5531) as far as the gate needs them: the header of a call (to
-//! pick the NFS procedures the appliance answers itself), reading XDR arguments, and
-//! building an accepted reply.
+//! pick the NFS and MOUNT procedures the appliance answers itself), reading XDR arguments,
+//! and building an accepted reply.
 
 use crate::framing::{HEADER, LAST_FRAGMENT};
 
@@ -17,14 +17,34 @@ const MAX_AUTH: usize = 400;
 pub const NFS_PROGRAM: u32 = 100003;
 /// NFS version 3.
 pub const NFS_V3: u32 = 3;
+/// NFSPROC3_NULL.
+pub const PROC_NULL: u32 = 0;
+/// NFSPROC3_GETATTR.
+pub const PROC_GETATTR: u32 = 1;
+/// NFSPROC3_SETATTR.
+pub const PROC_SETATTR: u32 = 2;
+/// NFSPROC3_LOOKUP.
+pub const PROC_LOOKUP: u32 = 3;
+/// NFSPROC3_ACCESS.
+pub const PROC_ACCESS: u32 = 4;
 /// NFSPROC3_WRITE.
 pub const PROC_WRITE: u32 = 7;
+/// NFSPROC3_CREATE.
+pub const PROC_CREATE: u32 = 8;
 /// NFSPROC3_READDIR.
 pub const PROC_READDIR: u32 = 16;
 /// NFSPROC3_FSSTAT.
 pub const PROC_FSSTAT: u32 = 18;
+/// NFSPROC3_FSINFO.
+pub const PROC_FSINFO: u32 = 19;
+/// NFSPROC3_PATHCONF.
+pub const PROC_PATHCONF: u32 = 20;
 /// NFSPROC3_COMMIT.
 pub const PROC_COMMIT: u32 = 21;
+/// MOUNT program number.
+pub const MOUNT_PROGRAM: u32 = 100005;
+/// MOUNT version 3.
+pub const MOUNT_V3: u32 = 3;
 
 /// accept_stat of an accepted reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,14 +72,28 @@ pub struct CallHeader {
 }
 
 impl CallHeader {
-    /// True for the NFSv3 procedures the appliance answers itself instead of `nfsserve`.
+    /// True for the NFSv3 and MOUNT v3 procedures the appliance answers itself instead of
+    /// `nfsserve`.
     pub fn answered_locally(&self) -> bool {
-        self.prog == NFS_PROGRAM
-            && self.vers == NFS_V3
-            && matches!(
+        match (self.prog, self.vers) {
+            (NFS_PROGRAM, NFS_V3) => matches!(
                 self.procedure,
-                PROC_WRITE | PROC_READDIR | PROC_FSSTAT | PROC_COMMIT
-            )
+                PROC_NULL
+                    | PROC_GETATTR
+                    | PROC_SETATTR
+                    | PROC_LOOKUP
+                    | PROC_ACCESS
+                    | PROC_WRITE
+                    | PROC_CREATE
+                    | PROC_READDIR
+                    | PROC_FSSTAT
+                    | PROC_FSINFO
+                    | PROC_PATHCONF
+                    | PROC_COMMIT
+            ),
+            (MOUNT_PROGRAM, MOUNT_V3) => crate::mount::answers(self.procedure),
+            _ => false,
+        }
     }
 
     /// True for an NFSv3 call of `procedure`.
@@ -103,6 +137,22 @@ impl<'a> Xdr<'a> {
     pub fn u64(&mut self) -> Option<u64> {
         self.take(8)
             .map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
+    }
+
+    /// Fixed-length opaque data of `n` bytes (a multiple of 4, such as a verifier).
+    pub fn fixed(&mut self, n: usize) -> Option<&'a [u8]> {
+        self.take(n)
+    }
+
+    /// A value of a fixed-size `nfsserve` XDR type (such as `sattr3` or `nfstime3`).
+    /// Not for types holding variable-length data: `nfsserve` allocates whatever length
+    /// the message announces before reading it (use [`Xdr::opaque`] for those).
+    pub fn decode<T: nfsserve::xdr::XDR + Default>(&mut self) -> Option<T> {
+        let mut c = std::io::Cursor::new(self.buf.get(self.pos..)?);
+        let mut v = T::default();
+        v.deserialize(&mut c).ok()?;
+        self.pos += c.position() as usize;
+        Some(v)
     }
 
     /// Variable-length opaque data of at most `max` bytes (length, bytes, padding).
@@ -207,10 +257,18 @@ mod tests {
         assert!(h.is_nfs3(PROC_WRITE));
         assert!(!h.is_nfs3(PROC_COMMIT));
         assert!(h.answered_locally());
-        let getattr = parse_call(&call(NFS_PROGRAM, 3, 1, b"")).unwrap();
-        assert!(!getattr.answered_locally());
-        let mount = parse_call(&call(100005, 3, PROC_WRITE, b"")).unwrap();
-        assert!(!mount.answered_locally());
+        let getattr = parse_call(&call(NFS_PROGRAM, 3, PROC_GETATTR, b"")).unwrap();
+        assert!(getattr.answered_locally());
+        let read = parse_call(&call(NFS_PROGRAM, 3, 6, b"")).unwrap();
+        assert!(!read.answered_locally(), "READ goes to nfsserve");
+        let nfs2 = parse_call(&call(NFS_PROGRAM, 2, PROC_GETATTR, b"")).unwrap();
+        assert!(!nfs2.answered_locally());
+        let mnt = parse_call(&call(MOUNT_PROGRAM, 3, 1, b"")).unwrap();
+        assert!(mnt.answered_locally());
+        let dump = parse_call(&call(MOUNT_PROGRAM, 3, 2, b"")).unwrap();
+        assert!(!dump.answered_locally(), "MOUNT DUMP goes to nfsserve");
+        let mount1 = parse_call(&call(MOUNT_PROGRAM, 1, 1, b"")).unwrap();
+        assert!(!mount1.answered_locally());
         assert_eq!(&m[h.args..], b"ARGS");
         // Not a call, wrong RPC version, truncated, oversized credential.
         let mut reply = m.clone();
@@ -234,6 +292,14 @@ mod tests {
         assert_eq!(x.u64(), Some(9));
         assert_eq!(x.u32(), None);
         assert_eq!(Xdr::new(&b).opaque(2), None, "longer than allowed");
+        let mut x = Xdr::new(&b);
+        assert_eq!(x.fixed(8), Some(&b[..8]));
+        let t: nfsserve::nfs::nfstime3 = x.decode().unwrap();
+        assert_eq!((t.seconds, t.nseconds, x.pos()), (0, 9, 16));
+        assert!(
+            x.decode::<nfsserve::nfs::nfstime3>().is_none(),
+            "nothing left"
+        );
     }
 
     #[test]
