@@ -53,6 +53,13 @@ fn garbage(xid: u32) -> Vec<u8> {
     Reply::accepted(xid, AcceptStat::GarbageArgs).finish()
 }
 
+/// A failed change's reply: the status and the object's wcc data.
+fn wcc_failed(xid: u32, st: nfsstat3, wcc: wcc_data) -> Vec<u8> {
+    status(xid, st, |r| {
+        r.put(&wcc);
+    })
+}
+
 /// A reply holding a status and whatever `then` appends.
 fn status(xid: u32, st: nfsstat3, then: impl FnOnce(&mut Reply)) -> Vec<u8> {
     let mut r = Reply::accepted(xid, AcceptStat::Success);
@@ -134,6 +141,19 @@ impl Export {
         }
     }
 
+    /// The object behind `fh` and its attributes before a change, or the failure reply
+    /// (the status with empty wcc data).
+    async fn before_change(&self, xid: u32, fh: &nfs_fh3) -> Result<(fileid3, fattr3), Vec<u8>> {
+        let id = self
+            .fh_to_id(fh)
+            .map_err(|st| wcc_failed(xid, st, wcc_data::default()))?;
+        let attr = self
+            .getattr(id)
+            .await
+            .map_err(|st| wcc_failed(xid, st, wcc_data::default()))?;
+        Ok((id, attr))
+    }
+
     async fn rpc_setattr(&self, xid: u32, args: &[u8]) -> Vec<u8> {
         let mut x = Xdr::new(args);
         let parsed = (|| {
@@ -149,18 +169,10 @@ impl Export {
         let Some((fh, change, guard)) = parsed else {
             return garbage(xid);
         };
-        let fail = |st, wcc: wcc_data| {
-            status(xid, st, |r| {
-                r.put(&wcc);
-            })
-        };
-        let id = match self.fh_to_id(&fh) {
-            Ok(id) => id,
-            Err(st) => return fail(st, wcc_data::default()),
-        };
-        let before = match self.getattr(id).await {
-            Ok(a) => a,
-            Err(st) => return fail(st, wcc_data::default()),
+        let fail = |st, wcc: wcc_data| wcc_failed(xid, st, wcc);
+        let (id, before) = match self.before_change(xid, &fh).await {
+            Ok(x) => x,
+            Err(reply) => return reply,
         };
         if let Some(ctime) = guard
             && !same_time(ctime, before.ctime)
@@ -253,18 +265,10 @@ impl Export {
         let Some((fh, file, how)) = parsed else {
             return garbage(xid);
         };
-        let fail = |st, wcc: wcc_data| {
-            status(xid, st, |r| {
-                r.put(&wcc);
-            })
-        };
-        let dir = match self.fh_to_id(&fh) {
-            Ok(id) => id,
-            Err(st) => return fail(st, wcc_data::default()),
-        };
-        let before = match self.getattr(dir).await {
-            Ok(a) => a,
-            Err(st) => return fail(st, wcc_data::default()),
+        let fail = |st, wcc: wcc_data| wcc_failed(xid, st, wcc);
+        let (dir, before) = match self.before_change(xid, &fh).await {
+            Ok(x) => x,
+            Err(reply) => return reply,
         };
         let made = match how {
             How::Unchecked(attr) => self.create(dir, &file, attr).await,
