@@ -91,7 +91,7 @@ impl DevLog {
 
     /// Segment the tail is in, if any.
     pub fn segment(&self, sb: &Superblock) -> Option<u64> {
-        (self.tail != 0).then(|| (self.tail - 1 - sb.data_start()) / sb.segment_size)
+        sb.segment_of(self.tail)
     }
 
     /// Bytes still free for records on this device.
@@ -226,7 +226,7 @@ impl Chain {
         if tail == 0 {
             return Ok(c);
         }
-        let seg = (tail - 1 - sb.data_start()) / sb.segment_size;
+        let seg = sb.segment_of(tail).expect("tail is not 0");
         let start = sb.segment_start(seg);
         let mut at = start;
         let mut buf = vec![0u8; 8 << 20];

@@ -442,7 +442,7 @@ fn check_log_end(
     let next_seg = if sd.tail == 0 {
         0
     } else {
-        let seg = (sd.tail - 1 - sb.data_start()) / sb.segment_size;
+        let seg = sb.segment_of(sd.tail).expect("tail is not 0");
         let f = read_footer(dev, sb, seg).map_err(|_| {
             Fail(format!(
                 "{}: the last segment's footer is missing or damaged (log truncated or altered)",

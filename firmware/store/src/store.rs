@@ -65,8 +65,7 @@ fn one_sync(sbs: &[Superblock], before: &[u64], after: &[u64]) -> bool {
         if a == b {
             continue;
         }
-        let seg = |t: u64| (t - 1 - sb.data_start()) / sb.segment_size;
-        if b == 0 || a < b || seg(b) != seg(a) {
+        if b == 0 || a < b || sb.segment_of(b) != sb.segment_of(a) {
             return false;
         }
         bytes += a - b;
@@ -766,7 +765,7 @@ impl Store {
             let (start_seg, from) = if tails[i] == 0 {
                 (0, sb.segment_start(0))
             } else {
-                let s = (tails[i] - 1 - sb.data_start()) / sb.segment_size;
+                let s = sb.segment_of(tails[i]).expect("tail is not 0");
                 (s, tails[i])
             };
             let seg_end = sb.segment_start(start_seg) + sb.segment_size - segment::BLOCK;

@@ -68,6 +68,11 @@ impl Superblock {
         end.saturating_sub(self.data_start()) / self.segment_size
     }
 
+    /// Segment holding the last byte before log tail `tail` (none for an empty log, 0).
+    pub fn segment_of(&self, tail: u64) -> Option<u64> {
+        (tail != 0).then(|| (tail - 1 - self.data_start()) / self.segment_size)
+    }
+
     /// Byte offset of segment `i`.
     pub fn segment_start(&self, i: u64) -> u64 {
         self.data_start() + i * self.segment_size
