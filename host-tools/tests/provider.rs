@@ -328,6 +328,14 @@ fn bit_flips_quarantine_exactly_the_damaged_files() {
     assert!(qa["why"].as_str().unwrap().contains("checksum"), "{qa}");
     assert_eq!(r["bundles"][0]["complete"], false);
     assert_eq!(r["bundles"][0]["quarantined"], 2);
+    // The report tells what the device holds from what reached the datastore.
+    let all = 2000 + 6 * MIB + 6 * MIB + 70_000 + 3 * MIB;
+    assert_eq!(r["bytes_on_device"], all);
+    assert_eq!(r["bytes"], all - 6 * MIB - 70_000);
+    assert_eq!(
+        (r["files"].as_u64(), r["files_written"].as_u64()),
+        (Some(5), Some(3))
+    );
     // Everything else is there, byte for byte; nothing of the damaged files is.
     check_tree(&ds, &expect);
     // Erase refuses while files are quarantined.

@@ -179,6 +179,7 @@ pub fn run(opts: &Options, progress: ProgressFactory<'_>) -> Result<Report, Inge
         files_resumed: resumed.len() as u64,
         dirs: plan.dirs.len() as u64,
         symlinks: plan.symlinks.len() as u64,
+        bytes_on_device: plan.files.iter().map(|f| f.size).sum(),
         bytes: bytes_written + bytes_resumed,
         bytes_written,
         data_bytes_read: outcome.data_bytes,

@@ -55,6 +55,8 @@ pub struct Report {
     pub files_resumed: u64,
     pub dirs: u64,
     pub symlinks: u64,
+    /// Bytes (file sizes) of the regular files on the device (refused ones not counted).
+    pub bytes_on_device: u64,
     /// Bytes (file sizes) of every file now in the datastore.
     pub bytes: u64,
     /// Bytes (file sizes) of the files written by this run.
@@ -100,22 +102,28 @@ impl Report {
         }
         let _ = writeln!(
             s,
-            "  {} files ({}), {} directories, {} symlinks, {} bundle(s)",
+            "  on the device:    {} files ({}), {} directories, {} symlinks, {} bundle(s)",
             self.files,
-            bytes(self.bytes),
+            bytes(self.bytes_on_device),
             self.dirs,
             self.symlinks,
             self.bundles.len()
         );
         let _ = writeln!(
             s,
-            "  this run: {} files, {} in {:.1} s ({}/s, {} workers); {} files already done by an earlier run",
+            "  in the datastore: {} files ({}); {} done by an earlier run",
+            self.files_written + self.files_resumed,
+            bytes(self.bytes),
+            self.files_resumed
+        );
+        let _ = writeln!(
+            s,
+            "  this run:         {} files, {} in {:.1} s ({}/s, {} workers)",
             self.files_written,
             bytes(self.bytes_written),
             self.seconds,
             bytes(self.bytes_per_second as u64),
-            self.workers,
-            self.files_resumed
+            self.workers
         );
         for b in &self.bundles {
             let _ = writeln!(
