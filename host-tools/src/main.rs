@@ -9,7 +9,7 @@ fn main() {
     match odt_tools::run(cli) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
-            eprintln!("odt: error: {e:#}");
+            eprintln!("odt: error: {}", odt_store::error::one_line(e.as_ref()));
             std::process::exit(1);
         }
     }

@@ -123,8 +123,9 @@ fn main() {
         Command::Serve(a) => serve(a),
     };
     if let Err(e) = r {
-        tracing::error!("{e:#}");
-        eprintln!("odt-appliance: error: {e:#}");
+        let line = odt_store::error::one_line(e.as_ref());
+        tracing::error!("{line}");
+        eprintln!("odt-appliance: error: {line}");
         std::process::exit(1);
     }
 }

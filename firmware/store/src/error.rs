@@ -124,3 +124,50 @@ impl Error {
         }
     }
 }
+
+/// An error and its causes on one line (`what: cause: cause`), for the binaries' last word.
+///
+/// Many messages here quote their cause (`cannot open device X: <io error>`) so that they
+/// read whole when shown alone (in reports, logs, JSON), and they also chain it as
+/// `source()`. Printing such a chain with anyhow's `{:#}` would say the cause twice; this
+/// leaves out a cause whose text the line already holds.
+pub fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        cause = c.source();
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_line_says_a_quoted_cause_once_and_keeps_the_others() {
+        let quoted = Error::Open {
+            path: "/dev/x".into(),
+            source: std::io::Error::from_raw_os_error(28),
+        };
+        let line = one_line(&quoted);
+        assert_eq!(line.matches("No space left on device").count(), 1, "{line}");
+        assert!(line.starts_with("cannot open device /dev/x: "), "{line}");
+
+        /// A wrapper that does not quote its cause.
+        #[derive(Debug, thiserror::Error)]
+        #[error("provisioning failed")]
+        struct Outer(#[source] Error);
+        let line = one_line(&Outer(quoted));
+        assert!(
+            line.starts_with("provisioning failed: cannot open device /dev/x: "),
+            "{line}"
+        );
+        assert_eq!(line.matches("No space left").count(), 1, "{line}");
+    }
+}
