@@ -575,3 +575,111 @@ fn erase_needs_a_receipt_unless_forced_and_overwrite_zeros_the_device() {
     assert_eq!(common::code(&o), 0, "{}", stderr(&o));
     assert!(stdout(&o).contains("was already erased"), "{}", stdout(&o));
 }
+
+/// Runs `script` as root of a new user and mount namespace (so it may mount a small tmpfs
+/// without privileges), with `args` as $1...
+fn in_mount_namespace(script: &str, args: &[&Path]) -> std::process::Output {
+    let o = std::process::Command::new("unshare")
+        .args([
+            "--user",
+            "--map-root-user",
+            "--mount",
+            "bash",
+            "-c",
+            script,
+            "bash",
+        ])
+        .args(args)
+        .output()
+        .expect("unshare (util-linux) runs");
+    assert!(
+        o.status.success(),
+        "this test mounts a small tmpfs in a user and mount namespace (unshare -rm); that \
+         failed: {}",
+        stderr(&o)
+    );
+    o
+}
+
+#[test]
+fn a_full_datastore_is_refused_up_front_or_stops_cleanly_and_the_ingest_resumes() {
+    let setup = Setup::new(1, 128 * MIB);
+    let expect = {
+        let store = setup.open_rw();
+        let mut b = Builder::new(&store);
+        b.mkdir(b"vm", 0o755, Some("vm"));
+        for (i, name) in ["vm/a.vmdk", "vm/b.vmdk", "vm/c.vmdk"].iter().enumerate() {
+            let data = pattern(10 + i as u64, 4 * MIB as usize);
+            b.file(name.as_bytes(), 0o644, 4 * MIB, vec![(0, data)], Some(name));
+        }
+        b.file(
+            b"vm/vm.ovf",
+            0o644,
+            3000,
+            vec![(0, pattern(20, 3000))],
+            Some("vm/vm.ovf"),
+        );
+        seal(&store);
+        b.expect.clone()
+    };
+    let t = setup.dir.path();
+    let mnt = t.join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    // 12 MiB of incompressible file data against a 10 MiB file system: the check refuses;
+    // forced past it, the copy runs out of space part-way; with room, it resumes.
+    let script = r#"
+        set -u
+        mnt=$1 t=$2 odt=$3 job=$4 dev=$5
+        mount -t tmpfs -o size=10M odt-test "$mnt" || exit 1
+        ing() { "$odt" ingest --job "$job" --device "$dev" --to "$mnt/ds" --json "$@"; }
+        ing >"$t/1.out" 2>"$t/1.err"; echo $? >"$t/1.rc"
+        find "$mnt/ds" -mindepth 1 -not -path "$mnt/ds/.odt-ingest*" >"$t/1.list"
+        ing --skip-space-check >"$t/2.out" 2>"$t/2.err"; echo $? >"$t/2.rc"
+        ls -A "$mnt/ds/.odt-ingest/tmp" >"$t/2.tmp"
+        cp -a "$mnt/ds" "$t/after2"
+        mount -o remount,size=64M "$mnt" || exit 1
+        ing >"$t/3.out" 2>"$t/3.err"; echo $? >"$t/3.rc"
+        cp -a "$mnt/ds" "$t/after3"
+    "#;
+    in_mount_namespace(
+        script,
+        &[&mnt, t, Path::new(odt_bin()), &setup.job, &setup.devices[0]],
+    );
+    let read = |n: &str| std::fs::read_to_string(t.join(n)).unwrap();
+
+    // Refused before anything was written, saying what to do.
+    assert_eq!(read("1.rc").trim(), "1", "{}", read("1.err"));
+    let e = read("1.err");
+    assert!(e.contains("not enough space in"), "{e}");
+    assert!(e.contains("--skip-space-check"), "{e}");
+    assert_eq!(read("1.list"), "", "the refused run created entries");
+
+    // Out of space part-way: a clear error naming the file, the cause said once; the
+    // half-written temporary is gone and nothing incomplete carries a final name.
+    assert_eq!(read("2.rc").trim(), "1", "{}", read("2.err"));
+    let e = read("2.err");
+    assert_eq!(e.matches("No space left on device").count(), 1, "{e}");
+    assert!(e.contains("run the same command again to resume"), "{e}");
+    assert!(e.contains("cannot write the temporary of vm/"), "{e}");
+    assert_eq!(read("2.tmp"), "", "temporaries left behind");
+    for (rel, m) in walk(&t.join("after2")) {
+        if m.is_file() {
+            let Some(Expect::File(f)) = expect.get(&rel) else {
+                panic!("unexpected file {rel}")
+            };
+            check_file(&t.join("after2").join(&rel), f).unwrap();
+        }
+    }
+
+    // With room, the same command finishes the job, keeping what the last run completed.
+    assert_eq!(read("3.rc").trim(), "0", "{}", read("3.err"));
+    let r: serde_json::Value = serde_json::from_str(&read("3.out")).unwrap();
+    assert_eq!(r["complete"], true);
+    assert_eq!(
+        r["files_written"].as_u64().unwrap() + r["files_resumed"].as_u64().unwrap(),
+        4
+    );
+    // At least the first disk fitted before the space ran out, and was committed then.
+    assert!(r["files_resumed"].as_u64().unwrap() >= 1, "{r:#}");
+    check_tree(&t.join("after3"), &expect);
+}

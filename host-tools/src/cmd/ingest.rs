@@ -30,6 +30,11 @@ pub struct IngestArgs {
     /// report says so and files are still checked against the journaled BLAKE3 roots.
     #[arg(long)]
     pub ignore_seal: bool,
+    /// Start even though the datastore's file system reports less free space than the
+    /// files still to ingest need (for file systems that compress or deduplicate). Without
+    /// it the ingest refuses to start rather than stop half-way on a full disk.
+    #[arg(long)]
+    pub skip_space_check: bool,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -48,6 +53,7 @@ pub fn run(a: IngestArgs) -> anyhow::Result<i32> {
             datastore: a.to,
             jobs,
             ignore_seal: a.ignore_seal,
+            skip_space_check: a.skip_space_check,
         },
         &|total| crate::progress::bytes_bar(total, "ingest"),
     )?;

@@ -198,6 +198,13 @@ impl Datastore {
         Ok(ds)
     }
 
+    /// Bytes an unprivileged writer can still put on the datastore's file system.
+    pub fn available(&self) -> Result<u64, IngestError> {
+        let st = rustix::fs::fstatvfs(&self.root)
+            .map_err(|e| io_err("read the free space of", self.path.display().to_string(), e))?;
+        Ok(st.f_bavail.saturating_mul(st.f_frsize))
+    }
+
     /// The datastore's path, for messages.
     pub fn path(&self) -> &Path {
         &self.path

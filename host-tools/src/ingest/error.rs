@@ -1,5 +1,7 @@
 //! Errors of the ingest: each says what failed, where, and what to do.
 
+use crate::output::bytes as human;
+
 /// Everything that stops an ingest. (Damaged files do not: they are quarantined and
 /// reported.)
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +33,18 @@ pub enum IngestError {
     /// Something already in the datastore blocks an entry.
     #[error("cannot write {path}: {why}; move it away and run again")]
     Conflict { path: String, why: String },
+    /// The datastore's file system has less free space than the files still to ingest.
+    #[error(
+        "not enough space in {path}: the files still to ingest need {} and its file system has \
+         {} free; free {} or choose another --to (or pass --skip-space-check if the file system \
+         compresses or deduplicates)",
+        human(*needed), human(*available), human(needed - available)
+    )]
+    NoSpace {
+        path: String,
+        needed: u64,
+        available: u64,
+    },
     /// Another ingest holds the datastore.
     #[error(
         "another `odt ingest` is writing into {path} (its lock is held); wait for it to finish"

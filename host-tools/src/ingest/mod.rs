@@ -40,6 +40,17 @@ pub struct Options {
     pub jobs: usize,
     /// Ingest although the seal is broken (the report says so).
     pub ignore_seal: bool,
+    /// Start even if the datastore reports too little free space (see [`space_needed`]).
+    pub skip_space_check: bool,
+}
+
+/// Bytes the datastore must have free for `files`: their data (holes take no space), each
+/// file rounded up to whole 4 KiB blocks.
+pub fn space_needed(files: &[&PlannedFile]) -> u64 {
+    files
+        .iter()
+        .map(|f| f.data_bytes().next_multiple_of(4096))
+        .sum()
 }
 
 /// A progress bar for `total` bytes (hidden when not on a terminal).
@@ -98,9 +109,6 @@ pub fn run(opts: &Options, progress: ProgressFactory<'_>) -> Result<Report, Inge
     let plan = store.with_namespace(plan::build);
     let ds = Datastore::open(&opts.datastore)?;
     let state = state::State::open(&ds, &job.id, sb0.set_id)?;
-    for d in &plan.dirs {
-        ds.ensure_dir(&d.rel)?;
-    }
     let mut todo: Vec<&PlannedFile> = Vec::new();
     let mut resumed: Vec<&PlannedFile> = Vec::new();
     for f in &plan.files {
@@ -111,6 +119,20 @@ pub fn run(opts: &Options, progress: ProgressFactory<'_>) -> Result<Report, Inge
         }
     }
     let total: u64 = todo.iter().map(|f| f.data_bytes()).sum();
+    // Refuse to start rather than fill the disk half-way (the temporaries of an interrupted
+    // run were removed when the datastore was opened, so they count as free).
+    let needed = space_needed(&todo);
+    let available = ds.available()?;
+    if needed > available && !opts.skip_space_check {
+        return Err(IngestError::NoSpace {
+            path: opts.datastore.display().to_string(),
+            needed,
+            available,
+        });
+    }
+    for d in &plan.dirs {
+        ds.ensure_dir(&d.rel)?;
+    }
     let bar = progress(total);
     let outcome = transfer::Transfer {
         store: &store,

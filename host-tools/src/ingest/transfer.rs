@@ -384,10 +384,27 @@ impl Transfer<'_> {
                 });
             }
         });
+        let rest = std::mem::take(&mut *pending.lock().unwrap_or_else(|p| p.into_inner()));
         if let Some(e) = first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            // Give back the space of files left half-written (after a full disk, say), and
+            // keep the finished ones waiting for their batch if they can still be committed.
+            // A kill leaves temporaries instead: the next run's `Datastore::open` removes them.
+            for run in &runs {
+                if let Some(t) = run.temp.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                    self.ds.discard_temp(&t.name);
+                }
+            }
+            let names: Vec<String> = rest
+                .files
+                .iter()
+                .filter_map(|(_, _, _, t)| t.as_ref().map(|t| t.name.clone()))
+                .collect();
+            if self.flush(rest, &outcome).is_err() {
+                // Those renamed already are gone from the temporary directory.
+                names.iter().for_each(|n| self.ds.discard_temp(n));
+            }
             return Err(e);
         }
-        let rest = std::mem::take(&mut *pending.lock().unwrap_or_else(|p| p.into_inner()));
         self.flush(rest, &outcome)?;
         let mut out = outcome.into_inner().unwrap_or_else(|p| p.into_inner());
         out.data_bytes = data_bytes.load(Ordering::Relaxed);
