@@ -67,19 +67,14 @@ impl Export {
 mod tests {
     use super::*;
     use crate::framing::HEADER;
-    use crate::testutil::Fixture;
+    use crate::testutil::{Fixture, call_record};
     use nfsserve::vfs::NFSFileSystem;
 
     fn call(x: &Export) -> (CallHeader, Vec<u8>) {
-        let mut v = vec![0u8; HEADER];
-        for w in [5u32, 0, 2, 100003, 3, 18, 0, 0, 0, 0] {
-            v.extend_from_slice(&w.to_be_bytes());
-        }
         let fh = x.id_to_fh(1).data;
-        v.extend_from_slice(&(fh.len() as u32).to_be_bytes());
-        v.extend_from_slice(&fh);
-        let h = crate::rpc::parse_call(&v[HEADER..]).unwrap();
-        (h, v)
+        let mut args = (fh.len() as u32).to_be_bytes().to_vec();
+        args.extend_from_slice(&fh);
+        call_record(5, crate::rpc::NFS_PROGRAM, 18, &args)
     }
 
     /// (status, [tbytes, fbytes, abytes, tfiles, ffiles, afiles]).

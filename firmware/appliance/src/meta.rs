@@ -60,6 +60,13 @@ fn wcc_failed(xid: u32, st: nfsstat3, wcc: wcc_data) -> Vec<u8> {
     })
 }
 
+/// A failed call's reply whose only body is empty post-op attributes.
+fn failed_without_attributes(xid: u32, st: nfsstat3) -> Vec<u8> {
+    status(xid, st, |r| {
+        r.put(&post_op_attr::Void);
+    })
+}
+
 /// A reply holding a status and whatever `then` appends.
 fn status(xid: u32, st: nfsstat3, then: impl FnOnce(&mut Reply)) -> Vec<u8> {
     let mut r = Reply::accepted(xid, AcceptStat::Success);
@@ -129,16 +136,18 @@ impl Export {
         let Some(fh) = handle(&mut Xdr::new(args)) else {
             return garbage(xid);
         };
-        let got = match self.fh_to_id(&fh) {
-            Ok(id) => self.getattr(id).await,
-            Err(st) => Err(st),
-        };
+        let got = self.attributes_of(&fh).await;
         match got {
             Ok(a) => status(xid, nfsstat3::NFS3_OK, |r| {
                 r.put(&a);
             }),
             Err(st) => status(xid, st, |_| {}),
         }
+    }
+
+    /// The attributes of the object behind `fh`.
+    async fn attributes_of(&self, fh: &nfs_fh3) -> Result<fattr3, nfsstat3> {
+        self.getattr(self.fh_to_id(fh)?).await
     }
 
     /// The object behind `fh` and its attributes before a change, or the failure reply
@@ -208,11 +217,7 @@ impl Export {
         };
         let dir = match self.fh_to_id(&fh) {
             Ok(id) => id,
-            Err(st) => {
-                return status(xid, st, |r| {
-                    r.put(&post_op_attr::Void);
-                });
-            }
+            Err(st) => return failed_without_attributes(xid, st),
         };
         let dir_attr = post(self.getattr(dir).await);
         match self.lookup(dir, &what).await {
@@ -233,19 +238,14 @@ impl Export {
         let Some((fh, access)) = (|| Some((handle(&mut x)?, x.u32()?)))() else {
             return garbage(xid);
         };
-        let got = match self.fh_to_id(&fh) {
-            Ok(id) => self.getattr(id).await,
-            Err(st) => Err(st),
-        };
+        let got = self.attributes_of(&fh).await;
         match got {
             // Everything asked is granted, also once sealed: a change then fails with ROFS,
             // which tells the user why (see `capabilities` in nfs.rs).
             Ok(a) => status(xid, nfsstat3::NFS3_OK, |r| {
                 r.put(&post_op_attr::attributes(a)).word(access);
             }),
-            Err(st) => status(xid, st, |r| {
-                r.put(&post_op_attr::Void);
-            }),
+            Err(st) => failed_without_attributes(xid, st),
         }
     }
 
@@ -349,9 +349,7 @@ impl Export {
             Ok(info) => status(xid, nfsstat3::NFS3_OK, |r| {
                 r.put(&info);
             }),
-            Err(st) => status(xid, st, |r| {
-                r.put(&post_op_attr::Void);
-            }),
+            Err(st) => failed_without_attributes(xid, st),
         }
     }
 
@@ -359,10 +357,7 @@ impl Export {
         let Some(fh) = handle(&mut Xdr::new(args)) else {
             return garbage(xid);
         };
-        let got = match self.fh_to_id(&fh) {
-            Ok(id) => self.getattr(id).await,
-            Err(st) => Err(st),
-        };
+        let got = self.attributes_of(&fh).await;
         match got {
             Ok(a) => status(xid, nfsstat3::NFS3_OK, |r| {
                 r.put(&post_op_attr::attributes(a))
@@ -375,9 +370,7 @@ impl Export {
                     .put(&false)
                     .put(&true);
             }),
-            Err(st) => status(xid, st, |r| {
-                r.put(&post_op_attr::Void);
-            }),
+            Err(st) => failed_without_attributes(xid, st),
         }
     }
 }
@@ -387,19 +380,13 @@ mod tests {
     use super::*;
     use crate::framing::HEADER;
     use crate::nfs::MAX_IO;
-    use crate::testutil::Fixture;
+    use crate::testutil::{Fixture, call_record};
     use nfsserve::nfs::set_mode3;
     use nfsserve::xdr::XDR;
 
     /// A call record of NFSv3 `procedure` with `args`.
     fn call(procedure: u32, args: &[u8]) -> (CallHeader, Vec<u8>) {
-        let mut v = vec![0u8; HEADER];
-        for w in [9u32, 0, 2, 100003, 3, procedure, 0, 0, 0, 0] {
-            v.extend_from_slice(&w.to_be_bytes());
-        }
-        v.extend_from_slice(args);
-        let h = crate::rpc::parse_call(&v[HEADER..]).unwrap();
-        (h, v)
+        call_record(9, crate::rpc::NFS_PROGRAM, procedure, args)
     }
 
     /// Appends one XDR item.

@@ -125,17 +125,12 @@ impl Export {
 mod tests {
     use super::*;
     use crate::framing::HEADER;
-    use crate::testutil::Fixture;
+    use crate::testutil::{Fixture, call_record};
     use nfsserve::nfs::{nfs_fh3, sattr3};
     use nfsserve::xdr::XDR;
 
     fn call(procedure: u32, args: &[u8]) -> (CallHeader, Vec<u8>) {
-        let mut v = vec![0u8; HEADER];
-        for w in [4u32, 0, 2, 100005, 3, procedure, 1, 0, 0, 0] {
-            v.extend_from_slice(&w.to_be_bytes());
-        }
-        v.extend_from_slice(args);
-        let h = crate::rpc::parse_call(&v[HEADER..]).unwrap();
+        let (h, v) = call_record(4, crate::rpc::MOUNT_PROGRAM, procedure, args);
         assert!(h.answered_locally());
         (h, v)
     }

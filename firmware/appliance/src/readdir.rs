@@ -102,23 +102,18 @@ impl Export {
 mod tests {
     use super::*;
     use crate::framing::HEADER;
-    use crate::testutil::Fixture;
+    use crate::testutil::{Fixture, call_record};
     use nfsserve::nfs::sattr3;
     use nfsserve::vfs::NFSFileSystem;
 
     fn call(x: &Export, dir: u64, cookie: u64, count: u32) -> (CallHeader, Vec<u8>) {
-        let mut v = vec![0u8; HEADER];
-        for w in [3u32, 0, 2, 100003, 3, 16, 0, 0, 0, 0] {
-            v.extend_from_slice(&w.to_be_bytes());
-        }
         let fh = x.id_to_fh(dir).data;
-        v.extend_from_slice(&(fh.len() as u32).to_be_bytes());
-        v.extend_from_slice(&fh);
-        v.extend_from_slice(&cookie.to_be_bytes());
-        v.extend_from_slice(&[0; 8]);
-        v.extend_from_slice(&count.to_be_bytes());
-        let h = crate::rpc::parse_call(&v[HEADER..]).unwrap();
-        (h, v)
+        let mut args = (fh.len() as u32).to_be_bytes().to_vec();
+        args.extend_from_slice(&fh);
+        args.extend_from_slice(&cookie.to_be_bytes());
+        args.extend_from_slice(&[0; 8]);
+        args.extend_from_slice(&count.to_be_bytes());
+        call_record(3, crate::rpc::NFS_PROGRAM, 16, &args)
     }
 
     /// (status, entries (id, name, cookie), eof) of a READDIR reply.

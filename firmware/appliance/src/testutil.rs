@@ -6,7 +6,21 @@ use std::sync::Arc;
 use odt_store::keys::UnlockCode;
 use odt_store::provision::{self, Options};
 
+use crate::framing::HEADER;
+use crate::rpc::CallHeader;
 use crate::state::Appliance;
+
+/// An RPC call record as the gate reads it (a zero record mark, then a call of `program`
+/// version 3 with AUTH_NULL credentials and verifier, then `args`) and its parsed header.
+pub fn call_record(xid: u32, program: u32, procedure: u32, args: &[u8]) -> (CallHeader, Vec<u8>) {
+    let mut v = vec![0u8; HEADER];
+    for w in [xid, 0, 2, program, 3, procedure, 0, 0, 0, 0] {
+        v.extend_from_slice(&w.to_be_bytes());
+    }
+    v.extend_from_slice(args);
+    let h = crate::rpc::parse_call(&v[HEADER..]).expect("a well-formed call");
+    (h, v)
+}
 
 /// A provisioned one-device set.
 pub struct Fixture {

@@ -237,19 +237,13 @@ impl Export {
 mod tests {
     use super::*;
     use crate::framing::HEADER;
-    use crate::testutil::Fixture;
+    use crate::testutil::{Fixture, call_record};
     use nfsserve::nfs::sattr3;
     use nfsserve::vfs::NFSFileSystem;
 
     /// An NFSv3 call record (record mark + message) with `args`.
     fn call(xid: u32, procedure: u32, args: &[u8]) -> (CallHeader, Vec<u8>) {
-        let mut v = vec![0u8; HEADER];
-        for w in [xid, 0, 2, 100003, 3, procedure, 0, 0, 0, 0] {
-            v.extend_from_slice(&w.to_be_bytes());
-        }
-        v.extend_from_slice(args);
-        let h = crate::rpc::parse_call(&v[HEADER..]).unwrap();
-        (h, v)
+        call_record(xid, crate::rpc::NFS_PROGRAM, procedure, args)
     }
 
     fn fh_bytes(x: &Export, id: u64) -> Vec<u8> {
