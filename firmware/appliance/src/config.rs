@@ -6,8 +6,8 @@
 //! listen = "0.0.0.0:2049"          # NFS (and MOUNT) service
 //! control = "127.0.0.1:7049"       # control API (default: loopback)
 //! allow = ["10.20.0.0/16"]         # NFS clients allowed to connect (default: everyone)
-//! max_inflight = 16                # NFS requests processed at a time (memory bound)
-//! max_connections = 64             # NFS client connections at a time
+//! max_inflight = 32                # NFS requests answered at a time (memory bound)
+//! max_connections = 4096           # NFS connections kept (beyond: the longest idle is closed)
 //! ```
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::allow::{AllowList, CidrError};
-use crate::gate::Limits;
+use crate::nfs::Limits;
+use crate::nfs::allow::{AllowList, CidrError};
 
 /// Default NFS port when an address names none.
 pub const NFS_PORT: u16 = 2049;
@@ -206,7 +206,7 @@ impl Settings {
             limits.max_inflight_per_conn = limits.max_inflight_per_conn.min(n);
         }
         if let Some(n) = flags.max_connections.or(file.max_connections) {
-            limits.max_connections = limit("max_connections", n, 1, 4096)?;
+            limits.max_connections = limit("max_connections", n, 1, 65536)?;
         }
         Ok(Settings {
             devices,

@@ -40,10 +40,11 @@ struct ServeArgs {
     /// NFS clients allowed to connect, as CIDR blocks (repeatable; default: everyone).
     #[arg(long, num_args = 1..)]
     allow: Vec<String>,
-    /// NFS requests processed at a time (bounds memory; default 16).
+    /// NFS requests answered at a time, over all clients (bounds memory; default 32).
     #[arg(long)]
     max_inflight: Option<usize>,
-    /// NFS client connections at a time (default 64).
+    /// NFS connections kept (default 4096); beyond it, a new client closes the connection
+    /// idle the longest.
     #[arg(long)]
     max_connections: Option<usize>,
     /// Write the bound addresses as JSON to this file once serving.
@@ -55,10 +56,8 @@ struct ServeArgs {
 }
 
 fn init_logging() {
-    // nfsserve logs every failed request at error level without saying which file: the
-    // export logs failures itself, with the path, throttled.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,nfsserve=off"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -115,8 +114,30 @@ fn bound_malloc() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn bound_malloc() {}
 
+/// Raises the open-file limit to the hard limit: every NFS connection is a descriptor, and
+/// the server keeps thousands of idle ones rather than turning clients away (the usual
+/// soft limit is 1024).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn raise_fd_limit() {}
+
 fn main() {
     bound_malloc();
+    raise_fd_limit();
     let cli = Cli::parse();
     init_logging();
     let r = match cli.command {

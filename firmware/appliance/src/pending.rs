@@ -113,6 +113,11 @@ impl Pending {
         e
     }
 
+    /// True if writes to file `id` acknowledged earlier are still running.
+    pub fn is_running(&self, id: u64) -> bool {
+        self.files().get(&id).is_some_and(|f| !f.running.is_empty())
+    }
+
     /// Waits until every write of `id` acknowledged before this call has finished.
     pub async fn settle(&self, id: u64) {
         let target = match self.files().get(&id) {

@@ -1,18 +1,16 @@
-//! `odt-appliance serve`: opens the devices (locked), starts `nfsserve` on a private
-//! loopback port behind the [`gate`](crate::gate), the control API, the activity log, and
-//! runs until SIGTERM or SIGINT, when it makes everything durable and returns.
+//! `odt-appliance serve`: opens the devices (locked), starts the NFS server
+//! ([`crate::nfs`]), the control API and the activity log, and runs until SIGTERM or
+//! SIGINT, when it makes everything durable and returns.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use nfsserve::tcp::{NFSTcp, NFSTcpListener};
 use tokio::net::TcpListener;
 
 use crate::config::Settings;
-use crate::gate::Gate;
-use crate::nfs::Export;
+use crate::nfs::{Dispatcher, Export, Server};
 use crate::state::{Appliance, StateError};
 
 /// Longest time an acknowledged UNSTABLE write stays in memory only.
@@ -75,16 +73,7 @@ pub async fn run(settings: Settings) -> Result<(), ServeError> {
         info.set_id
     );
 
-    let private = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 0);
     let export = Export::new(app.clone());
-    let inner = NFSTcpListener::bind(&private.to_string(), export.clone())
-        .await
-        .map_err(|source| ServeError::Bind {
-            what: "the private NFS service",
-            addr: private,
-            source,
-        })?;
-    let backend = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), inner.get_listen_port());
     let bind = |what: &'static str, addr: SocketAddr| async move {
         TcpListener::bind(addr)
             .await
@@ -99,18 +88,12 @@ pub async fn run(settings: Settings) -> Result<(), ServeError> {
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(ServeError::Signals)?;
-    tokio::spawn(async move {
-        if let Err(e) = inner.handle_forever().await {
-            tracing::error!("the private NFS service stopped: {e}");
-        }
-    });
-    let gate = Gate::new(
+    let server = Server::new(
         settings.allow.clone(),
         settings.limits.clone(),
-        backend,
-        Some(export.clone()),
+        Dispatcher::new(export.clone()),
     );
-    tokio::spawn(gate.run(nfs_listener));
+    tokio::spawn(server.run(nfs_listener));
     tokio::spawn(crate::control::run(control_listener, app.clone()));
     tokio::spawn(activity(app.clone()));
     tokio::spawn(flusher(app.clone()));

@@ -1,8 +1,8 @@
 //! RPC record marking on TCP (RFC 5531 §11): a record is one or more fragments, each a
 //! 4-byte big-endian header (top bit: last fragment; low 31 bits: length) and its bytes.
 //!
-//! The gate reads client records with a size limit *before* allocating: `nfsserve` itself
-//! trusts the header and would allocate up to 2 GiB per fragment (and more per record).
+//! Records are read with a size limit checked *before* anything is allocated, and only the
+//! bytes that arrive become resident: a header may announce up to 2 GiB.
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 

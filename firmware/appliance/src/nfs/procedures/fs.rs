@@ -1,0 +1,115 @@
+//! FSSTAT, FSINFO and PATHCONF: what the file system is and holds.
+//!
+//! - FSSTAT reports the devices' real data capacity and free space, and entries left by the
+//!   metadata journal's free space; once sealed nothing is available to write.
+//! - FSINFO advertises 1 MiB reads and writes (the store's record size: clients that write
+//!   whole records give the best throughput) and the store's largest file size. It never
+//!   fails for a valid handle: while locked the limits are still true, the attributes are
+//!   left out and the next GETATTR says ACCES.
+//! - PATHCONF reports the store's real name limit.
+
+use nfsserve::nfs::{self, fsinfo3, nfsstat3, nfstime3, post_op_attr};
+use odt_store::control::State;
+
+use super::Call;
+use crate::nfs::export::{Export, MAX_FILE_SIZE, MAX_IO, Need};
+use crate::nfs::status::Subject;
+
+/// Journal bytes a new entry takes, roughly (its create op and a few attribute changes).
+const JOURNAL_PER_ENTRY: u64 = 512;
+
+/// FSSTAT.
+pub async fn fsstat(x: &Export, c: &Call<'_>) -> Vec<u8> {
+    let Some(fh) = c.reader().handle() else {
+        return c.garbage();
+    };
+    let id = match x.id_of(&fh) {
+        Ok(id) => id,
+        Err(st) => return c.failed_without_attributes(st),
+    };
+    let store = match x.store(Need::Read) {
+        Ok(s) => s.clone(),
+        Err(st) => return c.failed_without_attributes(st),
+    };
+    let sealed = x.app.state() == State::Sealed;
+    let got = x.blocking(|| Ok::<_, odt_store::Error>((store.getattr(id)?, store.stats())));
+    let (attr, st) = match got {
+        Ok(v) => v,
+        Err(e) => {
+            let status = x.fail("FSSTAT", Subject::Object, e, || x.path_of(&store, id));
+            return c.failed_without_attributes(status);
+        }
+    };
+    let entries = st.files + st.dirs + st.symlinks;
+    let free_entries = st.journal_len.saturating_sub(st.journal_used) / JOURNAL_PER_ENTRY;
+    let avail = |n: u64| if sealed { 0 } else { n };
+    c.status(nfsstat3::NFS3_OK, |r| {
+        r.put(&post_op_attr::attributes(x.fattr(&attr)))
+            .hyper(st.capacity_bytes)
+            .hyper(st.free_bytes)
+            .hyper(avail(st.free_bytes))
+            .hyper(entries + free_entries)
+            .hyper(free_entries)
+            .hyper(avail(free_entries))
+            .word(0);
+    })
+}
+
+/// FSINFO.
+pub async fn fsinfo(x: &Export, c: &Call<'_>) -> Vec<u8> {
+    let Some(fh) = c.reader().handle() else {
+        return c.garbage();
+    };
+    let id = match x.id_of(&fh) {
+        Ok(id) => id,
+        Err(st) => return c.failed_without_attributes(st),
+    };
+    let attr = match x.getattr(id).await {
+        Ok(a) => post_op_attr::attributes(a),
+        Err(nfsstat3::NFS3ERR_ACCES) => post_op_attr::Void,
+        Err(st) => return c.failed_without_attributes(st),
+    };
+    let info = fsinfo3 {
+        obj_attributes: attr,
+        rtmax: MAX_IO,
+        rtpref: MAX_IO,
+        rtmult: 4096,
+        wtmax: MAX_IO,
+        wtpref: MAX_IO,
+        wtmult: 4096,
+        dtpref: 64 * 1024,
+        maxfilesize: MAX_FILE_SIZE,
+        time_delta: nfstime3 {
+            seconds: 0,
+            nseconds: 1,
+        },
+        properties: nfs::FSF_SYMLINK | nfs::FSF_HOMOGENEOUS | nfs::FSF_CANSETTIME,
+    };
+    c.status(nfsstat3::NFS3_OK, |r| {
+        r.put(&info);
+    })
+}
+
+/// PATHCONF.
+pub async fn pathconf(x: &Export, c: &Call<'_>) -> Vec<u8> {
+    let Some(fh) = c.reader().handle() else {
+        return c.garbage();
+    };
+    match x.attributes_of(&fh).await {
+        Ok(a) => c.status(nfsstat3::NFS3_OK, |r| {
+            r.put(&post_op_attr::attributes(a))
+                // linkmax, name_max
+                .word(LINK_MAX)
+                .word(odt_store::store::MAX_NAME as u32)
+                // no_trunc, chown_restricted, case_insensitive, case_preserving
+                .put(&true)
+                .put(&true)
+                .put(&false)
+                .put(&true);
+        }),
+        Err(st) => c.failed_without_attributes(st),
+    }
+}
+
+/// Most names a file may have (PATHCONF's linkmax).
+pub const LINK_MAX: u32 = 1;

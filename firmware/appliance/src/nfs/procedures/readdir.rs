@@ -1,0 +1,140 @@
+//! READDIR and READDIRPLUS.
+//!
+//! The cookie of an entry is its file id, and a page resumes after it in the directory's
+//! name order (the store's `readdir`). The cookie verifier is always zero: a cookie stays
+//! usable while the directory changes (an entry removed meanwhile makes the listing start
+//! over rather than fail). A page holds as many entries as fit the client's byte counts
+//! (`count`; for READDIRPLUS `maxcount` for the whole reply and `dircount` for the names
+//! and cookies), never more than [`MAX_ENTRIES`]; if not even one fits, TOOSMALL.
+
+use nfsserve::nfs::{nfsstat3, post_op_attr, post_op_fh3};
+
+use super::{Call, post};
+use crate::nfs::export::{Export, MAX_IO, Need};
+use crate::nfs::status::Subject;
+use crate::nfs::xdr::MAX_NAME;
+
+/// Bytes of the reply before the entries: status, dir attributes (bool + fattr3), verifier.
+const HEAD: usize = 4 + 4 + 84 + 8;
+/// Bytes after the entries: end of list, eof.
+const TAIL: usize = 8;
+/// Most entries fetched for one reply.
+const MAX_ENTRIES: usize = 4096;
+/// Bytes of an entry's name part: value follows, fileid, name (length + padded bytes),
+/// cookie.
+fn entry_size(name_len: usize) -> usize {
+    4 + 8 + 4 + name_len.div_ceil(4) * 4 + 8
+}
+/// Bytes READDIRPLUS adds to an entry: attributes (bool + fattr3), handle (bool + opaque).
+fn plus_size(handle_len: usize) -> usize {
+    4 + 84 + 4 + 4 + handle_len.div_ceil(4) * 4
+}
+
+/// READDIR (`plus == false`) or READDIRPLUS.
+async fn list(x: &Export, c: &Call<'_>, plus: bool) -> Vec<u8> {
+    let mut args = c.reader();
+    let parsed = (|| {
+        let fh = args.handle()?;
+        let cookie = args.u64()?;
+        let _verifier = args.fixed::<8>()?;
+        let first = args.u32()?;
+        let counts = if plus {
+            // dircount, maxcount
+            (first as usize, args.u32()? as usize)
+        } else {
+            (usize::MAX, first as usize)
+        };
+        Some((fh, cookie, counts))
+    })();
+    let Some((fh, cookie, (dircount, maxcount))) = parsed else {
+        return c.garbage();
+    };
+    let dir = match x.id_of(&fh) {
+        Ok(id) => id,
+        Err(st) => return c.failed_without_attributes(st),
+    };
+    let store = match x.store(Need::Read) {
+        Ok(s) => s.clone(),
+        Err(st) => return c.failed_without_attributes(st),
+    };
+    let budget = maxcount.min(MAX_IO as usize);
+    let handle_len = x.handle_of(dir).data.len();
+    let smallest = entry_size(1) + if plus { plus_size(handle_len) } else { 0 };
+    let want = (budget / smallest).clamp(1, MAX_ENTRIES);
+    let listed = x.blocking(|| {
+        let attr = store.getattr(dir)?;
+        let (entries, end) = store.readdir(dir, cookie, want)?;
+        Ok((attr, entries, end))
+    });
+    let (attr, mut entries, end) = match listed {
+        Ok(v) => v,
+        Err(e) => {
+            let st = x.fail(
+                if plus { "READDIRPLUS" } else { "READDIR" },
+                Subject::Object,
+                e,
+                || x.path_of(&store, dir),
+            );
+            let attr = post(match st {
+                nfsstat3::NFS3ERR_NOTDIR => x.getattr(dir).await,
+                _ => Err(st),
+            });
+            return c.status(st, |r| {
+                r.put(&attr);
+            });
+        }
+    };
+    if plus {
+        // Files with acknowledged writes still running: their size comes after them.
+        for e in &mut entries {
+            if x.pending.is_running(e.attr.id) {
+                x.pending.settle(e.attr.id).await;
+                if let Ok(a) = x.blocking(|| store.getattr(e.attr.id)) {
+                    e.attr = a;
+                }
+            }
+        }
+    }
+    let mut used = HEAD + TAIL;
+    let mut names = 0;
+    let mut fit = 0;
+    for e in &entries {
+        let name = entry_size(e.name.len().min(MAX_NAME));
+        let whole = name + if plus { plus_size(handle_len) } else { 0 };
+        if used + whole > budget || names + name > dircount {
+            break;
+        }
+        used += whole;
+        names += name;
+        fit += 1;
+    }
+    if fit == 0 && !entries.is_empty() {
+        return c.status(nfsstat3::NFS3ERR_TOOSMALL, |r| {
+            r.put(&post_op_attr::attributes(x.fattr(&attr)));
+        });
+    }
+    let eof = fit == entries.len() && end;
+    c.status(nfsstat3::NFS3_OK, |r| {
+        r.reserve(used)
+            .put(&post_op_attr::attributes(x.fattr(&attr)))
+            .fixed(&[0; 8]);
+        for e in &entries[..fit] {
+            r.word(1).hyper(e.attr.id).opaque(&e.name).hyper(e.attr.id);
+            if plus {
+                r.put(&post_op_attr::attributes(x.fattr(&e.attr)))
+                    .put(&post_op_fh3::handle(x.handle_of(e.attr.id)));
+            }
+        }
+        r.word(0).word(eof as u32);
+    })
+}
+
+/// READDIR.
+pub async fn readdir(x: &Export, c: &Call<'_>) -> Vec<u8> {
+    list(x, c, false).await
+}
+
+/// READDIRPLUS.
+pub async fn readdirplus(x: &Export, c: &Call<'_>) -> Vec<u8> {
+    list(x, c, true).await
+}

@@ -1,0 +1,235 @@
+//! WRITE and COMMIT, as NFSv3 intends them: libnfs and the Linux client write UNSTABLE and
+//! COMMIT later, and a server that made every WRITE durable before answering would make a
+//! client that writes one request at a time wait for two fsyncs per MiB.
+//! - **WRITE, UNSTABLE**: checked (handle, state, size, an earlier failure of the file),
+//!   acknowledged at once with this run's write verifier, then applied in the background
+//!   with [`Store::write_unstable`](odt_store::Store::write_unstable) (readable at once,
+//!   durable at the next commit). The request keeps its slot until the store call returns,
+//!   so the background work is bounded like everything else.
+//! - **WRITE, FILE_SYNC or DATA_SYNC**: answered once [`Store::write`](odt_store::Store::write)
+//!   has made it durable.
+//! - **COMMIT**: waits for the file's writes acknowledged before it
+//!   ([`crate::pending`]), then makes everything queued durable
+//!   ([`Store::sync`](odt_store::Store::sync)). A failed background write is reported here
+//!   (or by the file's next WRITE).
+//!
+//! The appliance also flushes every two seconds ([`crate::serve`]). If it stops before an
+//! UNSTABLE write is durable, the next run has a new write verifier, so clients send every
+//! write they have not seen committed again: nothing a client was told is durable is lost.
+
+use nfsserve::nfs::{fattr3, nfsstat3, nfstime3, post_op_attr, pre_op_attr, wcc_data};
+use odt_store::journal::Kind;
+
+use super::Call;
+use crate::nfs::export::{Export, MAX_FILE_SIZE, MAX_IO, Need};
+use crate::nfs::status::Subject;
+
+/// stable_how values.
+pub const UNSTABLE: u32 = 0;
+/// stable_how: the data (and metadata) are durable.
+pub const FILE_SYNC: u32 = 2;
+
+/// What the server does with a WRITE.
+pub struct Answer {
+    /// The reply record to send.
+    pub reply: Vec<u8>,
+    /// The store write still running after the reply (hold the slot until it ends).
+    pub background: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl From<Vec<u8>> for Answer {
+    fn from(reply: Vec<u8>) -> Answer {
+        Answer {
+            reply,
+            background: None,
+        }
+    }
+}
+
+/// A failed WRITE or COMMIT: the status and empty wcc data.
+fn failed(c: &Call<'_>, st: nfsstat3) -> Vec<u8> {
+    c.wcc_failed(st, wcc_data::default())
+}
+
+fn write_ok(c: &Call<'_>, after: fattr3, count: u32, committed: u32, verifier: &[u8; 8]) -> Vec<u8> {
+    c.status(nfsstat3::NFS3_OK, |r| {
+        r.put(&wcc_data {
+            before: pre_op_attr::Void,
+            after: post_op_attr::attributes(after),
+        })
+        .word(count)
+        .word(committed)
+        .fixed(verifier);
+    })
+}
+
+fn now() -> nfstime3 {
+    crate::nfs::export::to_time(odt_store::journal::Time::now())
+}
+
+/// A decoded WRITE: the data is `record[data]`.
+struct WriteArgs {
+    fh: nfsserve::nfs::nfs_fh3,
+    offset: u64,
+    count: u32,
+    stable: u32,
+    data: std::ops::Range<usize>,
+}
+
+fn decode(record: &[u8], args_at: usize) -> Option<WriteArgs> {
+    let mut x = crate::nfs::xdr::Xdr::new(record.get(args_at..)?);
+    let fh = x.handle()?;
+    let offset = x.u64()?;
+    let count = x.u32()?;
+    let stable = x.u32()?;
+    if stable > FILE_SYNC {
+        return None;
+    }
+    let data = x.opaque(MAX_IO as usize)?;
+    if data.len() != count as usize {
+        return None;
+    }
+    // Where the payload sits in the record (it is a slice of it).
+    let start = data.as_ptr() as usize - record.as_ptr() as usize;
+    Some(WriteArgs {
+        fh,
+        offset,
+        count,
+        stable,
+        data: start..start + data.len(),
+    })
+}
+
+/// WRITE. `record` is the whole request record; the arguments start at `args_at`. The
+/// record moves into the background write, so the payload is never copied.
+pub async fn write(x: &Export, xid: u32, record: Vec<u8>, args_at: usize) -> Answer {
+    let c = Call {
+        xid,
+        caller: Default::default(),
+        args: &[],
+    };
+    let Some(w) = decode(&record, args_at) else {
+        return c.garbage().into();
+    };
+    let id = match x.id_of(&w.fh) {
+        Ok(id) => id,
+        Err(st) => return failed(&c, st).into(),
+    };
+    let store = match x.store(Need::Write) {
+        Ok(s) => s.clone(),
+        Err(st) => return failed(&c, st).into(),
+    };
+    if let Some(st) = x.pending.take_error(id) {
+        return failed(&c, st).into();
+    }
+    let end = match w.offset.checked_add(w.count as u64) {
+        Some(e) if e <= MAX_FILE_SIZE => e,
+        _ => return failed(&c, nfsstat3::NFS3ERR_FBIG).into(),
+    };
+    let attr = match x.blocking(|| store.getattr(id)) {
+        Ok(a) => a,
+        Err(e) => {
+            let st = x.fail("WRITE", Subject::Object, e, || format!("file id {id}"));
+            return failed(&c, st).into();
+        }
+    };
+    match attr.kind {
+        Kind::File => {}
+        Kind::Dir => return failed(&c, nfsstat3::NFS3ERR_ISDIR).into(),
+        Kind::Symlink => return failed(&c, nfsstat3::NFS3ERR_INVAL).into(),
+    }
+    let (offset, count) = (w.offset, w.count);
+    let unstable = w.stable == UNSTABLE;
+    let ticket = x.pending.begin(id, offset, end);
+    let mut hint = x.fattr(&attr);
+    hint.size = hint.size.max(ticket.max_end);
+    hint.mtime = now();
+    hint.ctime = hint.mtime;
+    let me = x.clone();
+    let data = w.data;
+    let task = tokio::spawn(async move {
+        // Overlapping writes reach the store in arrival order.
+        me.pending.wait_turn(&ticket).await;
+        let m = me.clone();
+        let r = tokio::task::spawn_blocking(move || {
+            let r = if unstable {
+                store.write_unstable(id, offset, &record[data])
+            } else {
+                store.write(id, offset, &record[data])
+            };
+            r.map_err(|e| {
+                m.fail("WRITE", Subject::Object, e, || {
+                    format!("{} at byte {offset} ({count} bytes)", m.path_of(&store, id))
+                })
+            })
+        })
+        .await
+        .unwrap_or(Err(nfsstat3::NFS3ERR_SERVERFAULT));
+        if r.is_ok() {
+            me.app.meter().wrote(count as u64);
+        }
+        // An UNSTABLE write's failure waits for the file's next WRITE or COMMIT; a stable
+        // one's goes into its own reply.
+        let sticky = if unstable { r.as_ref().err().copied() } else { None };
+        me.pending.finish(ticket, sticky);
+        r
+    });
+    if unstable {
+        let background = tokio::spawn(async move {
+            let _ = task.await;
+        });
+        return Answer {
+            reply: write_ok(&c, hint, count, UNSTABLE, &x.verifier),
+            background: Some(background),
+        };
+    }
+    match task.await {
+        Ok(Ok(a)) => write_ok(&c, x.fattr(&a), count, FILE_SYNC, &x.verifier),
+        Ok(Err(st)) => failed(&c, st),
+        Err(_) => failed(&c, nfsstat3::NFS3ERR_SERVERFAULT),
+    }
+    .into()
+}
+
+/// COMMIT.
+pub async fn commit(x: &Export, c: &Call<'_>) -> Vec<u8> {
+    let mut args = c.reader();
+    let Some(fh) = (|| {
+        let fh = args.handle()?;
+        let _offset = args.u64()?;
+        let _count = args.u32()?;
+        Some(fh)
+    })() else {
+        return c.garbage();
+    };
+    let id = match x.id_of(&fh) {
+        Ok(id) => id,
+        Err(st) => return failed(c, st),
+    };
+    let store = match x.store(Need::Read) {
+        Ok(s) => s.clone(),
+        Err(st) => return failed(c, st),
+    };
+    x.pending.settle(id).await;
+    if let Some(st) = x.pending.take_error(id) {
+        return failed(c, st);
+    }
+    // Everything queued so far becomes durable (one group commit for all files).
+    if let Err(e) = x.blocking(|| store.sync()) {
+        let st = x.fail("COMMIT", Subject::Object, e, || x.path_of(&store, id));
+        return failed(c, st);
+    }
+    match x.blocking(|| store.getattr(id)) {
+        Ok(a) => c.status(nfsstat3::NFS3_OK, |r| {
+            r.put(&wcc_data {
+                before: pre_op_attr::Void,
+                after: post_op_attr::attributes(x.fattr(&a)),
+            })
+            .fixed(&x.verifier);
+        }),
+        Err(e) => failed(
+            c,
+            x.fail("COMMIT", Subject::Object, e, || format!("file id {id}")),
+        ),
+    }
+}
