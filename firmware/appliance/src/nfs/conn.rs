@@ -72,12 +72,18 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Serves `sock` until the client leaves, misbehaves, idles out or is evicted.
-pub async fn serve(server: &Arc<Server>, sock: TcpStream, peer: SocketAddr, state: &Arc<ConnState>) {
+pub async fn serve(
+    server: &Arc<Server>,
+    sock: TcpStream,
+    peer: SocketAddr,
+    state: &Arc<ConnState>,
+) {
     let _ = sock.set_nodelay(true);
     let (mut reader, writer) = sock.into_split();
     let shared = Arc::new(Shared {
         writer: Arc::new(tokio::sync::Mutex::new(BufWriter::with_capacity(
-            64 * 1024, writer,
+            64 * 1024,
+            writer,
         ))),
         answering: Mutex::new(HashSet::new()),
         per_conn: Arc::new(Semaphore::new(server.limits.max_inflight_per_conn)),
@@ -137,7 +143,8 @@ async fn receive(
     loop {
         // Idle: waiting for the first byte of a record costs nothing but the socket.
         let mut first = [0u8; 1];
-        let started = match tokio::time::timeout(limits.idle_timeout, reader.read(&mut first)).await {
+        let started = match tokio::time::timeout(limits.idle_timeout, reader.read(&mut first)).await
+        {
             Ok(Ok(0)) => return Ok(()),
             Ok(Ok(_)) => tokio::time::Instant::now(),
             Ok(Err(e)) => return Err(e.into()),
@@ -198,7 +205,15 @@ async fn receive(
             .await
             .expect("never closed");
         state.touch(server.epoch);
-        answer(server, peer, state, shared, xid, record, (budget, conn_slot, slot));
+        answer(
+            server,
+            peer,
+            state,
+            shared,
+            xid,
+            record,
+            (budget, conn_slot, slot),
+        );
     }
 }
 
@@ -210,7 +225,11 @@ fn answer(
     shared: &Arc<Shared>,
     xid: u32,
     record: Vec<u8>,
-    held: (OwnedSemaphorePermit, OwnedSemaphorePermit, OwnedSemaphorePermit),
+    held: (
+        OwnedSemaphorePermit,
+        OwnedSemaphorePermit,
+        OwnedSemaphorePermit,
+    ),
 ) {
     let server = server.clone();
     let state = state.clone();

@@ -12,9 +12,7 @@ use std::sync::Arc;
 use super::drc::{self, Drc, Seen};
 use super::export::Export;
 use super::framing::HEADER;
-use super::procedures::{
-    Call, attr, create, fs, lookup, mount, read, readdir, remove, write,
-};
+use super::procedures::{Call, attr, create, fs, lookup, mount, read, readdir, remove, write};
 use super::program::{MOUNT_PROGRAM, MOUNT_V3, NFS_PROGRAM, NFS_V3, mount3, nfs3};
 use super::rpc::{self, AcceptStat, Reply};
 
@@ -75,7 +73,11 @@ impl Dispatcher {
             (NFS_PROGRAM, NFS_V3) | (MOUNT_PROGRAM, MOUNT_V3) => {}
             (NFS_PROGRAM, _) => return Reply::prog_mismatch(h.xid, NFS_V3, NFS_V3).into(),
             (MOUNT_PROGRAM, _) => return Reply::prog_mismatch(h.xid, MOUNT_V3, MOUNT_V3).into(),
-            _ => return Reply::accepted(h.xid, AcceptStat::ProgUnavail).finish().into(),
+            _ => {
+                return Reply::accepted(h.xid, AcceptStat::ProgUnavail)
+                    .finish()
+                    .into();
+            }
         }
         let x = &self.export;
         if h.prog == NFS_PROGRAM && h.procedure == nfs3::WRITE {
@@ -138,5 +140,100 @@ impl Dispatcher {
             t.done(&reply);
         }
         reply.into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::nfs::program::{MOUNT_PROGRAM, NFS_PROGRAM, nfs3};
+    use crate::testutil::{Args, Harness, ReplyReader, call_record};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn programs_versions_and_procedures() {
+        let h = Harness::unlocked();
+        let r = h.nfs(nfs3::NULL, Args::new()).await;
+        assert_eq!((r.accept_stat(), r.remaining()), (0, 0));
+        let r = h.nfs(22, Args::new()).await;
+        assert_eq!(r.accept_stat(), 3, "PROC_UNAVAIL");
+        let r = h.call(100000, 0, Args::new()).await;
+        assert_eq!(r.accept_stat(), 1, "PROG_UNAVAIL (no portmapper here)");
+        // NFS version 4 and MOUNT version 1: PROG_MISMATCH 3..3.
+        for prog in [NFS_PROGRAM, MOUNT_PROGRAM] {
+            let mut rec = call_record(7, prog, 0, &[]);
+            rec[4 + 16..4 + 20]
+                .copy_from_slice(&if prog == NFS_PROGRAM { 4u32 } else { 1 }.to_be_bytes());
+            let mut r = ReplyReader::new(h.send(rec).await.unwrap());
+            assert_eq!(r.accept_stat(), 2);
+            assert_eq!((r.u32(), r.u32()), (3, 3));
+        }
+        // Not a call: no reply at all.
+        let mut rec = call_record(8, NFS_PROGRAM, 0, &[]);
+        rec[4 + 7] = 1;
+        assert!(h.send(rec).await.is_none());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn retransmitted_remove_and_rename_get_the_first_reply() {
+        let h = Harness::unlocked();
+        let root = h.fh(h.root());
+        h.create_file(h.root(), "a").await;
+        h.create_file(h.root(), "b").await;
+        let remove = call_record(
+            1000,
+            NFS_PROGRAM,
+            nfs3::REMOVE,
+            Args::new().fh(&root).text("a").bytes(),
+        );
+        let rename = call_record(
+            1001,
+            NFS_PROGRAM,
+            nfs3::RENAME,
+            Args::new().fh(&root).text("b").fh(&root).text("c").bytes(),
+        );
+        for rec in [remove, rename] {
+            let first = h.send(rec.clone()).await.unwrap();
+            assert_eq!(ReplyReader::new(first.clone()).status(), 0);
+            // The same xid again (a client's retransmission after a reconnect).
+            let again = h.send(rec.clone()).await.unwrap();
+            assert_eq!(again, first, "the first reply, not NOENT");
+            // Run again under a new xid, the call does fail: it was not run twice above.
+            let mut fresh = rec.clone();
+            fresh[4..8].copy_from_slice(&2000u32.to_be_bytes());
+            let mut r = ReplyReader::new(h.send(fresh).await.unwrap());
+            assert_eq!(r.status(), nfsserve::nfs::nfsstat3::NFS3ERR_NOENT as u32);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hostile_credentials_are_refused_without_allocating() {
+        let h = Harness::unlocked();
+        // A 44-byte call whose credential announces 1 GiB, 4 GiB - 1, and a legal-size
+        // AUTH_SYS credential whose group count says 64 Mi.
+        for (flavor, body) in [
+            (0u32, (1u32 << 30).to_be_bytes().to_vec()),
+            (1, u32::MAX.to_be_bytes().to_vec()),
+            (1, {
+                let mut b = 20u32.to_be_bytes().to_vec();
+                for w in [0u32, 0, 0, 0, 64 << 20] {
+                    b.extend_from_slice(&w.to_be_bytes());
+                }
+                b
+            }),
+        ] {
+            let mut msg = Vec::new();
+            for w in [9u32, 0, 2, NFS_PROGRAM, 3, nfs3::GETATTR, flavor] {
+                msg.extend_from_slice(&w.to_be_bytes());
+            }
+            msg.extend_from_slice(&body);
+            let mut rec = (crate::nfs::framing::LAST_FRAGMENT | msg.len() as u32)
+                .to_be_bytes()
+                .to_vec();
+            rec.extend_from_slice(&msg);
+            let r = ReplyReader::new(h.send(rec).await.unwrap());
+            assert_eq!(r.reply_stat(), 1, "MSG_DENIED");
+        }
+        // A GETATTR whose handle announces 512 MiB.
+        let r = h.nfs(nfs3::GETATTR, Args::new().u32(512 << 20)).await;
+        assert_eq!(r.accept_stat(), 4, "GARBAGE_ARGS");
     }
 }

@@ -16,8 +16,8 @@ use odt_store::control::State;
 use odt_store::journal::{Kind, Time};
 
 use super::handles::Handles;
-use crate::pending::Pending;
 use super::status::{Subject, is_routine, status_of};
+use crate::pending::Pending;
 use crate::state::Appliance;
 use crate::throttle::{Throttle, suppressed_note};
 

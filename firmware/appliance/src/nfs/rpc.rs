@@ -253,7 +253,16 @@ mod tests {
     /// A call message with credential `flavor` and `cred`.
     fn call(rpcvers: u32, flavor: u32, cred: &[u8]) -> Vec<u8> {
         let mut v = Vec::new();
-        for w in [77u32, CALL, rpcvers, 100003, 3, 7, flavor, cred.len() as u32] {
+        for w in [
+            77u32,
+            CALL,
+            rpcvers,
+            100003,
+            3,
+            7,
+            flavor,
+            cred.len() as u32,
+        ] {
             v.extend_from_slice(&w.to_be_bytes());
         }
         v.extend_from_slice(cred);

@@ -164,7 +164,10 @@ mod tests {
         assert_eq!(before.unwrap().size, 0);
         let after = after.unwrap();
         assert_eq!((after.mode, after.size), (0o640, 10));
-        assert_eq!((after.mtime.seconds, after.mtime.nseconds), (1_600_000_000, 5));
+        assert_eq!(
+            (after.mtime.seconds, after.mtime.nseconds),
+            (1_600_000_000, 5)
+        );
 
         // A ctime guard that does not match changes nothing.
         let stale = Args::new()

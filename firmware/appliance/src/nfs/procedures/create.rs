@@ -12,8 +12,8 @@
 //! - Every reply carries the directory's wcc data, also on failure.
 
 use nfsserve::nfs::{
-    fattr3, fileid3, filename3, ftype3, nfsstat3, nfstime3, post_op_attr, post_op_fh3,
-    sattr3, set_atime, set_mtime,
+    fattr3, fileid3, filename3, ftype3, nfsstat3, nfstime3, post_op_attr, post_op_fh3, sattr3,
+    set_atime, set_mtime,
 };
 use odt_store::journal::AttrChange;
 
@@ -72,9 +72,8 @@ async fn make(
                 s.symlink(dir, name, target)
             }
         };
-        made.map(|a| a.id).map_err(|e| {
-            x.fail(what.op(), Subject::Name, e, || x.path_in(s, dir, name))
-        })
+        made.map(|a| a.id)
+            .map_err(|e| x.fail(what.op(), Subject::Name, e, || x.path_in(s, dir, name)))
     })?;
     x.app.meter().created();
     let a = apply(x, id, change).await?;
@@ -128,8 +127,10 @@ async fn create_verified(
         Err(nfsstat3::NFS3ERR_EXIST) => {
             let id = x.lookup(dir, name).await?;
             let a = x.getattr(id).await?;
-            let same = |t: nfstime3, u: nfstime3| (t.seconds, t.nseconds) == (u.seconds, u.nseconds);
-            let ours = matches!(a.ftype, ftype3::NF3REG) && same(a.mtime, mtime) && same(a.atime, atime);
+            let same =
+                |t: nfstime3, u: nfstime3| (t.seconds, t.nseconds) == (u.seconds, u.nseconds);
+            let ours =
+                matches!(a.ftype, ftype3::NF3REG) && same(a.mtime, mtime) && same(a.atime, atime);
             if ours {
                 Ok((id, a))
             } else {
@@ -282,4 +283,210 @@ async fn link_to(
     // Interim: the store keeps one name per file until hard links land in it.
     let _ = (s, id, dir, name);
     Err(nfsstat3::NFS3ERR_NOTSUPP)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{EXCLUSIVE, GUARDED, UNCHECKED};
+    use crate::nfs::program::nfs3;
+    use crate::testutil::{Args, Harness};
+    use nfsserve::nfs::{ftype3, nfsstat3, sattr3, set_mode3, set_size3};
+
+    fn mode(m: u32) -> sattr3 {
+        sattr3 {
+            mode: set_mode3::mode(m),
+            ..sattr3::default()
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn create_modes() {
+        let h = Harness::unlocked();
+        let root = h.fh(h.root());
+        let create = |name: &str, how: u32, tail: Args| {
+            Args::new().fh(&root).text(name).u32(how).raw(tail.bytes())
+        };
+        let mut r = h
+            .nfs(
+                nfs3::CREATE,
+                create("a", UNCHECKED, Args::new().sattr(&mode(0o600))),
+            )
+            .await;
+        assert_eq!(r.status(), 0);
+        let fh = r.post_fh().unwrap();
+        let a = r.post_attr().unwrap();
+        assert_eq!((a.mode, matches!(a.ftype, ftype3::NF3REG)), (0o600, true));
+        let (before, after) = r.wcc();
+        assert!(before.is_some() && after.is_some(), "directory wcc data");
+        let id = h.id(&fh);
+        assert_eq!(h.write(id, 0, 2, b"content").await, 0);
+
+        // UNCHECKED of an existing file reuses it and applies the size.
+        let truncate = sattr3 {
+            size: set_size3::size(0),
+            ..sattr3::default()
+        };
+        let mut r = h
+            .nfs(
+                nfs3::CREATE,
+                create("a", UNCHECKED, Args::new().sattr(&truncate)),
+            )
+            .await;
+        assert_eq!(r.status(), 0);
+        assert_eq!(h.id(&r.post_fh().unwrap()), id);
+        assert_eq!(r.post_attr().unwrap().size, 0);
+
+        // GUARDED of a taken name: EXIST with the directory's wcc data.
+        let mut r = h
+            .nfs(
+                nfs3::CREATE,
+                create("a", GUARDED, Args::new().sattr(&mode(0o644))),
+            )
+            .await;
+        assert_eq!(r.status(), nfsstat3::NFS3ERR_EXIST as u32);
+        assert!(r.wcc().1.is_some());
+
+        // EXCLUSIVE: a retransmission with the same verifier finds its own file.
+        let verf = Args::new().u32(0xdead_beef).u32(7);
+        let mut r = h
+            .nfs(nfs3::CREATE, create("x", EXCLUSIVE, verf.clone()))
+            .await;
+        assert_eq!(r.status(), 0);
+        let first = h.id(&r.post_fh().unwrap());
+        let mut r = h.nfs(nfs3::CREATE, create("x", EXCLUSIVE, verf)).await;
+        assert_eq!(r.status(), 0, "the same CREATE again");
+        assert_eq!(h.id(&r.post_fh().unwrap()), first);
+        let other = Args::new().u32(1).u32(2);
+        let mut r = h.nfs(nfs3::CREATE, create("x", EXCLUSIVE, other)).await;
+        assert_eq!(r.status(), nfsstat3::NFS3ERR_EXIST as u32);
+
+        // Names: a slash is INVAL, 256 bytes are refused before anything is allocated.
+        let mut r = h
+            .nfs(
+                nfs3::CREATE,
+                create("b/c", UNCHECKED, Args::new().sattr(&sattr3::default())),
+            )
+            .await;
+        assert_eq!(r.status(), nfsstat3::NFS3ERR_INVAL as u32);
+        let long = "é".repeat(128);
+        let r = h
+            .nfs(
+                nfs3::CREATE,
+                create(&long, UNCHECKED, Args::new().sattr(&sattr3::default())),
+            )
+            .await;
+        assert_eq!(r.accept_stat(), 4, "GARBAGE_ARGS");
+        let ok255 = format!("{}a", "é".repeat(127));
+        h.create_file(h.root(), &ok255).await;
+        // An unknown create mode.
+        let r = h.nfs(nfs3::CREATE, create("y", 3, Args::new())).await;
+        assert_eq!(r.accept_stat(), 4);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mkdir_symlink_mknod() {
+        let h = Harness::unlocked();
+        let root = h.fh(h.root());
+        let mut r = h
+            .nfs(
+                nfs3::MKDIR,
+                Args::new().fh(&root).text("vm").sattr(&mode(0o700)),
+            )
+            .await;
+        assert_eq!(r.status(), 0);
+        let d = h.id(&r.post_fh().unwrap());
+        let a = r.post_attr().unwrap();
+        assert_eq!((a.mode, matches!(a.ftype, ftype3::NF3DIR)), (0o700, true));
+        let mut r = h
+            .nfs(
+                nfs3::MKDIR,
+                Args::new().fh(&root).text("vm").sattr(&mode(0o700)),
+            )
+            .await;
+        assert_eq!(r.status(), nfsstat3::NFS3ERR_EXIST as u32);
+
+        let mut r = h
+            .nfs(
+                nfs3::SYMLINK,
+                Args::new()
+                    .fh(&h.fh(d))
+                    .text("latest")
+                    .sattr(&sattr3::default())
+                    .text("disk-1.vmdk"),
+            )
+            .await;
+        assert_eq!(r.status(), 0);
+        let l = r.post_fh().unwrap();
+        assert!(matches!(r.post_attr().unwrap().ftype, ftype3::NF3LNK));
+        let mut r = h.nfs(nfs3::READLINK, Args::new().fh(&l)).await;
+        assert_eq!(r.status(), 0);
+        r.post_attr();
+        assert_eq!(r.opaque(), b"disk-1.vmdk");
+        // Symlink data over 1024 bytes is refused as garbage.
+        let r = h
+            .nfs(
+                nfs3::SYMLINK,
+                Args::new()
+                    .fh(&h.fh(d))
+                    .text("long")
+                    .sattr(&sattr3::default())
+                    .opaque(&[b'a'; 1025]),
+            )
+            .await;
+        assert_eq!(r.accept_stat(), 4);
+        // READLINK of a directory.
+        let mut r = h.nfs(nfs3::READLINK, Args::new().fh(&h.fh(d))).await;
+        assert_eq!(r.status(), nfsstat3::NFS3ERR_INVAL as u32);
+
+        // MKNOD: not supported, with the directory's wcc data.
+        let mut r = h
+            .nfs(nfs3::MKNOD, Args::new().fh(&root).text("fifo").u32(7))
+            .await;
+        assert_eq!(r.status(), nfsstat3::NFS3ERR_NOTSUPP as u32);
+        assert!(r.wcc().1.is_some());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sealed_and_locked_refusals() {
+        let h = Harness::locked();
+        let root = h.fh(h.root());
+        let mut r = h
+            .nfs(
+                nfs3::MKDIR,
+                Args::new().fh(&root).text("d").sattr(&sattr3::default()),
+            )
+            .await;
+        assert_eq!(r.status(), nfsstat3::NFS3ERR_ACCES as u32);
+        h.unlock();
+        h.app.test_seal().unwrap();
+        let mut r = h
+            .nfs(
+                nfs3::MKDIR,
+                Args::new().fh(&root).text("d").sattr(&sattr3::default()),
+            )
+            .await;
+        assert_eq!(r.status(), nfsstat3::NFS3ERR_ROFS as u32);
+        let mut r = h
+            .nfs(
+                nfs3::CREATE,
+                Args::new()
+                    .fh(&root)
+                    .text("f")
+                    .u32(0)
+                    .sattr(&sattr3::default()),
+            )
+            .await;
+        assert_eq!(r.status(), nfsstat3::NFS3ERR_ROFS as u32);
+        let mut r = h
+            .nfs(
+                nfs3::SYMLINK,
+                Args::new()
+                    .fh(&root)
+                    .text("l")
+                    .sattr(&sattr3::default())
+                    .text("t"),
+            )
+            .await;
+        assert_eq!(r.status(), nfsstat3::NFS3ERR_ROFS as u32);
+    }
 }

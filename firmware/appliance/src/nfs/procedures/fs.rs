@@ -113,3 +113,61 @@ pub async fn pathconf(x: &Export, c: &Call<'_>) -> Vec<u8> {
 
 /// Most names a file may have (PATHCONF's linkmax).
 pub const LINK_MAX: u32 = 1;
+
+#[cfg(test)]
+mod tests {
+    use crate::nfs::export::MAX_IO;
+    use crate::nfs::program::nfs3;
+    use crate::testutil::{Args, Harness};
+    use nfsserve::nfs::{fsinfo3, nfsstat3};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn fsstat_is_real_and_nothing_is_available_once_sealed() {
+        let h = Harness::locked();
+        let root = Args::new().fh(&h.fh(h.root()));
+        let mut r = h.nfs(nfs3::FSSTAT, root.clone()).await;
+        assert_eq!(r.status(), nfsstat3::NFS3ERR_ACCES as u32);
+        h.unlock();
+        let st = h.app.store().unwrap().stats();
+        let read = |mut r: crate::testutil::ReplyReader| {
+            assert_eq!(r.status(), 0);
+            r.post_attr().unwrap();
+            (0..6).map(|_| r.u64()).collect::<Vec<_>>()
+        };
+        let v = read(h.nfs(nfs3::FSSTAT, root.clone()).await);
+        assert_eq!(v[0], st.capacity_bytes);
+        assert!(v[0] < 64 << 20, "the device's capacity");
+        assert_eq!((v[1], v[2]), (st.free_bytes, st.free_bytes));
+        assert!(v[4] > 1000 && v[3] == v[4] + 1, "{v:?}");
+        h.app.test_seal().unwrap();
+        let v = read(h.nfs(nfs3::FSSTAT, root).await);
+        assert_eq!((v[2], v[5]), (0, 0), "nothing available once sealed");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn fsinfo_and_pathconf() {
+        let h = Harness::locked();
+        let root = Args::new().fh(&h.fh(h.root()));
+        // FSINFO answers while locked, without attributes.
+        let mut r = h.nfs(nfs3::FSINFO, root.clone()).await;
+        assert_eq!(r.status(), 0);
+        let info: fsinfo3 = r.decode();
+        assert!(matches!(
+            info.obj_attributes,
+            nfsserve::nfs::post_op_attr::Void
+        ));
+        assert_eq!(
+            (info.rtpref, info.wtpref, info.rtmax),
+            (MAX_IO, MAX_IO, MAX_IO)
+        );
+        assert_eq!(info.maxfilesize, i64::MAX as u64);
+        let mut r = h.nfs(nfs3::PATHCONF, root.clone()).await;
+        assert_eq!(r.status(), nfsstat3::NFS3ERR_ACCES as u32);
+        h.unlock();
+        let mut r = h.nfs(nfs3::PATHCONF, root).await;
+        assert_eq!(r.status(), 0);
+        r.post_attr().unwrap();
+        r.u32();
+        assert_eq!(r.u32(), 255, "name_max");
+    }
+}

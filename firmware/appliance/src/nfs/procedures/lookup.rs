@@ -58,3 +58,54 @@ pub async fn readlink(x: &Export, c: &Call<'_>) -> Vec<u8> {
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::nfs::program::nfs3;
+    use crate::testutil::{Args, Harness};
+    use nfsserve::nfs::nfsstat3;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn lookups() {
+        let h = Harness::unlocked();
+        let d = h.mkdir(h.root(), "vm").await;
+        let f = h.create_file(d, "a.vmdk").await;
+        let mut r = h
+            .nfs(nfs3::LOOKUP, Args::new().fh(&h.fh(d)).text("a.vmdk"))
+            .await;
+        assert_eq!(r.status(), 0);
+        assert_eq!(h.id(&nfsserve::nfs::nfs_fh3 { data: r.opaque() }), f);
+        assert_eq!(r.post_attr().unwrap().fileid, f);
+        assert_eq!(r.post_attr().unwrap().fileid, d, "directory attributes");
+        let mut r = h
+            .nfs(nfs3::LOOKUP, Args::new().fh(&h.fh(d)).text(".."))
+            .await;
+        assert_eq!(r.status(), 0);
+        assert_eq!(h.id(&nfsserve::nfs::nfs_fh3 { data: r.opaque() }), h.root());
+        let mut r = h
+            .nfs(nfs3::LOOKUP, Args::new().fh(&h.fh(d)).text("missing"))
+            .await;
+        assert_eq!(r.status(), nfsstat3::NFS3ERR_NOENT as u32);
+        assert_eq!(r.post_attr().unwrap().fileid, d);
+        // A lookup in a removed directory is a stale handle, not a missing name.
+        let e = h.mkdir(h.root(), "empty").await;
+        let mut r = h
+            .nfs(nfs3::RMDIR, Args::new().fh(&h.fh(h.root())).text("empty"))
+            .await;
+        assert_eq!(r.status(), 0);
+        let mut r = h
+            .nfs(nfs3::LOOKUP, Args::new().fh(&h.fh(e)).text("x"))
+            .await;
+        assert_eq!(r.status(), nfsstat3::NFS3ERR_STALE as u32);
+        // A handle that was never ours.
+        let mut r = h
+            .nfs(
+                nfs3::LOOKUP,
+                Args::new()
+                    .fh(&nfsserve::nfs::nfs_fh3 { data: vec![9; 8] })
+                    .text("x"),
+            )
+            .await;
+        assert_eq!(r.status(), nfsstat3::NFS3ERR_BADHANDLE as u32);
+    }
+}

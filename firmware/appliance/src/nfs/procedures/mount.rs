@@ -101,3 +101,75 @@ pub async fn mnt(x: &Export, c: &Call<'_>) -> Vec<u8> {
         .word(AUTH_SYS);
     r.finish()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{MNT3ERR_NAMETOOLONG, MNT3ERR_NOENT};
+    use crate::nfs::program::mount3;
+    use crate::nfs::rpc::{AUTH_NONE, AUTH_SYS};
+    use crate::testutil::{Args, Harness};
+
+    /// The handle's file id and the auth flavors of a MNT, or its mountstat3.
+    async fn mnt(h: &Harness, path: &[u8]) -> Result<(u64, Vec<u32>), u32> {
+        let mut r = h.mount(mount3::MNT, Args::new().opaque(path)).await;
+        assert_eq!(r.accept_stat(), 0);
+        let status = r.u32();
+        if status != 0 {
+            assert_eq!(r.remaining(), 0, "a failed MNT has no more results");
+            return Err(status);
+        }
+        let fh = nfsserve::nfs::nfs_fh3 { data: r.opaque() };
+        let n = r.u32();
+        Ok((h.id(&fh), (0..n).map(|_| r.u32()).collect()))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mount_procedures() {
+        let h = Harness::locked();
+        let r = h.mount(mount3::NULL, Args::new()).await;
+        assert_eq!((r.accept_stat(), r.remaining()), (0, 0));
+        // The root mounts while locked (the client then sees ACCES until unlock).
+        assert_eq!(mnt(&h, b"/").await, Ok((1, vec![AUTH_NONE, AUTH_SYS])));
+        assert_eq!(
+            mnt(&h, b"/vm").await,
+            Err(MNT3ERR_NOENT),
+            "no lookups while locked"
+        );
+        h.unlock();
+        let d = h.mkdir(h.root(), "vm").await;
+        h.create_file(d, "disk").await;
+        for p in [&b"/vm"[..], b"/vm/", b"//vm//", b"/ vm "] {
+            assert_eq!(mnt(&h, p).await.map(|m| m.0), Ok(d), "{p:?}");
+        }
+        assert!(mnt(&h, b"/vm/disk").await.is_ok());
+        for p in [&b"vm"[..], b"", b"/missing", &[b'/', 0xff]] {
+            assert_eq!(mnt(&h, p).await, Err(MNT3ERR_NOENT), "{p:?}");
+        }
+        assert_eq!(mnt(&h, &[b'/'; 1025]).await, Err(MNT3ERR_NAMETOOLONG));
+        // A path length announcing 1 GiB: answered from the length alone.
+        let mut r = h.mount(mount3::MNT, Args::new().u32(1 << 30)).await;
+        assert_eq!((r.accept_stat(), r.u32()), (0, MNT3ERR_NAMETOOLONG));
+        let r = h.mount(mount3::MNT, Args::new().u32(8)).await;
+        assert_eq!(r.accept_stat(), 4, "GARBAGE_ARGS");
+
+        let mut r = h.mount(mount3::EXPORT, Args::new()).await;
+        assert_eq!(r.accept_stat(), 0);
+        assert_eq!(r.u32(), 1, "one export");
+        assert_eq!(r.opaque(), b"/");
+        assert_eq!((r.u32(), r.u32(), r.remaining()), (0, 0, 0));
+        let mut r = h.mount(mount3::DUMP, Args::new()).await;
+        assert_eq!(
+            (r.accept_stat(), r.u32(), r.remaining()),
+            (0, 0, 0),
+            "empty list"
+        );
+        let r = h.mount(mount3::UMNT, Args::new().text("/")).await;
+        assert_eq!((r.accept_stat(), r.remaining()), (0, 0));
+        let r = h.mount(mount3::UMNT, Args::new()).await;
+        assert_eq!(r.accept_stat(), 4);
+        let r = h.mount(mount3::UMNTALL, Args::new()).await;
+        assert_eq!((r.accept_stat(), r.remaining()), (0, 0));
+        let r = h.mount(99, Args::new()).await;
+        assert_eq!(r.accept_stat(), 3, "PROC_UNAVAIL");
+    }
+}

@@ -101,3 +101,63 @@ pub async fn rename(x: &Export, c: &Call<'_>) -> Vec<u8> {
         r.put(&from_wcc).put(&to_wcc);
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::nfs::program::nfs3;
+    use crate::testutil::{Args, Harness};
+    use nfsserve::nfs::nfsstat3;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn remove_rmdir_rename() {
+        let h = Harness::unlocked();
+        let root = h.fh(h.root());
+        let d = h.mkdir(h.root(), "vm").await;
+        let f = h.create_file(h.root(), "disk.vmdk").await;
+        h.create_file(d, "inside").await;
+
+        let mut r = h
+            .nfs(
+                nfs3::RENAME,
+                Args::new()
+                    .fh(&root)
+                    .text("disk.vmdk")
+                    .fh(&h.fh(d))
+                    .text("disk-1.vmdk"),
+            )
+            .await;
+        assert_eq!(r.status(), 0);
+        let (from_before, from_after) = r.wcc();
+        let (to_before, to_after) = r.wcc();
+        assert!(from_before.is_some() && from_after.is_some());
+        assert!(to_before.is_some() && to_after.is_some());
+        assert_eq!(h.export.lookup(d, b"disk-1.vmdk").await.unwrap(), f);
+        let mut r = h
+            .nfs(
+                nfs3::RENAME,
+                Args::new().fh(&root).text("gone").fh(&root).text("x"),
+            )
+            .await;
+        assert_eq!(r.status(), nfsstat3::NFS3ERR_NOENT as u32);
+
+        // REMOVE of a directory and RMDIR of a file or of a full directory are refused.
+        let mut r = h.nfs(nfs3::REMOVE, Args::new().fh(&root).text("vm")).await;
+        assert_eq!(r.status(), nfsstat3::NFS3ERR_ISDIR as u32);
+        let mut r = h
+            .nfs(nfs3::RMDIR, Args::new().fh(&h.fh(d)).text("inside"))
+            .await;
+        assert_eq!(r.status(), nfsstat3::NFS3ERR_NOTDIR as u32);
+        let mut r = h.nfs(nfs3::RMDIR, Args::new().fh(&root).text("vm")).await;
+        assert_eq!(r.status(), nfsstat3::NFS3ERR_NOTEMPTY as u32);
+        assert!(r.wcc().1.is_some(), "wcc data on failure");
+
+        h.remove(d, "inside").await;
+        h.remove(d, "disk-1.vmdk").await;
+        let mut r = h.nfs(nfs3::GETATTR, Args::new().fh(&h.fh(f))).await;
+        assert_eq!(r.status(), nfsstat3::NFS3ERR_STALE as u32);
+        let mut r = h.nfs(nfs3::RMDIR, Args::new().fh(&root).text("vm")).await;
+        assert_eq!(r.status(), 0);
+        let mut r = h.nfs(nfs3::REMOVE, Args::new().fh(&root).text("vm")).await;
+        assert_eq!(r.status(), nfsstat3::NFS3ERR_NOENT as u32);
+    }
+}

@@ -51,7 +51,13 @@ fn failed(c: &Call<'_>, st: nfsstat3) -> Vec<u8> {
     c.wcc_failed(st, wcc_data::default())
 }
 
-fn write_ok(c: &Call<'_>, after: fattr3, count: u32, committed: u32, verifier: &[u8; 8]) -> Vec<u8> {
+fn write_ok(
+    c: &Call<'_>,
+    after: fattr3,
+    count: u32,
+    committed: u32,
+    verifier: &[u8; 8],
+) -> Vec<u8> {
     c.status(nfsstat3::NFS3_OK, |r| {
         r.put(&wcc_data {
             before: pre_op_attr::Void,
@@ -170,7 +176,11 @@ pub async fn write(x: &Export, xid: u32, record: Vec<u8>, args_at: usize) -> Ans
         }
         // An UNSTABLE write's failure waits for the file's next WRITE or COMMIT; a stable
         // one's goes into its own reply.
-        let sticky = if unstable { r.as_ref().err().copied() } else { None };
+        let sticky = if unstable {
+            r.as_ref().err().copied()
+        } else {
+            None
+        };
         me.pending.finish(ticket, sticky);
         r
     });
@@ -231,5 +241,163 @@ pub async fn commit(x: &Export, c: &Call<'_>) -> Vec<u8> {
             c,
             x.fail("COMMIT", Subject::Object, e, || format!("file id {id}")),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{FILE_SYNC, UNSTABLE};
+    use crate::nfs::program::nfs3;
+    use crate::testutil::{Args, Harness};
+    use nfsserve::nfs::nfsstat3;
+
+    fn write_args(h: &Harness, id: u64, offset: u64, stable: u32, data: &[u8]) -> Args {
+        Args::new()
+            .fh(&h.fh(id))
+            .u64(offset)
+            .u32(data.len() as u32)
+            .u32(stable)
+            .opaque(data)
+    }
+
+    /// (status, committed, verifier) of a WRITE reply.
+    async fn write(
+        h: &Harness,
+        id: u64,
+        offset: u64,
+        stable: u32,
+        data: &[u8],
+    ) -> (u32, u32, Vec<u8>) {
+        let mut r = h
+            .nfs(nfs3::WRITE, write_args(h, id, offset, stable, data))
+            .await;
+        let st = r.status();
+        r.wcc();
+        if st != 0 {
+            return (st, 0, Vec::new());
+        }
+        assert_eq!(r.u32(), data.len() as u32, "count");
+        let committed = r.u32();
+        (st, committed, vec![r.u32() as u8])
+    }
+
+    async fn commit(h: &Harness, id: u64) -> u32 {
+        let mut r = h
+            .nfs(nfs3::COMMIT, Args::new().fh(&h.fh(id)).u64(0).u32(0))
+            .await;
+        r.status()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unstable_writes_are_read_back_and_committed() {
+        let h = Harness::unlocked_with(128 << 20);
+        let f = h.create_file(h.root(), "f").await;
+        assert_eq!(write(&h, f, 0, UNSTABLE, b"first version").await.0, 0);
+        assert_eq!(write(&h, f, 0, UNSTABLE, b"SECOND").await.1, UNSTABLE);
+        assert_eq!(h.read(f, 0, 100).await, (b"SECONDversion".to_vec(), true));
+        assert_eq!(commit(&h, f).await, 0);
+        let (st, how, _) = write(&h, f, 13, FILE_SYNC, b"!").await;
+        assert_eq!((st, how), (0, FILE_SYNC));
+        assert_eq!(h.read(f, 0, 100).await.0, b"SECONDversion!");
+        assert_eq!(h.app.meter().totals().written, 13 + 6 + 1);
+        // Gaps read as zeros; a READ past the end is empty with eof.
+        assert_eq!(write(&h, f, 4096, FILE_SYNC, b"x").await.0, 0);
+        let (head, eof) = h.read(f, 100, 10).await;
+        assert_eq!((head, eof), (vec![0; 10], false));
+        assert_eq!(h.read(f, 1 << 20, 10).await, (Vec::new(), true));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn refusals() {
+        let h = Harness::locked();
+        assert_eq!(
+            write(&h, 1, 0, UNSTABLE, b"x").await.0,
+            nfsstat3::NFS3ERR_ACCES as u32
+        );
+        assert_eq!(commit(&h, 1).await, nfsstat3::NFS3ERR_ACCES as u32);
+        h.unlock();
+        assert_eq!(
+            write(&h, 1, 0, UNSTABLE, b"x").await.0,
+            nfsstat3::NFS3ERR_ISDIR as u32
+        );
+        // Payload shorter than announced, count different from the payload, bad stable_how.
+        let mut a = write_args(&h, 1, 0, UNSTABLE, b"abcd").bytes().to_vec();
+        a.truncate(a.len() - 2);
+        let r = h.nfs(nfs3::WRITE, Args::new().raw(&a)).await;
+        assert_eq!(r.accept_stat(), 4, "GARBAGE_ARGS");
+        let r = h
+            .nfs(
+                nfs3::WRITE,
+                Args::new()
+                    .fh(&h.fh(1))
+                    .u64(0)
+                    .u32(9)
+                    .u32(0)
+                    .opaque(b"abcd"),
+            )
+            .await;
+        assert_eq!(r.accept_stat(), 4);
+        let r = h.nfs(nfs3::WRITE, write_args(&h, 1, 0, 3, b"abcd")).await;
+        assert_eq!(r.accept_stat(), 4);
+        // A payload announced at 4 GiB with nothing behind it.
+        let r = h
+            .nfs(
+                nfs3::WRITE,
+                Args::new()
+                    .fh(&h.fh(1))
+                    .u64(0)
+                    .u32(u32::MAX)
+                    .u32(0)
+                    .u32(u32::MAX),
+            )
+            .await;
+        assert_eq!(r.accept_stat(), 4);
+        let f = h.create_file(h.root(), "g").await;
+        h.remove(h.root(), "g").await;
+        assert_eq!(
+            write(&h, f, 0, UNSTABLE, b"x").await.0,
+            nfsstat3::NFS3ERR_STALE as u32
+        );
+        let g = h.create_file(h.root(), "h").await;
+        assert_eq!(
+            write(&h, g, u64::MAX - 1, UNSTABLE, b"xx").await.0,
+            nfsstat3::NFS3ERR_FBIG as u32
+        );
+        h.app.test_seal().unwrap();
+        assert_eq!(
+            write(&h, g, 0, UNSTABLE, b"x").await.0,
+            nfsstat3::NFS3ERR_ROFS as u32
+        );
+        assert_eq!(commit(&h, g).await, 0, "COMMIT still answers once sealed");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_device_is_reported_by_the_next_write_or_commit() {
+        let h = Harness::unlocked();
+        let f = h.create_file(h.root(), "big").await;
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut chunk = vec![0u8; 1 << 20];
+        let mut first_error = None;
+        for i in 0..200u64 {
+            for b in chunk.iter_mut() {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                *b = state as u8;
+            }
+            let (st, _, _) = write(&h, f, i << 20, UNSTABLE, &chunk).await;
+            if st != 0 {
+                first_error = Some(st);
+                break;
+            }
+        }
+        assert_eq!(first_error, Some(nfsstat3::NFS3ERR_NOSPC as u32));
+        // Reported once; what was acknowledged before is readable.
+        assert_eq!(h.read(f, 0, 16).await.0.len(), 16);
+        assert_eq!(
+            commit(&h, f).await,
+            0,
+            "the failure was reported once already"
+        );
     }
 }
