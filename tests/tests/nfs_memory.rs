@@ -3,12 +3,13 @@
 //! hostile clients announce 2 GiB requests, send endless fragment chains, or start large
 //! requests and stall. The copies still complete byte for byte.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use odt_e2e::appliance::{Appliance, Job, Options};
 use odt_e2e::nfsclient::{manifest, nfs_cp_ok, require_clients, sha256_file};
+use odt_e2e::rpc::closed_within;
 
 const LIMIT_KIB: u64 = 256 * 1024;
 const LAST: u32 = 1 << 31;
@@ -21,20 +22,6 @@ fn random_file(path: &std::path::Path, bytes: usize, seed: u64) {
     for _ in 0..bytes >> 20 {
         rng.fill_bytes(&mut chunk);
         f.write_all(&chunk).unwrap();
-    }
-}
-
-/// True if the server closes (or resets) the connection within `limit`.
-fn closed_within(s: &mut TcpStream, limit: Duration) -> bool {
-    s.set_read_timeout(Some(limit)).unwrap();
-    let mut b = [0u8; 64];
-    match s.read(&mut b) {
-        Ok(0) => true,
-        Ok(_) => false,
-        Err(e) => !matches!(
-            e.kind(),
-            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-        ),
     }
 }
 
