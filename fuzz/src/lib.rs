@@ -15,6 +15,7 @@
 pub mod bundle;
 pub mod frame;
 pub mod journal;
+pub mod nfs_call;
 pub mod record;
 pub mod seal;
 pub mod segment;

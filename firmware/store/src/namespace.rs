@@ -203,9 +203,17 @@ pub struct Totals {
 }
 
 impl Totals {
-    /// Counts (or, with `add` false, uncounts) one inode.
+    /// Counts (or, with `add` false, uncounts) one inode. Wrapping, so adding and taking
+    /// away stay exact inverses: sparse files may add up to more than 2^64 bytes (a sum
+    /// that large wraps instead of aborting the appliance).
     fn count(&mut self, i: &Inode, add: bool) {
-        let n = |v: &mut u64, by: u64| *v = if add { *v + by } else { *v - by };
+        let n = |v: &mut u64, by: u64| {
+            *v = if add {
+                v.wrapping_add(by)
+            } else {
+                v.wrapping_sub(by)
+            }
+        };
         match i.kind {
             Kind::File => {
                 n(&mut self.files, 1);
