@@ -25,7 +25,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
@@ -33,6 +33,9 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use super::framing::{self, FramingError, HEADER};
 use super::server::{ConnState, Server};
 use crate::throttle::suppressed_note;
+
+/// Bytes read from the socket at a time for small requests (resident per active connection).
+const READ_BUFFER: usize = 4096;
 
 /// The client's side of the socket, shared by the tasks answering its requests.
 type Writer = Arc<tokio::sync::Mutex<BufWriter<OwnedWriteHalf>>>;
@@ -79,7 +82,9 @@ pub async fn serve(
     state: &Arc<ConnState>,
 ) {
     let _ = sock.set_nodelay(true);
-    let (mut reader, writer) = sock.into_split();
+    let (reader, writer) = sock.into_split();
+    // Small requests arrive whole in one read; a WRITE's payload bypasses the buffer.
+    let mut reader = BufReader::with_capacity(READ_BUFFER, reader);
     let shared = Arc::new(Shared {
         writer: Arc::new(tokio::sync::Mutex::new(BufWriter::with_capacity(
             64 * 1024,
@@ -134,7 +139,7 @@ pub async fn serve(
 /// Reads request records until the end of the stream, handing each to its own task.
 async fn receive(
     server: &Arc<Server>,
-    reader: &mut OwnedReadHalf,
+    reader: &mut BufReader<OwnedReadHalf>,
     peer: SocketAddr,
     state: &Arc<ConnState>,
     shared: &Arc<Shared>,
@@ -142,10 +147,9 @@ async fn receive(
     let limits = &server.limits;
     loop {
         // Idle: waiting for the first byte of a record costs nothing but the socket.
-        let mut first = [0u8; 1];
-        let started = match tokio::time::timeout(limits.idle_timeout, reader.read(&mut first)).await
-        {
-            Ok(Ok(0)) => return Ok(()),
+        let waiting = tokio::time::timeout(limits.idle_timeout, reader.fill_buf()).await;
+        let started = match waiting {
+            Ok(Ok([])) => return Ok(()),
             Ok(Ok(_)) => tokio::time::Instant::now(),
             Ok(Err(e)) => return Err(e.into()),
             Err(_) if shared.running.load(std::sync::atomic::Ordering::Acquire) > 0 => continue,
@@ -153,11 +157,11 @@ async fn receive(
         };
         let slow = ConnError::Slow(limits.record_timeout);
         let deadline = started + limits.record_timeout;
-        let mut rest = [0u8; 3];
-        tokio::time::timeout_at(deadline, reader.read_exact(&mut rest))
+        let mut mark = [0u8; HEADER];
+        tokio::time::timeout_at(deadline, reader.read_exact(&mut mark))
             .await
             .map_err(|_| ConnError::Slow(limits.record_timeout))??;
-        let header = u32::from_be_bytes([first[0], rest[0], rest[1], rest[2]]);
+        let header = u32::from_be_bytes(mark);
         let (last, len) = framing::split_header(header);
         if len > limits.max_record {
             return Err(FramingError::TooLarge {

@@ -108,7 +108,9 @@ impl Export {
         self.pending.drain().await
     }
 
-    /// Runs a blocking store call without stalling the async workers.
+    /// Runs a store call that may wait for the devices without stalling the async workers.
+    /// Calls that only read the namespace in memory (`getattr`, `lookup`, `readdir`) run
+    /// directly: handing the worker over would cost more than they take.
     pub fn blocking<T>(&self, f: impl FnOnce() -> T) -> T {
         tokio::task::block_in_place(f)
     }
@@ -223,11 +225,9 @@ impl Export {
     pub async fn getattr(&self, id: fileid3) -> Result<fattr3, nfsstat3> {
         let s = self.store(Need::Read)?;
         self.pending.settle(id).await;
-        self.blocking(|| {
-            s.getattr(id)
-                .map(|a| self.fattr(&a))
-                .map_err(|e| self.fail("GETATTR", Subject::Object, e, || format!("file id {id}")))
-        })
+        s.getattr(id)
+            .map(|a| self.fattr(&a))
+            .map_err(|e| self.fail("GETATTR", Subject::Object, e, || format!("file id {id}")))
     }
 
     /// The attributes of the object behind `fh`.
@@ -238,15 +238,13 @@ impl Export {
     /// Finds `name` in directory `dir`.
     pub async fn lookup(&self, dir: fileid3, name: &[u8]) -> Result<fileid3, nfsstat3> {
         let s = self.store(Need::Read)?;
-        self.blocking(|| {
-            s.lookup(dir, name).map_err(|e| {
-                // A missing directory is a stale handle; a missing name is routine.
-                let subject = match s.getattr(dir) {
-                    Ok(_) => Subject::Name,
-                    Err(_) => Subject::Object,
-                };
-                self.fail("LOOKUP", subject, e, || self.path_in(s, dir, name))
-            })
+        s.lookup(dir, name).map_err(|e| {
+            // A missing directory is a stale handle; a missing name is routine.
+            let subject = match s.getattr(dir) {
+                Ok(_) => Subject::Name,
+                Err(_) => Subject::Object,
+            };
+            self.fail("LOOKUP", subject, e, || self.path_in(s, dir, name))
         })
     }
 }

@@ -32,7 +32,7 @@ pub async fn fsstat(x: &Export, c: &Call<'_>) -> Vec<u8> {
         Err(st) => return c.failed_without_attributes(st),
     };
     let sealed = x.app.state() == State::Sealed;
-    let got = x.blocking(|| Ok::<_, odt_store::Error>((store.getattr(id)?, store.stats())));
+    let got = store.getattr(id).map(|a| (a, store.stats()));
     let (attr, st) = match got {
         Ok(v) => v,
         Err(e) => {

@@ -42,10 +42,9 @@ pub async fn readlink(x: &Export, c: &Call<'_>) -> Vec<u8> {
         Err(st) => return c.failed_without_attributes(st),
     };
     let target = match x.store(Need::Read) {
-        Ok(s) => x.blocking(|| {
-            s.readlink(id)
-                .map_err(|e| x.fail("READLINK", Subject::Object, e, || x.path_of(s, id)))
-        }),
+        Ok(s) => s
+            .readlink(id)
+            .map_err(|e| x.fail("READLINK", Subject::Object, e, || x.path_of(s, id))),
         Err(st) => Err(st),
     };
     let attr = post(x.getattr(id).await);

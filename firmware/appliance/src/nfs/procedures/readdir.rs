@@ -61,11 +61,11 @@ async fn list(x: &Export, c: &Call<'_>, plus: bool) -> Vec<u8> {
     let handle_len = x.handle_of(dir).data.len();
     let smallest = entry_size(1) + if plus { plus_size(handle_len) } else { 0 };
     let want = (budget / smallest).clamp(1, MAX_ENTRIES);
-    let listed = x.blocking(|| {
+    let listed = (|| {
         let attr = store.getattr(dir)?;
         let (entries, end) = store.readdir(dir, cookie, want)?;
-        Ok((attr, entries, end))
-    });
+        Ok::<_, odt_store::Error>((attr, entries, end))
+    })();
     let (attr, mut entries, end) = match listed {
         Ok(v) => v,
         Err(e) => {
@@ -89,7 +89,7 @@ async fn list(x: &Export, c: &Call<'_>, plus: bool) -> Vec<u8> {
         for e in &mut entries {
             if x.pending.is_running(e.attr.id) {
                 x.pending.settle(e.attr.id).await;
-                if let Ok(a) = x.blocking(|| store.getattr(e.attr.id)) {
+                if let Ok(a) = store.getattr(e.attr.id) {
                     e.attr = a;
                 }
             }

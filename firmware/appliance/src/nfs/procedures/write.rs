@@ -132,7 +132,7 @@ pub async fn write(x: &Export, xid: u32, record: Vec<u8>, args_at: usize) -> Ans
         Some(e) if e <= MAX_FILE_SIZE => e,
         _ => return failed(&c, nfsstat3::NFS3ERR_FBIG).into(),
     };
-    let attr = match x.blocking(|| store.getattr(id)) {
+    let attr = match store.getattr(id) {
         Ok(a) => a,
         Err(e) => {
             let st = x.fail("WRITE", Subject::Object, e, || format!("file id {id}"));
@@ -151,54 +151,106 @@ pub async fn write(x: &Export, xid: u32, record: Vec<u8>, args_at: usize) -> Ans
     hint.size = hint.size.max(ticket.max_end);
     hint.mtime = now();
     hint.ctime = hint.mtime;
-    let me = x.clone();
     let data = w.data;
-    let task = tokio::spawn(async move {
-        // Overlapping writes reach the store in arrival order.
-        me.pending.wait_turn(&ticket).await;
-        let m = me.clone();
-        let r = tokio::task::spawn_blocking(move || {
-            let r = if unstable {
-                store.write_unstable(id, offset, &record[data])
-            } else {
-                store.write(id, offset, &record[data])
-            };
-            r.map_err(|e| {
-                m.fail("WRITE", Subject::Object, e, || {
-                    format!("{} at byte {offset} ({count} bytes)", m.path_of(&store, id))
-                })
-            })
-        })
-        .await
-        .unwrap_or(Err(nfsstat3::NFS3ERR_SERVERFAULT));
-        if r.is_ok() {
-            me.app.meter().wrote(count as u64);
-        }
-        // An UNSTABLE write's failure waits for the file's next WRITE or COMMIT; a stable
-        // one's goes into its own reply.
-        let sticky = if unstable {
-            r.as_ref().err().copied()
-        } else {
-            None
-        };
-        me.pending.finish(ticket, sticky);
-        r
-    });
+    let job = StoreWrite {
+        x: x.clone(),
+        store,
+        id,
+        offset,
+        record,
+        data,
+        stable: !unstable,
+        ticket,
+    };
     if unstable {
+        // Behind the reply: the client sends its next request meanwhile (more writes, whose
+        // compression and encryption then overlap, or the COMMIT that waits for this one).
         let background = tokio::spawn(async move {
-            let _ = task.await;
+            let _ = job.run(Run::Pool).await;
         });
         return Answer {
             reply: write_ok(&c, hint, count, UNSTABLE, &x.verifier),
             background: Some(background),
         };
     }
-    match task.await {
-        Ok(Ok(a)) => write_ok(&c, x.fattr(&a), count, FILE_SYNC, &x.verifier),
-        Ok(Err(st)) => failed(&c, st),
-        Err(_) => failed(&c, nfsstat3::NFS3ERR_SERVERFAULT),
+    match job.run(Run::InPlace).await {
+        Ok(a) => write_ok(&c, x.fattr(&a), count, FILE_SYNC, &x.verifier),
+        Err(st) => failed(&c, st),
     }
     .into()
+}
+
+/// Where a store write runs.
+enum Run {
+    /// On the blocking pool (from a task of its own).
+    Pool,
+    /// On the current worker, handed over for the duration.
+    InPlace,
+}
+
+/// One WRITE's store write, in the order the tracker gives it.
+struct StoreWrite {
+    x: Export,
+    store: std::sync::Arc<odt_store::Store>,
+    id: u64,
+    offset: u64,
+    record: Vec<u8>,
+    data: std::ops::Range<usize>,
+    stable: bool,
+    ticket: crate::pending::Ticket,
+}
+
+impl StoreWrite {
+    async fn run(self, how: Run) -> Result<odt_store::Attr, nfsstat3> {
+        let StoreWrite {
+            x,
+            store,
+            id,
+            offset,
+            record,
+            data,
+            stable,
+            ticket,
+        } = self;
+        // Overlapping writes reach the store in arrival order.
+        x.pending.wait_turn(&ticket).await;
+        let count = data.len();
+        let write = {
+            let x = x.clone();
+            move || {
+                let bytes = &record[data];
+                let r = if stable {
+                    store.write(id, offset, bytes)
+                } else {
+                    store.write_unstable(id, offset, bytes)
+                };
+                r.map_err(|e| {
+                    x.fail("WRITE", Subject::Object, e, || {
+                        format!("{} at byte {offset} ({count} bytes)", x.path_of(&store, id))
+                    })
+                })
+            }
+        };
+        let behind_the_reply = matches!(how, Run::Pool) && !stable;
+        let r = match how {
+            Run::Pool => tokio::task::spawn_blocking(write)
+                .await
+                .unwrap_or(Err(nfsstat3::NFS3ERR_SERVERFAULT)),
+            Run::InPlace => x.blocking(write),
+        };
+        if r.is_ok() {
+            x.app.meter().wrote(count as u64);
+        }
+        // The failure of a write answered before it ran waits for the file's next WRITE or
+        // COMMIT; any other goes into its own reply.
+        let sticky = if behind_the_reply {
+            r.as_ref().err().copied()
+        } else {
+            None
+        };
+        x.pending.finish(ticket, sticky);
+        r
+    }
 }
 
 /// COMMIT.
@@ -229,7 +281,7 @@ pub async fn commit(x: &Export, c: &Call<'_>) -> Vec<u8> {
         let st = x.fail("COMMIT", Subject::Object, e, || x.path_of(&store, id));
         return failed(c, st);
     }
-    match x.blocking(|| store.getattr(id)) {
+    match store.getattr(id) {
         Ok(a) => c.status(nfsstat3::NFS3_OK, |r| {
             r.put(&wcc_data {
                 before: pre_op_attr::Void,
