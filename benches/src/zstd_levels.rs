@@ -121,13 +121,13 @@ fn main() -> Result<()> {
 /// and saves in time, at the store's level: every piece compressed as the store would
 /// without the probe, then with it.
 fn probe(pieces: &[&[u8]], input: usize) -> Result<()> {
-    let mut c = zstd::bulk::Compressor::new(odt_store::record::ZSTD_LEVEL)?;
+    let mut c = zstd::bulk::Compressor::new(odt_store::format::record::ZSTD_LEVEL)?;
     let mut out = Vec::with_capacity(zstd::zstd_safe::compress_bound(BLOCK));
     let mut run = |use_probe: bool| -> Result<(usize, usize, f64)> {
         let (mut stored, mut skipped) = (0usize, 0usize);
         let t = Instant::now();
         for p in pieces {
-            if use_probe && !odt_store::record::worth_compressing(p) {
+            if use_probe && !odt_store::format::record::worth_compressing(p) {
                 skipped += 1;
                 stored += p.len();
                 continue;
@@ -146,7 +146,7 @@ fn probe(pieces: &[&[u8]], input: usize) -> Result<()> {
     println!(
         "\nIncompressibility probe at level {}: stored / input {:.4} without, {:.4} with \
          ({:+.3} % bytes stored), {skipped} of {} pieces skipped, {:.2} s -> {:.2} s",
-        odt_store::record::ZSTD_LEVEL,
+        odt_store::format::record::ZSTD_LEVEL,
         without as f64 / input as f64,
         with as f64 / input as f64,
         (with as f64 / without as f64 - 1.0) * 100.0,

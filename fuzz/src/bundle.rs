@@ -8,7 +8,7 @@
 //! - `parse_descriptor`: the references, written back as a minimal OVF envelope (attribute
 //!   values escaped), parse to themselves.
 
-use odt_store::bundle::{MfEntry, Reference, parse_descriptor, parse_mf};
+use odt_store::trip::bundle::{MfEntry, Reference, parse_descriptor, parse_mf};
 
 pub fn run(data: &[u8]) {
     let text = String::from_utf8_lossy(data);

@@ -13,8 +13,8 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use odt_store::job::{Job, JobDevice, JobSet};
-use odt_store::provision::{self, Options};
+use odt_store::trip::job::{Job, JobDevice, JobSet};
+use odt_store::trip::provision::{self, Options};
 use odt_store::{Access, Locked, Store};
 
 const MIB: usize = 1 << 20;
@@ -151,9 +151,9 @@ fn main() -> anyhow::Result<()> {
     let job_dir = out.join("job");
     fs::create_dir_all(&job_dir)?;
     let identity = age::x25519::Identity::generate();
-    odt_store::job::write_secret_file(
+    odt_store::trip::job::write_secret_file(
         &Job::identity_path(&job_dir),
-        odt_store::keys::identity_file_text(&identity).as_bytes(),
+        odt_store::crypto::keys::identity_file_text(&identity).as_bytes(),
     )?;
     let dev = out.join("dev0.img");
     let size = (gib + 2) * (1 << 30) * 12 / 10;
@@ -193,7 +193,7 @@ fn main() -> anyhow::Result<()> {
     let secrets = locked.secrets_from_identity(&identity)?;
     let store = locked.unlock(secrets, Access::ReadWrite)?;
     copy_into(&store, store.root(), &tree)?;
-    let sealed = odt_store::seal::seal(&store, vec![])?;
+    let sealed = odt_store::trip::seal::seal(&store, vec![])?;
     drop(store);
     println!("seal code {}", sealed.code);
     println!("tree:   {}", tree.display());

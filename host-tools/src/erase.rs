@@ -6,14 +6,14 @@
 //! `--overwrite` then writes zeros over the whole device except the erased marker.
 //!
 //! Safety: without `--force`, erase needs the complete set and an ingest receipt on device
-//! 1 that names this set and says nothing was quarantined ([`odt_store::receipt`]).
+//! 1 that names this set and says nothing was quarantined ([`odt_store::trip::receipt`]).
 
 use std::path::PathBuf;
 
 use indicatif::ProgressBar;
 use odt_store::device::Device;
-use odt_store::receipt::Receipt;
-use odt_store::superblock::{JOURNAL_START, SLOT, Superblock};
+use odt_store::format::superblock::{JOURNAL_START, SLOT, Superblock};
+use odt_store::trip::receipt::Receipt;
 use serde::Serialize;
 
 /// What to erase.

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use odt_store::job::Job;
+use odt_store::trip::job::Job;
 use odt_store::{Access, Error, Locked, Store};
 
 /// Reads the job and the devices' superblocks (read-only) and checks they belong together.
@@ -59,18 +59,18 @@ pub enum SealState {
     /// Signature, seal code, log ends and journal all check out.
     Intact {
         code: String,
-        record: odt_store::seal::SealRecord,
+        record: odt_store::format::seal_record::SealRecord,
     },
     /// A seal record exists but something does not check out.
     Broken { why: String },
 }
 
-/// Runs the courier's check ([`odt_store::seal::check`]) and tells an unsealed set from a
+/// Runs the courier's check ([`odt_store::trip::seal::check`]) and tells an unsealed set from a
 /// broken seal.
 pub fn seal_state(devices: &[PathBuf], job_dir: &Path, locked: &Locked) -> SealState {
     let mut any = false;
     for (d, sb) in locked.devices().iter().zip(locked.superblocks()) {
-        match odt_store::seal::read(d, sb) {
+        match odt_store::format::seal_record::read(d, sb) {
             Ok(Some(_)) => any = true,
             Ok(None) => {}
             Err(e) => return SealState::Broken { why: e.to_string() },
@@ -79,11 +79,12 @@ pub fn seal_state(devices: &[PathBuf], job_dir: &Path, locked: &Locked) -> SealS
     if !any {
         return SealState::Unsealed;
     }
-    let report = match odt_store::seal::check(devices, job_dir, None) {
+    let report = match odt_store::trip::seal::check(devices, job_dir, None) {
         Ok(r) => r,
         Err(e) => return SealState::Broken { why: e.to_string() },
     };
-    let record = odt_store::seal::read(&locked.devices()[0], &locked.superblocks()[0]);
+    let record =
+        odt_store::format::seal_record::read(&locked.devices()[0], &locked.superblocks()[0]);
     match (report.intact, report.seal_code, record) {
         (true, Some(code), Ok(Some(signed))) => SealState::Intact {
             code,
@@ -100,7 +101,9 @@ pub fn seal_state(devices: &[PathBuf], job_dir: &Path, locked: &Locked) -> SealS
 /// The per-file BLAKE3 roots the seal journaled, by file id (`None` if not sealed).
 pub fn sealed_roots(store: &Store) -> Option<std::collections::HashMap<u64, [u8; 32]>> {
     store.with_namespace(|ns| match &ns.seal {
-        Some(odt_store::journal::Op::Seal { roots, .. }) => Some(roots.iter().copied().collect()),
+        Some(odt_store::format::journal::Op::Seal { roots, .. }) => {
+            Some(roots.iter().copied().collect())
+        }
         _ => None,
     })
 }

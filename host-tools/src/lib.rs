@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand};
 
 pub mod cmd;
-pub mod control;
+pub mod control_client;
 pub mod erase;
 pub mod ingest;
 pub mod job_devices;

@@ -9,11 +9,12 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use indicatif::ProgressBar;
+use odt_store::Damage;
 use odt_store::device::Device;
-use odt_store::journal::Kind;
-use odt_store::segment;
-use odt_store::superblock::Superblock;
-use odt_store::verify::{Damage, Problem, check_files, check_log};
+use odt_store::format::journal::Kind;
+use odt_store::format::segment;
+use odt_store::format::superblock::Superblock;
+use odt_store::trip::verify::{Problem, check_files, check_log};
 use serde::Serialize;
 
 use crate::job_devices::SealState;
@@ -211,24 +212,25 @@ pub fn run(
         None => (0, 0),
     };
     let bar = progress(log_estimate + stored);
-    let results: Vec<(odt_store::verify::LogSummary, Vec<Problem>)> = std::thread::scope(|s| {
-        let handles: Vec<_> = devs
-            .iter()
-            .zip(&sbs)
-            .map(|(d, sb)| {
-                let bar = &bar;
-                let tail = sealed_record
-                    .as_ref()
-                    .and_then(|r| r.devices.get(sb.device_index as usize))
-                    .map(|sd| sd.tail);
-                s.spawn(move || check_log(d, sb, tail, &mut |n| bar.inc(n)))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("log check thread panicked"))
-            .collect()
-    });
+    let results: Vec<(odt_store::trip::verify::LogSummary, Vec<Problem>)> =
+        std::thread::scope(|s| {
+            let handles: Vec<_> = devs
+                .iter()
+                .zip(&sbs)
+                .map(|(d, sb)| {
+                    let bar = &bar;
+                    let tail = sealed_record
+                        .as_ref()
+                        .and_then(|r| r.devices.get(sb.device_index as usize))
+                        .map(|sd| sd.tail);
+                    s.spawn(move || check_log(d, sb, tail, &mut |n| bar.inc(n)))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("log check thread panicked"))
+                .collect()
+        });
     let devices: Vec<DeviceCheck> = results
         .into_iter()
         .zip(devs.iter().zip(&sbs))
@@ -287,9 +289,9 @@ pub fn run(
 /// them with what the seal journaled and signed. Returns one sentence per mismatch.
 fn sealed_manifest_check(
     store: &odt_store::Store,
-    rec: &odt_store::seal::SealRecord,
+    rec: &odt_store::format::seal_record::SealRecord,
 ) -> Result<Vec<String>, odt_store::Error> {
-    let m = odt_store::manifest::build(store)?;
+    let m = odt_store::trip::manifest::build(store)?;
     let mut problems = Vec::new();
     if let Some(roots) = crate::job_devices::sealed_roots(store) {
         for f in m.files.iter().filter(|f| f.kind == Kind::File) {

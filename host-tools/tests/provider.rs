@@ -461,7 +461,11 @@ fn wrong_identity_and_wrong_job_are_clear_errors() {
     let key = setup.job.join("ingest.key");
     std::fs::remove_file(&key).unwrap();
     let other = age::x25519::Identity::generate();
-    std::fs::write(&key, odt_store::keys::identity_file_text(&other).as_bytes()).unwrap();
+    std::fs::write(
+        &key,
+        odt_store::crypto::keys::identity_file_text(&other).as_bytes(),
+    )
+    .unwrap();
     let ds = setup.dir.path().join("ds");
     let o = setup.ingest(&ds, &[]);
     assert_eq!(common::code(&o), 1);

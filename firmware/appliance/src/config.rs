@@ -189,10 +189,10 @@ impl Settings {
         })?;
         let listen = parse_addr("NFS listen", &listen, NFS_PORT)?;
         let control = match flags.control.or(file.control) {
-            Some(c) => parse_addr("control", &c, odt_store::control::DEFAULT_PORT)?,
+            Some(c) => parse_addr("control", &c, odt_store::trip::control_api::DEFAULT_PORT)?,
             None => SocketAddr::new(
                 IpAddr::V4(Ipv4Addr::LOCALHOST),
-                odt_store::control::DEFAULT_PORT,
+                odt_store::trip::control_api::DEFAULT_PORT,
             ),
         };
         let allow = if flags.allow.is_empty() {

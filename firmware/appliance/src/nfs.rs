@@ -31,8 +31,8 @@ use nfsserve::nfs::{
 };
 use nfsserve::vfs::{DirEntry, NFSFileSystem, ReadDirResult, VFSCapabilities};
 use odt_store::Store;
-use odt_store::control::State;
-use odt_store::journal::{AttrChange, Kind, Time};
+use odt_store::format::journal::{AttrChange, Kind, Time};
+use odt_store::trip::control_api::State;
 
 use crate::handles::Handles;
 use crate::nfsstat::{Subject, is_routine, status_of};
@@ -149,7 +149,7 @@ impl Export {
                 handles,
                 throttle: Throttle::new(LOG_WINDOW),
                 pending,
-                verifier: odt_store::keys::random_u64().to_be_bytes(),
+                verifier: odt_store::crypto::keys::random_u64().to_be_bytes(),
             }),
         }
     }
@@ -272,7 +272,7 @@ impl NFSFileSystem for Export {
     }
 
     fn root_dir(&self) -> fileid3 {
-        odt_store::namespace::ROOT
+        odt_store::engine::namespace::ROOT
     }
 
     async fn lookup(&self, dirid: fileid3, filename: &filename3) -> Result<fileid3, nfsstat3> {

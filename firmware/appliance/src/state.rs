@@ -17,10 +17,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use odt_store::control::{
+use odt_store::crypto::keys::UnlockCode;
+use odt_store::trip::control_api::{
     CHALLENGE_LEN, ControlKey, Op, State, StatusReport, StoreReport, UnlockReport,
 };
-use odt_store::keys::UnlockCode;
 use odt_store::{Access, Locked, Store};
 
 use crate::meter::Meter;
@@ -204,6 +204,7 @@ impl Appliance {
         };
         match locked.unlock(secrets, Access::ReadWrite) {
             Ok(store) => {
+                odt_store::trip::bundle_digests::attach(&store);
                 let _ = self.store.set(Arc::new(store));
                 let _ = self.key.set(key);
                 Ok(self.unlock_report(false))
@@ -291,9 +292,9 @@ impl Appliance {
 
     /// The customer's seal: bundle check, then (unless refused) the signed seal record and a
     /// read-only export (blocks: flushes, reads back what was not hashed on the way in).
-    pub fn seal(&self, force: bool) -> Result<odt_store::seal::SealOutcome, StateError> {
+    pub fn seal(&self, force: bool) -> Result<odt_store::trip::seal::SealOutcome, StateError> {
         let store = self.store.get().ok_or(StateError::Locked)?;
-        odt_store::seal::check_and_seal(store, force).map_err(|source| StateError::Store {
+        odt_store::trip::seal::check_and_seal(store, force).map_err(|source| StateError::Store {
             what: if matches!(source, odt_store::Error::ReadOnly) {
                 "the seal (the appliance is already sealed)"
             } else {
@@ -305,15 +306,15 @@ impl Appliance {
     }
 
     /// The bundle check alone.
-    pub fn bundles(&self) -> Result<odt_store::bundle::BundleReport, StateError> {
+    pub fn bundles(&self) -> Result<odt_store::trip::bundle::BundleReport, StateError> {
         let store = self.store.get().ok_or(StateError::Locked)?;
-        odt_store::bundle::check(store, odt_store::journal::Time::now()).map_err(|source| {
-            StateError::Store {
+        odt_store::trip::bundle::check(store, odt_store::format::journal::Time::now()).map_err(
+            |source| StateError::Store {
                 what: "the bundle check",
                 devices: show(&self.devices),
                 source,
-            }
-        })
+            },
+        )
     }
 
     /// Test hook: turns the export read-only as a seal will (no seal record is written).
@@ -349,7 +350,7 @@ impl std::fmt::Debug for Appliance {
 mod tests {
     use super::*;
     use crate::testutil::Fixture;
-    use odt_store::control::new_challenge;
+    use odt_store::trip::control_api::new_challenge;
 
     #[test]
     fn locked_then_unlocked_then_sealed() {

@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use odt_store::keys::UnlockCode;
-use odt_store::provision::{self, Options};
+use odt_store::crypto::keys::UnlockCode;
+use odt_store::trip::provision::{self, Options};
 
 use crate::framing::HEADER;
 use crate::rpc::CallHeader;

@@ -34,7 +34,7 @@ fn write_read_reopen() {
     assert_eq!(back, data);
     let g = s.lookup(d, b"log.txt").unwrap();
     assert_eq!(s.read(g, 0, text.len() as u32).unwrap().0, text);
-    let m = odt_store::manifest::build(&s).unwrap();
+    let m = odt_store::trip::manifest::build(&s).unwrap();
     let fm = m.files.iter().find(|e| e.path == b"vm1/disk.vmdk").unwrap();
     assert_eq!(fm.blake3, *blake3::hash(&data).as_bytes());
 }
@@ -45,12 +45,12 @@ fn truncate_then_extend_reads_zeros() {
     let s = fx.open();
     let f = s.create(s.root(), b"f", 0o644).unwrap();
     s.write(f.id, 0, &pattern(3, 2 * MIB as usize)).unwrap();
-    let shrink = odt_store::journal::AttrChange {
+    let shrink = odt_store::format::journal::AttrChange {
         size: Some(1000),
         ..Default::default()
     };
     s.setattr(f.id, shrink).unwrap();
-    let grow = odt_store::journal::AttrChange {
+    let grow = odt_store::format::journal::AttrChange {
         size: Some(2 * MIB),
         ..Default::default()
     };
@@ -65,7 +65,7 @@ fn a_truncate_to_the_current_size_journals_nothing_but_is_durable() {
     let fx = Fixture::new(1, 64 * MIB);
     let s = fx.open();
     let f = s.create(s.root(), b"f", 0o644).unwrap();
-    let same = |n: u64| odt_store::journal::AttrChange {
+    let same = |n: u64| odt_store::format::journal::AttrChange {
         size: Some(n),
         ..Default::default()
     };

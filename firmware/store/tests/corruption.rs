@@ -7,9 +7,9 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use common::*;
-use odt_store::journal::Loc;
-use odt_store::superblock::JOURNAL_START;
-use odt_store::verify::{check_files, check_log};
+use odt_store::format::journal::Loc;
+use odt_store::format::superblock::JOURNAL_START;
+use odt_store::trip::verify::{check_files, check_log};
 use odt_store::{Access, Error, Locked, Store};
 use rand::{Rng, SeedableRng};
 
@@ -169,10 +169,10 @@ fn batches(path: &Path, end: u64) -> Vec<(u64, u64)> {
     let mut out = Vec::new();
     let mut pos = 0u64;
     while pos < end {
-        let h = odt_store::journal::BatchHeader::decode(&read_at(
+        let h = odt_store::format::journal::BatchHeader::decode(&read_at(
             path,
             JOURNAL_START + pos,
-            odt_store::journal::BATCH_HEADER,
+            odt_store::format::journal::BATCH_HEADER,
         ))
         .expect("batch header");
         out.push((JOURNAL_START + pos, h.total_len() as u64));
@@ -371,7 +371,7 @@ fn bad_devices_and_keys_get_clear_errors() {
     let fx = Fixture::new(2, 32 * MIB);
     // Wrong unlock code and wrong ingest identity.
     let l = Locked::open(&fx.paths, Access::ReadOnly).unwrap();
-    let wrong: odt_store::keys::UnlockCode = "AAAAA-BBBBB-CCCCC-DDDDD".parse().unwrap();
+    let wrong: odt_store::crypto::keys::UnlockCode = "AAAAA-BBBBB-CCCCC-DDDDD".parse().unwrap();
     assert!(matches!(
         l.secrets_from_code(&wrong),
         Err(Error::WrongKey(_))

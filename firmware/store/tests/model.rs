@@ -5,7 +5,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::*;
-use odt_store::journal::AttrChange;
+use odt_store::format::journal::AttrChange;
 use odt_store::{Error, Store};
 use proptest::prelude::*;
 
@@ -117,9 +117,12 @@ fn check_all(s: &Store, model: &BTreeMap<u8, Vec<u8>>) {
         "bytes in stats"
     );
     s.with_namespace(|ns| {
-        assert_eq!(ns.totals(), odt_store::namespace::Totals::of(ns.inodes()));
+        assert_eq!(
+            ns.totals(),
+            odt_store::engine::namespace::Totals::of(ns.inodes())
+        );
     });
-    let m = odt_store::manifest::build(s).unwrap();
+    let m = odt_store::trip::manifest::build(s).unwrap();
     for n in 0..NAMES {
         if let Some(want) = model.get(&n) {
             let (d, name) = place(s, n);

@@ -17,7 +17,7 @@ use rustix::io::Errno;
 
 use super::error::IngestError;
 use super::plan::{STATE_DIR, rel_display};
-use odt_store::journal::Time;
+use odt_store::format::journal::Time;
 
 /// Subdirectory of the state directory holding files being written.
 const TMP_DIR: &str = "tmp";

@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use indicatif::ProgressBar;
 use odt_store::device::Device;
-use odt_store::receipt::Receipt;
+use odt_store::trip::receipt::Receipt;
 
 use crate::job_devices::SealState;
 use datastore::{Datastore, Existing};

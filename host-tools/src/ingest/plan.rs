@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 
-use odt_store::journal::{Kind, Time};
-use odt_store::namespace::{Namespace, ROOT};
+use odt_store::engine::namespace::{Namespace, ROOT};
+use odt_store::format::journal::{Kind, Time};
 use serde::Serialize;
 
 use super::safe_path::{self, Verdict};
@@ -188,7 +188,7 @@ pub fn rel_display(rel: &[OsString]) -> String {
     parts.join("/")
 }
 
-fn fingerprint(i: &odt_store::namespace::Inode) -> [u8; 32] {
+fn fingerprint(i: &odt_store::engine::namespace::Inode) -> [u8; 32] {
     let mut h = blake3::Hasher::new_derive_key("odt 2026 ingest file fingerprint");
     h.update(&i.id.to_le_bytes());
     h.update(&i.size.to_le_bytes());
@@ -443,7 +443,7 @@ pub fn file_name(rel: &[OsString]) -> &OsStr {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use odt_store::journal::{Loc, Op};
+    use odt_store::format::journal::{Loc, Op};
 
     fn create(ns: &mut Namespace, parent: u64, name: &[u8], kind: Kind, target: &[u8]) -> u64 {
         let id = ns.next_id();

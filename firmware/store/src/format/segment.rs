@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::frame;
+use crate::format::frame;
 
 /// Size of the header block and of the footer block.
 pub const BLOCK: u64 = 4096;

@@ -10,10 +10,10 @@ use blake3::hazmat::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::engine::Store;
+use crate::engine::namespace::{BLOCK, Inode};
 use crate::error::Result;
-use crate::journal::{Kind, Time};
-use crate::namespace::{BLOCK, Inode};
-use crate::store::Store;
+use crate::format::journal::{Kind, Time};
 
 /// One file's manifest entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,7 +57,12 @@ impl Manifest {
 pub fn build(store: &Store) -> Result<Manifest> {
     let entries: Vec<(Inode, Vec<u8>)> = store.with_namespace(|ns| {
         ns.inodes()
-            .filter(|i| i.id != ns.get(crate::namespace::ROOT).map(|r| r.id).unwrap_or(0))
+            .filter(|i| {
+                i.id != ns
+                    .get(crate::engine::namespace::ROOT)
+                    .map(|r| r.id)
+                    .unwrap_or(0)
+            })
             .map(|i| (i.clone(), ns.path(i.id)))
             .collect()
     });

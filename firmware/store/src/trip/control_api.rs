@@ -25,7 +25,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
-use crate::keys::UnlockCode;
+use crate::crypto::keys::UnlockCode;
 
 /// Version of the control protocol spoken by this build.
 pub const PROTOCOL: u32 = 1;
@@ -107,7 +107,7 @@ pub enum Response {
     /// State and counters.
     Status(StatusReport),
     /// The bundle check.
-    Bundles(crate::bundle::BundleReport),
+    Bundles(crate::trip::bundle::BundleReport),
     /// The appliance is sealed.
     Sealed(SealReply),
     /// The seal was refused: bundles have errors.
@@ -115,7 +115,7 @@ pub enum Response {
         /// What to do about it.
         reason: String,
         /// The check that found the errors.
-        bundles: crate::bundle::BundleReport,
+        bundles: crate::trip::bundle::BundleReport,
     },
     /// The request failed.
     Error(ErrorReply),
@@ -135,7 +135,7 @@ pub struct SealReply {
     /// When, in Unix seconds.
     pub sealed_unix: i64,
     /// The bundle check done before sealing.
-    pub bundles: crate::bundle::BundleReport,
+    pub bundles: crate::trip::bundle::BundleReport,
 }
 
 /// Life-cycle state of the appliance.
@@ -319,7 +319,7 @@ impl ControlKey {
 /// A fresh random challenge.
 pub fn new_challenge() -> [u8; CHALLENGE_LEN] {
     let mut c = [0u8; CHALLENGE_LEN];
-    crate::keys::random_bytes(&mut c);
+    crate::crypto::keys::random_bytes(&mut c);
     c
 }
 

@@ -12,7 +12,7 @@
 //! generation fails its tag. The CRC lets a keyless pass (and crash recovery) tell a whole
 //! record from a torn or rotten one.
 
-use crate::cipher::{Cipher, SessionKey, TAG_LEN};
+use crate::crypto::cipher::{Cipher, SessionKey, TAG_LEN};
 
 /// Size of the record header.
 pub const HEADER_LEN: usize = 64;
@@ -348,7 +348,7 @@ pub fn open_into(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cipher::Purpose;
+    use crate::crypto::cipher::Purpose;
 
     fn binding() -> Binding {
         Binding {
@@ -375,7 +375,7 @@ mod tests {
         assert!(h.compressed);
         assert_eq!(p, text);
         let mut rnd = vec![0u8; 65536];
-        crate::keys::random_bytes(&mut rnd);
+        crate::crypto::keys::random_bytes(&mut rnd);
         let r = build(&key, Cipher::Aes256Gcm, &binding(), &rnd);
         let (h, p) = open(&key, &r).unwrap();
         assert!(!h.compressed);
@@ -466,7 +466,7 @@ mod tests {
             .copied()
             .collect();
         let mut rnd = vec![0u8; 4097];
-        crate::keys::random_bytes(&mut rnd);
+        crate::crypto::keys::random_bytes(&mut rnd);
         for plain in [&text[..], &rnd[..]] {
             let r = build(&key, Cipher::Aes256Gcm, &binding(), plain);
             let (h0, p0) = open(&key, &r).unwrap();

@@ -12,7 +12,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::cipher::{Cipher, SessionKey};
+use crate::crypto::cipher::{Cipher, SessionKey};
+use crate::device::Device;
+use crate::error::Result;
+use crate::format::superblock::JOURNAL_START;
 
 /// Bytes of a batch header.
 pub const BATCH_HEADER: usize = 40;
@@ -239,7 +242,7 @@ pub fn build_batch(
         seq,
         session,
         counter,
-        payload_len: (framed.len() + crate::cipher::TAG_LEN) as u32,
+        payload_len: (framed.len() + crate::crypto::cipher::TAG_LEN) as u32,
         crc: 0,
     };
     let aad = h.encode_aad();
@@ -302,10 +305,22 @@ fn decode_plain(body: &[u8]) -> Result<(Tails, Vec<Op>), BatchError> {
     Ok((tails, ops))
 }
 
+/// BLAKE3 of the journal bytes `[0, end)` on device 0 (what the seal record pins).
+pub fn hash(dev0: &Device, end: u64) -> Result<[u8; 32]> {
+    let mut h = blake3::Hasher::new();
+    let mut at = 0;
+    while at < end {
+        let n = (end - at).min(8 << 20);
+        h.update(&dev0.read_vec(JOURNAL_START + at, n as usize)?);
+        at += n;
+    }
+    Ok(*h.finalize().as_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cipher::Purpose;
+    use crate::crypto::cipher::Purpose;
 
     #[test]
     fn batch_roundtrip_and_tamper() {

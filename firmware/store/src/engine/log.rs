@@ -8,11 +8,11 @@
 
 use std::sync::Arc;
 
-use crate::aligned::{ALIGN, AlignedBuf};
 use crate::device::Device;
+use crate::device::aligned::{ALIGN, AlignedBuf};
 use crate::error::{Error, Result};
-use crate::segment::{self, SegmentFooter, SegmentHeader};
-use crate::superblock::Superblock;
+use crate::format::segment::{self, SegmentFooter, SegmentHeader};
+use crate::format::superblock::Superblock;
 
 /// Room a fresh staging buffer is allocated with: the most one group commit carries (the
 /// store's queue bound of 32 MiB plus a write), so buffers are allocated once and then

@@ -15,10 +15,10 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::cipher::Cipher;
+use crate::crypto::cipher::Cipher;
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::frame;
+use crate::format::frame;
 
 /// On-disk format version this build reads and writes.
 pub const FORMAT_VERSION: u32 = 1;

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::cipher::Cipher;
+use crate::crypto::cipher::Cipher;
 use crate::error::{Error, Result};
 
 /// File name of the job description inside a job directory.
@@ -89,7 +89,7 @@ impl Job {
             path: p.clone(),
             source: e,
         })?);
-        crate::keys::parse_identity(&text)
+        crate::crypto::keys::parse_identity(&text)
     }
 
     /// The signing key recorded at provisioning.

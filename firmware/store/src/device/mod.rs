@@ -9,14 +9,16 @@
 //! system refuses `O_DIRECT` (tmpfs) or an alignment, writes go through the page cache.
 //! Either way `fdatasync` on the main descriptor makes them durable (same file).
 
+pub mod aligned;
+
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::aligned::ALIGN;
 use crate::error::{Error, Result};
+use aligned::ALIGN;
 
 /// Whether a writable device may use `O_DIRECT` for the log's aligned writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -239,7 +241,7 @@ impl Device {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aligned::AlignedBuf;
+    use crate::device::aligned::AlignedBuf;
 
     fn image(dir: &Path, name: &str) -> PathBuf {
         let p = dir.join(name);

@@ -1,5 +1,5 @@
 //! Client of the appliance's control API (protocol and authentication in
-//! [`odt_store::control`]): connect, read the hello, send one request, read one response.
+//! [`odt_store::trip::control_api`]): connect, read the hello, send one request, read one response.
 
 use std::io::{BufRead, BufReader, IsTerminal, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use odt_store::control::{self, ControlKey, Hello, Op, PROTOCOL, Request, Response};
-use odt_store::keys::UnlockCode;
+use odt_store::crypto::keys::UnlockCode;
+use odt_store::trip::control_api::{self, ControlKey, Hello, Op, PROTOCOL, Request, Response};
 use zeroize::Zeroizing;
 
 /// Time to connect to the appliance.
@@ -37,17 +37,17 @@ pub fn with_default_port(addr: &str) -> String {
         return a.to_string();
     }
     if a.parse::<std::net::Ipv6Addr>().is_ok() {
-        return format!("[{a}]:{}", control::DEFAULT_PORT);
+        return format!("[{a}]:{}", control_api::DEFAULT_PORT);
     }
     if a.starts_with('[') && a.ends_with(']') {
-        return format!("{a}:{}", control::DEFAULT_PORT);
+        return format!("{a}:{}", control_api::DEFAULT_PORT);
     }
     if a.rsplit_once(':')
         .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
     {
         return a.to_string();
     }
-    format!("{a}:{}", control::DEFAULT_PORT)
+    format!("{a}:{}", control_api::DEFAULT_PORT)
 }
 
 /// Sends `op` to the appliance at `addr`, authenticated with `key` when given.
@@ -66,7 +66,7 @@ pub fn call(addr: &str, op: Op, key: Option<&ControlKey>) -> anyhow::Result<Resp
     })?;
     sock.set_read_timeout(Some(ANSWER_TIMEOUT))?;
     sock.set_write_timeout(Some(CONNECT_TIMEOUT))?;
-    let mut reader = BufReader::new(sock.try_clone()?).take(control::MAX_LINE as u64 * 4);
+    let mut reader = BufReader::new(sock.try_clone()?).take(control_api::MAX_LINE as u64 * 4);
     let mut line = String::new();
     reader
         .read_line(&mut line)
@@ -80,7 +80,7 @@ pub fn call(addr: &str, op: Op, key: Option<&ControlKey>) -> anyhow::Result<Resp
             hello.protocol
         );
     }
-    let challenge = control::parse_challenge(&hello.challenge)
+    let challenge = control_api::parse_challenge(&hello.challenge)
         .with_context(|| format!("{target} sent a malformed challenge"))?;
     let mac = key.map(|k| hex::encode(k.mac(&challenge, &op)));
     let req = Request { op, mac };

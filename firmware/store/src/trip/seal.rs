@@ -1,165 +1,23 @@
-//! The seal: a record signed with the device key that pins everything on the devices — the
-//! log's end and segment chain head on every device, the journal's end and hash (which covers
-//! every name, attribute, extent and the per-file BLAKE3 roots), the manifest root — and the
-//! short **seal code** derived from it, for the label and for the provider.
-//!
-//! The record is stored in clear (it holds no names and no data) in both seal slots of every
-//! device, so the courier's check needs no key and reads no file data: [`check`].
+//! The seal: the customer's last step (every VM bundle checked, then the store closed under a
+//! signed record, see [`crate::format::seal_record`]) and the courier's check of it, which
+//! needs no key and reads no file data: [`check`].
 
 use std::path::{Path, PathBuf};
 
-use ed25519_dalek::{Signature, Signer, Verifier, VerifyingKey};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::device::Device;
+use crate::engine::log::read_footer;
+use crate::engine::{Access, Locked, Store};
 use crate::error::{Error, Result};
-use crate::frame;
-use crate::job::Job;
-use crate::journal::{Kind, Op, SealedBundle, Time};
-use crate::log::read_footer;
-use crate::manifest;
-use crate::segment;
-use crate::store::{Access, Locked, Store, is_zero};
-use crate::superblock::{JOURNAL_START, SLOT, Superblock};
-
-const MAGIC: &[u8; 8] = b"ODTSEAL1";
-const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
-
-/// What the seal pins on one device.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SealedDevice {
-    /// 1-based position in the set.
-    pub index: u32,
-    /// End of the log (0 = nothing written).
-    pub tail: u64,
-    /// Hash of the last segment footer.
-    pub chain_head: [u8; 32],
-}
-
-/// The signed content of the seal.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SealRecord {
-    pub version: u32,
-    pub job_id: String,
-    pub set_id: u64,
-    pub devices: Vec<SealedDevice>,
-    pub journal_end: u64,
-    /// BLAKE3 of the journal bytes `[0, journal_end)`.
-    pub journal_hash: [u8; 32],
-    pub manifest_root: [u8; 32],
-    pub files: u64,
-    pub dirs: u64,
-    pub bytes: u64,
-    pub bundles: u32,
-    pub sealed: Time,
-}
-
-/// The record with its Ed25519 signature, as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SignedSeal {
-    pub record: SealRecord,
-    pub signature: Vec<u8>,
-}
-
-impl SignedSeal {
-    fn encode(&self) -> Vec<u8> {
-        frame::encode(MAGIC, &postcard::to_stdvec(self).expect("seal serialises"))
-    }
-
-    /// The seal code: 60 bits of a hash of the record and its signature, as three groups of
-    /// four Crockford base32 characters (`7K2Q-DM9X-TA04`).
-    pub fn code(&self) -> String {
-        let mut h = blake3::Hasher::new_derive_key("odt 2026 seal code");
-        h.update(&postcard::to_stdvec(&self.record).unwrap());
-        h.update(&self.signature);
-        let d = h.finalize();
-        let v = u64::from_le_bytes(d.as_bytes()[..8].try_into().unwrap());
-        let mut s = String::with_capacity(14);
-        for i in 0..12 {
-            if i > 0 && i % 4 == 0 {
-                s.push('-');
-            }
-            s.push(CROCKFORD[((v >> (i * 5)) & 31) as usize] as char);
-        }
-        s
-    }
-
-    /// Checks the signature against `key`.
-    pub fn verify(&self, key: &[u8; 32]) -> bool {
-        let Ok(vk) = VerifyingKey::from_bytes(key) else {
-            return false;
-        };
-        let Ok(sig) = Signature::from_slice(&self.signature) else {
-            return false;
-        };
-        vk.verify(&postcard::to_stdvec(&self.record).unwrap(), &sig)
-            .is_ok()
-    }
-}
-
-/// Normalises a seal code typed by a person (case, separators, I/L→1, O→0).
-pub fn normalise_code(s: &str) -> String {
-    let mut out = String::new();
-    for c in s.chars() {
-        let c = match c.to_ascii_uppercase() {
-            'I' | 'L' => '1',
-            'O' => '0',
-            c if c.is_ascii_alphanumeric() => c,
-            _ => continue,
-        };
-        if !out.is_empty() && out.chars().filter(|c| *c != '-').count() % 4 == 0 {
-            out.push('-');
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// A finished seal.
-#[derive(Debug, Clone)]
-pub struct Sealed {
-    pub seal: SignedSeal,
-    pub code: String,
-}
-
-/// Reads a device's seal record: `None` if it was never sealed. Both copies must agree.
-pub fn read(dev: &Device, sb: &Superblock) -> Result<Option<SignedSeal>> {
-    let mut found: Vec<Option<SignedSeal>> = Vec::new();
-    for at in sb.seal_slots() {
-        let b = dev.read_vec(at, SLOT as usize)?;
-        if is_zero(&b) {
-            found.push(None);
-            continue;
-        }
-        let payload = frame::decode(MAGIC, &b).map_err(|e| {
-            Error::corrupt(
-                "seal record",
-                dev.path(),
-                at,
-                format!("{e}: the seal record was altered or damaged"),
-            )
-        })?;
-        let s: SignedSeal = postcard::from_bytes(payload).map_err(|e| {
-            Error::corrupt(
-                "seal record",
-                dev.path(),
-                at,
-                format!("does not decode: {e}"),
-            )
-        })?;
-        found.push(Some(s));
-    }
-    match (&found[0], &found[1]) {
-        (None, None) => Ok(None),
-        (Some(a), Some(b)) if a == b => Ok(Some(a.clone())),
-        _ => Err(Error::corrupt(
-            "seal record",
-            dev.path(),
-            sb.seal_slots()[1],
-            "the two copies of the seal record differ",
-        )),
-    }
-}
+use crate::format::is_zero;
+use crate::format::journal::{self, Kind, Op, SealedBundle, Time};
+use crate::format::seal_record::{self, Sealed, SealedDevice, normalise_code};
+use crate::format::segment;
+use crate::format::superblock::{JOURNAL_START, SLOT, Superblock};
+use crate::trip::bundle;
+use crate::trip::job::Job;
+use crate::trip::manifest;
 
 /// Seals the store: no more changes, everything durable, the manifest and bundles journaled,
 /// segments closed, the signed record written to every device.
@@ -179,13 +37,13 @@ pub fn seal(store: &Store, bundles: Vec<SealedBundle>) -> Result<Sealed> {
         roots,
         bundles,
     }])?;
-    write_record(store)
+    store.write_seal_record()
 }
 
 /// What `odt seal` gets back: the bundle check and, unless it refused, the seal.
 #[derive(Debug, Clone)]
 pub struct SealOutcome {
-    pub bundles: crate::bundle::BundleReport,
+    pub bundles: bundle::BundleReport,
     pub sealed: Option<Sealed>,
     /// Why the seal was refused (bundle errors without `force`).
     pub refused: Option<String>,
@@ -197,7 +55,7 @@ pub fn check_and_seal(store: &Store, force: bool) -> Result<SealOutcome> {
     if store.is_sealed() {
         return Err(Error::ReadOnly);
     }
-    let bundles = crate::bundle::check(store, Time::now())?;
+    let bundles = bundle::check(store, Time::now())?;
     let bad = bundles.errors();
     if bad > 0 && !force {
         return Ok(SealOutcome {
@@ -216,75 +74,6 @@ pub fn check_and_seal(store: &Store, force: bool) -> Result<SealOutcome> {
         sealed: Some(sealed),
         refused: None,
     })
-}
-
-/// Writes the seal record for a store whose journal holds the seal op.
-pub(crate) fn write_record(store: &Store) -> Result<Sealed> {
-    let (time, manifest_root, nbundles) = store.with_namespace(|ns| match &ns.seal {
-        Some(Op::Seal {
-            time,
-            manifest_root,
-            bundles,
-            ..
-        }) => Ok((*time, *manifest_root, bundles.len() as u32)),
-        _ => Err(Error::Invalid("the store has no seal op".into())),
-    })?;
-    let heads = store.close_segments()?;
-    let journal_end = store.journal_end();
-    let journal_hash = hash_journal(&store.devices()[0], journal_end)?;
-    let st = store.stats();
-    let sb = store.superblock();
-    let record = SealRecord {
-        version: 1,
-        job_id: sb.job_id.clone(),
-        set_id: sb.set_id,
-        devices: heads
-            .iter()
-            .enumerate()
-            .map(|(i, (tail, head))| SealedDevice {
-                index: i as u32 + 1,
-                tail: *tail,
-                chain_head: *head,
-            })
-            .collect(),
-        journal_end,
-        journal_hash,
-        manifest_root,
-        files: st.files,
-        dirs: st.dirs,
-        bytes: st.logical_bytes,
-        bundles: nbundles,
-        sealed: time,
-    };
-    let signature = store
-        .secrets()
-        .signing_key()
-        .sign(&postcard::to_stdvec(&record).unwrap())
-        .to_bytes()
-        .to_vec();
-    let seal = SignedSeal { record, signature };
-    let img = seal.encode();
-    assert!(img.len() as u64 <= SLOT);
-    for (dev, sbd) in store.devices().iter().zip(store.superblocks()) {
-        for at in sbd.seal_slots() {
-            dev.write_at(&img, at)?;
-        }
-        dev.sync()?;
-    }
-    let code = seal.code();
-    tracing::info!(code = %code, "sealed");
-    Ok(Sealed { seal, code })
-}
-
-fn hash_journal(dev0: &Device, end: u64) -> Result<[u8; 32]> {
-    let mut h = blake3::Hasher::new();
-    let mut at = 0;
-    while at < end {
-        let n = (end - at).min(8 << 20);
-        h.update(&dev0.read_vec(JOURNAL_START + at, n as usize)?);
-        at += n;
-    }
-    Ok(*h.finalize().as_bytes())
 }
 
 /// Outcome of the courier's check.
@@ -359,7 +148,7 @@ fn check_inner(
     }
     let mut seals = Vec::new();
     for (dev, sb) in devs.iter().zip(sbs) {
-        match read(dev, sb) {
+        match seal_record::read(dev, sb) {
             Ok(Some(s)) => seals.push(s),
             Ok(None) => {
                 return Err(Fail(format!(
@@ -408,7 +197,7 @@ fn check_inner(
         r.bytes_read += check_log_end(dev, sb, sd)?;
     }
     let dev0 = &devs[0];
-    let jh = hash_journal(dev0, rec.journal_end).map_err(|e| Fail(e.to_string()))?;
+    let jh = journal::hash(dev0, rec.journal_end).map_err(|e| Fail(e.to_string()))?;
     r.bytes_read += rec.journal_end;
     if jh != rec.journal_hash {
         return Err(Fail(
@@ -475,15 +264,4 @@ fn check_log_end(
         }
     }
     Ok(bytes)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn code_normalisation() {
-        assert_eq!(normalise_code("7k2q dm9x-ta04"), "7K2Q-DM9X-TA04");
-        assert_eq!(normalise_code("lo2q-dm9x-ta04"), "102Q-DM9X-TA04");
-    }
 }

@@ -18,11 +18,11 @@
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+use crate::crypto::keys::Secrets;
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::frame;
-use crate::keys::Secrets;
-use crate::superblock::{SLOT, Superblock};
+use crate::format::frame;
+use crate::format::superblock::{SLOT, Superblock};
 
 /// Offset of the receipt inside a seal slot.
 pub const OFFSET_IN_SLOT: u64 = SLOT / 2;
@@ -212,12 +212,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("d.img");
         let id = age::x25519::Identity::generate();
-        let opts = crate::provision::Options {
+        let opts = crate::trip::provision::Options {
             create_size: Some(64 << 20),
             segment_size: 8 << 20,
             ..Default::default()
         };
-        let prov = crate::provision::provision(
+        let prov = crate::trip::provision::provision(
             std::slice::from_ref(&p),
             "job",
             "n",

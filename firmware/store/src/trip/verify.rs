@@ -8,13 +8,14 @@
 use std::path::PathBuf;
 
 use crate::device::Device;
+use crate::engine::namespace::Extent;
+use crate::engine::{Damage, Store};
 use crate::error::{Error, Result};
-use crate::journal::Kind;
-use crate::namespace::Extent;
-use crate::record;
-use crate::segment::{self, SegmentFooter, SegmentHeader};
-use crate::store::{Store, is_zero};
-use crate::superblock::Superblock;
+use crate::format::is_zero;
+use crate::format::journal::Kind;
+use crate::format::record;
+use crate::format::segment::{self, SegmentFooter, SegmentHeader};
+use crate::format::superblock::Superblock;
 
 /// A problem found by the keyless pass: where, and what.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -22,15 +23,6 @@ pub struct Problem {
     pub device: PathBuf,
     pub offset: u64,
     pub what: String,
-}
-
-/// A file whose bytes `start..end` are damaged.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Damage {
-    pub path: String,
-    pub start: u64,
-    pub end: u64,
-    pub why: String,
 }
 
 /// What the keyless pass saw of one device's log.

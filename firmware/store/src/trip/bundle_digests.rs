@@ -6,10 +6,15 @@
 //! is parked (bounded memory) until the gap fills. Anything else — an overwrite, a truncate,
 //! too much parked — gives up on that file, and the check re-reads it. The state lives in
 //! memory only; after a restart, files are re-read too.
+//!
+//! The tracker watches the store through its [`WriteObserver`] hook: [`attach`] it right
+//! after unlocking, and the bundle check finds it again with [`Tracker::of`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+
+use crate::engine::{Store, WriteObserver};
 
 use sha2::Digest;
 
@@ -134,6 +139,39 @@ impl Tracker {
         (!f.broken && f.next == size && f.parked.is_empty())
             .then(|| f.sha.clone().finalize().into())
     }
+}
+
+impl WriteObserver for Tracker {
+    fn created(&self, id: u64, name: &[u8]) {
+        if tracked_name(name) {
+            self.start(id);
+        }
+    }
+
+    fn wrote(&self, id: u64, offset: u64, data: &[u8]) {
+        Tracker::wrote(self, id, offset, data);
+    }
+
+    fn resized(&self, id: u64, size: u64) {
+        Tracker::resized(self, id, size);
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+impl Tracker {
+    /// The tracker attached to `store`, if any.
+    pub fn of(store: &Store) -> Option<&Tracker> {
+        store.observer()?.as_any().downcast_ref::<Tracker>()
+    }
+}
+
+/// Makes `store` hash bundle files as they arrive (the appliance does this right after
+/// unlocking, before clients write). Does nothing if a tracker is attached already.
+pub fn attach(store: &Store) {
+    let _already = store.set_observer(Arc::new(Tracker::default()));
 }
 
 #[cfg(test)]

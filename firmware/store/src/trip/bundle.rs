@@ -9,9 +9,10 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use sha1::Digest as _;
 
+use crate::engine::Store;
 use crate::error::{Error, Result};
-use crate::journal::{Kind, SealedBundle, Time};
-use crate::store::Store;
+use crate::format::journal::{Kind, SealedBundle, Time};
+use crate::trip::bundle_digests::Tracker;
 
 /// Largest descriptor or manifest read into memory.
 const MAX_TEXT: u64 = 16 << 20;
@@ -532,7 +533,7 @@ fn file_digest(
 ) -> Result<Option<String>> {
     if off == 0
         && algorithm == "SHA256"
-        && let Some(d) = store.sha256_on_the_way_in(id, size)
+        && let Some(d) = Tracker::of(store).and_then(|t| t.sha256(id, size))
     {
         return Ok(Some(hex::encode(d)));
     }

@@ -7,12 +7,43 @@
 use std::collections::BTreeMap;
 
 use crate::error::{Error, Result};
-use crate::journal::{AttrChange, Kind, Loc, Op, Time};
+use crate::format::journal::{AttrChange, Kind, Loc, Op, Time};
 
 /// Id of the root directory (NFS reserves 0).
 pub const ROOT: u64 = 1;
 /// Size of the blocks whose BLAKE3 chaining values the manifest can reuse.
 pub const BLOCK: u64 = 1 << 20;
+/// Longest symlink target accepted.
+pub const MAX_SYMLINK: usize = 1024;
+/// Longest name accepted.
+pub const MAX_NAME: usize = 255;
+
+/// Checks a name given by a client.
+pub fn check_name(name: &[u8]) -> Result<()> {
+    let show = || String::from_utf8_lossy(name).into_owned();
+    if name.is_empty() {
+        return Err(Error::InvalidName {
+            name: show(),
+            why: "empty",
+        });
+    }
+    if name.len() > MAX_NAME {
+        return Err(Error::NameTooLong(name.len()));
+    }
+    if name == b"." || name == b".." {
+        return Err(Error::InvalidName {
+            name: show(),
+            why: "reserved",
+        });
+    }
+    if name.contains(&b'/') || name.contains(&0) {
+        return Err(Error::InvalidName {
+            name: show(),
+            why: "contains '/' or NUL",
+        });
+    }
+    Ok(())
+}
 
 /// Which record a live extent comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

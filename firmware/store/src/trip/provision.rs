@@ -3,12 +3,12 @@
 
 use std::path::PathBuf;
 
-use crate::cipher::Cipher;
+use crate::crypto::cipher::Cipher;
+use crate::crypto::keys::{Secrets, UnlockCode, random_u64};
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::keys::{Secrets, UnlockCode, random_u64};
-use crate::segment;
-use crate::superblock::{FORMAT_VERSION, JOURNAL_START, SLOT, Superblock};
+use crate::format::segment;
+use crate::format::superblock::{FORMAT_VERSION, JOURNAL_START, SLOT, Superblock};
 
 const MIB: u64 = 1 << 20;
 
