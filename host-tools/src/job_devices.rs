@@ -100,10 +100,5 @@ pub fn seal_state(devices: &[PathBuf], job_dir: &Path, locked: &Locked) -> SealS
 
 /// The per-file BLAKE3 roots the seal journaled, by file id (`None` if not sealed).
 pub fn sealed_roots(store: &Store) -> Option<std::collections::HashMap<u64, [u8; 32]>> {
-    store.with_namespace(|ns| match &ns.seal {
-        Some(odt_store::format::journal::Op::Seal { roots, .. }) => {
-            Some(roots.iter().copied().collect())
-        }
-        _ => None,
-    })
+    Some(store.view().seal()?.roots.iter().copied().collect())
 }

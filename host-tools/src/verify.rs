@@ -204,11 +204,10 @@ pub fn run(
         .map(|(d, sb)| segments_in_use(d, sb) * (sb.segment_size - segment::BLOCK))
         .sum();
     let (files, stored): (u64, u64) = match &store {
-        Some(s) => s.with_namespace(|ns| {
-            ns.inodes()
-                .filter(|i| i.kind == Kind::File)
-                .fold((0, 0), |(n, b), i| (n + 1, b + i.stored_bytes()))
-        }),
+        Some(s) => s
+            .view()
+            .files()
+            .fold((0, 0), |(n, b), i| (n + 1, b + i.stored_bytes())),
         None => (0, 0),
     };
     let bar = progress(log_estimate + stored);

@@ -220,14 +220,13 @@ fn records(store: &odt_store::Store, path: &[u8]) -> Vec<(u64, u64, u32, u64, u3
     for c in path.split(|&b| b == b'/') {
         id = store.lookup(id, c).unwrap();
     }
-    store.with_namespace(|ns| {
-        ns.get(id)
-            .unwrap()
-            .extents
-            .iter()
-            .map(|(o, e)| (*o, e.len, e.rec.loc.dev, e.rec.loc.addr, e.rec.loc.len))
-            .collect()
-    })
+    store
+        .view()
+        .get(id)
+        .unwrap()
+        .extents()
+        .map(|(o, e)| (o, e.len, e.rec.loc.dev, e.rec.loc.addr, e.rec.loc.len))
+        .collect()
 }
 
 #[test]

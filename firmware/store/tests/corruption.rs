@@ -38,14 +38,12 @@ fn write_at(path: &Path, offset: u64, data: &[u8]) {
 }
 
 fn extents(s: &Store, id: u64) -> Vec<(u64, u64, Loc)> {
-    s.with_namespace(|ns| {
-        ns.get(id)
-            .unwrap()
-            .extents
-            .iter()
-            .map(|(o, e)| (*o, e.len, e.rec.loc))
-            .collect()
-    })
+    s.view()
+        .get(id)
+        .unwrap()
+        .extents()
+        .map(|(o, e)| (o, e.len, e.rec.loc))
+        .collect()
 }
 
 /// Two files, one spanning several segments; returns their ids.

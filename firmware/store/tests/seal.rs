@@ -257,10 +257,7 @@ fn broken_bundles_refuse_the_seal_unless_forced() {
     assert!(r.intact, "{:?}", r.problem);
     // The bundle list, with its problem, is in the sealed (encrypted) metadata.
     let s = fx.open_ro().unwrap();
-    let bundles = s.with_namespace(|ns| match &ns.seal {
-        Some(odt_store::format::journal::Op::Seal { bundles, .. }) => bundles.clone(),
-        _ => panic!("no seal op"),
-    });
+    let bundles = s.view().seal().expect("a seal op").bundles.to_vec();
     assert_eq!(bundles.len(), 1);
     assert_eq!(bundles[0].path, b"vm/vm.ovf");
     assert!(!bundles[0].problems.is_empty());

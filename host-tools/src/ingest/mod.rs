@@ -106,7 +106,7 @@ pub fn run(opts: &Options, progress: ProgressFactory<'_>) -> Result<Report, Inge
     // The per-file roots are journaled (authenticated) with the seal op; each file written
     // must hash to its root.
     let sealed_roots: Option<HashMap<u64, [u8; 32]>> = crate::job_devices::sealed_roots(&store);
-    let plan = store.with_namespace(plan::build);
+    let plan = plan::build(&store.view());
     let ds = Datastore::open(&opts.datastore)?;
     let state = state::State::open(&ds, &job.id, sb0.set_id)?;
     let mut todo: Vec<&PlannedFile> = Vec::new();

@@ -100,22 +100,24 @@ struct Entry {
 
 /// Checks every bundle. `now` decides what counts as still being written.
 pub fn check(store: &Store, now: Time) -> Result<BundleReport> {
-    let entries: BTreeMap<String, Entry> = store.with_namespace(|ns| {
-        ns.inodes()
-            .filter(|i| i.id != store.root())
-            .map(|i| {
-                (
-                    String::from_utf8_lossy(&ns.path(i.id)).into_owned(),
-                    Entry {
-                        id: i.id,
-                        kind: i.kind,
-                        size: i.size,
-                        mtime: i.mtime,
-                    },
-                )
-            })
-            .collect()
-    });
+    let view = store.view();
+    let root = view.root().id();
+    let entries: BTreeMap<String, Entry> = view
+        .entries()
+        .filter(|i| i.id() != root)
+        .map(|i| {
+            (
+                String::from_utf8_lossy(&view.path(i.id())).into_owned(),
+                Entry {
+                    id: i.id(),
+                    kind: i.kind(),
+                    size: i.size(),
+                    mtime: i.mtime(),
+                },
+            )
+        })
+        .collect();
+    drop(view);
     let mut report = BundleReport::default();
     let mut claimed: Vec<String> = Vec::new();
     for (path, e) in &entries {

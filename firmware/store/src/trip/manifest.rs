@@ -10,8 +10,8 @@ use blake3::hazmat::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::engine::Store;
-use crate::engine::namespace::{BLOCK, Inode};
+use crate::engine::namespace::BLOCK;
+use crate::engine::{Entry, Store};
 use crate::error::Result;
 use crate::format::journal::{Kind, Time};
 
@@ -55,35 +55,25 @@ impl Manifest {
 /// Builds the manifest of everything in the store. Reads back only what the write path did
 /// not already hash.
 pub fn build(store: &Store) -> Result<Manifest> {
-    let entries: Vec<(Inode, Vec<u8>)> = store.with_namespace(|ns| {
-        ns.inodes()
-            .filter(|i| {
-                i.id != ns
-                    .get(crate::engine::namespace::ROOT)
-                    .map(|r| r.id)
-                    .unwrap_or(0)
-            })
-            .map(|i| (i.clone(), ns.path(i.id)))
-            .collect()
-    });
-    let mut files = Vec::with_capacity(entries.len());
-    for (i, path) in entries {
-        let blake3 = match i.kind {
-            Kind::File => file_root(store, &i)?,
+    let view = store.view();
+    let root = view.root().id();
+    let mut files = Vec::with_capacity(view.len());
+    for i in view.entries().filter(|i| i.id() != root) {
+        let blake3 = match i.kind() {
+            Kind::File => file_root(store, i)?,
             _ => [0; 32],
         };
         files.push(FileManifest {
-            id: i.id,
-            path,
-            kind: i.kind,
-            size: i.size,
-            mode: i.mode,
-            mtime: i.mtime,
-            target: i.target.clone(),
+            id: i.id(),
+            path: view.path(i.id()),
+            kind: i.kind(),
+            size: i.size(),
+            mode: i.mode(),
+            mtime: i.mtime(),
+            target: i.target().to_vec(),
             extents: i
-                .extents
-                .iter()
-                .map(|(o, e)| (*o, e.len, e.rec.generation, e.rec.hash))
+                .extents()
+                .map(|(o, e)| (o, e.len, e.rec.generation, e.rec.hash))
                 .collect(),
             blake3,
         });
@@ -93,23 +83,24 @@ pub fn build(store: &Store) -> Result<Manifest> {
 }
 
 /// BLAKE3 root of one file's content.
-pub fn file_root(store: &Store, i: &Inode) -> Result<[u8; 32]> {
-    if i.size <= BLOCK {
-        let (data, _) = store.read(i.id, 0, i.size as u32)?;
+pub fn file_root(store: &Store, i: Entry<'_>) -> Result<[u8; 32]> {
+    let (id, size) = (i.id(), i.size());
+    if size <= BLOCK {
+        let (data, _) = store.read(id, 0, size as u32)?;
         return Ok(*blake3::hash(&data).as_bytes());
     }
-    let blocks = i.size.div_ceil(BLOCK);
+    let blocks = size.div_ceil(BLOCK);
     let mut cvs: Vec<ChainingValue> = Vec::with_capacity(blocks as usize);
     for b in 0..blocks {
         let start = b * BLOCK;
-        let len = BLOCK.min(i.size - start);
+        let len = BLOCK.min(size - start);
         if len == BLOCK
-            && let Some(cv) = i.block_cvs.get(&b)
+            && let Some(cv) = i.block_cv(b)
         {
-            cvs.push(*cv);
+            cvs.push(cv);
             continue;
         }
-        let (data, _) = store.read(i.id, start, len as u32)?;
+        let (data, _) = store.read(id, start, len as u32)?;
         let mut h = blake3::Hasher::new();
         h.set_input_offset(start);
         h.update(&data);

@@ -8,11 +8,9 @@
 use std::path::PathBuf;
 
 use crate::device::Device;
-use crate::engine::namespace::Extent;
 use crate::engine::{Damage, Store};
 use crate::error::{Error, Result};
 use crate::format::is_zero;
-use crate::format::journal::Kind;
 use crate::format::record;
 use crate::format::segment::{self, SegmentFooter, SegmentHeader};
 use crate::format::superblock::Superblock;
@@ -221,15 +219,11 @@ pub fn check_log(
 /// Keyed check of every file: authenticates and hashes every live record. `progress` is
 /// called with plaintext bytes checked.
 pub fn check_files(store: &Store, progress: &mut dyn FnMut(u64)) -> Result<Vec<Damage>> {
-    let files: Vec<(u64, Vec<(u64, Extent)>)> = store.with_namespace(|ns| {
-        ns.inodes()
-            .filter(|i| i.kind == Kind::File)
-            .map(|i| (i.id, i.extents.iter().map(|(o, e)| (*o, *e)).collect()))
-            .collect()
-    });
+    let view = store.view();
     let mut out: Vec<Damage> = Vec::new();
-    for (id, extents) in files {
-        for (off, e) in extents {
+    for f in view.files() {
+        let id = f.id();
+        for (off, e) in f.extents() {
             match store.record_plain(id, &e) {
                 Ok(_) => progress(e.len),
                 Err(Error::Damaged { file, why, .. }) => {

@@ -77,7 +77,7 @@ impl Store {
             let mut core = lock(&self.core);
             self.reserve_journal_bytes(&core, bytes.len() as u64)?;
             for op in &ops {
-                core.ns.apply(op)?;
+                core.ns_mut().apply(op)?;
             }
             core.ops.extend_from_slice(&bytes);
             core.open_batch

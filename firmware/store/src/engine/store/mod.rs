@@ -27,6 +27,7 @@ use crate::device::Device;
 use crate::engine::log::{Chain, DevLog};
 use crate::engine::namespace::{Inode, Namespace};
 use crate::engine::observer::WriteObserver;
+use crate::engine::view::View;
 use crate::error::{Error, Result};
 use crate::format::journal::{Kind, Op, Time};
 use crate::format::seal_record;
@@ -159,7 +160,8 @@ impl Locked {
 }
 
 struct Core {
-    ns: Namespace,
+    /// Shared with the views taken of it: copied on change while one is alive.
+    ns: Arc<Namespace>,
     logs: Vec<DevLog>,
     /// Encoded ops waiting for the next batch.
     ops: Vec<u8>,
@@ -171,6 +173,13 @@ struct Core {
     written_bytes: u64,
     /// Device tails named by the last batch built (where the next batch's records start).
     batch_tails: Vec<u64>,
+}
+
+impl Core {
+    /// The namespace to change (a copy if a view still shares it).
+    fn ns_mut(&mut self) -> &mut Namespace {
+        Arc::make_mut(&mut self.ns)
+    }
 }
 
 struct Commit {
@@ -234,7 +243,7 @@ impl Store {
             access,
             sealed: AtomicBool::new(false),
             core: Mutex::new(Core {
-                ns: Namespace::new(),
+                ns: Arc::new(Namespace::new()),
                 logs: (0..devs.len()).map(|_| DevLog::default()).collect(),
                 ops: Vec::new(),
                 journal_end: 0,
@@ -344,9 +353,11 @@ impl Store {
         self.observer.get().map(|o| &**o)
     }
 
-    /// Runs `f` with the namespace (for manifests and ingest walks).
-    pub fn with_namespace<R>(&self, f: impl FnOnce(&Namespace) -> R) -> R {
-        f(&lock(&self.core).ns)
+    /// A read-only snapshot of the namespace as it is now (for tree walks: bundle checks,
+    /// manifests, verification, ingest). Cheap to take; while it is alive, the next change
+    /// copies the namespace once, so hold it for a walk, not for the store's lifetime.
+    pub fn view(&self) -> View {
+        View::new(lock(&self.core).ns.clone())
     }
 
     /// Counters for status reports.

@@ -91,7 +91,7 @@ impl Store {
                 time: Time::now(),
                 target: target.to_vec(),
             };
-            core.ns.apply(&op)?;
+            core.ns_mut().apply(&op)?;
             journal::encode_op(&op, &mut core.ops);
             let ticket = core.open_batch;
             drop(core);
@@ -160,7 +160,7 @@ impl Store {
                 name: name.to_vec(),
                 time: Time::now(),
             };
-            core.ns.apply(&op)?;
+            core.ns_mut().apply(&op)?;
             journal::encode_op(&op, &mut core.ops);
             core.open_batch
         };

@@ -88,7 +88,7 @@ impl Store {
                 ));
             }
             if let Some((hpos, ht, hops)) = held.take() {
-                Self::replay(&mut core.ns, &hops, dev0.path(), hpos)?;
+                Self::replay(core.ns_mut(), &hops, dev0.path(), hpos)?;
                 tails = ht;
             }
             held = Some((pos, t, ops));
@@ -99,7 +99,7 @@ impl Store {
         let mut dropped = false;
         if let Some((hpos, ht, hops)) = held.take() {
             if self.records_reached_device(&tails, &ht, &hops, hpos)? {
-                Self::replay(&mut core.ns, &hops, dev0.path(), hpos)?;
+                Self::replay(core.ns_mut(), &hops, dev0.path(), hpos)?;
                 tails = ht;
             } else {
                 // Never acknowledged: its sync did not return. Cleared below like a torn tail.

@@ -129,13 +129,13 @@ impl Store {
                     hash: b.digest,
                     time,
                 };
-                core.ns.apply(&op)?;
+                core.ns_mut().apply(&op)?;
                 journal::encode_op(&op, &mut core.ops);
             }
             // Whole aligned blocks written at once keep their chaining value for the manifest.
             for &(block, cv) in &block_cvs {
                 let op = Op::BlockCv { id, block, cv };
-                core.ns.apply(&op)?;
+                core.ns_mut().apply(&op)?;
                 journal::encode_op(&op, &mut core.ops);
             }
             core.written_bytes += data.len() as u64;
