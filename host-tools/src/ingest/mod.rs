@@ -8,7 +8,6 @@
 
 pub mod datastore;
 pub mod error;
-pub mod file_hash;
 pub mod plan;
 pub mod report;
 pub mod safe_path;

@@ -10,6 +10,7 @@ use std::os::unix::ffi::OsStrExt;
 
 use odt_store::engine::{Entry, ROOT, View};
 use odt_store::format::journal::{Kind, Time};
+use odt_store::format::tree_hash;
 use serde::Serialize;
 
 use super::safe_path::{self, Verdict};
@@ -72,18 +73,20 @@ impl PlannedFile {
             .map(|(_, r)| r)
     }
 
-    /// The verified chaining value of the 1 MiB block at `block_start` if one record
-    /// supplies that whole block (so hashing it again can be skipped).
-    pub fn block_digest(&self, block_start: u64) -> Option<[u8; 32]> {
-        const BLOCK: u64 = super::file_hash::BLOCK;
-        if self.size <= BLOCK || block_start + BLOCK > self.size {
+    /// The verified chaining value of the chunk at `chunk_start` if one record supplies that
+    /// whole chunk and the file's root merges chunk values (so hashing it again can be
+    /// skipped; see [`tree_hash`]).
+    pub fn chunk_digest(&self, chunk_start: u64) -> Option<[u8; 32]> {
+        if !tree_hash::chaining_value_counts(self.size, chunk_start) {
             return None;
         }
-        let i = self.data.partition_point(|(s, _)| *s < block_start);
+        let i = self.data.partition_point(|(s, _)| *s < chunk_start);
         let (s, l) = *self.data.get(i)?;
         let r = &self.recs[i];
-        (s == block_start && l == BLOCK && r.start == block_start && r.plain_len as u64 == BLOCK)
-            .then_some(r.digest)
+        (s == chunk_start
+            && tree_hash::record_is_chunk(s, l, chunk_start)
+            && tree_hash::record_is_chunk(r.start, r.plain_len as u64, chunk_start))
+        .then_some(r.digest)
     }
 
     /// Pieces of `[off, off+len)`: `(offset, len, backed_by_a_record)`.
@@ -121,8 +124,8 @@ pub struct RecInfo {
     /// File offset and length of the record's whole plaintext.
     pub start: u64,
     pub plain_len: u32,
-    /// The record's digest: for a whole aligned 1 MiB block, the BLAKE3 chaining value of
-    /// that block at its offset (the store checks it on every read).
+    /// The record's digest: for a record that is one whole chunk, the BLAKE3 chaining value
+    /// of that chunk at its offset (the store checks it on every read).
     pub digest: [u8; 32],
 }
 
@@ -594,8 +597,8 @@ mod tests {
         assert_eq!(d.records(0, 2 << 20).count(), 2);
         assert_eq!(d.records(1 << 20, 1).count(), 1);
         assert_eq!(d.records(200, 20).count(), 0);
-        // Partial records never stand in for a block's hash.
-        assert_eq!(d.block_digest(0), None);
+        // Partial records never stand in for a chunk's hash.
+        assert_eq!(d.chunk_digest(0), None);
         let readme = plan
             .files
             .iter()

@@ -198,10 +198,10 @@ impl<'a> Entry<'a> {
         self.i.stored_bytes()
     }
 
-    /// The BLAKE3 chaining value of the file's whole aligned block `block`, if the writes
-    /// journaled it (see [`crate::format::journal::Op::BlockCv`]).
-    pub fn block_cv(&self, block: u64) -> Option<[u8; 32]> {
-        self.i.block_cvs.get(&block).copied()
+    /// The BLAKE3 chaining value of the file's whole chunk number `chunk`, if the writes
+    /// journaled it (see [`crate::format::tree_hash`]).
+    pub fn chunk_cv(&self, chunk: u64) -> Option<[u8; 32]> {
+        self.i.chunk_cvs.get(&chunk).copied()
     }
 }
 

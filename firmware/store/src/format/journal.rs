@@ -127,9 +127,10 @@ pub enum Op {
         /// The VM bundles found at the seal.
         bundles: Vec<SealedBundle>,
     },
-    /// BLAKE3 chaining value of the whole aligned 1 MiB block `block` of file `id`, as of the
-    /// writes journaled so far (lets the manifest hash a file without re-reading it).
-    BlockCv { id: u64, block: u64, cv: [u8; 32] },
+    /// BLAKE3 chaining value of the whole chunk number `chunk` of file `id` (see
+    /// [`crate::format::tree_hash`]), as of the writes journaled so far (lets the manifest
+    /// hash a file without re-reading it).
+    ChunkCv { id: u64, chunk: u64, cv: [u8; 32] },
 }
 
 /// A VM bundle as recorded at the seal.

@@ -7,6 +7,7 @@
 //! - [`record`]: one extent of a file, compressed, encrypted and bound to its place;
 //! - [`journal`]: batches of namespace and extent-map ops;
 //! - [`seal_record`]: the signed record in the seal slots and the seal code;
+//! - [`tree_hash`]: the BLAKE3 root of a file from its chunks, and the records' digests;
 //! - [`frame`]: the CRC frame around the small structures.
 
 pub mod frame;
@@ -15,6 +16,7 @@ pub mod record;
 pub mod seal_record;
 pub mod segment;
 pub mod superblock;
+pub mod tree_hash;
 
 /// True if every byte is zero. Bytes never written read as zeros on a device (provisioning
 /// and recovery zero the journal; the log past its tail is zeros), which is how readers

@@ -13,11 +13,13 @@
 //! record from a torn or rotten one.
 
 use crate::crypto::cipher::{Cipher, SessionKey, TAG_LEN};
+use crate::format::tree_hash::CHUNK;
 
 /// Size of the record header.
 pub const HEADER_LEN: usize = 64;
-/// Largest plaintext one record carries.
-pub const MAX_PLAIN: usize = 1 << 20;
+/// Largest plaintext one record carries: one chunk (the write path never lets a record
+/// cross a chunk boundary).
+pub const MAX_PLAIN: usize = CHUNK as usize;
 const MAGIC: &[u8; 4] = b"ODTR";
 const VERSION: u8 = 1;
 const FLAG_ZSTD: u8 = 1;

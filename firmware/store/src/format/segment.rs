@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::format::frame;
 
-/// Size of the header block and of the footer block.
+/// The device block: a segment's header and its footer take one each, so records start
+/// aligned for direct I/O. (File content comes in chunks, see [`crate::format::tree_hash`].)
 pub const BLOCK: u64 = 4096;
 const HEADER_MAGIC: &[u8; 8] = b"ODTSEGH1";
 const FOOTER_MAGIC: &[u8; 8] = b"ODTSEGF1";

@@ -1,19 +1,16 @@
 //! Manifests: for every file its size, mode, times, extents and the BLAKE3 root of its
 //! content (equal to `b3sum` of the file), and a root hash over all of them.
 //!
-//! Whole aligned 1 MiB blocks written in one piece carry their BLAKE3 chaining value from
-//! the write path, so the root of a large file is merged from them without reading it back;
-//! only blocks assembled from smaller writes, holes and the tail are hashed here.
+//! Whole chunks written in one piece carry their BLAKE3 chaining value from the write path,
+//! so the root of a large file is merged from them without reading it back; only chunks
+//! assembled from smaller writes, holes and the tail are hashed here.
 
-use blake3::hazmat::{
-    ChainingValue, HasherExt, Mode, merge_subtrees_non_root, merge_subtrees_root,
-};
 use serde::{Deserialize, Serialize};
 
-use crate::engine::namespace::BLOCK;
 use crate::engine::{Entry, Store};
 use crate::error::Result;
 use crate::format::journal::{Kind, Time};
+use crate::format::tree_hash::{self, CHUNK};
 
 /// One file's manifest entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,81 +79,25 @@ pub fn build(store: &Store) -> Result<Manifest> {
     Ok(Manifest { files })
 }
 
-/// BLAKE3 root of one file's content.
+/// BLAKE3 root of one file's content: the chunk values the write path journaled, the other
+/// chunks read back and hashed (see [`crate::format::tree_hash`]).
 pub fn file_root(store: &Store, i: Entry<'_>) -> Result<[u8; 32]> {
     let (id, size) = (i.id(), i.size());
-    if size <= BLOCK {
-        let (data, _) = store.read(id, 0, size as u32)?;
-        return Ok(*blake3::hash(&data).as_bytes());
-    }
-    let blocks = size.div_ceil(BLOCK);
-    let mut cvs: Vec<ChainingValue> = Vec::with_capacity(blocks as usize);
-    for b in 0..blocks {
-        let start = b * BLOCK;
-        let len = BLOCK.min(size - start);
-        if len == BLOCK
-            && let Some(cv) = i.block_cv(b)
-        {
-            cvs.push(cv);
-            continue;
-        }
-        let (data, _) = store.read(id, start, len as u32)?;
-        let mut h = blake3::Hasher::new();
-        h.set_input_offset(start);
-        h.update(&data);
-        cvs.push(h.finalize_non_root());
-    }
-    Ok(merge(&cvs, true).unwrap_or([0; 32]))
-}
-
-/// Merges the chaining values of consecutive 1 MiB blocks into the BLAKE3 tree's root:
-/// the left subtree holds the largest power-of-two number of blocks smaller than the total,
-/// as BLAKE3 builds its trees.
-fn merge(cvs: &[ChainingValue], root: bool) -> Option<[u8; 32]> {
-    if cvs.len() == 1 {
-        return Some(cvs[0]);
-    }
-    let left_n = (cvs.len() - 1).next_power_of_two().max(1);
-    let left_n = if left_n >= cvs.len() {
-        left_n / 2
-    } else {
-        left_n
-    };
-    let l = merge(&cvs[..left_n], false)?;
-    let r = merge(&cvs[left_n..], false)?;
-    Some(if root {
-        *merge_subtrees_root(&l, &r, Mode::Hash).as_bytes()
-    } else {
-        merge_subtrees_non_root(&l, &r, Mode::Hash)
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn merge_equals_blake3() {
-        for blocks in [2usize, 3, 4, 5, 7, 8, 9] {
-            for tail in [0usize, 1, 4096, 1000] {
-                let size =
-                    (blocks - 1) * BLOCK as usize + if tail == 0 { BLOCK as usize } else { tail };
-                let data: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
-                let mut cvs = Vec::new();
-                for b in 0..blocks {
-                    let s = b * BLOCK as usize;
-                    let e = (s + BLOCK as usize).min(size);
-                    let mut h = blake3::Hasher::new();
-                    h.set_input_offset(s as u64);
-                    h.update(&data[s..e]);
-                    cvs.push(h.finalize_non_root());
-                }
-                assert_eq!(
-                    merge(&cvs, true).unwrap(),
-                    *blake3::hash(&data).as_bytes(),
-                    "blocks {blocks} tail {tail}"
-                );
+    let mut values = Vec::with_capacity(size.div_ceil(CHUNK) as usize);
+    let mut start = 0;
+    while start < size {
+        let len = CHUNK.min(size - start);
+        let journaled = tree_hash::chaining_value_counts(size, start)
+            .then(|| i.chunk_cv(start / CHUNK))
+            .flatten();
+        values.push(match journaled {
+            Some(cv) => cv,
+            None => {
+                let (data, _) = store.read(id, start, len as u32)?;
+                tree_hash::chunk_value(size, start, &data)
             }
-        }
+        });
+        start += len;
     }
+    Ok(tree_hash::root(&values))
 }

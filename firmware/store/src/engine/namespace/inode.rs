@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use super::BLOCK;
 use crate::format::journal::{Kind, Loc, Time};
+use crate::format::tree_hash::CHUNK;
 
 /// Which record a live extent comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,8 +44,8 @@ pub struct Inode {
     pub entries: BTreeMap<Vec<u8>, u64>,
     /// Live extents by file offset; gaps read as zeros.
     pub extents: BTreeMap<u64, Extent>,
-    /// Chaining values of whole 1 MiB blocks, by block index.
-    pub block_cvs: BTreeMap<u64, [u8; 32]>,
+    /// Chaining values of whole chunks, by chunk index (see [`crate::format::tree_hash`]).
+    pub chunk_cvs: BTreeMap<u64, [u8; 32]>,
     /// Symlink target.
     pub target: Vec<u8>,
     /// Number of subdirectories (for a directory's link count).
@@ -75,7 +75,7 @@ impl Inode {
             name,
             entries: BTreeMap::new(),
             extents: BTreeMap::new(),
-            block_cvs: BTreeMap::new(),
+            chunk_cvs: BTreeMap::new(),
             target: Vec::new(),
             subdirs: 0,
         }
@@ -150,28 +150,28 @@ impl Inode {
                 );
             }
         }
-        let first_block = off / BLOCK;
-        let last_block = (end - 1) / BLOCK;
+        let first_chunk = off / CHUNK;
+        let last_chunk = (end - 1) / CHUNK;
         let doomed: Vec<u64> = self
-            .block_cvs
-            .range(first_block..=last_block)
+            .chunk_cvs
+            .range(first_chunk..=last_chunk)
             .map(|(b, _)| *b)
             .collect();
         for b in doomed {
-            self.block_cvs.remove(&b);
+            self.chunk_cvs.remove(&b);
         }
     }
 
     pub(super) fn truncate(&mut self, size: u64) {
         if size < self.size {
             self.punch(size, u64::MAX);
-            // The block that now ends early no longer has the chaining value of a full block.
-            let partial = size / BLOCK;
-            if !size.is_multiple_of(BLOCK) {
-                self.block_cvs.remove(&partial);
+            // The chunk that now ends early no longer has the chaining value of a whole chunk.
+            let partial = size / CHUNK;
+            if !size.is_multiple_of(CHUNK) {
+                self.chunk_cvs.remove(&partial);
             }
-        } else if size > self.size && !self.size.is_multiple_of(BLOCK) {
-            self.block_cvs.remove(&(self.size / BLOCK));
+        } else if size > self.size && !self.size.is_multiple_of(CHUNK) {
+            self.chunk_cvs.remove(&(self.size / CHUNK));
         }
         self.size = size;
     }

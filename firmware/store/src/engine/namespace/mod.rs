@@ -15,8 +15,6 @@ pub use inode::{Extent, Inode, RecRef};
 
 /// Id of the root directory (NFS reserves 0).
 pub const ROOT: u64 = 1;
-/// Size of the blocks whose BLAKE3 chaining values the manifest can reuse.
-pub const BLOCK: u64 = 1 << 20;
 /// Longest symlink target accepted.
 pub const MAX_SYMLINK: usize = 1024;
 /// Longest name accepted.
@@ -228,7 +226,7 @@ impl Namespace {
             Op::Rename {
                 to_parent, to_name, ..
             } => self.inodes[to_parent].entries.get(to_name).copied(),
-            Op::Session { .. } | Op::Seal { .. } | Op::BlockCv { .. } => None,
+            Op::Session { .. } | Op::Seal { .. } | Op::ChunkCv { .. } => None,
         };
         let count = |ns: &mut Namespace, add: bool| {
             if let Some(i) = touched.and_then(|id| ns.inodes.get(&id)) {
@@ -327,7 +325,7 @@ impl Namespace {
                 }
                 Ok(())
             }
-            Op::BlockCv { id, .. } => self.file(*id).map(|_| ()),
+            Op::ChunkCv { id, .. } => self.file(*id).map(|_| ()),
         }
     }
 
@@ -494,9 +492,9 @@ impl Namespace {
                 i.mtime = *time;
                 i.ctime = *time;
             }
-            Op::BlockCv { id, block, cv } => {
+            Op::ChunkCv { id, chunk, cv } => {
                 let i = self.inodes.get_mut(id).unwrap();
-                i.block_cvs.insert(*block, *cv);
+                i.chunk_cvs.insert(*chunk, *cv);
             }
         }
     }

@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use super::write::record_digest;
 use super::{Store, lock};
 use crate::crypto::cipher::Purpose;
 use crate::device::Device;
@@ -12,6 +11,7 @@ use crate::engine::namespace::Extent;
 use crate::error::{Error, Result};
 use crate::format::journal::Loc;
 use crate::format::record;
+use crate::format::tree_hash::record_digest;
 
 /// Records of decrypted plaintext kept for reads.
 const READ_CACHE: usize = 16;

@@ -6,15 +6,13 @@
 use std::sync::MutexGuard;
 use std::sync::atomic::Ordering;
 
-use blake3::hazmat::HasherExt;
-
 use super::{Attr, Core, Store, lock};
-use crate::engine::namespace::BLOCK;
 use crate::error::{Error, Result};
 use crate::format::is_zero;
 use crate::format::journal::{self, Loc, Op, Time};
 use crate::format::record::{self, Binding, MAX_PLAIN};
 use crate::format::segment;
+use crate::format::tree_hash::{self, CHUNK};
 
 /// Granularity of zero detection inside a write: all-zero runs of this size become holes.
 const ZERO_GRAIN: usize = 64 * 1024;
@@ -33,20 +31,6 @@ struct Built {
     generation: u64,
     digest: [u8; 32],
     bytes: Option<Vec<u8>>,
-}
-
-/// Digest of a record's plaintext: the BLAKE3 chaining value of the plaintext as the subtree
-/// at its file offset when it is a whole aligned 1 MiB block (so the manifest can merge it
-/// into the file's root without re-reading), its plain BLAKE3 hash otherwise.
-pub fn record_digest(offset: u64, plain: &[u8]) -> [u8; 32] {
-    if offset.is_multiple_of(BLOCK) && plain.len() as u64 == BLOCK {
-        let mut h = blake3::Hasher::new();
-        h.set_input_offset(offset);
-        h.update(plain);
-        h.finalize_non_root()
-    } else {
-        *blake3::hash(plain).as_bytes()
-    }
 }
 
 impl Store {
@@ -80,19 +64,24 @@ impl Store {
             core.ns.file(id)?;
         }
         let built = self.build_records(id, offset, data);
-        // Chaining values of the whole aligned blocks this write covers, for the manifest:
-        // a block that is one record already has it; any other (holes, several records)
-        // takes a BLAKE3 pass over its 1 MiB, done here rather than under the store lock.
-        let mut block_cvs = Vec::new();
-        let mut block_start = offset.next_multiple_of(BLOCK);
-        while block_start + BLOCK <= offset + data.len() as u64 {
-            let s = (block_start - offset) as usize;
-            let cv = match built.iter().find(|b| b.offset == block_start) {
-                Some(b) if b.len as u64 == BLOCK && b.bytes.is_some() => b.digest,
-                _ => record_digest(block_start, &data[s..s + BLOCK as usize]),
+        // Chaining values of the whole chunks this write covers, for the manifest: a chunk
+        // that is one record already has it; any other (holes, several records) takes a
+        // BLAKE3 pass over it, done here rather than under the store lock.
+        let mut chunk_cvs = Vec::new();
+        let mut chunk_start = offset.next_multiple_of(CHUNK);
+        while chunk_start + CHUNK <= offset + data.len() as u64 {
+            let s = (chunk_start - offset) as usize;
+            let cv = match built.iter().find(|b| b.offset == chunk_start) {
+                Some(b)
+                    if b.bytes.is_some()
+                        && tree_hash::record_is_chunk(b.offset, b.len as u64, chunk_start) =>
+                {
+                    b.digest
+                }
+                _ => tree_hash::record_digest(chunk_start, &data[s..s + CHUNK as usize]),
             };
-            block_cvs.push((block_start / BLOCK, cv));
-            block_start += BLOCK;
+            chunk_cvs.push((chunk_start / CHUNK, cv));
+            chunk_start += CHUNK;
         }
         let ticket = {
             let mut core = self.wait_for_queue_room()?;
@@ -132,9 +121,9 @@ impl Store {
                 core.ns_mut().apply(&op)?;
                 journal::encode_op(&op, &mut core.ops);
             }
-            // Whole aligned blocks written at once keep their chaining value for the manifest.
-            for &(block, cv) in &block_cvs {
-                let op = Op::BlockCv { id, block, cv };
+            // Whole chunks written at once keep their chaining value for the manifest.
+            for &(chunk, cv) in &chunk_cvs {
+                let op = Op::ChunkCv { id, chunk, cv };
                 core.ns_mut().apply(&op)?;
                 journal::encode_op(&op, &mut core.ops);
             }
@@ -193,14 +182,14 @@ impl Store {
         Err(last_err.unwrap())
     }
 
-    /// Cuts a write into records (at most 1 MiB each, aligned to 1 MiB of file offset so that
-    /// whole blocks stay whole), turns all-zero runs into holes, and builds each record.
+    /// Cuts a write into records (none crossing a chunk boundary, so that whole chunks stay
+    /// whole), turns all-zero runs into holes, and builds each record.
     fn build_records(&self, id: u64, offset: u64, data: &[u8]) -> Vec<Built> {
         let mut out = Vec::new();
         let mut at = 0usize;
         while at < data.len() {
             let abs = offset + at as u64;
-            let to_boundary = (BLOCK - abs % BLOCK) as usize;
+            let to_boundary = (CHUNK - abs % CHUNK) as usize;
             let n = to_boundary.min(data.len() - at).min(MAX_PLAIN);
             let chunk = &data[at..at + n];
             // Split the chunk into zero and non-zero runs on ZERO_GRAIN boundaries.
@@ -236,7 +225,7 @@ impl Store {
                         },
                         piece,
                     );
-                    (record_digest(poff, piece), Some(rec))
+                    (tree_hash::record_digest(poff, piece), Some(rec))
                 };
                 out.push(Built {
                     offset: poff,
