@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use odt_store::error::{ErrorKind, FormatError, KeyError, one_line};
 use odt_store::trip::job::Job;
 use odt_store::{Access, Error, Locked, Store};
 
@@ -13,7 +14,7 @@ pub fn open(devices: &[PathBuf], job_dir: &Path) -> Result<(Job, Locked), Error>
     let locked = Locked::open(devices, Access::ReadOnly)?;
     let sb = locked.superblock();
     if sb.job_id != job.id {
-        return Err(Error::DeviceSet(format!(
+        return Err(FormatError::DeviceSet(format!(
             "the devices belong to job {} ({}) but {} is job {} ({}): give the job directory \
              the devices were provisioned for",
             sb.job_id,
@@ -21,16 +22,18 @@ pub fn open(devices: &[PathBuf], job_dir: &Path) -> Result<(Job, Locked), Error>
             job_dir.display(),
             job.id,
             job.name
-        )));
+        ))
+        .into());
     }
     if let Some(set) = &job.set
         && set.set_id != format!("{:016x}", sb.set_id)
     {
-        return Err(Error::DeviceSet(format!(
+        return Err(FormatError::DeviceSet(format!(
             "the devices are set {:016x} but job {} was last provisioned as set {}: these \
              devices were provisioned earlier or later than the job file records",
             sb.set_id, job.id, set.set_id
-        )));
+        ))
+        .into());
     }
     Ok((job, locked))
 }
@@ -41,12 +44,14 @@ pub fn unlock(locked: Locked, job_dir: &Path) -> Result<Store, Error> {
     let identity = Job::load_identity(job_dir)?;
     let secrets = locked
         .secrets_from_identity(&identity)
-        .map_err(|e| match e {
-            Error::WrongKey(why) => Error::WrongKey(format!(
-                "{why} (identity file {})",
+        .map_err(|e| match e.kind() {
+            ErrorKind::Key(k) if k.is_wrong_key() => KeyError::Wrong(format!(
+                "{} (identity file {})",
+                odt_store::error::one_line(&e).trim_start_matches("wrong key: "),
                 Job::identity_path(job_dir).display()
-            )),
-            other => other,
+            ))
+            .into(),
+            _ => e,
         })?;
     locked.unlock(secrets, Access::ReadOnly)
 }
@@ -73,7 +78,9 @@ pub fn seal_state(devices: &[PathBuf], job_dir: &Path, locked: &Locked) -> SealS
         match odt_store::format::seal_record::read(d, sb) {
             Ok(Some(_)) => any = true,
             Ok(None) => {}
-            Err(e) => return SealState::Broken { why: e.to_string() },
+            Err(e) => {
+                return SealState::Broken { why: one_line(&e) };
+            }
         }
     }
     if !any {
@@ -81,7 +88,9 @@ pub fn seal_state(devices: &[PathBuf], job_dir: &Path, locked: &Locked) -> SealS
     }
     let report = match odt_store::trip::seal::check(devices, job_dir, None) {
         Ok(r) => r,
-        Err(e) => return SealState::Broken { why: e.to_string() },
+        Err(e) => {
+            return SealState::Broken { why: one_line(&e) };
+        }
     };
     let record =
         odt_store::format::seal_record::read(&locked.devices()[0], &locked.superblocks()[0]);

@@ -11,6 +11,7 @@ use std::time::Instant;
 use indicatif::ProgressBar;
 use odt_store::Damage;
 use odt_store::device::Device;
+use odt_store::error::{ErrorKind, StoreError};
 use odt_store::format::journal::Kind;
 use odt_store::format::segment;
 use odt_store::format::superblock::Superblock;
@@ -251,12 +252,15 @@ pub fn run(
         if let Some(rec) = &sealed_record {
             match sealed_manifest_check(s, rec) {
                 Ok(mut p) => manifest_problems.append(&mut p),
-                Err(odt_store::Error::Damaged { file, .. }) if !damaged.is_empty() => {
-                    notes.push(format!(
-                        "the manifest could not be recomputed: {file} is damaged (listed above)"
-                    ))
-                }
-                Err(e) => return Err(e),
+                Err(e) => match e.kind() {
+                    ErrorKind::Store(StoreError::Damaged { file, .. }) if !damaged.is_empty() => {
+                        notes.push(format!(
+                            "the manifest could not be recomputed: {file} is damaged (listed \
+                             above)"
+                        ))
+                    }
+                    _ => return Err(e),
+                },
             }
         }
     }

@@ -25,14 +25,14 @@ pub const NFS_PORT: u16 = 2049;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The config file could not be read.
-    #[error("cannot read the config file {path}: {source}")]
+    #[error("cannot read the config file {path}")]
     Read {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
     /// The config file is not valid TOML for these settings.
-    #[error("config file {path}: {source}")]
+    #[error("config file {path} is not valid")]
     Parse {
         path: PathBuf,
         #[source]

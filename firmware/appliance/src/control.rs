@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use odt_store::crypto::keys::UnlockCode;
+use odt_store::error::one_line;
 use odt_store::trip::control_api::{
     self, ErrorKind, ErrorReply, Hello, Op, PROTOCOL, Request, Response, State,
 };
@@ -180,8 +181,9 @@ pub async fn handle(
                     error(ErrorKind::WrongCode, e.to_string())
                 }
                 Ok(Err(e)) => {
+                    let e = one_line(&e);
                     tracing::error!("control: unlock from {peer} failed: {e}");
-                    error(ErrorKind::Failed, e.to_string())
+                    error(ErrorKind::Failed, e)
                 }
                 Err(e) => error(ErrorKind::Failed, format!("unlock task failed: {e}")),
             }
@@ -258,8 +260,9 @@ pub async fn handle(
                     }
                 },
                 Ok(Err(e)) => {
+                    let e = one_line(&e);
                     tracing::error!("control: {op_name} from {peer} failed: {e}");
-                    error(ErrorKind::Failed, e.to_string())
+                    error(ErrorKind::Failed, e)
                 }
                 Err(e) => error(ErrorKind::Failed, format!("{op_name} task failed: {e}")),
             }
@@ -283,7 +286,7 @@ pub async fn handle(
                     );
                     Response::Status(app.status())
                 }
-                Err(e) => error(ErrorKind::BadRequest, e.to_string()),
+                Err(e) => error(ErrorKind::BadRequest, one_line(&e)),
             }
         }
     }

@@ -205,7 +205,8 @@ impl Export {
             if let Some(n) = self.throttle.admit(op) {
                 tracing::warn!(
                     path = %path(),
-                    "NFS {op} failed with {status:?}: {e}{}",
+                    "NFS {op} failed with {status:?}: {}{}",
+                    odt_store::error::one_line(&e),
                     suppressed_note(n)
                 );
             }
@@ -374,7 +375,14 @@ impl NFSFileSystem for Export {
                     a
                 }
                 // UNCHECKED on an existing file: use it (GUARDED goes to `create_exclusive`).
-                Err(odt_store::Error::Exists) => {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        odt_store::error::ErrorKind::Namespace(
+                            odt_store::error::NamespaceError::Exists
+                        )
+                    ) =>
+                {
                     let id = s.lookup(dirid, filename).map_err(fail)?;
                     let a = s.getattr(id).map_err(fail)?;
                     if a.kind != Kind::File {

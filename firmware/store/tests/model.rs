@@ -5,6 +5,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::*;
+use odt_store::error::{ErrorKind, NamespaceError};
 use odt_store::format::journal::AttrChange;
 use odt_store::{Error, Store};
 use proptest::prelude::*;
@@ -162,7 +163,10 @@ fn run(ops: Vec<Op>) {
                     r.unwrap();
                     e.insert(Vec::new());
                 } else {
-                    assert!(matches!(r, Err(Error::Exists)));
+                    assert!(matches!(
+                        r.map_err(Error::into_kind),
+                        Err(ErrorKind::Namespace(NamespaceError::Exists))
+                    ));
                 }
             }
             Op::Remove(n) => {
@@ -171,7 +175,10 @@ fn run(ops: Vec<Op>) {
                 if model.remove(&n).is_some() {
                     r.unwrap();
                 } else {
-                    assert!(matches!(r, Err(Error::NotFound)));
+                    assert!(matches!(
+                        r.map_err(Error::into_kind),
+                        Err(ErrorKind::Namespace(NamespaceError::NotFound))
+                    ));
                 }
             }
             Op::Write { f, off, len, fill } => {
@@ -208,7 +215,10 @@ fn run(ops: Vec<Op>) {
                     r.unwrap();
                     model.insert(to, v);
                 } else {
-                    assert!(matches!(r, Err(Error::NotFound)));
+                    assert!(matches!(
+                        r.map_err(Error::into_kind),
+                        Err(ErrorKind::Namespace(NamespaceError::NotFound))
+                    ));
                 }
             }
             Op::Reopen => {

@@ -7,6 +7,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use common::*;
+use odt_store::error::{ErrorKind, StoreError};
 use odt_store::format::seal_record;
 use odt_store::format::superblock::{JOURNAL_START, SLOT};
 use odt_store::trip::job::{Job, JobSet};
@@ -47,10 +48,13 @@ fn sealed_fixture() -> (Fixture, PathBuf, String) {
     let sealed = seal::seal(&s, vec![]).unwrap();
     assert_eq!(sealed.code.len(), 14);
     // Sealed: changes refused, reads still work.
-    assert!(matches!(s.write(f.id, 0, b"x"), Err(Error::ReadOnly)));
     assert!(matches!(
-        s.create(d.id, b"new", 0o644),
-        Err(Error::ReadOnly)
+        s.write(f.id, 0, b"x").map_err(Error::into_kind),
+        Err(ErrorKind::Store(StoreError::ReadOnly))
+    ));
+    assert!(matches!(
+        s.create(d.id, b"new", 0o644).map_err(Error::into_kind),
+        Err(ErrorKind::Store(StoreError::ReadOnly))
     ));
     assert_eq!(s.read(g.id, 0, 100).unwrap().0, b"<Envelope/>");
     drop(s);
@@ -96,7 +100,10 @@ fn clean_seal_checks_and_survives_reopen() {
     let s = fx.open();
     assert!(s.is_sealed());
     let d = s.lookup(s.root(), b"vm1").unwrap();
-    assert!(matches!(s.mkdir(d, b"x", 0o755), Err(Error::ReadOnly)));
+    assert!(matches!(
+        s.mkdir(d, b"x", 0o755).map_err(Error::into_kind),
+        Err(ErrorKind::Store(StoreError::ReadOnly))
+    ));
     drop(s);
     assert!(seal::check(&fx.paths, &job, Some(&code)).unwrap().intact);
     // The keyless log check agrees with the seal on every device.
@@ -248,8 +255,8 @@ fn broken_bundles_refuse_the_seal_unless_forced() {
     let sealed = out.sealed.unwrap();
     assert!(s.is_sealed());
     assert!(matches!(
-        seal::check_and_seal(&s, true),
-        Err(Error::ReadOnly)
+        seal::check_and_seal(&s, true).map_err(Error::into_kind),
+        Err(ErrorKind::Store(StoreError::ReadOnly))
     ));
     drop(s);
     let job = job_dir(&fx);

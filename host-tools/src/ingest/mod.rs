@@ -247,7 +247,11 @@ pub fn run(opts: &Options, progress: ProgressFactory<'_>) -> Result<Report, Inge
         },
         Err(e) => ReceiptStatus {
             on_device: false,
-            why_not: Some(format!("cannot write it to {}: {e}", dev0_path.display())),
+            why_not: Some(format!(
+                "cannot write it to {}: {}",
+                dev0_path.display(),
+                odt_store::error::one_line(&e)
+            )),
         },
     };
     let json = serde_json::to_vec_pretty(&report).expect("report serialises");

@@ -9,7 +9,7 @@ use age::secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, KeyError, Result};
 
 /// scrypt work factor for the unlock code. The code carries 100 random bits, so the
 /// KDF need not be slow to be safe; 2^15 keeps unlock well under a second.
@@ -74,10 +74,11 @@ impl Secrets {
 
     fn from_bytes(b: &[u8]) -> Result<Self> {
         if b.len() != 64 {
-            return Err(Error::WrongKey(format!(
+            return Err(KeyError::Wrong(format!(
                 "the wrapped key blob holds {} bytes, expected 64",
                 b.len()
-            )));
+            ))
+            .into());
         }
         let mut s = Secrets {
             data_key: [0; 32],
@@ -90,26 +91,32 @@ impl Secrets {
 
     /// Wraps to the ingest station's X25519 recipient.
     pub fn wrap_to_recipient(&self, recipient: &age::x25519::Recipient) -> Result<Vec<u8>> {
-        age::encrypt(recipient, &self.to_bytes())
-            .map_err(|e| Error::Format(format!("age encryption to the ingest recipient: {e}")))
+        age::encrypt(recipient, &self.to_bytes()).map_err(|source| {
+            KeyError::Wrap {
+                to: "the ingest recipient",
+                source,
+            }
+            .into()
+        })
     }
 
     /// Wraps to the customer's unlock code (age scrypt recipient).
     pub fn wrap_to_code(&self, code: &UnlockCode) -> Result<Vec<u8>> {
         let mut r = age::scrypt::Recipient::new(SecretString::from(code.0.clone()));
         r.set_work_factor(UNLOCK_SCRYPT_LOG_N);
-        age::encrypt(&r, &self.to_bytes())
-            .map_err(|e| Error::Format(format!("age encryption to the unlock code: {e}")))
+        age::encrypt(&r, &self.to_bytes()).map_err(|source| {
+            KeyError::Wrap {
+                to: "the unlock code",
+                source,
+            }
+            .into()
+        })
     }
 
     /// Unwraps with the ingest identity.
     pub fn unwrap_with_identity(blob: &[u8], identity: &age::x25519::Identity) -> Result<Self> {
-        let plain = age::decrypt(identity, blob).map_err(|e| {
-            Error::WrongKey(format!(
-                "the ingest identity does not open this device's keys ({e}); \
-                 is this the job the device was provisioned for?"
-            ))
-        })?;
+        let plain =
+            age::decrypt(identity, blob).map_err(|source| KeyError::WrongIdentity { source })?;
         Self::from_bytes(&zeroize::Zeroizing::new(plain))
     }
 
@@ -118,7 +125,7 @@ impl Secrets {
         let mut id = age::scrypt::Identity::new(SecretString::from(code.0.clone()));
         id.set_max_work_factor(UNLOCK_SCRYPT_LOG_N + 2);
         let plain = age::decrypt(&id, blob).map_err(|_| {
-            Error::WrongKey("the unlock code is not the one printed at provisioning".into())
+            KeyError::Wrong("the unlock code is not the one printed at provisioning".into())
         })?;
         Self::from_bytes(&zeroize::Zeroizing::new(plain))
     }
@@ -166,17 +173,19 @@ impl FromStr for UnlockCode {
                 c => c,
             };
             if !CROCKFORD.contains(&(c as u8)) || !c.is_ascii() {
-                return Err(Error::WrongKey(format!(
+                return Err(KeyError::Wrong(format!(
                     "an unlock code has only letters and digits, found {c:?}"
-                )));
+                ))
+                .into());
             }
             chars.push(c);
         }
         if chars.len() != 20 {
-            return Err(Error::WrongKey(format!(
+            return Err(KeyError::Wrong(format!(
                 "an unlock code has 20 letters and digits (like 7K2QD-M9XTA-04HFR-ZP6WE), got {}",
                 chars.len()
-            )));
+            ))
+            .into());
         }
         let mut s = String::with_capacity(23);
         for (i, c) in chars.chars().enumerate() {
@@ -202,9 +211,9 @@ pub fn parse_identity(text: &str) -> Result<age::x25519::Identity> {
         .lines()
         .map(str::trim)
         .find(|l| l.starts_with("AGE-SECRET-KEY-"))
-        .ok_or_else(|| Error::WrongKey("no AGE-SECRET-KEY line in the identity file".into()))?;
+        .ok_or_else(|| KeyError::Wrong("no AGE-SECRET-KEY line in the identity file".into()))?;
     age::x25519::Identity::from_str(line)
-        .map_err(|e| Error::WrongKey(format!("the ingest identity is malformed: {e}")))
+        .map_err(|e| KeyError::Wrong(format!("the ingest identity is malformed: {e}")).into())
 }
 
 /// Formats an identity for its key file (the caller writes it with mode 0600).
@@ -219,6 +228,7 @@ pub fn identity_file_text(id: &age::x25519::Identity) -> zeroize::Zeroizing<Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorKind;
 
     #[test]
     fn code_roundtrip_and_normalise() {
@@ -247,14 +257,9 @@ mod tests {
             s.signing_seed
         );
         let other = age::x25519::Identity::generate();
-        assert!(matches!(
-            Secrets::unwrap_with_identity(&w1, &other),
-            Err(Error::WrongKey(_))
-        ));
+        let wrong_key = |r: Result<Secrets>| matches!(r.map_err(Error::into_kind), Err(ErrorKind::Key(k)) if k.is_wrong_key());
+        assert!(wrong_key(Secrets::unwrap_with_identity(&w1, &other)));
         let wrong = UnlockCode::generate();
-        assert!(matches!(
-            Secrets::unwrap_with_code(&w2, &wrong),
-            Err(Error::WrongKey(_))
-        ));
+        assert!(wrong_key(Secrets::unwrap_with_code(&w2, &wrong)));
     }
 }

@@ -17,7 +17,7 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::error::{Error, Result};
+use crate::error::{DeviceError, Result};
 use aligned::ALIGN;
 
 /// Whether a writable device may use `O_DIRECT` for the log's aligned writes.
@@ -54,14 +54,11 @@ impl Device {
             .read(true)
             .write(write)
             .open(path)
-            .map_err(|source| Error::Open {
-                path: path.to_path_buf(),
-                source,
-            })?;
+            .map_err(|source| DeviceError::open(path, source))?;
         // Seeking to the end gives the size of regular files and block devices alike.
         let size = file
             .seek(SeekFrom::End(0))
-            .map_err(|e| Error::io("seek", path, 0, e))?;
+            .map_err(|e| DeviceError::io("seek", path, 0, e))?;
         let direct = (write && direct_io == DirectIo::Auto)
             .then(|| {
                 OpenOptions::new()
@@ -89,39 +86,26 @@ impl Device {
     /// a missing path is created as a sparse image file of `create_size` bytes.
     pub fn create_or_open(path: &Path, create_size: Option<u64>) -> Result<Device> {
         if !path.exists() {
-            let size = create_size.ok_or_else(|| Error::Open {
+            let size = create_size.ok_or_else(|| DeviceError::Missing {
                 path: path.to_path_buf(),
-                source: std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    "does not exist; give --size to create a disk-image file",
-                ),
             })?;
             let f = OpenOptions::new()
                 .read(true)
                 .write(true)
                 .create_new(true)
                 .open(path)
-                .map_err(|source| Error::Open {
-                    path: path.to_path_buf(),
-                    source,
-                })?;
+                .map_err(|source| DeviceError::open(path, source))?;
             f.set_len(size)
-                .map_err(|e| Error::io("set_len", path, size, e))?;
+                .map_err(|e| DeviceError::io("set_len", path, size, e))?;
         } else if let Some(size) = create_size {
-            let meta = std::fs::metadata(path).map_err(|source| Error::Open {
-                path: path.to_path_buf(),
-                source,
-            })?;
+            let meta = std::fs::metadata(path).map_err(|source| DeviceError::open(path, source))?;
             if meta.is_file() && meta.len() < size {
                 let f = OpenOptions::new()
                     .write(true)
                     .open(path)
-                    .map_err(|source| Error::Open {
-                        path: path.to_path_buf(),
-                        source,
-                    })?;
+                    .map_err(|source| DeviceError::open(path, source))?;
                 f.set_len(size)
-                    .map_err(|e| Error::io("set_len", path, size, e))?;
+                    .map_err(|e| DeviceError::io("set_len", path, size, e))?;
             }
         }
         Device::open(path, true)
@@ -143,16 +127,17 @@ impl Device {
             .checked_add(buf.len() as u64)
             .is_none_or(|e| e > self.size)
         {
-            return Err(Error::corrupt(
-                "address",
-                &self.path,
+            return Err(DeviceError::ReadPastEnd {
+                path: self.path.clone(),
                 offset,
-                format!("{} bytes past the device end ({})", buf.len(), self.size),
-            ));
+                len: buf.len(),
+                size: self.size,
+            }
+            .into());
         }
         self.file
             .read_exact_at(buf, offset)
-            .map_err(|e| Error::io("read", &self.path, offset, e))
+            .map_err(|e| DeviceError::io("read", &self.path, offset, e))
     }
 
     /// Reads `len` bytes at `offset` into a new buffer.
@@ -165,15 +150,16 @@ impl Device {
     /// Writes all of `buf` at `offset`.
     pub fn write_at(&self, buf: &[u8], offset: u64) -> Result<()> {
         if offset + buf.len() as u64 > self.size {
-            return Err(Error::NoSpace(format!(
-                "write of {} bytes at {offset} passes the end of {}",
-                buf.len(),
-                self.path.display()
-            )));
+            return Err(DeviceError::WritePastEnd {
+                path: self.path.clone(),
+                offset,
+                len: buf.len(),
+            }
+            .into());
         }
         self.file
             .write_all_at(buf, offset)
-            .map_err(|e| Error::io("write", &self.path, offset, e))
+            .map_err(|e| DeviceError::io("write", &self.path, offset, e))
     }
 
     /// Writes whole blocks: `offset` and `buf`'s address and length are multiples of
@@ -202,7 +188,7 @@ impl Device {
                     );
                     self.direct_ok.store(false, Ordering::Relaxed);
                 }
-                Err(e) => return Err(Error::io("write", &self.path, offset, e)),
+                Err(e) => return Err(DeviceError::io("write", &self.path, offset, e)),
             }
         }
         self.write_at(buf, offset)
@@ -212,7 +198,7 @@ impl Device {
     pub fn sync(&self) -> Result<()> {
         self.file
             .sync_data()
-            .map_err(|e| Error::io("fdatasync", &self.path, 0, e))
+            .map_err(|e| DeviceError::io("fdatasync", &self.path, 0, e))
     }
 
     /// Writes zeros over `[offset, offset+len)`, punching a hole where the file system allows.

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use crate::device::Device;
 use crate::device::aligned::{ALIGN, AlignedBuf};
-use crate::error::{Error, Result};
+use crate::error::{FormatError, Result, StoreError, one_line};
 use crate::format::segment::{self, SegmentFooter, SegmentHeader};
 use crate::format::superblock::Superblock;
 
@@ -148,12 +148,13 @@ impl DevLog {
 
     fn open_segment(&mut self, sb: &Superblock, seg: u64) -> Result<()> {
         if seg >= sb.segment_count() {
-            return Err(Error::NoSpace(format!(
+            return Err(StoreError::NoSpace(format!(
                 "device {} of the set is full ({} segments of {} MiB used)",
                 sb.device_index + 1,
                 sb.segment_count(),
                 sb.segment_size >> 20
-            )));
+            ))
+            .into());
         }
         let start = sb.segment_start(seg);
         let hdr = SegmentHeader {
@@ -243,7 +244,7 @@ impl Chain {
                 Ok(f) => c.prev_footer = f.hash(),
                 Err(e) => {
                     // Keep serving and appending; the keyless check will name this footer.
-                    tracing::error!(error = %e, "previous segment footer is damaged");
+                    tracing::error!(error = %one_line(&e), "previous segment footer is damaged");
                     let at = sb.segment_start(seg - 1) + sb.segment_size - segment::BLOCK;
                     let raw = dev.read_vec(at, segment::BLOCK as usize)?;
                     c.prev_footer = *blake3::hash(&raw).as_bytes();
@@ -294,7 +295,8 @@ impl Chain {
 pub fn read_footer(dev: &Device, sb: &Superblock, seg: u64) -> Result<SegmentFooter> {
     let at = sb.segment_start(seg) + sb.segment_size - segment::BLOCK;
     let b = dev.read_vec(at, segment::BLOCK as usize)?;
-    SegmentFooter::decode(&b).map_err(|why| Error::corrupt("segment footer", dev.path(), at, why))
+    SegmentFooter::decode(&b)
+        .map_err(|why| FormatError::corrupt("segment footer", dev.path(), at, why))
 }
 
 #[cfg(test)]

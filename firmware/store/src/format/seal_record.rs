@@ -11,7 +11,7 @@ use ed25519_dalek::{Signature, Signer, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
 use crate::device::Device;
-use crate::error::{Error, Result};
+use crate::error::{FormatError, Result};
 use crate::format::frame;
 use crate::format::is_zero;
 use crate::format::journal::Time;
@@ -139,7 +139,7 @@ pub fn read(dev: &Device, sb: &Superblock) -> Result<Option<SignedSeal>> {
             continue;
         }
         let payload = frame::decode(MAGIC, &b).map_err(|e| {
-            Error::corrupt(
+            FormatError::corrupt(
                 "seal record",
                 dev.path(),
                 at,
@@ -147,7 +147,7 @@ pub fn read(dev: &Device, sb: &Superblock) -> Result<Option<SignedSeal>> {
             )
         })?;
         let s: SignedSeal = postcard::from_bytes(payload).map_err(|e| {
-            Error::corrupt(
+            FormatError::corrupt(
                 "seal record",
                 dev.path(),
                 at,
@@ -159,7 +159,7 @@ pub fn read(dev: &Device, sb: &Superblock) -> Result<Option<SignedSeal>> {
     match (&found[0], &found[1]) {
         (None, None) => Ok(None),
         (Some(a), Some(b)) if a == b => Ok(Some(a.clone())),
-        _ => Err(Error::corrupt(
+        _ => Err(FormatError::corrupt(
             "seal record",
             dev.path(),
             sb.seal_slots()[1],

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::crypto::cipher::Cipher;
 use crate::device::Device;
-use crate::error::{Error, Result};
+use crate::error::{FormatError, Result};
 use crate::format::frame;
 
 /// On-disk format version this build reads and writes.
@@ -109,16 +109,18 @@ impl Superblock {
     pub fn read(dev: &Device) -> Result<Superblock> {
         let path = dev.path();
         if dev.size() < 4 * SLOT {
-            return Err(Error::NotADevice {
+            return Err(FormatError::NotADevice {
                 path: path.to_path_buf(),
                 why: format!("it has only {} bytes", dev.size()),
-            });
+            }
+            .into());
         }
         let head = dev.read_vec(0, SLOT as usize)?;
         if head.starts_with(ERASED_MAGIC) {
-            return Err(Error::Erased {
+            return Err(FormatError::Erased {
                 path: path.to_path_buf(),
-            });
+            }
+            .into());
         }
         let first = Self::decode(path, &head);
         let sb = match first {
@@ -133,11 +135,12 @@ impl Superblock {
             }
         };
         if dev.size() < sb.device_size {
-            return Err(Error::Truncated {
+            return Err(FormatError::Truncated {
                 path: path.to_path_buf(),
                 expected: sb.device_size,
                 actual: dev.size(),
-            });
+            }
+            .into());
         }
         Ok(sb)
     }
@@ -149,9 +152,12 @@ impl Superblock {
     }
 
     fn decode(path: &Path, slot: &[u8]) -> Result<Superblock> {
-        let not = |why: String| Error::NotADevice {
-            path: path.to_path_buf(),
-            why,
+        let not = |why: String| {
+            FormatError::NotADevice {
+                path: path.to_path_buf(),
+                why,
+            }
+            .into()
         };
         let payload = match frame::decode(MAGIC, slot) {
             Ok(p) => p,
@@ -202,7 +208,7 @@ impl Superblock {
 /// none missing. Returns devices and superblocks ordered by index.
 pub fn open_set(paths: &[std::path::PathBuf], write: bool) -> Result<Vec<(Device, Superblock)>> {
     if paths.is_empty() {
-        return Err(Error::DeviceSet("no device given".into()));
+        return Err(FormatError::DeviceSet("no device given".into()).into());
     }
     let mut found: Vec<(Device, Superblock)> = Vec::new();
     for p in paths {
@@ -211,24 +217,26 @@ pub fn open_set(paths: &[std::path::PathBuf], write: bool) -> Result<Vec<(Device
         if let Some((d0, s0)) = found.first()
             && (s0.set_id != sb.set_id || s0.job_id != sb.job_id)
         {
-            return Err(Error::DeviceSet(format!(
+            return Err(FormatError::DeviceSet(format!(
                 "{} belongs to job {} but {} belongs to job {}: attach the devices of one job",
                 p.display(),
                 sb.job_id,
                 d0.path().display(),
                 s0.job_id
-            )));
+            ))
+            .into());
         }
         if let Some((d, _)) = found
             .iter()
             .find(|(_, s)| s.device_index == sb.device_index)
         {
-            return Err(Error::DeviceSet(format!(
+            return Err(FormatError::DeviceSet(format!(
                 "{} and {} are both device {} of the set",
                 d.path().display(),
                 p.display(),
                 sb.device_index + 1
-            )));
+            ))
+            .into());
         }
         found.push((dev, sb));
     }
@@ -239,11 +247,12 @@ pub fn open_set(paths: &[std::path::PathBuf], write: bool) -> Result<Vec<(Device
             .filter(|i| !have.contains(i))
             .map(|i| i.to_string())
             .collect();
-        return Err(Error::DeviceSet(format!(
+        return Err(FormatError::DeviceSet(format!(
             "the set has {count} devices but {} were given; missing device(s) {}",
             found.len(),
             missing.join(", ")
-        )));
+        ))
+        .into());
     }
     found.sort_by_key(|(_, s)| s.device_index);
     Ok(found)

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use sha1::Digest as _;
 
 use crate::engine::Store;
-use crate::error::{Error, Result};
+use crate::error::{ErrorKind, Result, StoreError};
 use crate::format::journal::{Kind, SealedBundle, Time};
 use crate::trip::bundle_digests::Tracker;
 
@@ -387,12 +387,14 @@ fn check_ovf(
                 "{target}: {} digest is {got}, the manifest says {} (corrupt or incomplete copy)",
                 l.algorithm, l.digest
             ))),
-            Err(Error::Damaged {
-                start, end, why, ..
-            }) => b.findings.push(err(format!(
-                "{target}: bytes {start}..{end} are damaged on the appliance: {why}"
-            ))),
-            Err(other) => return Err(other),
+            Err(e) => match e.kind() {
+                ErrorKind::Store(StoreError::Damaged {
+                    start, end, why, ..
+                }) => b.findings.push(err(format!(
+                    "{target}: bytes {start}..{end} are damaged on the appliance: {why}"
+                ))),
+                _ => return Err(e),
+            },
         }
     }
     Ok(b)

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::crypto::cipher::Cipher;
-use crate::error::{Error, Result};
+use crate::error::{Result, TripError};
 
 /// File name of the job description inside a job directory.
 pub const JOB_FILE: &str = "job.toml";
@@ -54,27 +54,40 @@ impl Job {
     /// Reads `DIR/job.toml`.
     pub fn load(dir: &Path) -> Result<Job> {
         let p = dir.join(JOB_FILE);
-        let text = fs::read_to_string(&p).map_err(|e| Error::Open {
+        let text = fs::read_to_string(&p).map_err(|source| TripError::ReadFile {
+            what: "job file",
             path: p.clone(),
-            source: e,
+            source,
         })?;
-        toml::from_str(&text).map_err(|e| Error::Format(format!("{}: {e}", p.display())))
+        Ok(toml::from_str(&text).map_err(|e| TripError::BadJob {
+            path: p.clone(),
+            why: e.to_string(),
+        })?)
     }
 
     /// Writes `DIR/job.toml` atomically (temp file + rename).
     pub fn save(&self, dir: &Path) -> Result<()> {
         let p = dir.join(JOB_FILE);
         let tmp = dir.join(".job.toml.tmp");
-        let text = toml::to_string_pretty(self).map_err(|e| Error::Format(e.to_string()))?;
-        fs::write(&tmp, text).map_err(|e| Error::io("write", &tmp, 0, e))?;
-        fs::rename(&tmp, &p).map_err(|e| Error::io("rename", &p, 0, e))
+        let text = toml::to_string_pretty(self).map_err(|e| TripError::BadJob {
+            path: p.clone(),
+            why: e.to_string(),
+        })?;
+        let write = |path: &Path, source| TripError::WriteFile {
+            what: "job file",
+            path: path.to_path_buf(),
+            source,
+        };
+        fs::write(&tmp, text).map_err(|e| write(&tmp, e))?;
+        Ok(fs::rename(&tmp, &p).map_err(|e| write(&p, e))?)
     }
 
     /// The ingest recipient as an age key.
     pub fn recipient(&self) -> Result<age::x25519::Recipient> {
-        self.recipient
-            .parse()
-            .map_err(|e| Error::Format(format!("job recipient {:?}: {e}", self.recipient)))
+        Ok(self.recipient.parse().map_err(|e| TripError::BadJob {
+            path: JOB_FILE.into(),
+            why: format!("recipient {:?}: {e}", self.recipient),
+        })?)
     }
 
     /// Path of the identity file.
@@ -85,37 +98,40 @@ impl Job {
     /// Loads the ingest identity from `DIR/ingest.key`.
     pub fn load_identity(dir: &Path) -> Result<age::x25519::Identity> {
         let p = Self::identity_path(dir);
-        let text = zeroize::Zeroizing::new(fs::read_to_string(&p).map_err(|e| Error::Open {
-            path: p.clone(),
-            source: e,
+        let text = zeroize::Zeroizing::new(fs::read_to_string(&p).map_err(|source| {
+            TripError::ReadFile {
+                what: "ingest identity",
+                path: p.clone(),
+                source,
+            }
         })?);
         crate::crypto::keys::parse_identity(&text)
     }
 
     /// The signing key recorded at provisioning.
     pub fn signing_public(&self) -> Result<[u8; 32]> {
-        let set = self.set.as_ref().ok_or_else(|| {
-            Error::DeviceSet("the job has no provisioned devices (run `odt provision`)".into())
-        })?;
-        let v = hex::decode(&set.signing_public)
-            .map_err(|e| Error::Format(format!("signing_public in job.toml: {e}")))?;
-        v.try_into()
-            .map_err(|_| Error::Format("signing_public in job.toml is not 32 bytes".into()))
+        let set = self.set.as_ref().ok_or(TripError::NotProvisioned)?;
+        let bad = |why: String| TripError::BadJob {
+            path: JOB_FILE.into(),
+            why: format!("signing_public: {why}"),
+        };
+        let v = hex::decode(&set.signing_public).map_err(|e| bad(e.to_string()))?;
+        Ok(v.try_into().map_err(|_| bad("not 32 bytes".into()))?)
     }
 }
 
 /// Creates a file readable only by its owner (0600) and writes `data` to it.
 pub fn write_secret_file(path: &Path, data: &[u8]) -> Result<()> {
-    let mut f = fs::OpenOptions::new()
+    fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(path)
-        .map_err(|e| Error::Open {
+        .and_then(|mut f| f.write_all(data).and_then(|_| f.sync_all()))
+        .map_err(|source| TripError::WriteFile {
+            what: "secret file",
             path: path.to_path_buf(),
-            source: e,
+            source,
         })?;
-    f.write_all(data)
-        .and_then(|_| f.sync_all())
-        .map_err(|e| Error::io("write", path, 0, e))
+    Ok(())
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use crate::crypto::cipher::Cipher;
 use crate::crypto::keys::{Secrets, UnlockCode, random_u64};
 use crate::device::Device;
-use crate::error::{Error, Result};
+use crate::error::{FormatError, Result, TripError};
 use crate::format::segment;
 use crate::format::superblock::{FORMAT_VERSION, JOURNAL_START, SLOT, Superblock};
 
@@ -51,12 +51,13 @@ pub fn provision(
     opts: &Options,
 ) -> Result<Provisioned> {
     if paths.is_empty() {
-        return Err(Error::DeviceSet("no device given".into()));
+        return Err(FormatError::DeviceSet("no device given".into()).into());
     }
     if opts.segment_size < 4 * MIB || !opts.segment_size.is_multiple_of(MIB) {
-        return Err(Error::Invalid(
+        return Err(TripError::Invalid(
             "segment size must be a multiple of 1 MiB, at least 4 MiB".into(),
-        ));
+        )
+        .into());
     }
     let mut devs = Vec::new();
     for p in paths {
@@ -99,13 +100,14 @@ pub fn provision(
             wrapped_for_customer: wrapped_for_customer.clone(),
         };
         if sb.segment_count() < 1 {
-            return Err(Error::NoSpace(format!(
+            return Err(TripError::TooSmall(format!(
                 "{} is too small: {} bytes hold no {} MiB segment after {} MiB of metadata",
                 d.path().display(),
                 d.size(),
                 opts.segment_size / MIB,
                 sb.data_start() / MIB
-            )));
+            ))
+            .into());
         }
         // Blank what a previous trip may have left where the new log starts.
         for at in sb.seal_slots() {

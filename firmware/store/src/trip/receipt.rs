@@ -20,7 +20,7 @@ use zeroize::Zeroizing;
 
 use crate::crypto::keys::Secrets;
 use crate::device::Device;
-use crate::error::{Error, Result};
+use crate::error::{FormatError, Result, TripError};
 use crate::format::frame;
 use crate::format::superblock::{SLOT, Superblock};
 
@@ -112,22 +112,25 @@ impl Receipt {
     /// Writes both copies to device 0 of the set and syncs. `dev` must be open for writing.
     pub fn write(&self, dev: &Device, sb: &Superblock) -> Result<()> {
         if sb.device_index != 0 {
-            return Err(Error::Invalid(format!(
+            return Err(TripError::Invalid(format!(
                 "the ingest receipt goes on device 1 of the set, not on device {}",
                 sb.device_index + 1
-            )));
+            ))
+            .into());
         }
         if sb.encode().len() as u64 > OFFSET_IN_SLOT {
-            return Err(Error::Invalid(
+            return Err(TripError::Invalid(
                 "the superblock fills its slot's first half: no room for an ingest receipt".into(),
-            ));
+            )
+            .into());
         }
         let mut img = self.encode();
         if img.len() as u64 > MAX_LEN {
-            return Err(Error::Invalid(format!(
+            return Err(TripError::Invalid(format!(
                 "ingest receipt of {} bytes does not fit its {MAX_LEN}-byte slot",
                 img.len()
-            )));
+            ))
+            .into());
         }
         // Blank the rest of the slot so a longer earlier receipt leaves no tail behind.
         img.resize(MAX_LEN as usize, 0);
@@ -153,7 +156,7 @@ impl Receipt {
         }
         match damage {
             Some((at, why)) if !found_none => {
-                Err(Error::corrupt("ingest receipt", dev.path(), at, why))
+                Err(FormatError::corrupt("ingest receipt", dev.path(), at, why))
             }
             _ => Ok(None),
         }

@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::device::Device;
 use crate::engine::log::read_footer;
 use crate::engine::{Access, Locked, Store};
-use crate::error::{Error, Result};
+use crate::error::{Result, StoreError, one_line};
 use crate::format::is_zero;
 use crate::format::journal::{self, Kind, Op, SealedBundle, Time};
 use crate::format::seal_record::{self, Sealed, SealedDevice, normalise_code};
@@ -53,7 +53,7 @@ pub struct SealOutcome {
 /// `force`), then seals.
 pub fn check_and_seal(store: &Store, force: bool) -> Result<SealOutcome> {
     if store.is_sealed() {
-        return Err(Error::ReadOnly);
+        return Err(StoreError::ReadOnly.into());
     }
     let bundles = bundle::check(store, Time::now())?;
     let bad = bundles.errors();
@@ -125,10 +125,10 @@ fn check_inner(
 ) -> std::result::Result<(), Fail> {
     let key = job
         .signing_public()
-        .map_err(|e| Fail(format!("the job cannot check seals: {e}")))?;
+        .map_err(|e| Fail(format!("the job cannot check seals: {}", one_line(&e))))?;
     for p in paths {
-        let dev = Device::open(p, false).map_err(|e| Fail(e.to_string()))?;
-        let sb = Superblock::read(&dev).map_err(|e| Fail(e.to_string()))?;
+        let dev = Device::open(p, false).map_err(|e| Fail(one_line(&e)))?;
+        let sb = Superblock::read(&dev).map_err(|e| Fail(one_line(&e)))?;
         if sb.job_id != job.id {
             return Err(Fail(format!(
                 "{} belongs to job {}, not to job {} ({})",
@@ -139,7 +139,7 @@ fn check_inner(
             )));
         }
     }
-    let locked = Locked::open(paths, Access::ReadOnly).map_err(|e| Fail(e.to_string()))?;
+    let locked = Locked::open(paths, Access::ReadOnly).map_err(|e| Fail(one_line(&e)))?;
     let (devs, sbs) = (locked.devices(), locked.superblocks());
     if sbs[0].signing_public != key {
         return Err(Fail(
@@ -156,7 +156,7 @@ fn check_inner(
                     dev.path().display()
                 )));
             }
-            Err(e) => return Err(Fail(e.to_string())),
+            Err(e) => return Err(Fail(one_line(&e))),
         }
         r.bytes_read += 2 * SLOT;
     }
@@ -197,7 +197,7 @@ fn check_inner(
         r.bytes_read += check_log_end(dev, sb, sd)?;
     }
     let dev0 = &devs[0];
-    let jh = journal::hash(dev0, rec.journal_end).map_err(|e| Fail(e.to_string()))?;
+    let jh = journal::hash(dev0, rec.journal_end).map_err(|e| Fail(one_line(&e)))?;
     r.bytes_read += rec.journal_end;
     if jh != rec.journal_hash {
         return Err(Fail(
@@ -207,7 +207,7 @@ fn check_inner(
     let room = (sbs[0].journal_len - rec.journal_end).min(SLOT);
     let after = dev0
         .read_vec(JOURNAL_START + rec.journal_end, room as usize)
-        .map_err(|e| Fail(e.to_string()))?;
+        .map_err(|e| Fail(one_line(&e)))?;
     if !is_zero(&after) {
         return Err(Fail(
             "metadata was written to the journal after the seal".into(),
@@ -223,10 +223,7 @@ fn check_log_end(
 ) -> std::result::Result<u64, Fail> {
     let name = || format!("device {} ({})", sd.index, dev.path().display());
     let after_seal = || Fail(format!("data was written to {} after the seal", name()));
-    let read = |at: u64, n: u64| {
-        dev.read_vec(at, n as usize)
-            .map_err(|e| Fail(e.to_string()))
-    };
+    let read = |at: u64, n: u64| dev.read_vec(at, n as usize).map_err(|e| Fail(one_line(&e)));
     let mut bytes = 0;
     let next_seg = if sd.tail == 0 {
         0

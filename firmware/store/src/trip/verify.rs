@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use crate::device::Device;
 use crate::engine::{Damage, Store};
-use crate::error::{Error, Result};
+use crate::error::{ErrorKind, Result, StoreError, one_line};
 use crate::format::is_zero;
 use crate::format::record;
 use crate::format::segment::{self, SegmentFooter, SegmentHeader};
@@ -94,7 +94,10 @@ pub fn check_log(
         match dev.read_vec(at, img.len()) {
             Ok(b) if b == img => {}
             Ok(_) => problems.push(problem(at, "superblock copy differs or is damaged".into())),
-            Err(e) => problems.push(problem(at, format!("superblock copy unreadable: {e}"))),
+            Err(e) => problems.push(problem(
+                at,
+                format!("superblock copy unreadable: {}", one_line(&e)),
+            )),
         }
     }
     let mut prev = [0u8; 32];
@@ -103,7 +106,10 @@ pub fn check_log(
         let hdr = match dev.read_vec(start, segment::BLOCK as usize) {
             Ok(h) => h,
             Err(e) => {
-                problems.push(problem(start, format!("segment {seg} unreadable: {e}")));
+                problems.push(problem(
+                    start,
+                    format!("segment {seg} unreadable: {}", one_line(&e)),
+                ));
                 break;
             }
         };
@@ -138,7 +144,10 @@ pub fn check_log(
         let body = match dev.read_vec(start, used_guess as usize) {
             Ok(b) => b,
             Err(e) => {
-                problems.push(problem(start, format!("segment {seg} unreadable: {e}")));
+                problems.push(problem(
+                    start,
+                    format!("segment {seg} unreadable: {}", one_line(&e)),
+                ));
                 break;
             }
         };
@@ -226,19 +235,23 @@ pub fn check_files(store: &Store, progress: &mut dyn FnMut(u64)) -> Result<Vec<D
         for (off, e) in f.extents() {
             match store.record_plain(id, &e) {
                 Ok(_) => progress(e.len),
-                Err(Error::Damaged { file, why, .. }) => {
-                    let (start, end) = (off, off + e.len);
-                    match out.last_mut() {
-                        Some(d) if d.path == file && d.end == start && d.why == why => d.end = end,
-                        _ => out.push(Damage {
-                            path: file,
-                            start,
-                            end,
-                            why,
-                        }),
+                Err(err) => match err.kind() {
+                    ErrorKind::Store(StoreError::Damaged { file, why, .. }) => {
+                        let (start, end) = (off, off + e.len);
+                        match out.last_mut() {
+                            Some(d) if d.path == *file && d.end == start && d.why == *why => {
+                                d.end = end
+                            }
+                            _ => out.push(Damage {
+                                path: file.clone(),
+                                start,
+                                end,
+                                why: why.clone(),
+                            }),
+                        }
                     }
-                }
-                Err(other) => return Err(other),
+                    _ => return Err(err),
+                },
             }
         }
     }

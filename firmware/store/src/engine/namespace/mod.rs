@@ -6,10 +6,13 @@
 
 use std::collections::BTreeMap;
 
-use crate::error::{Error, Result};
+use crate::error::NamespaceError;
 use crate::format::journal::{AttrChange, Kind, Op, Time};
 
 mod inode;
+
+/// Results of namespace operations.
+pub type Result<T, E = NamespaceError> = std::result::Result<T, E>;
 
 pub use inode::{Extent, Inode, RecRef};
 
@@ -24,22 +27,22 @@ pub const MAX_NAME: usize = 255;
 pub fn check_name(name: &[u8]) -> Result<()> {
     let show = || String::from_utf8_lossy(name).into_owned();
     if name.is_empty() {
-        return Err(Error::InvalidName {
+        return Err(NamespaceError::InvalidName {
             name: show(),
             why: "empty",
         });
     }
     if name.len() > MAX_NAME {
-        return Err(Error::NameTooLong(name.len()));
+        return Err(NamespaceError::NameTooLong(name.len()));
     }
     if name == b"." || name == b".." {
-        return Err(Error::InvalidName {
+        return Err(NamespaceError::InvalidName {
             name: show(),
             why: "reserved",
         });
     }
     if name.contains(&b'/') || name.contains(&0) {
-        return Err(Error::InvalidName {
+        return Err(NamespaceError::InvalidName {
             name: show(),
             why: "contains '/' or NUL",
         });
@@ -136,7 +139,7 @@ impl Namespace {
 
     /// Looks up an inode.
     pub fn get(&self, id: u64) -> Result<&Inode> {
-        self.inodes.get(&id).ok_or(Error::NotFound)
+        self.inodes.get(&id).ok_or(NamespaceError::NotFound)
     }
 
     /// All inodes, by id.
@@ -158,7 +161,7 @@ impl Namespace {
     pub fn lookup(&self, dir: u64, name: &[u8]) -> Result<u64> {
         let d = self.get(dir)?;
         if d.kind != Kind::Dir {
-            return Err(Error::NotDir);
+            return Err(NamespaceError::NotDir);
         }
         if name == b"." {
             return Ok(dir);
@@ -166,7 +169,7 @@ impl Namespace {
         if name == b".." {
             return Ok(d.parent);
         }
-        d.entries.get(name).copied().ok_or(Error::NotFound)
+        d.entries.get(name).copied().ok_or(NamespaceError::NotFound)
     }
 
     /// The path of an inode from the root, as bytes joined by `/` (root is empty).
@@ -185,7 +188,7 @@ impl Namespace {
     fn dir(&self, id: u64) -> Result<&Inode> {
         let d = self.get(id)?;
         if d.kind != Kind::Dir {
-            return Err(Error::NotDir);
+            return Err(NamespaceError::NotDir);
         }
         Ok(d)
     }
@@ -195,8 +198,8 @@ impl Namespace {
         let f = self.get(id)?;
         match f.kind {
             Kind::File => Ok(f),
-            Kind::Dir => Err(Error::IsDir),
-            Kind::Symlink => Err(Error::Invalid("not a regular file".into())),
+            Kind::Dir => Err(NamespaceError::IsDir),
+            Kind::Symlink => Err(NamespaceError::Invalid("not a regular file".into())),
         }
     }
 
@@ -247,18 +250,20 @@ impl Namespace {
     fn validate(&self, op: &Op) -> Result<()> {
         match op {
             Op::Session { .. } => Ok(()),
-            Op::Seal { .. } if self.seal.is_some() => {
-                Err(Error::Format("the store is sealed twice".into()))
-            }
+            Op::Seal { .. } if self.seal.is_some() => Err(NamespaceError::Inconsistent(
+                "the store is sealed twice".into(),
+            )),
             Op::Seal { .. } => Ok(()),
             Op::Create {
                 id, parent, name, ..
             } => {
                 if self.inodes.contains_key(id) || *id == 0 {
-                    return Err(Error::Format(format!("inode {id} created twice")));
+                    return Err(NamespaceError::Inconsistent(format!(
+                        "inode {id} created twice"
+                    )));
                 }
                 if self.dir(*parent)?.entries.contains_key(name) {
-                    return Err(Error::Exists);
+                    return Err(NamespaceError::Exists);
                 }
                 Ok(())
             }
@@ -267,10 +272,10 @@ impl Namespace {
                     .dir(*parent)?
                     .entries
                     .get(name)
-                    .ok_or(Error::NotFound)?;
+                    .ok_or(NamespaceError::NotFound)?;
                 let i = self.get(id)?;
                 if i.kind == Kind::Dir && !i.entries.is_empty() {
-                    return Err(Error::NotEmpty);
+                    return Err(NamespaceError::NotEmpty);
                 }
                 Ok(())
             }
@@ -285,11 +290,13 @@ impl Namespace {
                     .dir(*from_parent)?
                     .entries
                     .get(from_name)
-                    .ok_or(Error::NotFound)?;
+                    .ok_or(NamespaceError::NotFound)?;
                 let to_dir = self.dir(*to_parent)?;
                 let s = self.get(src)?;
                 if s.kind == Kind::Dir && self.is_ancestor(src, *to_parent) {
-                    return Err(Error::Invalid("cannot move a directory into itself".into()));
+                    return Err(NamespaceError::Invalid(
+                        "cannot move a directory into itself".into(),
+                    ));
                 }
                 if let Some(&dst) = to_dir.entries.get(to_name) {
                     if dst == src {
@@ -297,9 +304,11 @@ impl Namespace {
                     }
                     let d = self.get(dst)?;
                     match (s.kind == Kind::Dir, d.kind == Kind::Dir) {
-                        (true, false) => return Err(Error::NotDir),
-                        (false, true) => return Err(Error::IsDir),
-                        (true, true) if !d.entries.is_empty() => return Err(Error::NotEmpty),
+                        (true, false) => return Err(NamespaceError::NotDir),
+                        (false, true) => return Err(NamespaceError::IsDir),
+                        (true, true) if !d.entries.is_empty() => {
+                            return Err(NamespaceError::NotEmpty);
+                        }
                         _ => {}
                     }
                 }
@@ -309,9 +318,9 @@ impl Namespace {
                 let i = self.get(*id)?;
                 if change.size.is_some() && i.kind != Kind::File {
                     return Err(if i.kind == Kind::Dir {
-                        Error::IsDir
+                        NamespaceError::IsDir
                     } else {
-                        Error::Invalid("cannot resize a symlink".into())
+                        NamespaceError::Invalid("cannot resize a symlink".into())
                     });
                 }
                 Ok(())
@@ -321,7 +330,9 @@ impl Namespace {
             } => {
                 self.file(*id)?;
                 if offset.checked_add(*len as u64).is_none() {
-                    return Err(Error::Invalid("write past the largest file offset".into()));
+                    return Err(NamespaceError::Invalid(
+                        "write past the largest file offset".into(),
+                    ));
                 }
                 Ok(())
             }
@@ -581,7 +592,10 @@ mod tests {
             to_name: b"x".to_vec(),
             time: t,
         };
-        assert!(matches!(ns.apply(&into_self), Err(Error::Invalid(_))));
+        assert!(matches!(
+            ns.apply(&into_self),
+            Err(NamespaceError::Invalid(_))
+        ));
         let f = create(&mut ns, ROOT, "f", Kind::File);
         let over_dir = Op::Rename {
             from_parent: ROOT,
@@ -590,7 +604,7 @@ mod tests {
             to_name: b"d".to_vec(),
             time: t,
         };
-        assert!(matches!(ns.apply(&over_dir), Err(Error::IsDir)));
+        assert!(matches!(ns.apply(&over_dir), Err(NamespaceError::IsDir)));
         let mv = Op::Rename {
             from_parent: ROOT,
             from_name: b"f".to_vec(),
@@ -607,7 +621,7 @@ mod tests {
                 name: b"d".to_vec(),
                 time: t
             }),
-            Err(Error::NotEmpty)
+            Err(NamespaceError::NotEmpty)
         ));
     }
 }

@@ -7,7 +7,7 @@ use std::sync::{Arc, MutexGuard, RwLockReadGuard};
 
 use super::{Access, Commit, Core, Leader, Store, lock};
 use crate::engine::log::{Chain, DevLog, Piece};
-use crate::error::{Error, Result};
+use crate::error::{Result, StoreError, one_line};
 use crate::format::journal::{self, Op};
 use crate::format::seal_record::{SealRecord, Sealed, SealedDevice, SignedSeal};
 use crate::format::superblock::{JOURNAL_START, Superblock};
@@ -50,7 +50,7 @@ impl Store {
     pub(super) fn writable(&self) -> Result<RwLockReadGuard<'_, ()>> {
         let g = self.gate.read().unwrap_or_else(|e| e.into_inner());
         if self.access == Access::ReadOnly || self.is_sealed() {
-            return Err(Error::ReadOnly);
+            return Err(StoreError::ReadOnly.into());
         }
         Ok(g)
     }
@@ -60,7 +60,7 @@ impl Store {
     pub fn begin_seal(&self) -> Result<()> {
         let _g = self.gate.write().unwrap_or_else(|e| e.into_inner());
         if self.access == Access::ReadOnly || self.is_sealed() {
-            return Err(Error::ReadOnly);
+            return Err(StoreError::ReadOnly.into());
         }
         self.set_sealed();
         Ok(())
@@ -102,10 +102,11 @@ impl Store {
             + 16 * self.devs.len() as u64;
         let reserve = if self.is_sealed() { 0 } else { JOURNAL_RESERVE };
         if need + reserve > self.sbs[0].journal_len {
-            return Err(Error::NoSpace(format!(
+            return Err(StoreError::NoSpace(format!(
                 "the metadata journal is full ({} of {} bytes used)",
                 core.journal_end, self.sbs[0].journal_len
-            )));
+            ))
+            .into());
         }
         Ok(())
     }
@@ -129,14 +130,11 @@ impl Store {
     pub(super) fn check_failed(&self, c: &Commit) -> Result<()> {
         match &c.failed {
             None => Ok(()),
-            Some(why) => Err(Error::Io {
-                op: "commit",
+            Some(why) => Err(StoreError::Stopped {
                 path: self.devs[0].path().to_path_buf(),
-                offset: 0,
-                source: std::io::Error::other(format!(
-                    "an earlier commit failed and the store stopped accepting writes: {why}"
-                )),
-            }),
+                why: why.clone(),
+            }
+            .into()),
         }
     }
 
@@ -165,8 +163,9 @@ impl Store {
         match r {
             Ok(done) => c.durable = c.durable.max(done),
             Err(e) => {
-                tracing::error!(error = %e, "commit failed");
-                c.failed = Some(e.to_string());
+                let why = one_line(&e);
+                tracing::error!(error = %why, "commit failed");
+                c.failed = Some(why);
             }
         }
         self.commit_cv.notify_all();
@@ -279,7 +278,7 @@ impl Store {
             (batch_no, pieces, batch, at, moved)
         };
         if at + batch.len() as u64 > self.sbs[0].journal_len {
-            return Err(Error::NoSpace("the metadata journal is full".into()));
+            return Err(StoreError::NoSpace("the metadata journal is full".into()).into());
         }
         let mut leader = lock(&self.leader);
         self.write_pieces(&mut leader, &pieces)?;
@@ -363,7 +362,7 @@ impl Store {
                 bundles,
                 ..
             }) => (*time, *manifest_root, bundles.len() as u32),
-            _ => return Err(Error::Invalid("the store has no seal op".into())),
+            _ => return Err(StoreError::Invalid("the store has no seal op".into()).into()),
         };
         let heads = self.close_segments()?;
         let journal_end = self.journal_end();

@@ -28,7 +28,7 @@ use crate::engine::log::{Chain, DevLog};
 use crate::engine::namespace::{Inode, Namespace};
 use crate::engine::observer::WriteObserver;
 use crate::engine::view::View;
-use crate::error::{Error, Result};
+use crate::error::{KeyError, Result, one_line};
 use crate::format::journal::{Kind, Op, Time};
 use crate::format::seal_record;
 use crate::format::segment;
@@ -151,9 +151,10 @@ impl Locked {
     /// recovers from a crash and starts a new session.
     pub fn unlock(self, secrets: Secrets, access: Access) -> Result<Store> {
         if Secrets::verifying_key(&secrets) != self.sbs[0].signing_public {
-            return Err(Error::WrongKey(
+            return Err(KeyError::Wrong(
                 "the unwrapped keys do not match this device's signing key".into(),
-            ));
+            )
+            .into());
         }
         Store::open(self, secrets, access)
     }
@@ -390,7 +391,7 @@ impl Drop for Store {
         if self.access == Access::ReadWrite
             && let Err(e) = self.sync()
         {
-            tracing::error!(error = %e, "final sync failed");
+            tracing::error!(error = %one_line(&e), "final sync failed");
         }
     }
 }

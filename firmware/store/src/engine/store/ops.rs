@@ -3,7 +3,7 @@
 
 use super::{Attr, DirEntry, Store, lock};
 use crate::engine::namespace::{MAX_SYMLINK, ROOT, check_name};
-use crate::error::{Error, Result};
+use crate::error::{NamespaceError, Result, StoreError};
 use crate::format::journal::{self, AttrChange, Kind, Op, Time};
 
 impl Store {
@@ -14,7 +14,7 @@ impl Store {
 
     /// Finds `name` in directory `dir`.
     pub fn lookup(&self, dir: u64, name: &[u8]) -> Result<u64> {
-        lock(&self.core).ns.lookup(dir, name)
+        Ok(lock(&self.core).ns.lookup(dir, name)?)
     }
 
     /// Attributes of an entry.
@@ -71,10 +71,11 @@ impl Store {
         let _admitted = self.writable()?;
         check_name(name)?;
         if target.len() > MAX_SYMLINK {
-            return Err(Error::Invalid(format!(
+            return Err(StoreError::Invalid(format!(
                 "symlink target of {} bytes (at most {MAX_SYMLINK})",
                 target.len()
-            )));
+            ))
+            .into());
         }
         let id = {
             let mut core = lock(&self.core);
@@ -119,7 +120,7 @@ impl Store {
     /// Creates a symbolic link.
     pub fn symlink(&self, dir: u64, name: &[u8], target: &[u8]) -> Result<Attr> {
         if target.is_empty() {
-            return Err(Error::Invalid("empty symlink target".into()));
+            return Err(StoreError::Invalid("empty symlink target".into()).into());
         }
         self.create_entry(dir, name, Kind::Symlink, 0o777, target)
     }
@@ -129,7 +130,7 @@ impl Store {
         let core = lock(&self.core);
         let i = core.ns.get(id)?;
         if i.kind != Kind::Symlink {
-            return Err(Error::Invalid("not a symbolic link".into()));
+            return Err(StoreError::Invalid("not a symbolic link".into()).into());
         }
         Ok(i.target.clone())
     }
@@ -153,7 +154,11 @@ impl Store {
             let id = core.ns.lookup(dir, name)?;
             let is_dir = core.ns.get(id)?.kind == Kind::Dir;
             if is_dir != want_dir {
-                return Err(if is_dir { Error::IsDir } else { Error::NotDir });
+                return Err(if is_dir {
+                    NamespaceError::IsDir.into()
+                } else {
+                    NamespaceError::NotDir.into()
+                });
             }
             let op = Op::Remove {
                 parent: dir,
@@ -193,7 +198,7 @@ impl Store {
         let core = lock(&self.core);
         let d = core.ns.get(dir)?;
         if d.kind != Kind::Dir {
-            return Err(Error::NotDir);
+            return Err(NamespaceError::NotDir.into());
         }
         // Resume after the cookie's name (entries are ordered by name); if it was removed or
         // moved away meanwhile, start over rather than fail.

@@ -8,7 +8,7 @@ use super::{Store, lock};
 use crate::crypto::cipher::Purpose;
 use crate::device::Device;
 use crate::engine::namespace::Extent;
-use crate::error::{Error, Result};
+use crate::error::{Result, StoreError, one_line};
 use crate::format::journal::Loc;
 use crate::format::record;
 use crate::format::tree_hash::record_digest;
@@ -90,7 +90,7 @@ impl Store {
             .logs
             .get(loc.dev as usize)
             .and_then(|l| l.queued(loc.addr, loc.len as usize));
-        let damaged = |why: String| Error::Damaged {
+        let damaged = |why: String| StoreError::Damaged {
             file: self.path(id),
             start: e.rec.start,
             end: e.rec.start + e.rec.plain_len as u64,
@@ -102,7 +102,7 @@ impl Store {
                 .device_of(loc)
                 .and_then(|dev| {
                     dev.read_vec(loc.addr, loc.len as usize)
-                        .map_err(|err| format!("cannot read the record: {err}"))
+                        .map_err(|err| format!("cannot read the record: {}", one_line(&err)))
                 })
                 .map_err(damaged)?,
         };
@@ -126,7 +126,7 @@ impl Store {
 
     /// Opens the record behind `e` (its bytes in `bytes`, decrypted in place) into `out`
     /// (`e.rec.plain_len` bytes) and checks that it is this extent's record: binding,
-    /// length and plaintext digest. The error is the reason, for [`Error::Damaged`].
+    /// length and plaintext digest. The error is the reason, for [`StoreError::Damaged`].
     pub(super) fn open_record(
         &self,
         id: u64,
@@ -243,7 +243,7 @@ impl Store {
                     scratch.rec.resize(run_len, 0);
                     self.device_of(e.rec.loc).and_then(|dev| {
                         dev.read_at(&mut scratch.rec[..run_len], e.rec.loc.addr)
-                            .map_err(|err| format!("cannot read the record: {err}"))
+                            .map_err(|err| format!("cannot read the record: {}", one_line(&err)))
                     })
                 }
             };

@@ -10,7 +10,7 @@ use super::{Access, Store, lock};
 use crate::crypto::cipher::Purpose;
 use crate::engine::log::{Chain, DevLog};
 use crate::engine::namespace::{Extent, Namespace, RecRef};
-use crate::error::{Error, Result};
+use crate::error::{FormatError, Result};
 use crate::format::is_zero;
 use crate::format::journal::{self, BatchHeader, Op};
 use crate::format::record;
@@ -67,7 +67,7 @@ impl Store {
             }
             let key = self.key_for_session(h.session, Purpose::Journal);
             let (t, ops) = journal::open_batch(&key, &h, batch).map_err(|e| {
-                Error::corrupt(
+                FormatError::corrupt(
                     "journal batch",
                     dev0.path(),
                     JOURNAL_START + pos,
@@ -80,7 +80,7 @@ impl Store {
                 )
             })?;
             if t.len() != self.devs.len() {
-                return Err(Error::corrupt(
+                return Err(FormatError::corrupt(
                     "journal batch",
                     dev0.path(),
                     JOURNAL_START + pos,
@@ -168,7 +168,7 @@ impl Store {
                 continue;
             };
             let Some(dev) = self.devs.get(loc.dev as usize) else {
-                return Err(Error::corrupt(
+                return Err(FormatError::corrupt(
                     "journal batch",
                     self.devs[0].path(),
                     JOURNAL_START + pos,
@@ -216,7 +216,7 @@ impl Store {
     fn replay(ns: &mut Namespace, ops: &[Op], path: &Path, pos: u64) -> Result<()> {
         for op in ops {
             ns.apply(op).map_err(|e| {
-                Error::corrupt(
+                FormatError::corrupt(
                     "journal",
                     path,
                     JOURNAL_START + pos,
@@ -240,7 +240,7 @@ impl Store {
             return Ok(());
         }
         let damaged = |why: String| {
-            Err(Error::corrupt(
+            Err(FormatError::corrupt(
                 "metadata journal",
                 self.devs[0].path(),
                 JOURNAL_START + end,

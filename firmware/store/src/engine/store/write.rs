@@ -7,7 +7,7 @@ use std::sync::MutexGuard;
 use std::sync::atomic::Ordering;
 
 use super::{Attr, Core, Store, lock};
-use crate::error::{Error, Result};
+use crate::error::{Result, StoreError};
 use crate::format::is_zero;
 use crate::format::journal::{self, Loc, Op, Time};
 use crate::format::record::{self, Binding, MAX_PLAIN};
@@ -53,7 +53,7 @@ impl Store {
             .checked_add(data.len() as u64)
             .is_none_or(|e| e > i64::MAX as u64)
         {
-            return Err(Error::Invalid("write past the largest file offset".into()));
+            return Err(StoreError::Invalid("write past the largest file offset".into()).into());
         }
         if data.is_empty() {
             return self.getattr(id);
@@ -98,9 +98,10 @@ impl Store {
                 .map(|(l, sb)| l.free(sb))
                 .sum();
             if need > free {
-                return Err(Error::NoSpace(format!(
+                return Err(StoreError::NoSpace(format!(
                     "the data devices are full ({free} bytes free, this write needs {need})"
-                )));
+                ))
+                .into());
             }
             core.ns.get(id)?;
             let time = Time::now();
