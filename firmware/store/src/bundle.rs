@@ -169,7 +169,7 @@ fn read_all(store: &Store, id: u64, size: u64) -> Result<Vec<u8>> {
 }
 
 /// Joins a descriptor-relative href to the descriptor's directory; refuses escapes.
-fn resolve(dir: &str, href: &str) -> Option<String> {
+pub fn resolve(dir: &str, href: &str) -> Option<String> {
     if href.contains("://") || href.starts_with('/') {
         return None;
     }
