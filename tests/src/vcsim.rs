@@ -77,7 +77,7 @@ impl Vcsim {
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(tap.with_extension("log")).unwrap())
             .spawn()
             .expect("start the simulator");
         let mut line = String::new();
@@ -92,6 +92,11 @@ impl Vcsim {
             thumbprint: v["thumbprint"].as_str().unwrap().to_string(),
             tap: tap.to_path_buf(),
         }
+    }
+
+    /// What the simulator logged (for failure messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.tap.with_extension("log")).unwrap_or_default()
     }
 
     /// `https://odt@127.0.0.1:PORT/sdk`

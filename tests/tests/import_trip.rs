@@ -172,7 +172,7 @@ fn import_into_the_vcenter_simulator() {
     // The import: both VMs, their disks as exported.
     let pin = sim.thumbprint.clone();
     let (rc, out, err) = import(&sim, &dev, &job.job_dir, &["--thumbprint", &pin, "--json"]);
-    assert_eq!(rc, 0, "{out}{err}");
+    assert_eq!(rc, 0, "{out}{err}\n--- simulator\n{}", sim.log());
     let r = report(&out, &err);
     assert_eq!(r["complete"], true, "{r}");
     for vm in ["vm-alpha", "vm-beta"] {

@@ -15,14 +15,21 @@ package main
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/hex"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
 	"log"
+	"math/big"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -54,7 +61,13 @@ func main() {
 	defer model.Remove()
 	model.Service.Listen = &url.URL{Host: *listen, User: url.UserPassword(*user, *pass)}
 	if !*plain {
-		model.Service.TLS = new(tls.Config)
+		// A fresh P-256 certificate: the simulator's built-in one is the old 1024-bit RSA
+		// test certificate, which current TLS stacks refuse to verify signatures with.
+		cert, err := selfSigned()
+		if err != nil {
+			log.Fatal(err)
+		}
+		model.Service.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
 	}
 	dc := simulator.Map.Any("Datacenter").(*simulator.Datacenter)
 	for _, name := range strings.Split(*folders, ",") {
@@ -112,6 +125,29 @@ func main() {
 
 	// Runs until stdin closes (the test holding the pipe ends).
 	_, _ = io.Copy(io.Discard, os.Stdin)
+}
+
+// selfSigned makes a self-signed certificate for 127.0.0.1 and localhost.
+func selfSigned() (tls.Certificate, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:      pkix.Name{CommonName: "vcsim.odt.test", Organization: []string{"odt import tests"}},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
+		DNSNames:     []string{"localhost"},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
 }
 
 // tapUpload keeps a copy of the request body while the simulator's handler consumes it.

@@ -80,11 +80,14 @@ const BEFORE_ANNOTATION: &[&str] = &[
 
 /// Adds `line` to the annotation of the import spec's `configSpec` (keeping the OVF's own
 /// notes); returns the new spec and the whole annotation.
-pub fn annotate(spec_xml: &str, line: &str) -> Result<(String, String), String> {
-    let wrapped = format!(
-        "<w xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\" \
-         xmlns:xsd=\"http://www.w3.org/2001/XMLSchema\">{spec_xml}</w>"
-    );
+/// `ns_decls` declares the prefixes the spec uses (` xmlns:p="uri"`...).
+pub fn annotate(spec_xml: &str, ns_decls: &str, line: &str) -> Result<(String, String), String> {
+    let decls = if ns_decls.contains(" xmlns:xsi=") {
+        ns_decls.to_string()
+    } else {
+        format!("{ns_decls} xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\"")
+    };
+    let wrapped = format!("<w{decls}>{spec_xml}</w>");
     let off = wrapped.find('>').expect("wrapper") + 1;
     let doc = Document::parse(&wrapped).map_err(|e| format!("the import spec is not XML: {e}"))?;
     let cs = doc
@@ -154,7 +157,7 @@ mod tests {
     #[test]
     fn annotation_goes_where_the_schema_wants_it() {
         let spec = r#"<configSpec><name>vm1</name><guestId>otherGuest</guestId><files><vmPathName>[ds]</vmPathName></files><deviceChange><device xsi:type="VirtualDisk"/></deviceChange></configSpec><resPoolEntity type="ResourcePool">rp-1</resPoolEntity>"#;
-        let (out, note) = annotate(spec, "odt-import job=j bundle=b state=importing").unwrap();
+        let (out, note) = annotate(spec, "", "odt-import job=j bundle=b state=importing").unwrap();
         assert_eq!(note, "odt-import job=j bundle=b state=importing");
         assert!(
             out.contains("<guestId>otherGuest</guestId><annotation>odt-import job=j bundle=b state=importing</annotation><files>"),
@@ -163,18 +166,18 @@ mod tests {
         assert!(out.ends_with("<resPoolEntity type=\"ResourcePool\">rp-1</resPoolEntity>"));
         // An OVF annotation is kept, the marker added below it (escaped).
         let spec = r#"<configSpec><name>vm1</name><annotation>A &amp; B</annotation><files/></configSpec>"#;
-        let (out, note) = annotate(spec, "m").unwrap();
+        let (out, note) = annotate(spec, "", "m").unwrap();
         assert_eq!(note, "A & B\nm");
         assert!(
             out.contains("<annotation>A &amp; B\nm</annotation><files/>"),
             "{out}"
         );
         // Nothing after the annotation's place: appended at the end.
-        let (out, _) = annotate("<configSpec><name>x</name></configSpec>", "m").unwrap();
+        let (out, _) = annotate("<configSpec><name>x</name></configSpec>", "", "m").unwrap();
         assert_eq!(
             out,
             "<configSpec><name>x</name><annotation>m</annotation></configSpec>"
         );
-        assert!(annotate("<other/>", "m").is_err());
+        assert!(annotate("<other/>", "", "m").is_err());
     }
 }

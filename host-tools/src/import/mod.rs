@@ -339,8 +339,8 @@ fn import_one(
         uploads.push((fi, item));
     }
     uploads.sort_by_key(|(_, i)| i.ranges.first().map(|r| (r.source, r.start)));
-    let (spec_xml, annotation) =
-        marker::annotate(&spec.spec_xml, &mine.line()).map_err(|why| VsphereError::Protocol {
+    let (spec_xml, annotation) = marker::annotate(&spec.spec_xml, &spec.ns_decls, &mine.line())
+        .map_err(|why| VsphereError::Protocol {
             method: "CreateImportSpec".into(),
             why,
         })?;

@@ -89,6 +89,9 @@ pub struct ImportSpec {
     pub spec_xml: String,
     /// Its `xsi:type`.
     pub spec_type: String,
+    /// The namespace prefixes in scope there (` xmlns:p="uri"`...), which its content may
+    /// use and which must be declared again wherever it is sent.
+    pub ns_decls: String,
     /// (deviceId, OVF href, size, create) of each file to upload.
     pub file_items: Vec<FileItem>,
     pub errors: Vec<String>,
@@ -211,7 +214,7 @@ impl Client {
     pub fn call(&self, method: &str, this: &Moref, args: &str) -> Result<Response, VsphereError> {
         let body = Zeroizing::new(envelope(method, this, args));
         if method != "Login" {
-            tracing::trace!(method, "vim25 call");
+            tracing::trace!(method, request = body.as_str(), "vim25 call");
         }
         let mut req = self
             .agent
@@ -240,7 +243,7 @@ impl Client {
                     },
                 });
             }
-            Err(ureq::Error::Transport(t)) => return Err(self.transport(t)),
+            Err(ureq::Error::Transport(t)) => return Err(self.transport(method, t)),
         };
         if let Some(set) = resp.header("set-cookie")
             && let Some(pair) = set.split(';').next()
@@ -258,7 +261,7 @@ impl Client {
     }
 
     /// A transport error, told apart as an untrusted certificate when it is one.
-    fn transport(&self, t: ureq::Transport) -> VsphereError {
+    fn transport(&self, method: &str, t: ureq::Transport) -> VsphereError {
         let why = t.to_string();
         let tls = std::error::Error::source(&t)
             .map(|s| s.to_string())
@@ -277,7 +280,7 @@ impl Client {
             },
             _ => VsphereError::Connect {
                 url: self.url.clone(),
-                why,
+                why: format!("{method}: {why}"),
             },
         }
     }
@@ -400,12 +403,9 @@ impl Client {
                     child_text(f, "localizedMessage")
                         .filter(|m| !m.is_empty())
                         .or_else(|| {
-                            children(f, "fault").next().map(|x| {
-                                x.attributes()
-                                    .find(|a| a.name() == "type")
-                                    .map(|a| a.value().to_string())
-                                    .unwrap_or_else(|| "a fault".into())
-                            })
+                            children(f, "fault")
+                                .next()
+                                .map(|x| soap::xsi_type(x).unwrap_or("a fault").to_string())
                         })
                         .unwrap_or_else(|| "(no message)".into())
                 })
@@ -419,19 +419,23 @@ impl Client {
                 create: child_text(f, "create").as_deref() == Some("true"),
             })
             .collect();
-        let (spec_xml, spec_type) = match children(rv, "importSpec").next() {
+        let (spec_xml, spec_type, ns_decls) = match children(rv, "importSpec").next() {
             Some(s) => (
                 soap::inner_xml(s, raw).to_string(),
-                s.attributes()
-                    .find(|a| a.name() == "type")
-                    .map(|a| a.value().to_string())
-                    .unwrap_or_else(|| "VirtualMachineImportSpec".into()),
+                soap::xsi_type(s)
+                    .unwrap_or("VirtualMachineImportSpec")
+                    .to_string(),
+                s.namespaces()
+                    .filter_map(|n| Some(format!(" xmlns:{}=\"{}\"", n.name()?, escape(n.uri()))))
+                    .filter(|d| !d.starts_with(" xmlns:xml="))
+                    .collect(),
             ),
-            None => (String::new(), String::new()),
+            None => (String::new(), String::new(), String::new()),
         };
         Ok(ImportSpec {
             spec_xml,
             spec_type,
+            ns_decls,
             file_items,
             errors: messages("error"),
             warnings: messages("warning"),
@@ -447,7 +451,8 @@ impl Client {
         folder: &Moref,
     ) -> Result<Moref, VsphereError> {
         let args = format!(
-            "<spec xsi:type=\"{}\">{spec_xml}</spec>{}",
+            "<spec{} xsi:type=\"{}\">{spec_xml}</spec>{}",
+            spec.ns_decls,
             escape(&spec.spec_type),
             folder.xml("folder")
         );

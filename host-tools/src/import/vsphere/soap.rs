@@ -30,7 +30,11 @@ impl Moref {
 
     /// Reads a reference from an element with a `type` attribute.
     pub fn from_node(n: Node) -> Option<Moref> {
-        let kind = n.attribute("type")?;
+        // `type`, not `xsi:type` (which a `val` also carries).
+        let kind = n
+            .attributes()
+            .find(|a| a.name() == "type" && a.namespace().is_none())?
+            .value();
         Some(Moref::new(kind, n.text().unwrap_or("").trim()))
     }
 }
@@ -121,12 +125,9 @@ impl Response {
                 .find(|n| n.tag_name().name() == "detail")
                 .and_then(|d| d.children().find(|n| n.is_element()))
                 .map(|n| {
-                    n.attributes()
-                        .find(|a| a.name() == "type")
-                        .map(|a| a.value().to_string())
-                        .unwrap_or_else(|| {
-                            n.tag_name().name().trim_end_matches("Fault").to_string()
-                        })
+                    xsi_type(n).map(str::to_string).unwrap_or_else(|| {
+                        n.tag_name().name().trim_end_matches("Fault").to_string()
+                    })
                 });
             return Err(Fault {
                 kind,
@@ -165,6 +166,13 @@ impl Response {
     pub fn raw(&self) -> &str {
         &self.doc
     }
+}
+
+/// An element's `xsi:type`.
+pub fn xsi_type<'a>(n: Node<'a, '_>) -> Option<&'a str> {
+    n.attributes()
+        .find(|a| a.name() == "type" && a.namespace().is_some())
+        .map(|a| a.value())
 }
 
 /// The trimmed text of the first child element called `name`.
