@@ -219,14 +219,10 @@ impl Read for Upload<'_> {
 
 /// After the last upload: whether the reader verified everything.
 pub fn outcome(rx: &Receiver<Msg>) -> Result<(), String> {
-    loop {
-        match rx.recv() {
-            Ok(Msg::Verified) => return Ok(()),
-            Ok(Msg::Failed(why)) => return Err(why),
-            Ok(Msg::Data(_)) | Ok(Msg::End) => {
-                return Err("the device held more than the uploads took".into());
-            }
-            Err(_) => return Err("the device reader stopped".into()),
-        }
+    match rx.recv() {
+        Ok(Msg::Verified) => Ok(()),
+        Ok(Msg::Failed(why)) => Err(why),
+        Ok(Msg::Data(_)) | Ok(Msg::End) => Err("the device held more than the uploads took".into()),
+        Err(_) => Err("the device reader stopped".into()),
     }
 }
