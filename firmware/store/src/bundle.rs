@@ -92,16 +92,18 @@ impl BundleReport {
     }
 }
 
-struct Entry {
-    id: u64,
-    kind: Kind,
-    size: u64,
-    mtime: Time,
+/// What a bundle check knows of one entry of the store.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub id: u64,
+    pub kind: Kind,
+    pub size: u64,
+    pub mtime: Time,
 }
 
-/// Checks every bundle. `now` decides what counts as still being written.
-pub fn check(store: &Store, now: Time) -> Result<BundleReport> {
-    let entries: BTreeMap<String, Entry> = store.with_namespace(|ns| {
+/// Every entry of the store but the root, by path.
+pub fn entries(store: &Store) -> BTreeMap<String, Entry> {
+    store.with_namespace(|ns| {
         ns.inodes()
             .filter(|i| i.id != store.root())
             .map(|i| {
@@ -116,7 +118,12 @@ pub fn check(store: &Store, now: Time) -> Result<BundleReport> {
                 )
             })
             .collect()
-    });
+    })
+}
+
+/// Checks every bundle. `now` decides what counts as still being written.
+pub fn check(store: &Store, now: Time) -> Result<BundleReport> {
+    let entries = entries(store);
     let mut report = BundleReport::default();
     let mut claimed: Vec<String> = Vec::new();
     for (path, e) in &entries {

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use odt_store::Store;
-use odt_store::bundle::{content_files, ova_members, resolve};
+use odt_store::bundle::{Entry, content_files, entries, ova_members, resolve};
 use odt_store::journal::Kind;
 use odt_store::ovf::{Envelope, STREAM_OPTIMIZED, parse_envelope};
 
@@ -87,12 +87,6 @@ impl Bundle {
     }
 }
 
-struct Entry {
-    id: u64,
-    kind: Kind,
-    size: u64,
-}
-
 fn read_text(store: &Store, id: u64, off: u64, size: u64) -> Result<Vec<u8>, ImportError> {
     let mut out = Vec::with_capacity(size as usize);
     while (out.len() as u64) < size {
@@ -113,21 +107,7 @@ pub fn build(
     roots: &HashMap<u64, [u8; 32]>,
     wanted: &[String],
 ) -> Result<Vec<Bundle>, ImportError> {
-    let entries: BTreeMap<String, Entry> = store.with_namespace(|ns| {
-        ns.inodes()
-            .filter(|i| i.id != store.root())
-            .map(|i| {
-                (
-                    String::from_utf8_lossy(&ns.path(i.id)).into_owned(),
-                    Entry {
-                        id: i.id,
-                        kind: i.kind,
-                        size: i.size,
-                    },
-                )
-            })
-            .collect()
-    });
+    let entries = entries(store);
     let mut out = Vec::new();
     for (path, e) in &entries {
         if e.kind != Kind::File {
@@ -216,6 +196,12 @@ fn descriptor(b: &mut Bundle, text: Vec<u8>, name: &str) -> bool {
     }
 }
 
+/// Whether a reference is gzip-compressed; None (and a problem) if it uses another
+/// compression.
+fn gzip_of(b: &mut Bundle, r: &odt_store::ovf::Reference) -> Option<bool> {
+    r.gzip().map_err(|why| b.problems.push(why)).ok()
+}
+
 fn item(b: &Bundle, href: &str, ranges: Vec<Range>, gzip: bool) -> Item {
     Item {
         href: href.to_string(),
@@ -268,12 +254,8 @@ fn folder_bundle(
         return Ok(b);
     }
     for r in b.envelope.references.clone() {
-        let gzip = match r.gzip() {
-            Ok(g) => g,
-            Err(why) => {
-                b.problems.push(why);
-                continue;
-            }
+        let Some(gzip) = gzip_of(&mut b, &r) else {
+            continue;
         };
         let Some(target) = resolve(dir, &r.href) else {
             b.problems
@@ -351,12 +333,8 @@ fn ova_bundle(
         return Ok(b);
     }
     for r in b.envelope.references.clone() {
-        let gzip = match r.gzip() {
-            Ok(g) => g,
-            Err(why) => {
-                b.problems.push(why);
-                continue;
-            }
+        let Some(gzip) = gzip_of(&mut b, &r) else {
+            continue;
         };
         let content = content_files(&r.href, &r, |n| {
             members.iter().find(|m| m.name == n).map(|m| m.size)
