@@ -15,9 +15,9 @@
 //!   `device_size <= i64::MAX`.
 
 use libfuzzer_sys::arbitrary::Unstructured;
-use odt_store::cipher::Cipher;
-use odt_store::frame;
-use odt_store::superblock::{FORMAT_VERSION, JOURNAL_START, SLOT, Superblock};
+use odt_store::crypto::cipher::Cipher;
+use odt_store::format::frame;
+use odt_store::format::superblock::{FORMAT_VERSION, JOURNAL_START, SLOT, Superblock};
 
 use crate::util::{damage, fix_crc, u32_at};
 

@@ -220,14 +220,13 @@ fn records(store: &odt_store::Store, path: &[u8]) -> Vec<(u64, u64, u32, u64, u3
     for c in path.split(|&b| b == b'/') {
         id = store.lookup(id, c).unwrap();
     }
-    store.with_namespace(|ns| {
-        ns.get(id)
-            .unwrap()
-            .extents
-            .iter()
-            .map(|(o, e)| (*o, e.len, e.rec.loc.dev, e.rec.loc.addr, e.rec.loc.len))
-            .collect()
-    })
+    store
+        .view()
+        .get(id)
+        .unwrap()
+        .extents()
+        .map(|(o, e)| (o, e.len, e.rec.loc.dev, e.rec.loc.addr, e.rec.loc.len))
+        .collect()
 }
 
 #[test]
@@ -461,7 +460,11 @@ fn wrong_identity_and_wrong_job_are_clear_errors() {
     let key = setup.job.join("ingest.key");
     std::fs::remove_file(&key).unwrap();
     let other = age::x25519::Identity::generate();
-    std::fs::write(&key, odt_store::keys::identity_file_text(&other).as_bytes()).unwrap();
+    std::fs::write(
+        &key,
+        odt_store::crypto::keys::identity_file_text(&other).as_bytes(),
+    )
+    .unwrap();
     let ds = setup.dir.path().join("ds");
     let o = setup.ingest(&ds, &[]);
     assert_eq!(common::code(&o), 1);

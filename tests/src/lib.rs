@@ -7,4 +7,5 @@ pub mod guest;
 pub mod nfsclient;
 pub mod rpc;
 pub mod run;
+pub mod vcsim;
 pub mod vmtree;

@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use odt_store::provision::{self, Options};
+use odt_store::trip::provision::{self, Options};
 use odt_store::{Access, Locked, Store};
 use rand::{Rng, SeedableRng};
 
@@ -219,9 +219,9 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
             let sbi = if i == 0 {
                 sb.clone()
             } else {
-                odt_store::superblock::Superblock::read(dev).unwrap()
+                odt_store::format::superblock::Superblock::read(dev).unwrap()
             };
-            let (_, problems) = odt_store::verify::check_log(dev, &sbi, None, &mut |_| {});
+            let (_, problems) = odt_store::trip::verify::check_log(dev, &sbi, None, &mut |_| {});
             assert!(
                 problems.is_empty(),
                 "trial {trial}: log damaged after recovery: {problems:?}"

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
-use odt_store::job::{Job, JobSet};
-use odt_store::provision::{self, Options};
+use odt_store::trip::job::{Job, JobSet};
+use odt_store::trip::provision::{self, Options};
 use odt_store::{Access, Locked, Store};
 use sha2::Digest;
 
@@ -71,6 +71,7 @@ fn setup(dir: &Path, name: &str, size: u64) -> anyhow::Result<(Vec<PathBuf>, Pat
     let l = Locked::open(&paths, Access::ReadWrite)?;
     let s = l.secrets_from_code(&p.unlock_code)?;
     let store = l.unlock(s, Access::ReadWrite)?;
+    odt_store::trip::bundle_digests::attach(&store);
     Ok((paths, job, store))
 }
 
@@ -110,7 +111,7 @@ fn time_check(paths: &[PathBuf], job: &Path, code: &str) -> anyhow::Result<f64> 
     let mut best = f64::MAX;
     for _ in 0..3 {
         let t = Instant::now();
-        let r = odt_store::seal::check(paths, job, Some(code))?;
+        let r = odt_store::trip::seal::check(paths, job, Some(code))?;
         anyhow::ensure!(r.intact, "seal check failed: {:?}", r.problem);
         best = best.min(t.elapsed().as_secs_f64());
     }
@@ -152,7 +153,7 @@ fn main() -> anyhow::Result<()> {
     });
     let fill = t.elapsed().as_secs_f64();
     let t = Instant::now();
-    let sealed = odt_store::seal::check_and_seal(&store, true)?;
+    let sealed = odt_store::trip::seal::check_and_seal(&store, true)?;
     let seal_many = t.elapsed().as_secs_f64();
     let code = sealed.sealed.context("not sealed")?.code;
     drop(store);
@@ -167,7 +168,7 @@ fn main() -> anyhow::Result<()> {
     let f = store.create(store.root(), b"only.txt", 0o644)?;
     store.write(f.id, 0, b"one file\n")?;
     let t = Instant::now();
-    let code = odt_store::seal::check_and_seal(&store, true)?
+    let code = odt_store::trip::seal::check_and_seal(&store, true)?
         .sealed
         .context("not sealed")?
         .code;
@@ -225,7 +226,7 @@ fn main() -> anyhow::Result<()> {
     let m = store.create(vm.id, b"vm1.mf", 0o644)?;
     store.write(m.id, 0, mf.as_bytes())?;
     let t = Instant::now();
-    let out = odt_store::seal::check_and_seal(&store, false)?;
+    let out = odt_store::trip::seal::check_and_seal(&store, false)?;
     let seal_big = t.elapsed().as_secs_f64();
     anyhow::ensure!(out.refused.is_none(), "seal refused: {:?}", out.refused);
     let b = &out.bundles.bundles[0];

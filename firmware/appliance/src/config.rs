@@ -25,14 +25,14 @@ pub const NFS_PORT: u16 = 2049;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The config file could not be read.
-    #[error("cannot read the config file {path}: {source}")]
+    #[error("cannot read the config file {path}")]
     Read {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
     /// The config file is not valid TOML for these settings.
-    #[error("config file {path}: {source}")]
+    #[error("config file {path} is not valid")]
     Parse {
         path: PathBuf,
         #[source]
@@ -189,10 +189,10 @@ impl Settings {
         })?;
         let listen = parse_addr("NFS listen", &listen, NFS_PORT)?;
         let control = match flags.control.or(file.control) {
-            Some(c) => parse_addr("control", &c, odt_store::control::DEFAULT_PORT)?,
+            Some(c) => parse_addr("control", &c, odt_store::trip::control_api::DEFAULT_PORT)?,
             None => SocketAddr::new(
                 IpAddr::V4(Ipv4Addr::LOCALHOST),
-                odt_store::control::DEFAULT_PORT,
+                odt_store::trip::control_api::DEFAULT_PORT,
             ),
         };
         let allow = if flags.allow.is_empty() {

@@ -1,7 +1,7 @@
 //! The control API server: unlock, status (and a test hook), JSON lines over TCP.
 //!
 //! Protocol and authentication are defined with the message types in
-//! [`odt_store::control`]: hello with a challenge, one request, one response. The unlock
+//! [`odt_store::trip::control_api`]: hello with a challenge, one request, one response. The unlock
 //! code is never logged; request lines are zeroized after parsing.
 
 use std::net::SocketAddr;
@@ -9,10 +9,11 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use odt_store::control::{
+use odt_store::crypto::keys::UnlockCode;
+use odt_store::error::one_line;
+use odt_store::trip::control_api::{
     self, ErrorKind, ErrorReply, Hello, Op, PROTOCOL, Request, Response, State,
 };
-use odt_store::keys::UnlockCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpListener, TcpStream};
@@ -61,7 +62,7 @@ pub async fn run(listener: TcpListener, app: Arc<Appliance>) {
 
 async fn serve(sock: TcpStream, peer: SocketAddr, app: Arc<Appliance>) -> std::io::Result<()> {
     let (r, mut w) = sock.into_split();
-    let challenge = control::new_challenge();
+    let challenge = control_api::new_challenge();
     let hello = Hello {
         protocol: PROTOCOL,
         challenge: hex::encode(challenge),
@@ -70,10 +71,10 @@ async fn serve(sock: TcpStream, peer: SocketAddr, app: Arc<Appliance>) -> std::i
     let line = tokio::time::timeout(REQUEST_TIMEOUT, read_line(r))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no request in time"))??;
-    let response = if line.len() > control::MAX_LINE {
+    let response = if line.len() > control_api::MAX_LINE {
         error(
             ErrorKind::BadRequest,
-            format!("request longer than {} bytes", control::MAX_LINE),
+            format!("request longer than {} bytes", control_api::MAX_LINE),
         )
     } else {
         match serde_json::from_slice::<Request>(&line) {
@@ -92,7 +93,7 @@ async fn serve(sock: TcpStream, peer: SocketAddr, app: Arc<Appliance>) -> std::i
 /// afterwards: it may hold the unlock code.
 async fn read_line(mut r: OwnedReadHalf) -> std::io::Result<Zeroizing<Vec<u8>>> {
     // Sized up front so that it never reallocates (a reallocation would leave a copy).
-    let mut line = Zeroizing::new(Vec::with_capacity(control::MAX_LINE + 512));
+    let mut line = Zeroizing::new(Vec::with_capacity(control_api::MAX_LINE + 512));
     let mut chunk = Zeroizing::new([0u8; 512]);
     loop {
         let n = r.read(&mut chunk[..]).await?;
@@ -104,7 +105,7 @@ async fn read_line(mut r: OwnedReadHalf) -> std::io::Result<Zeroizing<Vec<u8>>> 
             return Ok(line);
         }
         line.extend_from_slice(&chunk[..n]);
-        if line.len() > control::MAX_LINE {
+        if line.len() > control_api::MAX_LINE {
             return Ok(line);
         }
     }
@@ -135,7 +136,7 @@ async fn settle_writes(app: &Appliance) {
 /// Answers one request.
 pub async fn handle(
     req: Request,
-    challenge: &[u8; control::CHALLENGE_LEN],
+    challenge: &[u8; control_api::CHALLENGE_LEN],
     peer: SocketAddr,
     app: &Arc<Appliance>,
 ) -> Response {
@@ -180,8 +181,9 @@ pub async fn handle(
                     error(ErrorKind::WrongCode, e.to_string())
                 }
                 Ok(Err(e)) => {
+                    let e = one_line(&e);
                     tracing::error!("control: unlock from {peer} failed: {e}");
-                    error(ErrorKind::Failed, e.to_string())
+                    error(ErrorKind::Failed, e)
                 }
                 Err(e) => error(ErrorKind::Failed, format!("unlock task failed: {e}")),
             }
@@ -238,7 +240,7 @@ pub async fn handle(
                             rec.bytes,
                             out.bundles.bundles.len()
                         );
-                        Response::Sealed(control::SealReply {
+                        Response::Sealed(control_api::SealReply {
                             seal_code: sealed.code.clone(),
                             job_id: rec.job_id.clone(),
                             files: rec.files,
@@ -258,8 +260,9 @@ pub async fn handle(
                     }
                 },
                 Ok(Err(e)) => {
+                    let e = one_line(&e);
                     tracing::error!("control: {op_name} from {peer} failed: {e}");
-                    error(ErrorKind::Failed, e.to_string())
+                    error(ErrorKind::Failed, e)
                 }
                 Err(e) => error(ErrorKind::Failed, format!("{op_name} task failed: {e}")),
             }
@@ -283,7 +286,7 @@ pub async fn handle(
                     );
                     Response::Status(app.status())
                 }
-                Err(e) => error(ErrorKind::BadRequest, e.to_string()),
+                Err(e) => error(ErrorKind::BadRequest, one_line(&e)),
             }
         }
     }
@@ -293,7 +296,7 @@ pub async fn handle(
 mod tests {
     use super::*;
     use crate::testutil::Fixture;
-    use odt_store::control::{ControlKey, SecretText, StatusReport};
+    use odt_store::trip::control_api::{ControlKey, SecretText, StatusReport};
     use tokio::io::{AsyncBufReadExt, BufReader};
 
     /// One exchange over the wire, as a client does it. `sign` picks the MAC key.
@@ -305,7 +308,7 @@ mod tests {
         r.read_line(&mut line).await.unwrap();
         let hello: Hello = serde_json::from_str(&line).unwrap();
         assert_eq!(hello.protocol, PROTOCOL);
-        let ch = control::parse_challenge(&hello.challenge).unwrap();
+        let ch = control_api::parse_challenge(&hello.challenge).unwrap();
         let mac = sign.map(|k| hex::encode(k.mac(&ch, &op)));
         let mut text = serde_json::to_vec(&Request { op, mac }).unwrap();
         text.push(b'\n');
@@ -386,7 +389,7 @@ mod tests {
         tokio::spawn(run(l, app));
         let key = ControlKey::from_code(&fx.code);
         // A MAC recorded for one challenge does not work on another connection.
-        let old = control::new_challenge();
+        let old = control_api::new_challenge();
         let replay = Request {
             op: Op::Status,
             mac: Some(hex::encode(key.mac(&old, &Op::Status))),

@@ -25,7 +25,7 @@ pub enum ServeError {
     #[error(transparent)]
     State(#[from] StateError),
     /// A listening socket could not be bound.
-    #[error("cannot listen for {what} on {addr}: {source}")]
+    #[error("cannot listen for {what} on {addr}")]
     Bind {
         what: &'static str,
         addr: SocketAddr,
@@ -33,15 +33,15 @@ pub enum ServeError {
         source: std::io::Error,
     },
     /// The ready file could not be written.
-    #[error("cannot write the ready file {path}: {source}")]
+    #[error("cannot write the ready file {path}")]
     ReadyFile {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
     /// The final flush failed: acknowledged data may not be durable.
-    #[error("the final sync failed: {0}")]
-    Sync(odt_store::Error),
+    #[error("the final sync failed: acknowledged writes may not be durable")]
+    Sync(#[source] odt_store::Error),
     /// Signal handling could not be set up.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
@@ -153,7 +153,10 @@ async fn flusher(app: Arc<Appliance>) {
         let a = app.clone();
         match tokio::task::spawn_blocking(move || a.sync()).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!("background flush failed: {e}"),
+            Ok(Err(e)) => tracing::error!(
+                "background flush failed: {}",
+                odt_store::error::one_line(&e)
+            ),
             Err(e) => tracing::error!("background flush task failed: {e}"),
         }
     }

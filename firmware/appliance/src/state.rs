@@ -17,10 +17,11 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use odt_store::control::{
+use odt_store::crypto::keys::UnlockCode;
+use odt_store::error::{ErrorKind, StoreError, one_line};
+use odt_store::trip::control_api::{
     CHALLENGE_LEN, ControlKey, Op, State, StatusReport, StoreReport, UnlockReport,
 };
-use odt_store::keys::UnlockCode;
 use odt_store::{Access, Locked, Store};
 
 use crate::meter::Meter;
@@ -33,7 +34,7 @@ const WRONG_CODE_PAUSE: Duration = Duration::from_secs(1);
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     /// The devices could not be opened as one set.
-    #[error("cannot open the data devices {devices}: {source}")]
+    #[error("cannot open the data devices {devices}")]
     Open {
         devices: String,
         #[source]
@@ -49,14 +50,14 @@ pub enum StateError {
     #[error("{0}")]
     Malformed(odt_store::Error),
     /// The keys opened but the store could not be opened.
-    #[error("unlock failed while opening the store on {devices}: {source}")]
+    #[error("unlock failed while opening the store on {devices}")]
     Unlock {
         devices: String,
         #[source]
         source: odt_store::Error,
     },
     /// The seal or the bundle check failed on the store.
-    #[error("{what} failed on {devices}: {source}")]
+    #[error("{what} failed on {devices}")]
     Store {
         what: &'static str,
         devices: String,
@@ -189,7 +190,7 @@ impl Appliance {
         let locked = slot.take().ok_or(StateError::Locked)?;
         let secrets = match locked.secrets_from_code(code) {
             Ok(s) => s,
-            Err(odt_store::Error::WrongKey(_)) => {
+            Err(e) if matches!(e.kind(), ErrorKind::Key(k) if k.is_wrong_key()) => {
                 *slot = Some(locked);
                 std::thread::sleep(WRONG_CODE_PAUSE);
                 return Err(self.wrong_code());
@@ -204,6 +205,7 @@ impl Appliance {
         };
         match locked.unlock(secrets, Access::ReadWrite) {
             Ok(store) => {
+                odt_store::trip::bundle_digests::attach(&store);
                 let _ = self.store.set(Arc::new(store));
                 let _ = self.key.set(key);
                 Ok(self.unlock_report(false))
@@ -215,7 +217,7 @@ impl Appliance {
                     Ok(l) => *slot = Some(l),
                     Err(e) => tracing::error!(
                         devices = %show(&self.devices),
-                        error = %e,
+                        error = %one_line(&e),
                         "cannot reopen the devices after a failed unlock; restart the appliance"
                     ),
                 }
@@ -291,10 +293,10 @@ impl Appliance {
 
     /// The customer's seal: bundle check, then (unless refused) the signed seal record and a
     /// read-only export (blocks: flushes, reads back what was not hashed on the way in).
-    pub fn seal(&self, force: bool) -> Result<odt_store::seal::SealOutcome, StateError> {
+    pub fn seal(&self, force: bool) -> Result<odt_store::trip::seal::SealOutcome, StateError> {
         let store = self.store.get().ok_or(StateError::Locked)?;
-        odt_store::seal::check_and_seal(store, force).map_err(|source| StateError::Store {
-            what: if matches!(source, odt_store::Error::ReadOnly) {
+        odt_store::trip::seal::check_and_seal(store, force).map_err(|source| StateError::Store {
+            what: if matches!(source.kind(), ErrorKind::Store(StoreError::ReadOnly)) {
                 "the seal (the appliance is already sealed)"
             } else {
                 "the seal"
@@ -305,15 +307,15 @@ impl Appliance {
     }
 
     /// The bundle check alone.
-    pub fn bundles(&self) -> Result<odt_store::bundle::BundleReport, StateError> {
+    pub fn bundles(&self) -> Result<odt_store::trip::bundle::BundleReport, StateError> {
         let store = self.store.get().ok_or(StateError::Locked)?;
-        odt_store::bundle::check(store, odt_store::journal::Time::now()).map_err(|source| {
-            StateError::Store {
+        odt_store::trip::bundle::check(store, odt_store::format::journal::Time::now()).map_err(
+            |source| StateError::Store {
                 what: "the bundle check",
                 devices: show(&self.devices),
                 source,
-            }
-        })
+            },
+        )
     }
 
     /// Test hook: turns the export read-only as a seal will (no seal record is written).
@@ -349,7 +351,7 @@ impl std::fmt::Debug for Appliance {
 mod tests {
     use super::*;
     use crate::testutil::Fixture;
-    use odt_store::control::new_challenge;
+    use odt_store::trip::control_api::new_challenge;
 
     #[test]
     fn locked_then_unlocked_then_sealed() {

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use nfsserve::nfs::{fattr3, nfs_fh3, sattr3, wcc_attr};
 use nfsserve::xdr::XDR;
-use odt_store::keys::UnlockCode;
-use odt_store::provision::{self, Options};
+use odt_store::crypto::keys::UnlockCode;
+use odt_store::trip::provision::{self, Options};
 
 use crate::nfs::framing::HEADER;
 use crate::nfs::program::{MOUNT_PROGRAM, NFS_PROGRAM, nfs3};
@@ -277,7 +277,7 @@ impl Harness {
 
     /// The root directory's id.
     pub fn root(&self) -> u64 {
-        odt_store::namespace::ROOT
+        odt_store::engine::namespace::ROOT
     }
 
     /// The handle of `id`.

@@ -116,7 +116,14 @@ fn a_damaged_record_is_named_and_the_rest_is_served() {
     // Flip one byte inside the ciphertext of the record holding [1 MiB, 2 MiB).
     let loc = {
         let s = fx.open_ro().unwrap();
-        s.with_namespace(|ns| ns.get(id).unwrap().extents[&MIB].rec.loc)
+        let view = s.view();
+        let (_, e) = view
+            .get(id)
+            .unwrap()
+            .extents()
+            .find(|(o, _)| *o == MIB)
+            .unwrap();
+        e.rec.loc
     };
     let dev = OpenOptions::new()
         .read(true)

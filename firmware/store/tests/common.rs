@@ -3,8 +3,8 @@
 
 use std::path::PathBuf;
 
-use odt_store::keys::{Secrets, UnlockCode};
-use odt_store::provision::{self, Options};
+use odt_store::crypto::keys::{Secrets, UnlockCode};
+use odt_store::trip::provision::{self, Options};
 use odt_store::{Access, Locked, Store};
 
 pub const MIB: u64 = 1 << 20;

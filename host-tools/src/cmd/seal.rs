@@ -4,14 +4,14 @@
 
 use anyhow::bail;
 use clap::Args;
-use odt_store::bundle::{BundleReport, Severity};
-use odt_store::control::{ControlKey, Op, Response};
+use odt_store::trip::bundle::{BundleReport, Severity};
+use odt_store::trip::control_api::{ControlKey, Op, Response};
 
 /// `odt seal`
 #[derive(Debug, Args)]
 pub struct SealArgs {
     #[command(flatten)]
-    pub to: crate::control::Connect,
+    pub to: crate::control_client::Connect,
     /// Seal although bundles have errors (the errors are recorded in the seal).
     #[arg(long)]
     pub force: bool,
@@ -24,14 +24,14 @@ pub struct SealArgs {
 #[derive(Debug, Args)]
 pub struct BundlesArgs {
     #[command(flatten)]
-    pub to: crate::control::Connect,
+    pub to: crate::control_client::Connect,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
 }
 
 fn key(code_file: Option<&std::path::Path>) -> anyhow::Result<ControlKey> {
-    match crate::control::read_unlock_code(code_file)? {
+    match crate::control_client::read_unlock_code(code_file)? {
         Some(c) => Ok(ControlKey::from_code(&c)),
         None => bail!("this needs the unlock code: give it on stdin or with --code-file"),
     }
@@ -76,7 +76,7 @@ pub fn human(r: &BundleReport) -> String {
 /// Runs `odt bundles`: exit 0 if no bundle has errors, 3 otherwise.
 pub fn run_bundles(a: BundlesArgs) -> anyhow::Result<i32> {
     let key = key(a.to.code_file.as_deref())?;
-    match crate::control::call(&a.to.appliance, Op::Bundles, Some(&key))? {
+    match crate::control_client::call(&a.to.appliance, Op::Bundles, Some(&key))? {
         Response::Bundles(r) => {
             if a.json {
                 crate::output::json(&r)?;
@@ -98,7 +98,7 @@ pub fn run_bundles(a: BundlesArgs) -> anyhow::Result<i32> {
 /// Runs `odt seal`: exit 0 only if sealed.
 pub fn run_seal(a: SealArgs) -> anyhow::Result<i32> {
     let key = key(a.to.code_file.as_deref())?;
-    match crate::control::call(&a.to.appliance, Op::Seal { force: a.force }, Some(&key))? {
+    match crate::control_client::call(&a.to.appliance, Op::Seal { force: a.force }, Some(&key))? {
         Response::Sealed(r) => {
             if a.json {
                 crate::output::json(&r)?;

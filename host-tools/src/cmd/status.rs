@@ -2,7 +2,7 @@
 
 use anyhow::bail;
 use clap::Args;
-use odt_store::control::{ControlKey, Op, Response, StatusReport};
+use odt_store::trip::control_api::{ControlKey, Op, Response, StatusReport};
 
 use crate::output::bytes;
 
@@ -10,7 +10,7 @@ use crate::output::bytes;
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     #[command(flatten)]
-    pub to: crate::control::Connect,
+    pub to: crate::control_client::Connect,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -18,9 +18,9 @@ pub struct StatusArgs {
 
 /// Runs `odt status`.
 pub fn run(a: StatusArgs) -> anyhow::Result<i32> {
-    let key = crate::control::read_unlock_code(a.to.code_file.as_deref())?
+    let key = crate::control_client::read_unlock_code(a.to.code_file.as_deref())?
         .map(|c| ControlKey::from_code(&c));
-    match crate::control::call(&a.to.appliance, Op::Status, key.as_ref())? {
+    match crate::control_client::call(&a.to.appliance, Op::Status, key.as_ref())? {
         Response::Status(r) => {
             if a.json {
                 crate::output::json(&r)?;
@@ -100,7 +100,7 @@ fn human(addr: &str, r: &StatusReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use odt_store::control::{State, StoreReport};
+    use odt_store::trip::control_api::{State, StoreReport};
 
     #[test]
     fn human_report() {

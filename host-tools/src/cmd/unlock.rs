@@ -2,13 +2,13 @@
 
 use anyhow::bail;
 use clap::Args;
-use odt_store::control::{Op, Response, SecretText, State};
+use odt_store::trip::control_api::{Op, Response, SecretText, State};
 
 /// `odt unlock`
 #[derive(Debug, Args)]
 pub struct UnlockArgs {
     #[command(flatten)]
-    pub to: crate::control::Connect,
+    pub to: crate::control_client::Connect,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
@@ -16,14 +16,14 @@ pub struct UnlockArgs {
 
 /// Runs `odt unlock`.
 pub fn run(a: UnlockArgs) -> anyhow::Result<i32> {
-    let Some(code) = crate::control::read_unlock_code(a.to.code_file.as_deref())? else {
+    let Some(code) = crate::control_client::read_unlock_code(a.to.code_file.as_deref())? else {
         bail!("no unlock code given: type it on stdin or pass --code-file FILE");
     };
     let op = Op::Unlock {
         code: SecretText::new(code.expose().to_string()),
     };
     drop(code);
-    match crate::control::call(&a.to.appliance, op, None)? {
+    match crate::control_client::call(&a.to.appliance, op, None)? {
         Response::Unlocked(r) => {
             if a.json {
                 crate::output::json(&r)?;

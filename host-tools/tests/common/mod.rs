@@ -9,7 +9,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use odt_store::job::Job;
+use odt_store::trip::job::Job;
 use odt_store::{Access, Locked, Store};
 
 pub const MIB: u64 = 1 << 20;
@@ -231,7 +231,7 @@ impl<'a> Builder<'a> {
             self.store
                 .setattr(
                     a.id,
-                    odt_store::journal::AttrChange {
+                    odt_store::format::journal::AttrChange {
                         size: Some(size),
                         ..Default::default()
                     },
@@ -266,7 +266,7 @@ impl<'a> Builder<'a> {
 
 /// Seals the store (no bundle check) and returns the seal code.
 pub fn seal(store: &Store) -> String {
-    odt_store::seal::seal(store, vec![]).unwrap().code
+    odt_store::trip::seal::seal(store, vec![]).unwrap().code
 }
 
 /// Streams `path` and compares it with `e` (content, mode, mtime). Returns a problem.

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use nfsserve::nfs::{fattr3, fileid3, ftype3, nfs_fh3, nfsstat3, nfstime3, specdata3};
 use odt_store::Store;
-use odt_store::control::State;
-use odt_store::journal::{Kind, Time};
+use odt_store::format::journal::{Kind, Time};
+use odt_store::trip::control_api::State;
 
 use super::handles::Handles;
 use super::status::{Subject, is_routine, status_of};
@@ -98,7 +98,7 @@ impl Export {
                 handles,
                 throttle: Throttle::new(LOG_WINDOW),
                 pending,
-                verifier: odt_store::keys::random_u64().to_be_bytes(),
+                verifier: odt_store::crypto::keys::random_u64().to_be_bytes(),
             }),
         }
     }
@@ -156,7 +156,8 @@ impl Export {
             if let Some(n) = self.throttle.admit(op) {
                 tracing::warn!(
                     path = %path(),
-                    "NFS {op} failed with {status:?}: {e}{}",
+                    "NFS {op} failed with {status:?}: {}{}",
+                    odt_store::error::one_line(&e),
                     suppressed_note(n)
                 );
             }

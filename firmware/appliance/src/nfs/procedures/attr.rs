@@ -10,7 +10,7 @@ use nfsserve::nfs::{
     fattr3, fileid3, nfsstat3, post_op_attr, sattr3, set_atime, set_gid3, set_mode3, set_mtime,
     set_size3, set_uid3,
 };
-use odt_store::journal::{AttrChange, Time};
+use odt_store::format::journal::{AttrChange, Time};
 
 use super::{Call, before_change, wcc};
 use crate::nfs::export::{Export, MAX_FILE_SIZE, Need, from_time};

@@ -15,7 +15,7 @@ use nfsserve::nfs::{
     fattr3, fileid3, filename3, ftype3, nfsstat3, nfstime3, post_op_attr, post_op_fh3, sattr3,
     set_atime, set_mtime,
 };
-use odt_store::journal::AttrChange;
+use odt_store::format::journal::AttrChange;
 
 use super::attr::{apply, attr_change};
 use super::{Call, before_change, post, wcc};

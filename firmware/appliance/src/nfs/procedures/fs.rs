@@ -9,7 +9,7 @@
 //! - PATHCONF reports the store's real name limit.
 
 use nfsserve::nfs::{self, fsinfo3, nfsstat3, nfstime3, post_op_attr};
-use odt_store::control::State;
+use odt_store::trip::control_api::State;
 
 use super::Call;
 use crate::nfs::export::{Export, MAX_FILE_SIZE, MAX_IO, Need};
@@ -100,7 +100,7 @@ pub async fn pathconf(x: &Export, c: &Call<'_>) -> Vec<u8> {
             r.put(&post_op_attr::attributes(a))
                 // linkmax, name_max
                 .word(LINK_MAX)
-                .word(odt_store::store::MAX_NAME as u32)
+                .word(odt_store::engine::namespace::MAX_NAME as u32)
                 // no_trunc, chown_restricted, case_insensitive, case_preserving
                 .put(&true)
                 .put(&true)

@@ -71,7 +71,7 @@ pub async fn mnt(x: &Export, c: &Call<'_>) -> Vec<u8> {
     };
     let mut found = None;
     if let Some(components) = below_export(dirpath) {
-        let mut id = odt_store::namespace::ROOT;
+        let mut id = odt_store::engine::namespace::ROOT;
         let mut ok = true;
         for name in components {
             match x.lookup(id, name).await {

@@ -18,7 +18,7 @@
 //! write they have not seen committed again: nothing a client was told is durable is lost.
 
 use nfsserve::nfs::{fattr3, nfsstat3, nfstime3, post_op_attr, pre_op_attr, wcc_data};
-use odt_store::journal::Kind;
+use odt_store::format::journal::Kind;
 
 use super::Call;
 use crate::nfs::export::{Export, MAX_FILE_SIZE, MAX_IO, Need};
@@ -70,7 +70,7 @@ fn write_ok(
 }
 
 fn now() -> nfstime3 {
-    crate::nfs::export::to_time(odt_store::journal::Time::now())
+    crate::nfs::export::to_time(odt_store::format::journal::Time::now())
 }
 
 /// A decoded WRITE: the data is `record[data]`.
