@@ -152,3 +152,94 @@ fn a_view_is_a_snapshot() {
     assert_eq!(after.totals(), after.recount());
     assert!(before.seal().is_none());
 }
+
+#[test]
+fn hard_links_survive_a_reopen_and_are_in_the_manifest() {
+    let fx = Fixture::new(1, 64 * MIB);
+    let data = pattern(5, 300 * 1024);
+    let (f, a, b) = {
+        let s = fx.open();
+        let a = s.mkdir(s.root(), b"a", 0o755).unwrap();
+        let b = s.mkdir(a.id, b"b", 0o755).unwrap();
+        let f = s.create(a.id, b"data", 0o644).unwrap();
+        s.write(f.id, 0, &data).unwrap();
+        assert_eq!(s.link(f.id, b.id, b"data-link").unwrap().nlink, 2);
+        assert_eq!(s.link(f.id, s.root(), b"top").unwrap().nlink, 3);
+        // Names are checked as for any new entry; directories cannot be linked.
+        assert!(s.link(f.id, b.id, b"data-link").is_err(), "name taken");
+        assert!(s.link(b.id, s.root(), b"dir-link").is_err(), "a directory");
+        (f.id, a.id, b.id)
+    };
+    let s = fx.open();
+    assert_eq!(s.lookup(b, b"data-link").unwrap(), f);
+    assert_eq!(s.lookup(s.root(), b"top").unwrap(), f);
+    assert_eq!(s.getattr(f).unwrap().nlink, 3);
+    assert_eq!(s.stats().files, 1, "one file, three names");
+    let m = odt_store::trip::manifest::build(&s).unwrap();
+    let named: Vec<_> = m
+        .files
+        .iter()
+        .filter(|e| e.id == f)
+        .map(|e| e.path.clone())
+        .collect();
+    assert_eq!(
+        named,
+        [
+            b"a/b/data-link".to_vec(),
+            b"a/data".to_vec(),
+            b"top".to_vec()
+        ]
+    );
+    assert!(
+        m.files
+            .iter()
+            .filter(|e| e.id == f)
+            .all(|e| e.blake3 == *blake3::hash(&data).as_bytes())
+    );
+    // Removing the first name keeps the file under the others; renaming a link moves it.
+    s.remove(a, b"data").unwrap();
+    assert_eq!(s.path(f), "a/b/data-link");
+    s.rename(s.root(), b"top", a, b"back").unwrap();
+    assert_eq!(s.getattr(f).unwrap().nlink, 2);
+    assert_eq!(s.read(f, 0, data.len() as u32).unwrap().0, data);
+    s.remove(b, b"data-link").unwrap();
+    assert_eq!(s.path(f), "a/back");
+    s.remove(a, b"back").unwrap();
+    assert!(s.getattr(f).is_err(), "gone with its last name");
+    assert_eq!(s.stats().files, 0);
+    drop(s);
+    let s = fx.open();
+    assert!(s.getattr(f).is_err());
+    assert!(s.lookup(a, b"back").is_err());
+}
+
+#[test]
+fn readdir_cookies_tell_apart_names_of_one_file() {
+    let fx = Fixture::new(1, 64 * MIB);
+    let s = fx.open();
+    let f = s.create(s.root(), b"m", 0o644).unwrap();
+    for n in [&b"a"[..], b"z", b"q"] {
+        s.link(f.id, s.root(), n).unwrap();
+    }
+    for i in 0..20 {
+        s.create(s.root(), format!("f{i:02}").as_bytes(), 0o644)
+            .unwrap();
+    }
+    // One entry per page: every name once, in order, and the listing ends.
+    let mut names = Vec::new();
+    let mut cookie = 0;
+    for _ in 0..100 {
+        let (page, end) = s.readdir(s.root(), cookie, 1).unwrap();
+        if let Some(e) = page.last() {
+            names.push(String::from_utf8(e.name.clone()).unwrap());
+            cookie = e.cookie;
+        }
+        if end {
+            break;
+        }
+    }
+    let mut want: Vec<String> = (0..20).map(|i| format!("f{i:02}")).collect();
+    want.extend(["a", "m", "q", "z"].map(String::from));
+    want.sort();
+    assert_eq!(names, want);
+}

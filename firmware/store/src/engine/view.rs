@@ -80,9 +80,27 @@ impl View {
         false
     }
 
-    /// The path of `id` from the root, names joined by `/` (the root's is empty).
+    /// The path of `id` from the root, names joined by `/` (the root's is empty); for a
+    /// file with several names, its first.
     pub fn path(&self, id: u64) -> Vec<u8> {
         self.ns.path(id)
+    }
+
+    /// Every path of `id`: its first, then those of its hard links.
+    pub fn paths(&self, id: u64) -> Vec<Vec<u8>> {
+        let Ok(i) = self.ns.get(id) else {
+            return Vec::new();
+        };
+        i.names()
+            .map(|(dir, name)| {
+                let mut p = self.ns.path(dir);
+                if !p.is_empty() {
+                    p.push(b'/');
+                }
+                p.extend_from_slice(name);
+                p
+            })
+            .collect()
     }
 
     /// Entries by kind and bytes of all files, as kept while ops apply.
@@ -173,9 +191,19 @@ impl<'a> Entry<'a> {
         self.i.parent
     }
 
-    /// Its name in its directory (the root's is empty).
+    /// Its (first) name in its directory (the root's is empty).
     pub fn name(&self) -> &'a [u8] {
         &self.i.name
+    }
+
+    /// Its other names (hard links), as `(directory id, name)`.
+    pub fn links(&self) -> impl Iterator<Item = (u64, &'a [u8])> + 'a {
+        self.i.links.iter().map(|(p, n)| (*p, n.as_slice()))
+    }
+
+    /// How many names it has (a directory: 2 plus its subdirectories).
+    pub fn nlink(&self) -> u32 {
+        self.i.nlink()
     }
 
     /// A symlink's target (empty for anything else).

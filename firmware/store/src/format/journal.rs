@@ -86,7 +86,7 @@ pub enum Op {
         time: Time,
         target: Vec<u8>,
     },
-    /// A name removed (and its inode, which has no other name).
+    /// A name removed (and its inode, if that was its last name).
     Remove {
         parent: u64,
         name: Vec<u8>,
@@ -131,6 +131,14 @@ pub enum Op {
     /// [`crate::format::tree_hash`]), as of the writes journaled so far (lets the manifest
     /// hash a file without re-reading it).
     ChunkCv { id: u64, chunk: u64, cv: [u8; 32] },
+    /// Another name for an existing file or symlink (a hard link). Last in the enum: the
+    /// variants before it keep the numbers journals already use.
+    Link {
+        id: u64,
+        parent: u64,
+        name: Vec<u8>,
+        time: Time,
+    },
 }
 
 /// A VM bundle as recorded at the seal.

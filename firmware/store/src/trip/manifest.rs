@@ -60,9 +60,9 @@ pub fn build(store: &Store) -> Result<Manifest> {
             Kind::File => file_root(store, i)?,
             _ => [0; 32],
         };
-        files.push(FileManifest {
+        let entry = FileManifest {
             id: i.id(),
-            path: view.path(i.id()),
+            path: Vec::new(),
             kind: i.kind(),
             size: i.size(),
             mode: i.mode(),
@@ -73,7 +73,15 @@ pub fn build(store: &Store) -> Result<Manifest> {
                 .map(|(o, e)| (o, e.len, e.rec.generation, e.rec.hash))
                 .collect(),
             blake3,
-        });
+        };
+        // A file with hard links has an entry under each of its names (same id, same
+        // content): the seal covers every name, and a store without links hashes as before.
+        for path in view.paths(i.id()) {
+            files.push(FileManifest {
+                path,
+                ..entry.clone()
+            });
+        }
     }
     files.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(Manifest { files })

@@ -1,5 +1,6 @@
-//! The procedures that make a name: CREATE, MKDIR, SYMLINK, LINK, and MKNOD (answered
-//! NOTSUPP: the appliance stores files, directories and symbolic links only).
+//! The procedures that make a name: CREATE, MKDIR, SYMLINK, LINK (a hard link: one file,
+//! several names), and MKNOD (answered NOTSUPP: the appliance stores files, directories and
+//! symbolic links only).
 //!
 //! Each is durable before it answers (the store's change returns once journaled).
 //! - CREATE UNCHECKED of an existing file succeeds and applies the attributes (a size of 0
@@ -252,10 +253,14 @@ pub async fn link(x: &Export, c: &Call<'_>) -> Vec<u8> {
             r.put(&post(file)).put(&dir_wcc);
         })
     };
+    // A file that is gone is a stale handle, not a missing name.
     let file = match x.id_of(&file_fh) {
         Ok(id) => id,
         Err(st) => return reply(st, Err(st), Default::default()),
     };
+    if let Err(st) = x.getattr(file).await {
+        return reply(st, Err(st), Default::default());
+    }
     let dir = match x.id_of(&dir_fh) {
         Ok(id) => id,
         Err(st) => return reply(st, x.getattr(file).await, Default::default()),
@@ -280,9 +285,12 @@ async fn link_to(
     name: &filename3,
 ) -> Result<fattr3, nfsstat3> {
     let s = x.store(Need::Write)?;
-    // Interim: the store keeps one name per file until hard links land in it.
-    let _ = (s, id, dir, name);
-    Err(nfsstat3::NFS3ERR_NOTSUPP)
+    x.pending.settle(id).await;
+    x.blocking(|| {
+        s.link(id, dir, name)
+            .map(|a| x.fattr(&a))
+            .map_err(|e| x.fail("LINK", Subject::Name, e, || x.path_in(s, dir, name)))
+    })
 }
 
 #[cfg(test)]
@@ -444,6 +452,39 @@ mod tests {
             .await;
         assert_eq!(r.status(), nfsstat3::NFS3ERR_NOTSUPP as u32);
         assert!(r.wcc().1.is_some());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn link() {
+        let h = Harness::unlocked();
+        let d = h.mkdir(h.root(), "d").await;
+        let f = h.create_file(h.root(), "f").await;
+        let link =
+            |file: u64, dir: u64, name: &str| Args::new().fh(&h.fh(file)).fh(&h.fh(dir)).text(name);
+        let mut r = h.nfs(nfs3::LINK, link(f, d, "g")).await;
+        assert_eq!(r.status(), 0);
+        assert_eq!(r.post_attr().unwrap().nlink, 2, "the file's attributes");
+        let (before, after) = r.wcc();
+        assert!(
+            before.is_some() && after.is_some(),
+            "the directory's wcc data"
+        );
+        assert_eq!(h.export.lookup(d, b"g").await.unwrap(), f);
+        // A taken name, a directory, a removed file.
+        let mut r = h.nfs(nfs3::LINK, link(f, d, "g")).await;
+        assert_eq!(r.status(), nfsstat3::NFS3ERR_EXIST as u32);
+        assert!(r.post_attr().is_some());
+        let mut r = h.nfs(nfs3::LINK, link(d, h.root(), "dd")).await;
+        assert_eq!(r.status(), nfsstat3::NFS3ERR_ISDIR as u32);
+        h.remove(h.root(), "f").await;
+        h.remove(d, "g").await;
+        let mut r = h.nfs(nfs3::LINK, link(f, d, "h")).await;
+        assert_eq!(r.status(), nfsstat3::NFS3ERR_STALE as u32);
+        // PATHCONF tells clients links work.
+        let mut r = h.nfs(nfs3::PATHCONF, Args::new().fh(&h.fh(d))).await;
+        assert_eq!(r.status(), 0);
+        r.post_attr();
+        assert!(r.u32() > 1, "linkmax");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -83,7 +83,7 @@ pub async fn fsinfo(x: &Export, c: &Call<'_>) -> Vec<u8> {
             seconds: 0,
             nseconds: 1,
         },
-        properties: nfs::FSF_SYMLINK | nfs::FSF_HOMOGENEOUS | nfs::FSF_CANSETTIME,
+        properties: nfs::FSF_LINK | nfs::FSF_SYMLINK | nfs::FSF_HOMOGENEOUS | nfs::FSF_CANSETTIME,
     };
     c.status(nfsstat3::NFS3_OK, |r| {
         r.put(&info);
@@ -99,7 +99,7 @@ pub async fn pathconf(x: &Export, c: &Call<'_>) -> Vec<u8> {
         Ok(a) => c.status(nfsstat3::NFS3_OK, |r| {
             r.put(&post_op_attr::attributes(a))
                 // linkmax, name_max
-                .word(LINK_MAX)
+                .word(odt_store::engine::namespace::MAX_LINKS)
                 .word(odt_store::engine::namespace::MAX_NAME as u32)
                 // no_trunc, chown_restricted, case_insensitive, case_preserving
                 .put(&true)
@@ -110,9 +110,6 @@ pub async fn pathconf(x: &Export, c: &Call<'_>) -> Vec<u8> {
         Err(st) => c.failed_without_attributes(st),
     }
 }
-
-/// Most names a file may have (PATHCONF's linkmax).
-pub const LINK_MAX: u32 = 1;
 
 #[cfg(test)]
 mod tests {

@@ -1,7 +1,8 @@
 //! READDIR and READDIRPLUS.
 //!
-//! The cookie of an entry is its file id, and a page resumes after it in the directory's
-//! name order (the store's `readdir`). The cookie verifier is always zero: a cookie stays
+//! The cookie of an entry is its file id (and which of the file's names it is, for hard
+//! links), and a page resumes after it in the directory's name order (the store's
+//! `readdir`). The cookie verifier is always zero: a cookie stays
 //! usable while the directory changes (an entry removed meanwhile makes the listing start
 //! over rather than fail). A page holds as many entries as fit the client's byte counts
 //! (`count`; for READDIRPLUS `maxcount` for the whole reply and `dircount` for the names
@@ -119,7 +120,7 @@ async fn list(x: &Export, c: &Call<'_>, plus: bool) -> Vec<u8> {
             .put(&post_op_attr::attributes(x.fattr(&attr)))
             .fixed(&[0; 8]);
         for e in &entries[..fit] {
-            r.word(1).hyper(e.attr.id).opaque(&e.name).hyper(e.attr.id);
+            r.word(1).hyper(e.attr.id).opaque(&e.name).hyper(e.cookie);
             if plus {
                 r.put(&post_op_attr::attributes(x.fattr(&e.attr)))
                     .put(&post_op_fh3::handle(x.handle_of(e.attr.id)));

@@ -38,8 +38,11 @@ pub struct Inode {
     pub atime: Time,
     pub mtime: Time,
     pub ctime: Time,
+    /// The directory holding its first name, and that name.
     pub parent: u64,
     pub name: Vec<u8>,
+    /// Its other names (hard links), as `(directory, name)`, oldest first.
+    pub links: Vec<(u64, Vec<u8>)>,
     /// Directory entries by name.
     pub entries: BTreeMap<Vec<u8>, u64>,
     /// Live extents by file offset; gaps read as zeros.
@@ -73,6 +76,7 @@ impl Inode {
             ctime: time,
             parent,
             name,
+            links: Vec::new(),
             entries: BTreeMap::new(),
             extents: BTreeMap::new(),
             chunk_cvs: BTreeMap::new(),
@@ -85,8 +89,55 @@ impl Inode {
     pub fn nlink(&self) -> u32 {
         match self.kind {
             Kind::Dir => 2 + self.subdirs,
-            _ => 1,
+            _ => 1 + self.links.len() as u32,
         }
+    }
+
+    /// Every name it has, as `(directory, name)`: the first, then the hard links.
+    pub fn names(&self) -> impl Iterator<Item = (u64, &[u8])> {
+        std::iter::once((self.parent, self.name.as_slice()))
+            .chain(self.links.iter().map(|(p, n)| (*p, n.as_slice())))
+    }
+
+    /// Its names in directory `dir`, in name order.
+    pub fn names_in(&self, dir: u64) -> Vec<&[u8]> {
+        let mut v: Vec<&[u8]> = self
+            .names()
+            .filter(|(p, _)| *p == dir)
+            .map(|(_, n)| n)
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Renames its name `(from_parent, from_name)` to `(to_parent, to_name)`.
+    pub(super) fn move_name(&mut self, from: (u64, &[u8]), to: (u64, &[u8])) {
+        if (self.parent, self.name.as_slice()) == from {
+            self.parent = to.0;
+            self.name = to.1.to_vec();
+        } else if let Some(l) = self
+            .links
+            .iter_mut()
+            .find(|(p, n)| (*p, n.as_slice()) == from)
+        {
+            *l = (to.0, to.1.to_vec());
+        }
+    }
+
+    /// Drops its name `(parent, name)`; false if that was its last.
+    pub(super) fn drop_name(&mut self, parent: u64, name: &[u8]) -> bool {
+        if self.links.is_empty() {
+            return false;
+        }
+        if (self.parent, self.name.as_slice()) == (parent, name) {
+            let (p, n) = self.links.remove(0);
+            self.parent = p;
+            self.name = n;
+        } else {
+            self.links
+                .retain(|(p, n)| (*p, n.as_slice()) != (parent, name));
+        }
+        true
     }
 
     /// Bytes of file content that records hold (not holes).

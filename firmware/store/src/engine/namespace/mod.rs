@@ -22,6 +22,8 @@ pub const ROOT: u64 = 1;
 pub const MAX_SYMLINK: usize = 1024;
 /// Longest name accepted.
 pub const MAX_NAME: usize = 255;
+/// Most names one file may have (its link count).
+pub const MAX_LINKS: u32 = 65_000;
 
 /// Checks a name given by a client.
 pub fn check_name(name: &[u8]) -> Result<()> {
@@ -232,7 +234,10 @@ impl Namespace {
         // The one inode whose kind or size an op can create, change or remove is uncounted
         // before and counted again after.
         let touched = match op {
-            Op::Create { id, .. } | Op::SetAttr { id, .. } | Op::Write { id, .. } => Some(*id),
+            Op::Create { id, .. }
+            | Op::SetAttr { id, .. }
+            | Op::Write { id, .. }
+            | Op::Link { id, .. } => Some(*id),
             Op::Remove { parent, name, .. } => self.inodes[parent].entries.get(name).copied(),
             Op::Rename {
                 to_parent, to_name, ..
@@ -345,6 +350,23 @@ impl Namespace {
                 Ok(())
             }
             Op::ChunkCv { id, .. } => self.file(*id).map(|_| ()),
+            Op::Link {
+                id, parent, name, ..
+            } => {
+                let i = self.get(*id)?;
+                if i.kind == Kind::Dir {
+                    return Err(NamespaceError::IsDir);
+                }
+                if i.links.len() + 1 >= MAX_LINKS as usize {
+                    return Err(NamespaceError::Invalid(format!(
+                        "a file has at most {MAX_LINKS} names"
+                    )));
+                }
+                if self.dir(*parent)?.entries.contains_key(name) {
+                    return Err(NamespaceError::Exists);
+                }
+                Ok(())
+            }
         }
     }
 
@@ -360,6 +382,15 @@ impl Namespace {
             .inodes
             .get_mut(&parent)
             .and_then(|p| p.entries.remove(name));
+        // A file with other names keeps its inode.
+        if let Some(id) = id
+            && self
+                .inodes
+                .get_mut(&id)
+                .is_some_and(|i| i.drop_name(parent, name))
+        {
+            return;
+        }
         if let Some(id) = id
             && let Some(i) = self.inodes.remove(&id)
             && i.kind == Kind::Dir
@@ -441,8 +472,7 @@ impl Namespace {
                     to.subdirs += 1;
                 }
                 let s = self.inodes.get_mut(&src).unwrap();
-                s.parent = *to_parent;
-                s.name = to_name.clone();
+                s.move_name((*from_parent, from_name), (*to_parent, to_name));
                 s.ctime = *time;
                 self.touch_dir(*from_parent, *time);
                 self.touch_dir(*to_parent, *time);
@@ -514,6 +544,22 @@ impl Namespace {
             Op::ChunkCv { id, chunk, cv } => {
                 let i = self.inodes.get_mut(id).unwrap();
                 i.chunk_cvs.insert(*chunk, *cv);
+            }
+            Op::Link {
+                id,
+                parent,
+                name,
+                time,
+            } => {
+                self.inodes
+                    .get_mut(parent)
+                    .unwrap()
+                    .entries
+                    .insert(name.clone(), *id);
+                let i = self.inodes.get_mut(id).unwrap();
+                i.links.push((*parent, name.clone()));
+                i.ctime = *time;
+                self.touch_dir(*parent, *time);
             }
         }
     }

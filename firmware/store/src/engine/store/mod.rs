@@ -75,6 +75,8 @@ impl Attr {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DirEntry {
     pub name: Vec<u8>,
+    /// Where a listing resumes after this entry (see [`Store::readdir`]).
+    pub cookie: u64,
     pub attr: Attr,
 }
 

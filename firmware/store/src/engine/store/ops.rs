@@ -6,6 +6,9 @@ use crate::engine::namespace::{MAX_SYMLINK, ROOT, check_name};
 use crate::error::{NamespaceError, Result, StoreError};
 use crate::format::journal::{self, AttrChange, Kind, Op, Time};
 
+/// The bits of a directory cookie that hold the entry's id.
+const COOKIE_ID: u64 = (1 << 56) - 1;
+
 impl Store {
     /// Id of the root directory.
     pub fn root(&self) -> u64 {
@@ -172,6 +175,20 @@ impl Store {
         self.wait_durable(ticket)
     }
 
+    /// Gives file (or symlink) `id` another name, `name` in `dir` (a hard link); `Exists` if
+    /// the name is taken, `IsDir` for a directory.
+    pub fn link(&self, id: u64, dir: u64, name: &[u8]) -> Result<Attr> {
+        let _admitted = self.writable()?;
+        check_name(name)?;
+        self.submit(vec![Op::Link {
+            id,
+            parent: dir,
+            name: name.to_vec(),
+            time: Time::now(),
+        }])?;
+        self.getattr(id)
+    }
+
     /// Moves `from_dir/from_name` to `to_dir/to_name`, replacing a compatible target.
     pub fn rename(
         &self,
@@ -192,21 +209,32 @@ impl Store {
         }])
     }
 
-    /// Lists up to `max` entries of `dir` in name order, starting after the entry whose id is
-    /// `after` (0 = from the start). Returns the entries and whether the listing is complete.
+    /// Lists up to `max` entries of `dir` in name order, starting after the entry whose
+    /// [`DirEntry::cookie`] is `after` (0 = from the start). Returns the entries and whether
+    /// the listing is complete.
+    ///
+    /// A cookie is the entry's id, and in its top byte which of the file's names in this
+    /// directory it is (a file may have several: hard links). Resuming finds the name again
+    /// in the ordered entries; if it was removed or moved away meanwhile, the listing starts
+    /// over rather than fails.
     pub fn readdir(&self, dir: u64, after: u64, max: usize) -> Result<(Vec<DirEntry>, bool)> {
         let core = lock(&self.core);
         let d = core.ns.get(dir)?;
         if d.kind != Kind::Dir {
             return Err(NamespaceError::NotDir.into());
         }
-        // Resume after the cookie's name (entries are ordered by name); if it was removed or
-        // moved away meanwhile, start over rather than fail.
-        let from = match core.ns.get(after) {
-            Ok(i) if after != 0 && i.parent == dir && d.entries.get(&i.name) == Some(&after) => {
-                std::ops::Bound::Excluded(i.name.as_slice())
-            }
-            _ => std::ops::Bound::Unbounded,
+        let (after_id, nth) = (after & COOKIE_ID, (after >> 56) as usize);
+        let resume = match core.ns.get(after_id) {
+            Ok(i) if after_id != 0 => i
+                .names_in(dir)
+                .get(nth)
+                .copied()
+                .filter(|n| d.entries.get(*n) == Some(&after_id)),
+            _ => None,
+        };
+        let from = match resume {
+            Some(name) => std::ops::Bound::Excluded(name),
+            None => std::ops::Bound::Unbounded,
         };
         let mut it = d
             .entries
@@ -215,9 +243,19 @@ impl Store {
         let mut out = Vec::new();
         while out.len() < max {
             let Some((name, &id)) = it.next() else { break };
+            let i = core.ns.get(id)?;
+            let nth = match i.links.is_empty() {
+                true => 0,
+                false => i
+                    .names_in(dir)
+                    .iter()
+                    .position(|n| *n == name.as_slice())
+                    .unwrap_or(0),
+            };
             out.push(DirEntry {
                 name: name.clone(),
-                attr: Attr::of(core.ns.get(id)?),
+                cookie: id | (nth as u64) << 56,
+                attr: Attr::of(i),
             });
         }
         let end = it.peek().is_none();
