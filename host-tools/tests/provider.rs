@@ -686,3 +686,48 @@ fn a_full_datastore_is_refused_up_front_or_stops_cleanly_and_the_ingest_resumes(
     assert!(r["files_resumed"].as_u64().unwrap() >= 1, "{r:#}");
     check_tree(&t.join("after3"), &expect);
 }
+
+/// A file with three names (hard links, as `cp -a` or `rsync -H` make them on the share)
+/// arrives as one file with three names, and a resumed ingest keeps it so.
+#[test]
+fn hard_links_arrive_as_one_file_with_every_name() {
+    let setup = Setup::new(1, 256 * MIB);
+    let store = setup.open_rw();
+    let mut b = Builder::new(&store);
+    b.mkdir(b"a", 0o755, None);
+    b.mkdir(b"b", 0o755, None);
+    let data = pattern(7, 3 * MIB as usize + 5);
+    let id = b.file(
+        b"a/disk.vmdk",
+        0o644,
+        data.len() as u64,
+        vec![(0, data.clone())],
+        None,
+    );
+    let b_dir = store.lookup(store.root(), b"b").unwrap();
+    store.link(id, b_dir, b"disk-copy.vmdk").unwrap();
+    store.link(id, store.root(), b"top.vmdk").unwrap();
+    drop(b);
+    let code = seal(&store);
+    drop(store);
+
+    let ds = setup.dir.path().join("datastore");
+    for run in ["first", "resumed"] {
+        let o = setup.ingest(&ds, &[]);
+        let r = json(&o);
+        assert_eq!(common::code(&o), 0, "{run}: {r:#}\n{}", stderr(&o));
+        assert_eq!(r["seal_code"], code.as_str());
+        assert_eq!(r["files"], 1, "{run}: one file, whatever its names: {r:#}");
+        assert_eq!(r["hard_links"], 2, "{run}: {r:#}");
+        let names = ["a/disk.vmdk", "b/disk-copy.vmdk", "top.vmdk"];
+        let meta: Vec<std::fs::Metadata> = names
+            .iter()
+            .map(|n| std::fs::symlink_metadata(ds.join(n)).unwrap())
+            .collect();
+        for (n, m) in names.iter().zip(&meta) {
+            assert_eq!(m.ino(), meta[0].ino(), "{run}: {n} is not the same file");
+            assert_eq!(m.nlink(), 3, "{run}: {n}");
+        }
+        assert_eq!(std::fs::read(ds.join("top.vmdk")).unwrap(), data, "{run}");
+    }
+}

@@ -459,6 +459,46 @@ impl Datastore {
         Ok(())
     }
 
+    /// Gives the file written at `target` the further name `rel` (a hard link). A name that
+    /// is already that file is kept (a resumed run); a file or symlink there is replaced, as
+    /// for symlinks.
+    pub fn make_hard_link(&self, rel: &[OsString], target: &[OsString]) -> Result<(), IngestError> {
+        let shown = || format!("{}/{}", self.path.display(), rel_display(rel));
+        let (name, parent) = rel.split_last().expect("a link has a name");
+        let (target_name, target_parent) = target.split_last().expect("a file has a name");
+        let dir = self.ensure_dir(parent)?;
+        let target_dir = self
+            .open_dir(target_parent)?
+            .ok_or_else(|| IngestError::Conflict {
+                path: shown(),
+                why: "the directory of the file it names vanished while ingesting".into(),
+            })?;
+        let stat = |d: &OwnedFd, n: &OsStr| rustix::fs::statat(d, n, AtFlags::SYMLINK_NOFOLLOW);
+        let file = stat(&target_dir, target_name)
+            .map_err(|e| io_err("find the file to link to", rel_display(target), e))?;
+        match stat(&dir, name) {
+            Err(_) => {}
+            Ok(st) if st.st_dev == file.st_dev && st.st_ino == file.st_ino => return Ok(()),
+            Ok(st) if FileType::from_raw_mode(st.st_mode as _) == FileType::Directory => {
+                return Err(IngestError::Conflict {
+                    path: shown(),
+                    why: "a directory is in the way of a hard link".into(),
+                });
+            }
+            Ok(_) => rustix::fs::unlinkat(&dir, name.as_os_str(), AtFlags::empty())
+                .map_err(|e| io_err("replace", shown(), e))?,
+        }
+        rustix::fs::linkat(
+            &target_dir,
+            target_name.as_os_str(),
+            &dir,
+            name.as_os_str(),
+            AtFlags::empty(),
+        )
+        .map_err(|e| io_err("create hard link", shown(), e))?;
+        rustix::fs::fsync(&dir).map_err(|e| io_err("fsync directory of", shown(), e))
+    }
+
     /// Applies a directory's own mode and times (after everything inside it is written).
     /// The owner keeps `rwx` so that a later run can still enter and resume.
     pub fn finish_dir(

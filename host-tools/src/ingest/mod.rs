@@ -14,7 +14,7 @@ pub mod safe_path;
 pub mod state;
 pub mod transfer;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -144,6 +144,24 @@ pub fn run(opts: &Options, progress: ProgressFactory<'_>) -> Result<Report, Inge
     .run(opts.jobs)?;
     bar.finish_and_clear();
     state.sync()?;
+    let quarantined_paths: HashSet<&str> = outcome
+        .quarantined
+        .iter()
+        .map(|q| q.datastore_path.as_str())
+        .collect();
+    let mut hard_links = 0u64;
+    for l in &plan.hard_links {
+        let target = plan::rel_display(&l.target);
+        if quarantined_paths.contains(target.as_str()) {
+            warnings.push(format!(
+                "{} is not linked: the file it names ({target}) is quarantined",
+                l.device_path
+            ));
+            continue;
+        }
+        ds.make_hard_link(&l.rel, &l.target)?;
+        hard_links += 1;
+    }
     for l in &plan.symlinks {
         ds.make_symlink(&l.rel, &l.target, l.atime, l.mtime)?;
     }
@@ -153,11 +171,6 @@ pub fn run(opts: &Options, progress: ProgressFactory<'_>) -> Result<Report, Inge
     }
     let seconds = started.elapsed().as_secs_f64();
 
-    let quarantined_ids: HashMap<&str, ()> = outcome
-        .quarantined
-        .iter()
-        .map(|q| (q.datastore_path.as_str(), ()))
-        .collect();
     let mut bundles: Vec<BundleReport> = plan
         .bundles
         .iter()
@@ -172,7 +185,7 @@ pub fn run(opts: &Options, progress: ProgressFactory<'_>) -> Result<Report, Inge
         .collect();
     for (f, b) in plan.files.iter().zip(&plan.file_bundle) {
         if let Some(b) = b
-            && quarantined_ids.contains_key(f.rel_display().as_str())
+            && quarantined_paths.contains(f.rel_display().as_str())
         {
             bundles[*b].quarantined += 1;
             bundles[*b].complete = false;
@@ -200,6 +213,7 @@ pub fn run(opts: &Options, progress: ProgressFactory<'_>) -> Result<Report, Inge
         files_resumed: resumed.len() as u64,
         dirs: plan.dirs.len() as u64,
         symlinks: plan.symlinks.len() as u64,
+        hard_links,
         bytes_on_device: plan.files.iter().map(|f| f.size).sum(),
         bytes: bytes_written + bytes_resumed,
         bytes_written,

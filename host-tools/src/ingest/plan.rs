@@ -4,7 +4,7 @@
 //! The plan is a snapshot of the (read-only) namespace; workers never touch the namespace
 //! again except to read file bytes.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 
@@ -139,6 +139,19 @@ pub struct PlannedLink {
     pub mtime: Time,
 }
 
+/// A further name of a file that has several (a hard link): made with `link` to the file's
+/// first name once that is written, so the datastore keeps one copy as the device did.
+#[derive(Debug, Clone)]
+pub struct PlannedHardLink {
+    pub id: u64,
+    /// This name's components from the datastore root (safe names).
+    pub rel: Vec<OsString>,
+    /// The file's first name (in path order), the one written with its bytes.
+    pub target: Vec<OsString>,
+    /// This name on the device, printable.
+    pub device_path: String,
+}
+
 /// An entry that is not written, and why.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Refusal {
@@ -173,7 +186,10 @@ pub struct Bundle {
 pub struct Plan {
     /// Parents before children.
     pub dirs: Vec<PlannedDir>,
+    /// One per file, under its first name in path order.
     pub files: Vec<PlannedFile>,
+    /// The other names of files that have several.
+    pub hard_links: Vec<PlannedHardLink>,
     pub symlinks: Vec<PlannedLink>,
     pub refused: Vec<Refusal>,
     pub renamed: Vec<Renaming>,
@@ -405,10 +421,31 @@ pub fn build(ns: &View) -> Plan {
     plan.dirs
         .sort_by(|a, b| a.rel.len().cmp(&b.rel.len()).then(a.rel.cmp(&b.rel)));
     plan.files.sort_by(|a, b| a.rel.cmp(&b.rel));
+    split_hard_links(&mut plan);
     plan.symlinks.sort_by(|a, b| a.rel.cmp(&b.rel));
     plan.bundles.sort_by(|a, b| a.path.cmp(&b.path));
     assign_bundles(&mut plan);
     plan
+}
+
+/// Keeps each file once, under its first name, and turns its other names into hard links.
+fn split_hard_links(plan: &mut Plan) {
+    let mut first: HashMap<u64, Vec<OsString>> = HashMap::new();
+    let files = std::mem::take(&mut plan.files);
+    for f in files {
+        match first.get(&f.id) {
+            Some(target) => plan.hard_links.push(PlannedHardLink {
+                id: f.id,
+                rel: f.rel,
+                target: target.clone(),
+                device_path: f.device_path,
+            }),
+            None => {
+                first.insert(f.id, f.rel.clone());
+                plan.files.push(f);
+            }
+        }
+    }
 }
 
 /// Each file belongs to the innermost bundle folder holding it (an `.ova` is its own).
@@ -480,6 +517,45 @@ mod tests {
             time: Time::default(),
         })
         .unwrap();
+    }
+
+    #[test]
+    fn a_file_with_several_names_is_written_once_and_linked_under_the_others() {
+        let mut ns = Namespace::new();
+        let a = create(&mut ns, ROOT, b"a", Kind::Dir, b"");
+        let b = create(&mut ns, ROOT, b"b", Kind::Dir, b"");
+        let f = create(&mut ns, b, b"data", Kind::File, b"");
+        write(&mut ns, f, 0, 100);
+        for (parent, name) in [(a, &b"one"[..]), (b, b"two"), (ROOT, b"z")] {
+            ns.apply(&Op::Link {
+                id: f,
+                parent,
+                name: name.to_vec(),
+                time: Time::default(),
+            })
+            .unwrap();
+        }
+        let plan = build(&View::from(ns));
+
+        let files: Vec<String> = plan.files.iter().map(|f| f.rel_display()).collect();
+        assert_eq!(
+            files,
+            ["a/one"],
+            "written once, under its first name in path order"
+        );
+        let links: Vec<(String, String)> = plan
+            .hard_links
+            .iter()
+            .map(|l| (rel_display(&l.rel), rel_display(&l.target)))
+            .collect();
+        assert_eq!(
+            links,
+            [
+                ("b/data".to_string(), "a/one".to_string()),
+                ("b/two".to_string(), "a/one".to_string()),
+                ("z".to_string(), "a/one".to_string()),
+            ]
+        );
     }
 
     /// The namespace applies ops without the store's name checks, so hostile names can be

@@ -55,6 +55,8 @@ pub struct Report {
     pub files_resumed: u64,
     pub dirs: u64,
     pub symlinks: u64,
+    /// Further names of files with several (made with `link`, one copy of the bytes).
+    pub hard_links: u64,
     /// Bytes (file sizes) of the regular files on the device (refused ones not counted).
     pub bytes_on_device: u64,
     /// Bytes (file sizes) of every file now in the datastore.
@@ -109,6 +111,13 @@ impl Report {
             self.symlinks,
             self.bundles.len()
         );
+        if self.hard_links > 0 {
+            let _ = writeln!(
+                s,
+                "                    {} further names of files with several (hard links)",
+                self.hard_links
+            );
+        }
         let _ = writeln!(
             s,
             "  in the datastore: {} files ({}); {} done by an earlier run",
