@@ -127,7 +127,7 @@ pub struct Settings {
     pub control: SocketAddr,
     /// NFS clients allowed to connect.
     pub allow: AllowList,
-    /// Bounds of the NFS gate.
+    /// Bounds of the NFS server (connections, requests in flight, memory, timeouts).
     pub limits: Limits,
     /// Accept test-only control requests.
     pub test_hooks: bool,
