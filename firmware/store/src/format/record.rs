@@ -27,15 +27,25 @@ const FLAG_ZSTD: u8 = 1;
 /// The decoded header of a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
+    /// zstd-compressed before encryption.
     pub compressed: bool,
+    /// AEAD cipher.
     pub cipher: Cipher,
+    /// File the bytes belong to.
     pub file_id: u64,
+    /// File offset of the first byte.
     pub offset: u64,
+    /// Write generation (newer overrides older).
     pub generation: u64,
+    /// Plaintext bytes.
     pub plain_len: u32,
+    /// Ciphertext bytes after the header (tag included).
     pub stored_len: u32,
+    /// Session of the appliance run that wrote it.
     pub session: u64,
+    /// Nonce counter within the session.
     pub counter: u64,
+    /// CRC32 of the header's other bytes and the ciphertext.
     pub crc: u32,
 }
 
@@ -156,10 +166,15 @@ impl Header {
 
 /// Where a record's bytes came from, for building it.
 pub struct Binding {
+    /// File the bytes belong to.
     pub file_id: u64,
+    /// File offset of the first byte.
     pub offset: u64,
+    /// Write generation.
     pub generation: u64,
+    /// Session of this appliance run.
     pub session: u64,
+    /// Nonce counter within the session.
     pub counter: u64,
 }
 
