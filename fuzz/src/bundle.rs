@@ -20,7 +20,10 @@ pub fn run(data: &[u8]) {
     descriptor(&text);
     if let Ok(members) = tar_members(std::io::Cursor::new(data)) {
         for m in members {
-            assert!(m.offset.saturating_add(m.size) <= data.len() as u64, "member past the end");
+            assert!(
+                m.offset.saturating_add(m.size) <= data.len() as u64,
+                "member past the end"
+            );
         }
     }
 }

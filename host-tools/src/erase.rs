@@ -20,8 +20,11 @@ use serde::Serialize;
 /// What to erase.
 #[derive(Debug, Clone)]
 pub struct Options {
+    /// The devices of the set.
     pub devices: Vec<PathBuf>,
+    /// Also overwrite every byte with zeros (`--overwrite`).
     pub overwrite: bool,
+    /// Erase without an ingest receipt (`--force`).
     pub force: bool,
 }
 
@@ -39,17 +42,24 @@ pub enum EraseError {
 /// The receipt erase relied on.
 #[derive(Debug, Clone, Serialize)]
 pub struct ReceiptSummary {
+    /// When the ingest finished, in Unix seconds.
     pub completed_unix: u64,
+    /// Files the ingest wrote.
     pub files: u64,
+    /// Bytes the ingest wrote.
     pub bytes: u64,
+    /// Files it quarantined.
     pub quarantined: u64,
+    /// The seal code it checked, if the set was sealed.
     pub seal_code: Option<String>,
+    /// The datastore it wrote into.
     pub datastore: String,
 }
 
 /// What happened to one device.
 #[derive(Debug, Clone, Serialize)]
 pub struct DeviceErased {
+    /// The device.
     pub path: String,
     /// 1-based index in its set (unknown for a device erased earlier).
     pub index: Option<u32>,
@@ -64,11 +74,15 @@ pub struct DeviceErased {
 /// Everything `odt erase` reports.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// The job the set was provisioned for (unknown if already erased).
     pub job_id: Option<String>,
+    /// Hex of the set id (unknown if already erased).
     pub set_id: Option<String>,
     /// `--force` was given (the receipt was not required).
     pub forced: bool,
+    /// The ingest receipt found on the set.
     pub receipt: Option<ReceiptSummary>,
+    /// What happened to each device.
     pub devices: Vec<DeviceErased>,
 }
 

@@ -63,11 +63,16 @@ pub enum SealState {
     Unsealed,
     /// Signature, seal code, log ends and journal all check out.
     Intact {
+        /// The seal code.
         code: String,
+        /// What the seal signs.
         record: odt_store::format::seal_record::SealRecord,
     },
     /// A seal record exists but something does not check out.
-    Broken { why: String },
+    Broken {
+        /// What does not check out, as one sentence.
+        why: String,
+    },
 }
 
 /// Runs the courier's check ([`odt_store::trip::seal::check`]) and tells an unsealed set from a

@@ -2,9 +2,15 @@
 
 use clap::{Parser, Subcommand};
 
+// Not yet documented field by field (the crate's only exceptions to `missing_docs`): the
+// command arguments, where a `///` on a flattened field would change clap's `--help`, and
+// `import`, written before the lint and being changed on another branch (document it once
+// that lands, then drop the `allow`).
+#[allow(missing_docs)]
 pub mod cmd;
 pub mod control_client;
 pub mod erase;
+#[allow(missing_docs)]
 pub mod import;
 pub mod ingest;
 pub mod job_devices;
@@ -24,6 +30,8 @@ pub struct Cli {
     /// More log output (repeat for more).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    // A field's doc comment would become clap's help text; the subcommands have their own.
+    #[allow(missing_docs)]
     #[command(subcommand)]
     pub command: Command,
 }

@@ -23,22 +23,30 @@ use crate::job_devices::SealState;
 /// What to verify.
 #[derive(Debug, Clone)]
 pub struct Options {
+    /// The devices of the set.
     pub devices: Vec<PathBuf>,
+    /// The job directory (job file and ingest identity).
     pub job_dir: PathBuf,
+    /// Also decrypt and check every record against the manifest (`--deep`).
     pub deep: bool,
 }
 
 /// What the keyless pass saw on one device.
 #[derive(Debug, Clone, Serialize)]
 pub struct DeviceCheck {
+    /// The device.
     pub path: String,
     /// 1-based position in the set.
     pub index: u32,
+    /// Segments with a footer, checked against the chain.
     pub closed_segments: u64,
+    /// Records whose keyless CRC was checked.
     pub records: u64,
     /// Byte where the log ends.
     pub log_end: u64,
+    /// Bytes read from the device.
     pub bytes_read: u64,
+    /// What the keyless pass found wrong.
     pub problems: Vec<Problem>,
 }
 
@@ -47,18 +55,24 @@ pub struct DeviceCheck {
 pub struct Report {
     /// True when no problem and no damage was found.
     pub intact: bool,
+    /// The job the set was provisioned for.
     pub job_id: String,
+    /// The customer's name for the job.
     pub job_name: String,
+    /// Hex of the device set id.
     pub set_id: String,
     /// True when the seal checked out.
     pub sealed: bool,
+    /// The seal code, if the seal checked out.
     pub seal_code: Option<String>,
     /// Why the seal check failed (not sealed, or what does not match).
     pub seal_problem: Option<String>,
     /// `--deep` on a sealed set: files whose content does not hash to the root the seal
     /// recorded, or a manifest root that differs from the signed one.
     pub manifest_problems: Vec<String>,
+    /// Whether `--deep` was asked for.
     pub deep: bool,
+    /// What the keyless pass saw, per device.
     pub devices: Vec<DeviceCheck>,
     /// Files whose records were all checked (`--deep`).
     pub files_checked: Option<u64>,
@@ -68,6 +82,7 @@ pub struct Report {
     pub damaged: Vec<Damage>,
     /// What was not checked, and why.
     pub notes: Vec<String>,
+    /// Wall time of the whole check.
     pub seconds: f64,
 }
 

@@ -8,6 +8,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use common::*;
+use odt_test_support::prelude::*;
 
 /// Two VM bundles and some loose files, including a sparse file past 4 GiB; returns the
 /// expected tree and the seal code.

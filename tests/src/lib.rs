@@ -5,7 +5,6 @@ pub mod appliance;
 pub mod bins;
 pub mod guest;
 pub mod nfsclient;
-pub mod rpc;
 pub mod run;
 pub mod vcsim;
 pub mod vmtree;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use odt_e2e::appliance::{Appliance, Job, Options};
 use odt_e2e::nfsclient::{manifest, nfs_cat_to, nfs_cp_ok, nfs_ls, require_clients};
-use odt_e2e::rpc::{
+use odt_test_support::rpc::{
     LAST_FRAGMENT, MOUNT_PROGRAM, NFS_PROGRAM, Xdr, call, closed_within, exchange, record, stats,
     word,
 };
@@ -203,6 +203,7 @@ fn one_request_shapes_and_garbage_neither_kill_nor_bloat_the_server() {
 }
 
 /// Lets this process hold a few thousand sockets.
+#[allow(unsafe_code)]
 fn raise_fd_limit() {
     let mut lim = libc::rlimit {
         rlim_cur: 0,

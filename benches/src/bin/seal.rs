@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
-use odt_store::trip::job::{Job, JobSet};
 use odt_store::trip::provision::{self, Options};
 use odt_store::{Access, Locked, Store};
+use odt_test_support::data::XorShift;
 use sha2::Digest;
 
 struct Args {
@@ -51,23 +51,8 @@ fn setup(dir: &Path, name: &str, size: u64) -> anyhow::Result<(Vec<PathBuf>, Pat
         ..Options::default()
     };
     let p = provision::provision(&paths, name, name, &id.to_public(), &opts)?;
-    let sb = &p.superblocks[0];
     let job = d.join("job");
-    std::fs::create_dir_all(&job)?;
-    Job {
-        id: name.into(),
-        name: name.into(),
-        created_unix: 0,
-        recipient: id.to_public().to_string(),
-        set: Some(JobSet {
-            set_id: format!("{:016x}", sb.set_id),
-            signing_public: hex::encode(p.signing_public),
-            cipher: sb.cipher,
-            provisioned_unix: 0,
-            devices: vec![],
-        }),
-    }
-    .save(&job)?;
+    odt_test_support::fixture::write_job(&job, name, &id, &p);
     let l = Locked::open(&paths, Access::ReadWrite)?;
     let s = l.secrets_from_code(&p.unlock_code)?;
     let store = l.unlock(s, Access::ReadWrite)?;
@@ -96,13 +81,7 @@ fn block(n: u64, buf: &mut [u8]) {
             }
         }
         _ => {
-            let mut x = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-            for c in buf.chunks_mut(8) {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                c.copy_from_slice(&x.to_le_bytes()[..c.len()]);
-            }
+            XorShift::new(n).fill(buf);
         }
     }
 }

@@ -27,15 +27,20 @@ pub enum ServeError {
     /// A listening socket could not be bound.
     #[error("cannot listen for {what} on {addr}")]
     Bind {
+        /// Which service (NFS, control).
         what: &'static str,
+        /// The address.
         addr: SocketAddr,
+        /// Why.
         #[source]
         source: std::io::Error,
     },
     /// The ready file could not be written.
     #[error("cannot write the ready file {path}")]
     ReadyFile {
+        /// The file.
         path: PathBuf,
+        /// Why.
         #[source]
         source: std::io::Error,
     },

@@ -36,7 +36,9 @@ pub enum StateError {
     /// The devices could not be opened as one set.
     #[error("cannot open the data devices {devices}")]
     Open {
+        /// The device paths.
         devices: String,
+        /// Why.
         #[source]
         source: odt_store::Error,
     },
@@ -45,22 +47,30 @@ pub enum StateError {
         "the unlock code does not open this appliance's keys; check it against the one \
          printed at provisioning for job {job_id}"
     )]
-    WrongCode { job_id: String },
+    WrongCode {
+        /// The job the devices were provisioned for.
+        job_id: String,
+    },
     /// The code is not shaped like an unlock code.
     #[error("{0}")]
     Malformed(odt_store::Error),
     /// The keys opened but the store could not be opened.
     #[error("unlock failed while opening the store on {devices}")]
     Unlock {
+        /// The device paths.
         devices: String,
+        /// Why.
         #[source]
         source: odt_store::Error,
     },
     /// The seal or the bundle check failed on the store.
     #[error("{what} failed on {devices}")]
     Store {
+        /// What was being done.
         what: &'static str,
+        /// The device paths.
         devices: String,
+        /// Why.
         #[source]
         source: odt_store::Error,
     },

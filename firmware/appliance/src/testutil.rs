@@ -1,45 +1,38 @@
-//! Test fixtures: a provisioned device image in a temp dir, an appliance on it, and a
-//! harness that sends NFS and MOUNT calls through the real dispatcher and reads replies.
+//! Test fixtures: a provisioned device image in a temp dir (odt-test-support's), an
+//! appliance on it, and a harness that sends NFS and MOUNT calls through the real
+//! dispatcher and reads replies.
 
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use nfsserve::nfs::{fattr3, nfs_fh3, sattr3, wcc_attr};
 use nfsserve::xdr::XDR;
-use odt_store::crypto::keys::UnlockCode;
-use odt_store::trip::provision::{self, Options};
 
 use crate::nfs::framing::HEADER;
 use crate::nfs::program::{MOUNT_PROGRAM, NFS_PROGRAM, nfs3};
 use crate::nfs::{Dispatcher, Export};
 use crate::state::Appliance;
 
-/// A provisioned one-device set.
-pub struct Fixture {
-    pub _dir: tempfile::TempDir,
-    pub paths: Vec<PathBuf>,
-    pub code: UnlockCode,
+/// A provisioned one-device set (job `job-unit`), with the appliance on top.
+pub struct Fixture(odt_test_support::fixture::Fixture);
+
+impl std::ops::Deref for Fixture {
+    type Target = odt_test_support::fixture::Fixture;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 impl Fixture {
     /// A set of one image of `size` bytes.
     pub fn new(size: u64) -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        let paths = vec![dir.path().join("dev0.img")];
-        let identity = age::x25519::Identity::generate();
-        let opts = Options {
-            create_size: Some(size),
-            segment_size: 8 << 20,
-            ..Options::default()
-        };
-        let p =
-            provision::provision(&paths, "job-unit", "unit", &identity.to_public(), &opts).unwrap();
-        Fixture {
-            _dir: dir,
-            paths,
-            code: p.unlock_code,
-        }
+        Fixture(odt_test_support::fixture::Fixture::for_job(
+            "job-unit",
+            1,
+            size,
+            Default::default(),
+        ))
     }
 
     /// A locked appliance on the set.

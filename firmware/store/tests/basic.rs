@@ -1,7 +1,6 @@
 //! Round trips through real image files: write, read, reopen, read again.
 
-mod common;
-use common::*;
+use odt_test_support::prelude::*;
 
 #[test]
 fn write_read_reopen() {

@@ -3,12 +3,11 @@
 //! still queued in memory, and damaged records reported with their file and range while the
 //! rest of the read is served.
 
-mod common;
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 
-use common::*;
 use odt_store::{ReadScratch, Store};
+use odt_test_support::prelude::*;
 
 /// A file of `size` bytes with holes, an overwritten middle and unaligned records.
 fn messy_file(s: &Store) -> (u64, u64) {

@@ -1,12 +1,11 @@
 //! The pre-seal bundle check on a real store: a good OVF package and OVA pass; each kind of
 //! broken export is reported by name.
 
-mod common;
-use common::*;
 use odt_store::Store;
 use odt_store::format::journal::Time;
 use odt_store::trip::bundle::{self, Severity};
 use odt_store::trip::bundle_digests::{self, Tracker};
+use odt_test_support::prelude::*;
 use sha2::Digest;
 
 fn put(s: &Store, dir: u64, name: &str, data: &[u8]) -> u64 {

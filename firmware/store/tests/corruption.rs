@@ -1,42 +1,16 @@
 //! Damage and tampering on real image files: every flipped bit is caught and named, every
 //! rearrangement of records is refused, bad devices and keys get clear errors.
 
-mod common;
 use std::fs::OpenOptions;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use common::*;
 use odt_store::error::{ErrorKind, FormatError, KeyError, StoreError};
 use odt_store::format::journal::Loc;
 use odt_store::format::superblock::JOURNAL_START;
 use odt_store::trip::verify::{check_files, check_log};
 use odt_store::{Access, Error, Locked, Store};
+use odt_test_support::prelude::*;
 use rand::{Rng, SeedableRng};
-
-fn flip(path: &Path, offset: u64, bit: u8) {
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .unwrap();
-    let mut b = [0u8; 1];
-    f.read_exact_at(&mut b, offset).unwrap();
-    b[0] ^= 1 << bit;
-    f.write_all_at(&b, offset).unwrap();
-}
-
-fn read_at(path: &Path, offset: u64, len: usize) -> Vec<u8> {
-    let f = std::fs::File::open(path).unwrap();
-    let mut v = vec![0u8; len];
-    f.read_exact_at(&mut v, offset).unwrap();
-    v
-}
-
-fn write_at(path: &Path, offset: u64, data: &[u8]) {
-    let f = OpenOptions::new().write(true).open(path).unwrap();
-    f.write_all_at(data, offset).unwrap();
-}
 
 fn extents(s: &Store, id: u64) -> Vec<(u64, u64, Loc)> {
     s.view()

@@ -1,13 +1,12 @@
 //! Property test: random writes (out of order, overlapping, zeros, text, random), truncates,
 //! renames, creates, removes and reopens against an in-memory model, on a real image file.
 
-mod common;
 use std::collections::BTreeMap;
 
-use common::*;
 use odt_store::error::{ErrorKind, NamespaceError};
 use odt_store::format::journal::AttrChange;
 use odt_store::{Error, Store};
+use odt_test_support::prelude::*;
 use proptest::prelude::*;
 
 const NAMES: u8 = 8;

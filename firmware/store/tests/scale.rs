@@ -1,10 +1,9 @@
 //! Scale: sparse files past 4 GiB, and ten thousand small files written concurrently.
 
-mod common;
 use std::sync::Arc;
 
-use common::*;
 use odt_store::format::journal::AttrChange;
+use odt_test_support::prelude::*;
 
 const GIB: u64 = 1 << 30;
 

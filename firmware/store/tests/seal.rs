@@ -1,41 +1,16 @@
 //! The seal and the courier's check: a clean chain passes; every kind of tampering fails
 //! with its own message.
 
-mod common;
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use common::*;
 use odt_store::error::{ErrorKind, StoreError};
 use odt_store::format::seal_record;
 use odt_store::format::superblock::{JOURNAL_START, SLOT};
-use odt_store::trip::job::{Job, JobSet};
 use odt_store::trip::seal;
 use odt_store::{Error, Locked};
-
-fn job_dir(fx: &Fixture) -> PathBuf {
-    let l = Locked::open(&fx.paths, odt_store::Access::ReadOnly).unwrap();
-    let sb = l.superblock().clone();
-    let dir = fx.dir.path().join("job");
-    std::fs::create_dir_all(&dir).unwrap();
-    Job {
-        id: sb.job_id.clone(),
-        name: "test".into(),
-        created_unix: 0,
-        recipient: fx.identity.to_public().to_string(),
-        set: Some(JobSet {
-            set_id: format!("{:016x}", sb.set_id),
-            signing_public: hex::encode(sb.signing_public),
-            cipher: sb.cipher,
-            provisioned_unix: 0,
-            devices: vec![],
-        }),
-    }
-    .save(&dir)
-    .unwrap();
-    dir
-}
+use odt_test_support::prelude::*;
 
 fn sealed_fixture() -> (Fixture, PathBuf, String) {
     let fx = Fixture::new(2, 64 * MIB);
@@ -58,7 +33,7 @@ fn sealed_fixture() -> (Fixture, PathBuf, String) {
     ));
     assert_eq!(s.read(g.id, 0, 100).unwrap().0, b"<Envelope/>");
     drop(s);
-    let dir = job_dir(&fx);
+    let dir = fx.job_dir();
     (fx, dir, sealed.code)
 }
 
@@ -259,7 +234,7 @@ fn broken_bundles_refuse_the_seal_unless_forced() {
         Err(ErrorKind::Store(StoreError::ReadOnly))
     ));
     drop(s);
-    let job = job_dir(&fx);
+    let job = fx.job_dir();
     let r = seal::check(&fx.paths, &job, Some(&sealed.code)).unwrap();
     assert!(r.intact, "{:?}", r.problem);
     // The bundle list, with its problem, is in the sealed (encrypted) metadata.

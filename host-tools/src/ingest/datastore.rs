@@ -135,8 +135,11 @@ impl AlignedBuf {
 /// What is at a name in a directory, without following a symlink.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Existing {
+    /// File, directory, symlink, ...
     pub file_type: FileType,
+    /// Size in bytes.
     pub size: u64,
+    /// Last modification.
     pub mtime: Time,
 }
 

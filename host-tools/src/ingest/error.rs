@@ -19,9 +19,12 @@ pub enum IngestError {
     /// A file-system call on the datastore failed.
     #[error("cannot {op} {path} (fix the cause and run the same command again to resume)")]
     Datastore {
+        /// What was being done (`create`, `rename`, ...).
         op: &'static str,
+        /// The datastore path.
         path: String,
         #[source]
+        /// Why.
         source: std::io::Error,
     },
     /// A path component in the datastore is a symlink or a file where a directory belongs.
@@ -29,10 +32,18 @@ pub enum IngestError {
         "{path} is a symlink or not a directory; the ingest never follows symlinks inside the \
          datastore: remove it (or choose an empty datastore) and run again"
     )]
-    NotADirectory { path: String },
+    NotADirectory {
+        /// The path component.
+        path: String,
+    },
     /// Something already in the datastore blocks an entry.
     #[error("cannot write {path}: {why}; move it away and run again")]
-    Conflict { path: String, why: String },
+    Conflict {
+        /// The datastore path.
+        path: String,
+        /// What is there.
+        why: String,
+    },
     /// The datastore's file system has less free space than the files still to ingest.
     #[error(
         "not enough space in {path}: the files still to ingest need {} and its file system has \
@@ -41,15 +52,21 @@ pub enum IngestError {
         human(*needed), human(*available), human(needed - available)
     )]
     NoSpace {
+        /// The datastore.
         path: String,
+        /// Bytes the files still to ingest need.
         needed: u64,
+        /// Bytes free on its file system.
         available: u64,
     },
     /// Another ingest holds the datastore.
     #[error(
         "another `odt ingest` is writing into {path} (its lock is held); wait for it to finish"
     )]
-    Busy { path: String },
+    Busy {
+        /// The datastore.
+        path: String,
+    },
     /// The datastore's state belongs to another job or is unreadable.
     #[error("{0}")]
     State(String),

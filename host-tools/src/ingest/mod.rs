@@ -32,8 +32,11 @@ use rustix::fs::FileType;
 /// What to ingest, and where.
 #[derive(Debug, Clone)]
 pub struct Options {
+    /// The devices of the set.
     pub devices: Vec<PathBuf>,
+    /// The job directory (job file and ingest identity).
     pub job_dir: PathBuf,
+    /// The datastore directory (`--to`).
     pub datastore: PathBuf,
     /// Worker threads (at least 1).
     pub jobs: usize,

@@ -23,25 +23,34 @@ pub const MAX_DEPTH: usize = 512;
 /// A directory to create.
 #[derive(Debug, Clone)]
 pub struct PlannedDir {
+    /// Its id in the store.
     pub id: u64,
     /// Components from the datastore root (safe names).
     pub rel: Vec<OsString>,
+    /// Permission bits.
     pub mode: u32,
+    /// Last access.
     pub atime: Time,
+    /// Last modification.
     pub mtime: Time,
 }
 
 /// A regular file to write.
 #[derive(Debug, Clone)]
 pub struct PlannedFile {
+    /// Its id in the store.
     pub id: u64,
     /// Components from the datastore root (safe names); the last is the file's name.
     pub rel: Vec<OsString>,
     /// The path on the device, printable.
     pub device_path: String,
+    /// Size in bytes.
     pub size: u64,
+    /// Permission bits.
     pub mode: u32,
+    /// Last access.
     pub atime: Time,
+    /// Last modification.
     pub mtime: Time,
     /// File ranges `(offset, len)` backed by records; everything else is a hole.
     pub data: Vec<(u64, u64)>,
@@ -117,12 +126,15 @@ impl PlannedFile {
 /// verified digest; the store reads and checks the record itself).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecInfo {
-    /// Device index, address and bytes on the device.
+    /// Device index.
     pub dev: u32,
+    /// Byte address on that device.
     pub addr: u64,
+    /// Bytes on the device (header and ciphertext).
     pub len: u32,
-    /// File offset and length of the record's whole plaintext.
+    /// File offset of the record's first plaintext byte.
     pub start: u64,
+    /// Plaintext length of the whole record.
     pub plain_len: u32,
     /// The record's digest: for a record that is one whole chunk, the BLAKE3 chaining value
     /// of that chunk at its offset (the store checks it on every read).
@@ -132,10 +144,15 @@ pub struct RecInfo {
 /// A symbolic link to create.
 #[derive(Debug, Clone)]
 pub struct PlannedLink {
+    /// Its id in the store.
     pub id: u64,
+    /// Components from the datastore root (safe names); the last is the link's name.
     pub rel: Vec<OsString>,
+    /// What the link points to, as stored (never followed).
     pub target: Vec<u8>,
+    /// Last access.
     pub atime: Time,
+    /// Last modification.
     pub mtime: Time,
 }
 
@@ -143,6 +160,7 @@ pub struct PlannedLink {
 /// first name once that is written, so the datastore keeps one copy as the device did.
 #[derive(Debug, Clone)]
 pub struct PlannedHardLink {
+    /// The file.
     pub id: u64,
     /// This name's components from the datastore root (safe names).
     pub rel: Vec<OsString>,
@@ -157,6 +175,7 @@ pub struct PlannedHardLink {
 pub struct Refusal {
     /// Path on the device (printable).
     pub path: String,
+    /// Why it is not written, as one sentence.
     pub why: String,
     /// Entries below it that are skipped with it.
     pub entries_below: u64,
@@ -165,8 +184,11 @@ pub struct Refusal {
 /// An entry written under another name, and why.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Renaming {
+    /// Path on the device (printable).
     pub device_path: String,
+    /// The path it has in the datastore.
     pub datastore_path: String,
+    /// Why it was renamed.
     pub why: String,
 }
 
@@ -177,7 +199,9 @@ pub struct Bundle {
     pub path: String,
     /// Descriptors found in it.
     pub descriptors: Vec<String>,
+    /// Files in it.
     pub files: u64,
+    /// Sum of their sizes.
     pub bytes: u64,
 }
 
@@ -186,13 +210,17 @@ pub struct Bundle {
 pub struct Plan {
     /// Parents before children.
     pub dirs: Vec<PlannedDir>,
-    /// One per file, under its first name in path order.
+    /// Regular files, in path order, each once: under its first name in path order.
     pub files: Vec<PlannedFile>,
     /// The other names of files that have several.
     pub hard_links: Vec<PlannedHardLink>,
+    /// Symbolic links.
     pub symlinks: Vec<PlannedLink>,
+    /// Entries not written, and why.
     pub refused: Vec<Refusal>,
+    /// Entries written under another name.
     pub renamed: Vec<Renaming>,
+    /// The VM bundles found.
     pub bundles: Vec<Bundle>,
     /// For each file (same order as `files`), the index of its bundle.
     pub file_bundle: Vec<Option<usize>>,

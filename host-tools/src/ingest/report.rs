@@ -13,8 +13,11 @@ use crate::output::bytes;
 pub struct BundleReport {
     /// Datastore folder of the bundle (or the `.ova`).
     pub path: String,
+    /// Descriptors found in it.
     pub descriptors: Vec<String>,
+    /// Files in it.
     pub files: u64,
+    /// Sum of their sizes.
     pub bytes: u64,
     /// Files of the bundle that were quarantined.
     pub quarantined: u64,
@@ -34,11 +37,15 @@ pub struct ReceiptStatus {
 /// Everything `odt ingest` reports.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// The job the set was provisioned for.
     pub job_id: String,
+    /// The customer's name for the job.
     pub job_name: String,
     /// Hex of the device set id.
     pub set_id: String,
+    /// The devices, as given.
     pub devices: Vec<String>,
+    /// The datastore directory.
     pub datastore: String,
     /// Whether the store carries a seal.
     pub sealed: bool,
@@ -46,6 +53,7 @@ pub struct Report {
     pub seal_code: Option<String>,
     /// True when every file was written and nothing was refused.
     pub complete: bool,
+    /// The VM bundles and whether each is complete.
     pub bundles: Vec<BundleReport>,
     /// Regular files on the device (refused ones not counted).
     pub files: u64,
@@ -53,7 +61,9 @@ pub struct Report {
     pub files_written: u64,
     /// Files an earlier run had finished (verified then, not redone).
     pub files_resumed: u64,
+    /// Directories created.
     pub dirs: u64,
+    /// Symbolic links created.
     pub symlinks: u64,
     /// Further names of files with several (made with `link`, one copy of the bytes).
     pub hard_links: u64,
@@ -65,14 +75,21 @@ pub struct Report {
     pub bytes_written: u64,
     /// Bytes read from records by this run (holes excluded).
     pub data_bytes_read: u64,
+    /// Wall time of this run.
     pub seconds: f64,
     /// `bytes_written / seconds`.
     pub bytes_per_second: f64,
+    /// Decoding worker threads used.
     pub workers: usize,
+    /// Files not written because their content failed its checks.
     pub quarantined: Vec<Quarantined>,
+    /// Entries not written, and why.
     pub refused: Vec<Refusal>,
+    /// Entries written under another name, and why.
     pub renamed: Vec<Renaming>,
+    /// Whether the ingest receipt was written to the set.
     pub receipt: ReceiptStatus,
+    /// What the provider should know but did not stop the ingest.
     pub warnings: Vec<String>,
 }
 

@@ -26,7 +26,12 @@ pub enum Verdict {
     /// Safe as it is.
     Keep(OsString),
     /// Safe once rewritten; `why` says what was rewritten.
-    Neutralised { name: OsString, why: &'static str },
+    Neutralised {
+        /// The rewritten name.
+        name: OsString,
+        /// What was rewritten.
+        why: &'static str,
+    },
     /// Never written; `why` says what is wrong with it.
     Refused(&'static str),
 }

@@ -25,21 +25,26 @@ const VERSION: u32 = 1;
 /// Which ingest a datastore holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Header {
+    /// Layout version of the state file.
     pub version: u32,
+    /// The job the ingest is for.
     pub job_id: String,
     /// Hex of the device set id.
     pub set_id: String,
+    /// When the first run started, in Unix seconds.
     pub started_unix: u64,
 }
 
 /// One finished file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DoneEntry {
+    /// Its id in the store.
     pub id: u64,
     /// Hex of the plan fingerprint.
     pub fingerprint: String,
     /// Datastore path (printable).
     pub path: String,
+    /// Size in bytes.
     pub size: u64,
     /// Hex BLAKE3 of the content as written.
     pub blake3: String,
@@ -47,6 +52,7 @@ pub struct DoneEntry {
 
 /// The resume state of one datastore.
 pub struct State {
+    /// Which ingest the datastore holds.
     pub header: Header,
     done: HashMap<u64, DoneEntry>,
     log: Mutex<File>,

@@ -45,8 +45,11 @@ const BUFFERS_PER_THREAD: usize = 2;
 /// A byte range of a file that could not be read back intact.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct LostRange {
+    /// First byte lost.
     pub start: u64,
+    /// Byte after the last one lost.
     pub end: u64,
+    /// Why, as one sentence.
     pub why: String,
 }
 
@@ -57,6 +60,7 @@ pub struct Quarantined {
     pub path: String,
     /// Where it would have gone in the datastore.
     pub datastore_path: String,
+    /// Size in bytes.
     pub size: u64,
     /// One sentence.
     pub why: String,
@@ -69,6 +73,7 @@ pub struct Quarantined {
 pub struct Outcome {
     /// Files committed: (index into the given files, BLAKE3 root).
     pub written: Vec<(usize, [u8; 32])>,
+    /// Files not written, and why.
     pub quarantined: Vec<Quarantined>,
     /// Bytes read from records (holes not counted).
     pub data_bytes: u64,
@@ -242,12 +247,17 @@ impl Drop for WorkerGuard<'_> {
 
 /// Everything the workers share.
 pub struct Transfer<'a> {
+    /// The store, read-only.
     pub store: &'a Store,
+    /// The datastore written into.
     pub ds: &'a Datastore,
+    /// The resume state (finished files are recorded there).
     pub state: &'a State,
+    /// The files to transfer.
     pub files: &'a [&'a PlannedFile],
     /// BLAKE3 roots the seal recorded, by file id (none if the store is not sealed).
     pub sealed_roots: Option<&'a HashMap<u64, [u8; 32]>>,
+    /// The progress bar, advanced by bytes written.
     pub progress: &'a ProgressBar,
 }
 

@@ -10,7 +10,8 @@ pub const MOUNT_PROGRAM: u32 = 100005;
 /// The MOUNT version served.
 pub const MOUNT_V3: u32 = 3;
 
-/// NFSv3 procedures.
+/// NFSv3 procedures, named as in RFC 1813.
+#[allow(missing_docs)] // each name is the procedure's own, documented by the RFC
 pub mod nfs3 {
     pub const NULL: u32 = 0;
     pub const GETATTR: u32 = 1;
@@ -36,7 +37,8 @@ pub mod nfs3 {
     pub const COMMIT: u32 = 21;
 }
 
-/// MOUNT v3 procedures.
+/// MOUNT v3 procedures, named as in RFC 1813 (appendix I).
+#[allow(missing_docs)] // each name is the procedure's own, documented by the RFC
 pub mod mount3 {
     pub const NULL: u32 = 0;
     pub const MNT: u32 = 1;

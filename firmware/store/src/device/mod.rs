@@ -9,6 +9,8 @@
 //! system refuses `O_DIRECT` (tmpfs) or an alignment, writes go through the page cache.
 //! Either way `fdatasync` on the main descriptor makes them durable (same file).
 
+// Raw allocation for O_DIRECT alignment; each unsafe block says why it is sound.
+#[allow(unsafe_code)]
 pub mod aligned;
 
 use std::fs::{File, OpenOptions};

@@ -28,6 +28,7 @@ const SPARE: usize = 1;
 /// bytes cannot damage even if torn).
 #[derive(Debug)]
 pub struct Piece {
+    /// Device byte address of the piece's first queued byte.
     pub addr: u64,
     head: usize,
     buf: AlignedBuf,
@@ -203,9 +204,11 @@ impl DevLog {
 /// the hash of the last footer.
 #[derive(Debug, Clone)]
 pub struct Chain {
+    /// The open segment (None before the first record).
     pub segment: Option<u64>,
     hasher: blake3::Hasher,
     hashed_to: u64,
+    /// Hash of the last segment footer written (zeros before the first).
     pub prev_footer: [u8; 32],
 }
 

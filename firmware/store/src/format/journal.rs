@@ -25,7 +25,9 @@ const VERSION: u8 = 1;
 /// Seconds and nanoseconds since the Unix epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, Default)]
 pub struct Time {
+    /// Whole seconds (negative before 1970).
     pub secs: i64,
+    /// Nanoseconds, below 10^9.
     pub nanos: u32,
 }
 
@@ -45,27 +47,39 @@ impl Time {
 /// Kind of a namespace entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Kind {
+    /// A regular file.
     File,
+    /// A directory.
     Dir,
+    /// A symbolic link.
     Symlink,
 }
 
 /// Where a record sits: device index, byte address, total bytes (header + ciphertext).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Loc {
+    /// Device index.
     pub dev: u32,
+    /// Byte address on the device.
     pub addr: u64,
+    /// Bytes of header and ciphertext.
     pub len: u32,
 }
 
 /// Attributes a `SetAttr` changes (`None` = unchanged).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttrChange {
+    /// New permission bits.
     pub mode: Option<u32>,
+    /// New owner.
     pub uid: Option<u32>,
+    /// New group.
     pub gid: Option<u32>,
+    /// New size (truncates or extends).
     pub size: Option<u64>,
+    /// New access time.
     pub atime: Option<Time>,
+    /// New modification time.
     pub mtime: Option<Time>,
 }
 
@@ -73,52 +87,85 @@ pub struct AttrChange {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Op {
     /// An appliance run began: its epoch (generation prefix) and session id.
-    Session { epoch: u32, session: u64 },
+    Session {
+        /// Prefix of the generations this run writes.
+        epoch: u32,
+        /// Random id mixed into this run's keys.
+        session: u64,
+    },
     /// A new file, directory or symlink.
     Create {
+        /// Its inode number.
         id: u64,
+        /// The directory it is created in.
         parent: u64,
+        /// Its name there.
         name: Vec<u8>,
+        /// File, directory or symlink.
         kind: Kind,
+        /// Permission bits.
         mode: u32,
+        /// Owner.
         uid: u32,
+        /// Group.
         gid: u32,
+        /// Its times, and the parent's modification time.
         time: Time,
+        /// Symlink target (empty otherwise).
         target: Vec<u8>,
     },
     /// A name removed (and its inode, if that was its last name).
     Remove {
+        /// The directory.
         parent: u64,
+        /// The name removed.
         name: Vec<u8>,
+        /// The directory's new modification time.
         time: Time,
     },
     /// A name moved, replacing any target.
     Rename {
+        /// The directory it leaves.
         from_parent: u64,
+        /// Its name there.
         from_name: Vec<u8>,
+        /// The directory it enters.
         to_parent: u64,
+        /// Its new name.
         to_name: Vec<u8>,
+        /// The directories' new modification time.
         time: Time,
     },
     /// Attributes changed (a size change truncates or extends).
     SetAttr {
+        /// The entry.
         id: u64,
+        /// What changes.
         change: AttrChange,
+        /// Its new change time.
         time: Time,
     },
     /// File bytes `[offset, offset+len)` now come from a record (or are zeros if `loc` is
     /// `None`), written as generation `generation`; `hash` is BLAKE3 of the record's plaintext.
     Write {
+        /// The file.
         id: u64,
+        /// File offset of the first byte.
         offset: u64,
+        /// Bytes written.
         len: u32,
+        /// Write generation (newer overrides older).
         generation: u64,
+        /// The record (`None`: zeros).
         loc: Option<Loc>,
+        /// BLAKE3 of the record's plaintext.
         hash: [u8; 32],
+        /// The file's new modification time.
         time: Time,
     },
     /// The store was sealed: what the seal signs, kept encrypted with the metadata.
     Seal {
+        /// When.
         time: Time,
         /// Root over every file's manifest entry.
         manifest_root: [u8; 32],
@@ -130,13 +177,24 @@ pub enum Op {
     /// BLAKE3 chaining value of the whole chunk number `chunk` of file `id` (see
     /// [`crate::format::tree_hash`]), as of the writes journaled so far (lets the manifest
     /// hash a file without re-reading it).
-    ChunkCv { id: u64, chunk: u64, cv: [u8; 32] },
+    ChunkCv {
+        /// The file.
+        id: u64,
+        /// Chunk number (file offset / `CHUNK`).
+        chunk: u64,
+        /// The chunk's chaining value.
+        cv: [u8; 32],
+    },
     /// Another name for an existing file or symlink (a hard link). Last in the enum: the
     /// variants before it keep the numbers journals already use.
     Link {
+        /// The file.
         id: u64,
+        /// The directory the new name is in.
         parent: u64,
+        /// The new name.
         name: Vec<u8>,
+        /// The file's new change time, and the directory's modification time.
         time: Time,
     },
 }
@@ -146,7 +204,9 @@ pub enum Op {
 pub struct SealedBundle {
     /// Path of the bundle's descriptor (`.ovf`/`.ova`) from the root.
     pub path: Vec<u8>,
+    /// Files of the bundle.
     pub files: u32,
+    /// Sum of their sizes.
     pub bytes: u64,
     /// Problems the bundle check found (sealed anyway with `--force`).
     pub problems: Vec<String>,
@@ -158,11 +218,17 @@ pub type Tails = Vec<u64>;
 /// Decoded batch header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchHeader {
+    /// Cipher of the batch.
     pub cipher: Cipher,
+    /// Batch number, from 0, one more per batch.
     pub seq: u64,
+    /// Session of the appliance run that wrote it.
     pub session: u64,
+    /// Nonce counter within the session.
     pub counter: u64,
+    /// Bytes of ciphertext after the header.
     pub payload_len: u32,
+    /// CRC32 of the header's other bytes and the payload.
     pub crc: u32,
 }
 

@@ -21,6 +21,7 @@ pub mod tree_hash;
 /// True if every byte is zero. Bytes never written read as zeros on a device (provisioning
 /// and recovery zero the journal; the log past its tail is zeros), which is how readers
 /// find where things end.
+#[allow(unsafe_code)]
 pub fn is_zero(b: &[u8]) -> bool {
     // SAFETY: every bit pattern is a valid u128; align_to only reinterprets aligned middles.
     let (pre, mid, post) = unsafe { b.align_to::<u128>() };

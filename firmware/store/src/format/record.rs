@@ -27,15 +27,25 @@ const FLAG_ZSTD: u8 = 1;
 /// The decoded header of a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
+    /// zstd-compressed before encryption.
     pub compressed: bool,
+    /// AEAD cipher.
     pub cipher: Cipher,
+    /// File the bytes belong to.
     pub file_id: u64,
+    /// File offset of the first byte.
     pub offset: u64,
+    /// Write generation (newer overrides older).
     pub generation: u64,
+    /// Plaintext bytes.
     pub plain_len: u32,
+    /// Ciphertext bytes after the header (tag included).
     pub stored_len: u32,
+    /// Session of the appliance run that wrote it.
     pub session: u64,
+    /// Nonce counter within the session.
     pub counter: u64,
+    /// CRC32 of the header's other bytes and the ciphertext.
     pub crc: u32,
 }
 
@@ -156,10 +166,15 @@ impl Header {
 
 /// Where a record's bytes came from, for building it.
 pub struct Binding {
+    /// File the bytes belong to.
     pub file_id: u64,
+    /// File offset of the first byte.
     pub offset: u64,
+    /// Write generation.
     pub generation: u64,
+    /// Session of this appliance run.
     pub session: u64,
+    /// Nonce counter within the session.
     pub counter: u64,
 }
 
@@ -351,6 +366,7 @@ pub fn open_into(
 mod tests {
     use super::*;
     use crate::crypto::cipher::Purpose;
+    use odt_test_support::data::pattern;
 
     fn binding() -> Binding {
         Binding {
@@ -384,19 +400,6 @@ mod tests {
         assert_eq!(p, rnd);
     }
 
-    /// Deterministic bytes no compressor shrinks (xorshift).
-    fn noise(n: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
-
     fn text(n: usize) -> Vec<u8> {
         let mut v = Vec::new();
         let mut i = 0u64;
@@ -419,16 +422,16 @@ mod tests {
     #[test]
     fn the_probe_skips_random_records_only() {
         // Random data: skipped. Short records are never probed.
-        assert!(!worth_compressing(&noise(1 << 20, 1)));
-        assert!(!worth_compressing(&noise(PROBE_MIN, 2)));
-        assert!(worth_compressing(&noise(PROBE_MIN - 1, 3)));
+        assert!(!worth_compressing(&pattern(1, 1 << 20)));
+        assert!(!worth_compressing(&pattern(2, PROBE_MIN)));
+        assert!(worth_compressing(&pattern(3, PROBE_MIN - 1)));
         // Text, and random data with a compressible 1/8 inside, are compressed.
         assert!(worth_compressing(&text(1 << 20)));
-        let mut mixed = noise(1 << 20, 4);
+        let mut mixed = pattern(4, 1 << 20);
         mixed[512 << 10..640 << 10].copy_from_slice(&text(128 << 10));
         assert!(worth_compressing(&mixed));
         // Random blocks repeated (no order-0 redundancy, but LZ matches) are compressed.
-        let block = noise(4096, 5);
+        let block = pattern(5, 4096);
         let repeated: Vec<u8> = block.iter().cycle().take(1 << 20).copied().collect();
         assert!(worth_compressing(&repeated));
     }
@@ -437,7 +440,7 @@ mod tests {
     fn large_records_compressed_or_raw_round_trip() {
         let key = SessionKey::derive(Cipher::Aes256Gcm, &[3; 32], 5, Purpose::Record);
         let mut out = vec![0xAA; 10];
-        for (plain, want_compressed) in [(text(1 << 20), true), (noise(1 << 20, 9), false)] {
+        for (plain, want_compressed) in [(text(1 << 20), true), (pattern(9, 1 << 20), false)] {
             build_into(&key, Cipher::Aes256Gcm, &binding(), &plain, &mut out);
             assert_eq!(out, build(&key, Cipher::Aes256Gcm, &binding(), &plain));
             let (h, p) = open(&key, &out).unwrap();

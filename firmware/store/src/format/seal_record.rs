@@ -34,25 +34,38 @@ pub struct SealedDevice {
 /// The signed content of the seal.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SealRecord {
+    /// Version of this record's layout (1).
     pub version: u32,
+    /// The job the set was provisioned for.
     pub job_id: String,
+    /// The set's random id.
     pub set_id: u64,
+    /// Every device's log end and chain head.
     pub devices: Vec<SealedDevice>,
+    /// Journal bytes written before the seal.
     pub journal_end: u64,
     /// BLAKE3 of the journal bytes `[0, journal_end)`.
     pub journal_hash: [u8; 32],
+    /// Root over every file's manifest entry.
     pub manifest_root: [u8; 32],
+    /// Files sealed.
     pub files: u64,
+    /// Directories sealed, the root included.
     pub dirs: u64,
+    /// Sum of the sealed files' sizes.
     pub bytes: u64,
+    /// VM bundles found at the seal.
     pub bundles: u32,
+    /// When the store was sealed.
     pub sealed: Time,
 }
 
 /// The record with its Ed25519 signature, as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignedSeal {
+    /// What is signed.
     pub record: SealRecord,
+    /// Ed25519 signature of the postcard encoding of `record`.
     pub signature: Vec<u8>,
 }
 
@@ -125,7 +138,9 @@ pub fn normalise_code(s: &str) -> String {
 /// A finished seal.
 #[derive(Debug, Clone)]
 pub struct Sealed {
+    /// The signed record, as written to every device.
     pub seal: SignedSeal,
+    /// Its seal code (`XXXX-XXXX-XXXX`).
     pub code: String,
 }
 

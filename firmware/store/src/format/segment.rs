@@ -18,8 +18,11 @@ const FOOTER_MAGIC: &[u8; 8] = b"ODTSEGF1";
 /// What opens a segment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SegmentHeader {
+    /// The set the device belongs to.
     pub set_id: u64,
+    /// Device index in the set.
     pub device_index: u32,
+    /// Segment number on the device.
     pub segment: u64,
 }
 
@@ -41,7 +44,9 @@ impl SegmentHeader {
 /// What closes a segment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SegmentFooter {
+    /// Device index in the set.
     pub device_index: u32,
+    /// Segment number on the device.
     pub segment: u64,
     /// Bytes from the segment start (header included) that the hash covers.
     pub used: u64,

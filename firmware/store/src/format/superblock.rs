@@ -33,20 +33,27 @@ const MIB: u64 = 1 << 20;
 /// Everything a device says about itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Superblock {
+    /// Layout version (1).
     pub format_version: u32,
     /// Random id shared by the devices of one set.
     pub set_id: u64,
     /// The job this set was provisioned for.
     pub job_id: String,
+    /// The customer's name for the job.
     pub job_name: String,
+    /// This device's 1-based position in the set.
     pub device_index: u32,
+    /// Devices in the set.
     pub device_count: u32,
     /// Bytes of the device the layout uses (the device may be larger).
     pub device_size: u64,
+    /// Bytes per log segment.
     pub segment_size: u64,
     /// Bytes reserved for the metadata journal (device 0; zero elsewhere).
     pub journal_len: u64,
+    /// Cipher of records and journal.
     pub cipher: Cipher,
+    /// When the set was provisioned, in Unix seconds.
     pub created_unix: u64,
     /// Ed25519 public key the seal is signed with.
     pub signing_public: [u8; 32],

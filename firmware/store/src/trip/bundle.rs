@@ -34,7 +34,9 @@ pub enum Severity {
 /// One finding about a bundle.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Finding {
+    /// Whether it stops the seal.
     pub severity: Severity,
+    /// What is wrong, where, and what to do.
     pub message: String,
 }
 
@@ -45,9 +47,11 @@ pub struct BundleCheck {
     pub path: String,
     /// Files of the bundle (descriptor, referenced files, manifest, certificate).
     pub files: Vec<String>,
+    /// Sum of the sizes of its files.
     pub bytes: u64,
     /// Whether a `.mf` manifest was found and every digest in it checked.
     pub digests_checked: u32,
+    /// What the check found (empty: good).
     pub findings: Vec<Finding>,
 }
 
@@ -81,6 +85,7 @@ impl BundleCheck {
 /// The check of every bundle in the store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct BundleReport {
+    /// Every bundle found, by descriptor path.
     pub bundles: Vec<BundleCheck>,
     /// Files that belong to no bundle.
     pub loose_files: u64,
@@ -96,9 +101,13 @@ impl BundleReport {
 /// What a bundle check knows of one entry of the store.
 #[derive(Debug, Clone)]
 pub struct Entry {
+    /// File id in the store.
     pub id: u64,
+    /// File, directory or symlink.
     pub kind: Kind,
+    /// Size in bytes.
     pub size: u64,
+    /// Last modification.
     pub mtime: Time,
 }
 

@@ -130,7 +130,9 @@ pub struct SealReply {
     pub job_id: String,
     /// Files, directories and bytes sealed.
     pub files: u64,
+    /// Directories sealed, the root included.
     pub dirs: u64,
+    /// Sum of the sealed files' sizes.
     pub bytes: u64,
     /// When, in Unix seconds.
     pub sealed_unix: i64,

@@ -22,7 +22,9 @@ pub const IDENTITY_FILE: &str = "ingest.key";
 pub struct JobDevice {
     /// 1-based position in the set.
     pub index: u32,
+    /// Where the device was when it was provisioned.
     pub path: String,
+    /// Bytes the layout uses.
     pub size: u64,
 }
 
@@ -33,16 +35,22 @@ pub struct JobSet {
     pub set_id: String,
     /// Hex of the Ed25519 public key the seal must verify against.
     pub signing_public: String,
+    /// Cipher the set was provisioned with.
     pub cipher: Cipher,
+    /// When, in Unix seconds.
     pub provisioned_unix: u64,
+    /// The devices, by index.
     pub devices: Vec<JobDevice>,
 }
 
 /// `job.toml`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Job {
+    /// Job id (random, hex), also in every superblock of its set.
     pub id: String,
+    /// The customer's name for the job.
     pub name: String,
+    /// When the job was made, in Unix seconds.
     pub created_unix: u64,
     /// The ingest station's age X25519 recipient (public).
     pub recipient: String,

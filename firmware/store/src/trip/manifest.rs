@@ -15,12 +15,17 @@ use crate::format::tree_hash::{self, CHUNK};
 /// One file's manifest entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileManifest {
+    /// File id in the store.
     pub id: u64,
     /// Path from the root, `/`-separated, raw bytes.
     pub path: Vec<u8>,
+    /// File, directory or symlink.
     pub kind: Kind,
+    /// Size in bytes.
     pub size: u64,
+    /// Permission bits.
     pub mode: u32,
+    /// Last modification.
     pub mtime: Time,
     /// Symlink target (empty otherwise).
     pub target: Vec<u8>,
@@ -33,6 +38,7 @@ pub struct FileManifest {
 /// The whole store's manifest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
+    /// Every entry but the root, by path.
     pub files: Vec<FileManifest>,
 }
 

@@ -12,6 +12,7 @@ pub const STREAM_OPTIMIZED: &str =
 /// A file reference in a descriptor's References section.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reference {
+    /// `ovf:href`: the file's name in the package.
     pub href: String,
     /// `ovf:size`: the file's size (of all its chunks together when chunked).
     pub size: Option<u64>,
@@ -56,6 +57,7 @@ pub fn chunk_name(href: &str, n: u64) -> String {
 /// A disk of the DiskSection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiskDesc {
+    /// `ovf:diskId`.
     pub disk_id: String,
     /// The `ovf:id` of the Reference holding the disk's content (none for an empty disk).
     pub file_ref: Option<String>,
@@ -66,7 +68,9 @@ pub struct DiskDesc {
 /// What the import needs from a descriptor.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Envelope {
+    /// The References section, in document order.
     pub references: Vec<Reference>,
+    /// The DiskSection's disks.
     pub disks: Vec<DiskDesc>,
     /// The VirtualSystem's `Name`, else its `ovf:id`; None if there is no single VirtualSystem
     /// (a VirtualSystemCollection, a vApp, is not one VM).
@@ -171,8 +175,11 @@ pub fn parse_descriptor(text: &str) -> Result<Vec<Reference>, String> {
 /// One line of a `.mf`: algorithm, file name, expected hex digest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MfEntry {
+    /// Digest algorithm as written (`SHA256`, `SHA1`, ...), upper case.
     pub algorithm: String,
+    /// The file the digest is of.
     pub file: String,
+    /// Expected digest, lower-case hex.
     pub digest: String,
 }
 
@@ -206,6 +213,7 @@ pub struct Member {
     pub name: String,
     /// Where its bytes start in the archive.
     pub offset: u64,
+    /// Its size in bytes.
     pub size: u64,
 }
 

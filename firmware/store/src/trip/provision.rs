@@ -15,7 +15,9 @@ const MIB: u64 = 1 << 20;
 /// Choices for a new set.
 #[derive(Debug, Clone)]
 pub struct Options {
+    /// Cipher of the records and the journal.
     pub cipher: Cipher,
+    /// Bytes per log segment (a multiple of 1 MiB).
     pub segment_size: u64,
     /// Journal bytes; `None` = 1/64 of device 0, between 16 MiB and 4 GiB.
     pub journal_len: Option<u64>,
@@ -36,9 +38,11 @@ impl Default for Options {
 
 /// What provisioning produced.
 pub struct Provisioned {
+    /// The superblock written on each device, by device index.
     pub superblocks: Vec<Superblock>,
     /// Printed once for the customer; not stored anywhere in the clear.
     pub unlock_code: UnlockCode,
+    /// Ed25519 public key the seal will be signed with (recorded in the job).
     pub signing_public: [u8; 32],
 }
 

@@ -43,7 +43,9 @@ pub fn seal(store: &Store, bundles: Vec<SealedBundle>) -> Result<Sealed> {
 /// What `odt seal` gets back: the bundle check and, unless it refused, the seal.
 #[derive(Debug, Clone)]
 pub struct SealOutcome {
+    /// The bundle check made before sealing.
     pub bundles: bundle::BundleReport,
+    /// The seal, unless it was refused.
     pub sealed: Option<Sealed>,
     /// Why the seal was refused (bundle errors without `force`).
     pub refused: Option<String>,
@@ -79,14 +81,21 @@ pub fn check_and_seal(store: &Store, force: bool) -> Result<SealOutcome> {
 /// Outcome of the courier's check.
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckReport {
+    /// Whether the seal is intact and, with `--expect`, the one expected.
     pub intact: bool,
     /// The first thing found wrong, as one plain sentence.
     pub problem: Option<String>,
+    /// The seal code of the record found.
     pub seal_code: Option<String>,
+    /// The job the seal names.
     pub job_id: Option<String>,
+    /// When the store was sealed, in Unix seconds.
     pub sealed_unix: Option<i64>,
+    /// Files sealed.
     pub files: Option<u64>,
+    /// Bytes sealed.
     pub bytes: Option<u64>,
+    /// The devices checked, as given.
     pub devices: Vec<PathBuf>,
     /// Bytes read to decide.
     pub bytes_read: u64,

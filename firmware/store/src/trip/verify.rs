@@ -18,8 +18,11 @@ use crate::format::superblock::Superblock;
 /// A problem found by the keyless pass: where, and what.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Problem {
+    /// The device image or block device.
     pub device: PathBuf,
+    /// Byte offset on that device.
     pub offset: u64,
+    /// What is wrong there, as one sentence.
     pub what: String,
 }
 

@@ -148,7 +148,7 @@ mod tests {
 
     /// (entries (id, name, cookie, attributes' file id, handle's id), eof).
     fn entries(h: &Harness, r: &mut ReplyReader, plus: bool) -> (Vec<(u64, String, u64)>, bool) {
-        assert_eq!(r.post_attr().map(|a| a.fileid).is_some(), true);
+        assert!(r.post_attr().is_some());
         r.u64();
         let mut out = Vec::new();
         while r.u32() == 1 {

@@ -9,6 +9,7 @@ use crate::format::tree_hash::CHUNK;
 /// Which record a live extent comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecRef {
+    /// Where the record is.
     pub loc: Loc,
     /// File offset of the record's first plaintext byte.
     pub start: u64,
@@ -16,30 +17,43 @@ pub struct RecRef {
     pub plain_len: u32,
     /// BLAKE3 of the record's whole plaintext.
     pub hash: [u8; 32],
+    /// Generation the record was written as.
     pub generation: u64,
 }
 
 /// A live extent: `len` bytes served from `rec` at file offset `key - rec.start`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Extent {
+    /// Bytes of the extent.
     pub len: u64,
+    /// The record it comes from.
     pub rec: RecRef,
 }
 
 /// One entry of the namespace.
 #[derive(Debug, Clone)]
 pub struct Inode {
+    /// Inode number (the NFS file id).
     pub id: u64,
+    /// File, directory or symlink.
     pub kind: Kind,
+    /// Permission bits.
     pub mode: u32,
+    /// Owner.
     pub uid: u32,
+    /// Group.
     pub gid: u32,
+    /// Size in bytes (files), target length (symlinks).
     pub size: u64,
+    /// Last access.
     pub atime: Time,
+    /// Last content change.
     pub mtime: Time,
+    /// Last attribute change.
     pub ctime: Time,
-    /// The directory holding its first name, and that name.
+    /// The directory holding its first name, and that name (the root: itself, no name).
     pub parent: u64,
+    /// Its name in that directory.
     pub name: Vec<u8>,
     /// Its other names (hard links), as `(directory, name)`, oldest first.
     pub links: Vec<(u64, Vec<u8>)>,

@@ -68,9 +68,11 @@ pub struct Namespace {
 /// FSSTAT read them without walking every inode under the store lock).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Totals {
+    /// Regular files.
     pub files: u64,
     /// Directories, the root included.
     pub dirs: u64,
+    /// Symbolic links.
     pub symlinks: u64,
     /// Sum of file sizes.
     pub file_bytes: u64,

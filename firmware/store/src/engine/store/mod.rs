@@ -39,17 +39,27 @@ pub use read::{BulkRead, Damage, ReadScratch};
 /// Attributes of an entry, as the NFS layer reports them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attr {
+    /// Inode number (the NFS file id).
     pub id: u64,
+    /// File, directory or symlink.
     pub kind: Kind,
+    /// Permission bits.
     pub mode: u32,
+    /// Owner.
     pub uid: u32,
+    /// Group.
     pub gid: u32,
+    /// Size in bytes.
     pub size: u64,
     /// Bytes the content occupies (not counting holes), before compression.
     pub used: u64,
+    /// Names it has (directories: 2 + subdirectories).
     pub nlink: u32,
+    /// Last access.
     pub atime: Time,
+    /// Last content change.
     pub mtime: Time,
+    /// Last attribute change.
     pub ctime: Time,
 }
 
@@ -74,9 +84,11 @@ impl Attr {
 /// A directory entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DirEntry {
+    /// The entry's name.
     pub name: Vec<u8>,
     /// Where a listing resumes after this entry (see [`Store::readdir`]).
     pub cookie: u64,
+    /// Its attributes.
     pub attr: Attr,
 }
 
@@ -92,8 +104,11 @@ pub enum Access {
 /// Counters for `odt status`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stats {
+    /// Regular files.
     pub files: u64,
+    /// Directories, the root included.
     pub dirs: u64,
+    /// Symbolic links.
     pub symlinks: u64,
     /// Sum of file sizes.
     pub logical_bytes: u64,
@@ -103,7 +118,9 @@ pub struct Stats {
     pub free_bytes: u64,
     /// Capacity of the segment areas of all devices.
     pub capacity_bytes: u64,
+    /// Journal bytes written.
     pub journal_used: u64,
+    /// Journal bytes reserved.
     pub journal_len: u64,
     /// Bytes written by clients since the store was opened.
     pub written_bytes: u64,
