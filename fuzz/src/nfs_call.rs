@@ -34,13 +34,19 @@ fn fixture() -> &'static Fixture {
         let paths = vec![dir.join("dev0.img")];
         let _ = std::fs::remove_file(&paths[0]);
         let identity = age::x25519::Identity::generate();
-        let opts = odt_store::provision::Options {
+        let opts = odt_store::trip::provision::Options {
             create_size: Some(64 << 20),
             segment_size: 8 << 20,
             ..Default::default()
         };
-        let p = odt_store::provision::provision(&paths, "fuzz", "fuzz", &identity.to_public(), &opts)
-            .unwrap();
+        let p = odt_store::trip::provision::provision(
+            &paths,
+            "fuzz",
+            "fuzz",
+            &identity.to_public(),
+            &opts,
+        )
+        .unwrap();
         let app = Appliance::open(&paths, false).unwrap();
         app.unlock(&p.unlock_code).unwrap();
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -75,7 +81,11 @@ pub fn run(data: &[u8]) {
             m.extend_from_slice(&w.to_be_bytes());
         }
         if mode % 4 == 3 {
-            let fh = f.dispatcher.export().handle_of(odt_store::namespace::ROOT).data;
+            let fh = f
+                .dispatcher
+                .export()
+                .handle_of(odt_store::engine::ROOT)
+                .data;
             m.extend_from_slice(&(fh.len() as u32).to_be_bytes());
             m.extend_from_slice(&fh);
         }
@@ -98,7 +108,11 @@ pub fn run(data: &[u8]) {
     if let Some(reply) = out {
         assert!(reply.len() >= 4 + 12, "a reply shorter than a reply header");
         let mark = u32::from_be_bytes(reply[..4].try_into().unwrap());
-        assert_eq!(mark, LAST_FRAGMENT | (reply.len() - 4) as u32, "record mark");
+        assert_eq!(
+            mark,
+            LAST_FRAGMENT | (reply.len() - 4) as u32,
+            "record mark"
+        );
         assert_eq!(&reply[4..8], &msg[..4], "the reply's xid is the call's");
     }
 }
