@@ -45,7 +45,9 @@ impl std::fmt::Display for Moref {
     }
 }
 
-/// Escapes text for an element or a double-quoted attribute.
+/// Escapes text for an element or a double-quoted attribute. Tabs and line ends become
+/// character references: a parser would turn a raw CR into LF, and all three into spaces in
+/// an attribute.
 pub fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
@@ -55,6 +57,9 @@ pub fn escape(s: &str) -> String {
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&apos;"),
+            '\t' => out.push_str("&#9;"),
+            '\n' => out.push_str("&#10;"),
+            '\r' => out.push_str("&#13;"),
             c => out.push(c),
         }
     }
@@ -188,18 +193,16 @@ pub fn children<'a, 'i>(n: Node<'a, 'i>, name: &'static str) -> impl Iterator<It
         .filter(move |c| c.is_element() && c.tag_name().name() == name)
 }
 
-/// The source text of an element's content (its children as they were written).
+/// The source text of an element's content (its children as they were written): from the
+/// start of its first child to the end of its last, so that neither a `>` inside an
+/// attribute value nor the spelling of the end tag can shift it.
 pub fn inner_xml<'i>(n: Node<'_, 'i>, source: &'i str) -> &'i str {
-    let r = n.range();
-    let whole = &source[r.clone()];
-    let Some(open_end) = whole.find('>') else {
-        return "";
-    };
-    if whole[..open_end].ends_with('/') {
-        return "";
+    match (n.first_child(), n.last_child()) {
+        (Some(first), Some(last)) => source
+            .get(first.range().start..last.range().end)
+            .unwrap_or(""),
+        _ => "",
     }
-    let close = whole.rfind("</").unwrap_or(whole.len());
-    &whole[open_end + 1..close]
 }
 
 #[cfg(test)]
@@ -213,6 +216,12 @@ mod tests {
         assert!(e.contains("<_this type=\"Folder\">group-&lt;v3&gt;</_this>"));
         assert!(e.contains("<name>a&amp;b &quot;c&quot;</name>"));
         assert!(Document::parse(&e).is_ok());
+        // Tabs and line ends survive a parser, in text and in attributes.
+        let odd = "a\tb\r\nc\rd";
+        let m = Moref::new(odd, odd);
+        let x = m.xml("obj");
+        let doc = Document::parse(&x).unwrap();
+        assert_eq!(Moref::from_node(doc.root_element()), Some(m));
     }
 
     #[test]
@@ -245,11 +254,13 @@ mod tests {
         let doc = Document::parse(src);
         // The xsi prefix is undeclared here; declare it to parse.
         assert!(doc.is_err());
-        let src = r#"<a xmlns:xsi="u"><spec xsi:type="X"><b>1</b><c/></spec><e/></a>"#;
+        let src = r#"<a xmlns:xsi="u"><spec xsi:type="X" q="a>b"> <b>1 &amp; 2</b><!--c--><c/>t&lt;</spec ><e/><f></f></a>"#;
         let doc = Document::parse(src).unwrap();
         let spec = doc.descendants().find(|n| n.has_tag_name("spec")).unwrap();
-        assert_eq!(inner_xml(spec, src), "<b>1</b><c/>");
-        let e = doc.descendants().find(|n| n.has_tag_name("e")).unwrap();
-        assert_eq!(inner_xml(e, src), "");
+        assert_eq!(inner_xml(spec, src), " <b>1 &amp; 2</b><!--c--><c/>t&lt;");
+        for empty in ["e", "f"] {
+            let e = doc.descendants().find(|n| n.has_tag_name(empty)).unwrap();
+            assert_eq!(inner_xml(e, src), "");
+        }
     }
 }
