@@ -125,21 +125,26 @@ impl Response {
         };
         if let Some(f) = b.children().find(|n| n.tag_name().name() == "Fault") {
             let message = child_text(f, "faultstring").unwrap_or_default();
-            let kind = f
+            let detail = f
                 .children()
                 .find(|n| n.tag_name().name() == "detail")
-                .and_then(|d| d.children().find(|n| n.is_element()))
-                .map(|n| {
-                    xsi_type(n).map(str::to_string).unwrap_or_else(|| {
-                        n.tag_name().name().trim_end_matches("Fault").to_string()
-                    })
-                });
+                .and_then(|d| d.children().find(|n| n.is_element()));
+            let kind = detail.map(|n| {
+                xsi_type(n)
+                    .map(str::to_string)
+                    .unwrap_or_else(|| n.tag_name().name().trim_end_matches("Fault").to_string())
+            });
+            // A FileFault (FileAlreadyExists, FileLocked, ...) may come with no message but
+            // the file it is about.
+            let file = detail
+                .and_then(|d| child_text(d, "file"))
+                .filter(|f| !f.is_empty());
             return Err(Fault {
                 kind,
-                message: if message.is_empty() {
-                    "the server reported a fault without a message".into()
-                } else {
-                    message
+                message: match (message.is_empty(), file) {
+                    (false, _) => message,
+                    (true, Some(file)) => format!("file {file}"),
+                    (true, None) => "the server reported a fault without a message".into(),
                 },
             });
         }
@@ -238,6 +243,14 @@ mod tests {
             f.to_string()
                 .starts_with("InvalidLogin: Cannot complete login")
         );
+        let file = fault
+            .replace("<faultstring>Cannot complete login due to an incorrect user name or password.</faultstring>", "")
+            .replace(
+                r#"<InvalidLoginFault xmlns="urn:vim25" xsi:type="InvalidLogin"></InvalidLoginFault>"#,
+                r#"<FileAlreadyExistsFault xmlns="urn:vim25" xsi:type="FileAlreadyExists"><file>[ds] vm/vm.vmx</file></FileAlreadyExistsFault>"#,
+            );
+        let f = Response::parse(file).err().unwrap();
+        assert_eq!(f.to_string(), "FileAlreadyExists: file [ds] vm/vm.vmx");
         assert!(Response::parse("<html>".into()).is_err());
         assert!(
             Response::parse("<html/>".into())
