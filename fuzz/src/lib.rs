@@ -1,4 +1,5 @@
-//! Bodies of the `odt-store` fuzz targets, one module per decoder family.
+//! Bodies of the fuzz targets, one module per decoder family: `odt-store`'s (device
+//! contents, seal slots, customer bundles) and `odt import`'s reading of vCenter's answers.
 //!
 //! Each `run(data)` is a plain function of the fuzzer's bytes: the files in `fuzz_targets/`
 //! only hand their input to it. A run must never panic except through one of its own
@@ -21,3 +22,4 @@ pub mod seal;
 pub mod segment;
 pub mod superblock;
 pub mod util;
+pub mod vim25;

@@ -72,7 +72,12 @@ fn generate_tree(tree: &Path, gib: u64, importable: bool) -> anyhow::Result<()> 
         let mib = total * share / 10 - 2;
         let ovf = if importable {
             // A descriptor vCenter (and its simulator) imports, and a streamOptimized header.
-            odt_e2e::vcsim::descriptor(b, &disk, (mib as usize) * MIB, None)
+            odt_e2e::vcsim::descriptor(
+                b,
+                &disk,
+                (mib as usize) * MIB,
+                odt_e2e::vcsim::Packing::Plain,
+            )
         } else {
             format!("<Envelope name=\"{b}\"/>\n").repeat(200)
         };

@@ -1,8 +1,9 @@
 //! govmomi's vCenter simulator for the import tests: the Go program in `tests/vcsim`, built
 //! once (cached under the target directory by the hash of its source) from Debian's
 //! golang-go and golang-github-vmware-govmomi-dev, run on loopback with an upload tap.
-//! Also the test bundles it imports: OVF descriptors with a VirtualHardwareSection and
-//! streamOptimized-headed disks.
+//! Also the test bundles it imports: OVF descriptors with a VirtualHardwareSection, disks
+//! that are a streamOptimized header over random bytes or real streamOptimized VMDKs made by
+//! `qemu-img`, stored plain, gzip-compressed (GNU gzip) or in chunks.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -62,19 +63,15 @@ pub struct Vcsim {
 }
 
 impl Vcsim {
-    /// Starts the simulator (user `odt`, password `secret`) with VM folders `folders`;
-    /// `slow_kib` throttles uploads to that many KiB per 10 ms.
-    pub fn start(tap: &Path, folders: &[&str], slow_kib: Option<u32>) -> Vcsim {
+    /// Starts the simulator (user `odt`, password `secret`) keeping uploads under `tap`;
+    /// `args` are its other flags (`-folders a,b`, `-pools p`, `-foreign NAME@FOLDER`,
+    /// `-datastores N`, `-slow-upload-kib K`: see tests/vcsim/main.go).
+    pub fn start(tap: &Path, args: &[&str]) -> Vcsim {
         std::fs::create_dir_all(tap).unwrap();
-        let mut cmd = Command::new(binary());
-        cmd.arg("-tap")
+        let mut child = Command::new(binary())
+            .arg("-tap")
             .arg(tap)
-            .arg("-folders")
-            .arg(folders.join(","));
-        if let Some(k) = slow_kib {
-            cmd.arg("-slow-upload-kib").arg(k.to_string());
-        }
-        let mut child = cmd
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(tap.with_extension("log")).unwrap())
@@ -116,21 +113,18 @@ impl Vcsim {
         serde_json::from_str(&out).unwrap()
     }
 
-    /// The VMs named `name`: (folder, annotation) of each.
-    pub fn vms_named(&self, name: &str) -> Vec<(String, String)> {
-        self.inventory()["vms"]
+    /// The VMs named `name`, as the inventory shows them (folder, annotation, power_state,
+    /// pool, networks, datastores, moref), in the order of their managed object ids.
+    pub fn vms(&self, name: &str) -> Vec<serde_json::Value> {
+        let mut vms: Vec<_> = self.inventory()["vms"]
             .as_array()
             .cloned()
             .unwrap_or_default()
-            .iter()
+            .into_iter()
             .filter(|v| v["name"] == name)
-            .map(|v| {
-                (
-                    v["folder"].as_str().unwrap_or("").to_string(),
-                    v["annotation"].as_str().unwrap_or("").to_string(),
-                )
-            })
-            .collect()
+            .collect();
+        vms.sort_by_key(|v| v["moref"].as_str().unwrap_or_default().to_string());
+        vms
     }
 
     /// The completed uploads the tap kept.
@@ -176,11 +170,14 @@ pub fn stream_vmdk(len: usize, seed: u64) -> Vec<u8> {
 }
 
 /// An OVF descriptor of a one-disk VM that CreateImportSpec accepts: a VirtualSystem with
-/// CPU, memory, a SCSI controller, the disk and a network card on `VM Network`.
-pub fn descriptor(name: &str, disk: &str, size: usize, chunk: Option<usize>) -> String {
-    let chunk = chunk
-        .map(|c| format!(" ovf:chunkSize=\"{c}\""))
-        .unwrap_or_default();
+/// CPU, memory, a SCSI controller, the disk and a network card on `VM Network`. `size` is
+/// the disk file's size as packed (compressed, all chunks).
+pub fn descriptor(name: &str, disk: &str, size: usize, packing: Packing) -> String {
+    let chunk = match packing {
+        Packing::Chunks(c) => format!(" ovf:chunkSize=\"{c}\""),
+        Packing::Gzip => " ovf:compression=\"gzip\"".to_string(),
+        Packing::Plain => String::new(),
+    };
     format!(
         r#"<?xml version="1.0" encoding="UTF-8"?>
 <Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1" xmlns:rasd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData" xmlns:vssd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_VirtualSystemSettingData">
@@ -219,32 +216,125 @@ fn sha256_hex(data: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(data))
 }
 
+/// How a bundle's disk file is packed, as the OVF standard allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Packing {
+    /// The disk file as it is.
+    Plain,
+    /// `ovf:compression="gzip"`: the file is the disk gzip-compressed (GNU gzip).
+    Gzip,
+    /// `ovf:chunkSize`: the disk split into `disk.vmdk.000000000`, ... of this many bytes.
+    Chunks(usize),
+}
+
 /// Writes an OVF folder `dir/name/` (descriptor, disk, .mf); returns the disk's bytes.
 pub fn write_ovf_folder(dir: &Path, name: &str, disk_len: usize, seed: u64) -> Vec<u8> {
+    let disk = stream_vmdk(disk_len, seed);
+    write_ovf_bundle(dir, name, &disk, Packing::Plain);
+    disk
+}
+
+/// Writes an OVF folder `dir/name/` holding `disk` packed as told: the descriptor, the disk
+/// file(s), and a .mf with the SHA-256 of every file as written.
+pub fn write_ovf_bundle(dir: &Path, name: &str, disk: &[u8], packing: Packing) {
     let d = dir.join(name);
     std::fs::create_dir_all(&d).unwrap();
-    let disk = stream_vmdk(disk_len, seed);
     let disk_name = format!("{name}-disk1.vmdk");
-    let ovf = descriptor(name, &disk_name, disk.len(), None);
+    let files: Vec<(String, Vec<u8>)> = match packing {
+        Packing::Plain => vec![(disk_name.clone(), disk.to_vec())],
+        Packing::Gzip => {
+            let plain = d.join(format!("{disk_name}.plain"));
+            std::fs::write(&plain, disk).unwrap();
+            let out = Command::new("gzip")
+                .args(["-n", "-c", "-6"])
+                .arg(&plain)
+                .output()
+                .expect("run gzip");
+            assert!(out.status.success(), "gzip failed");
+            std::fs::remove_file(&plain).unwrap();
+            vec![(disk_name.clone(), out.stdout)]
+        }
+        Packing::Chunks(c) => disk
+            .chunks(c)
+            .enumerate()
+            .map(|(i, part)| (format!("{disk_name}.{i:09}"), part.to_vec()))
+            .collect(),
+    };
+    let packed: usize = files.iter().map(|(_, b)| b.len()).sum();
+    let ovf = descriptor(name, &disk_name, packed, packing);
     std::fs::write(d.join(format!("{name}.ovf")), &ovf).unwrap();
-    std::fs::write(d.join(&disk_name), &disk).unwrap();
-    std::fs::write(
-        d.join(format!("{name}.mf")),
-        format!(
-            "SHA256({name}.ovf)= {}\nSHA256({disk_name})= {}\n",
-            sha256_hex(ovf.as_bytes()),
-            sha256_hex(&disk)
-        ),
-    )
-    .unwrap();
-    disk
+    let mut mf = format!("SHA256({name}.ovf)= {}\n", sha256_hex(ovf.as_bytes()));
+    for (f, bytes) in &files {
+        std::fs::write(d.join(f), bytes).unwrap();
+        mf.push_str(&format!("SHA256({f})= {}\n", sha256_hex(bytes)));
+    }
+    std::fs::write(d.join(format!("{name}.mf")), mf).unwrap();
+}
+
+/// A real streamOptimized VMDK made by `qemu-img convert` from a raw disk image of `mib`
+/// MiB (written to `raw`): runs of zeros, of repeated text and of seeded random bytes, as
+/// on a used disk. Returns the VMDK's bytes.
+pub fn real_vmdk(raw: &Path, mib: usize, seed: u64) -> Vec<u8> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut img = vec![0u8; mib << 20];
+    for block in img.chunks_mut(64 << 10) {
+        match rng.next_u32() % 4 {
+            0 => {}
+            1 => {
+                let line = format!("odt test disk seed {seed} line {}\n", rng.next_u32());
+                for (i, b) in block.iter_mut().enumerate() {
+                    *b = line.as_bytes()[i % line.len()];
+                }
+            }
+            _ => rng.fill_bytes(block),
+        }
+    }
+    std::fs::write(raw, &img).unwrap();
+    let vmdk = raw.with_extension("vmdk");
+    run_ok(
+        Command::new("qemu-img")
+            .args([
+                "convert",
+                "-f",
+                "raw",
+                "-O",
+                "vmdk",
+                "-o",
+                "subformat=streamOptimized",
+            ])
+            .arg(raw)
+            .arg(&vmdk),
+        Duration::from_secs(120),
+    );
+    let bytes = std::fs::read(&vmdk).unwrap();
+    std::fs::remove_file(&vmdk).unwrap();
+    bytes
+}
+
+/// `qemu-img check` of a VMDK file and `qemu-img compare` with the raw image it was made
+/// from: panics unless the VMDK is sound and holds exactly that disk.
+pub fn assert_vmdk_holds(vmdk: &Path, raw: &Path) {
+    run_ok(
+        Command::new("qemu-img")
+            .args(["check", "-f", "vmdk"])
+            .arg(vmdk),
+        Duration::from_secs(120),
+    );
+    let out = run_ok(
+        Command::new("qemu-img")
+            .args(["compare", "-f", "raw", "-F", "vmdk"])
+            .arg(raw)
+            .arg(vmdk),
+        Duration::from_secs(120),
+    );
+    assert!(out.contains("Images are identical"), "{out}");
 }
 
 /// Writes `dir/name.ova` (descriptor, disk, .mf in a tar archive); returns the disk's bytes.
 pub fn write_ova(dir: &Path, name: &str, disk_len: usize, seed: u64) -> Vec<u8> {
     let disk = stream_vmdk(disk_len, seed);
     let disk_name = format!("{name}-disk1.vmdk");
-    let ovf = descriptor(name, &disk_name, disk.len(), None);
+    let ovf = descriptor(name, &disk_name, disk.len(), Packing::Plain);
     let mf = format!(
         "SHA256({name}.ovf)= {}\nSHA256({disk_name})= {}\n",
         sha256_hex(ovf.as_bytes()),

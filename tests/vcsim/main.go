@@ -5,7 +5,13 @@
 // of it keeps a copy of every upload under -tap DIR (DIR/<lease>/<file>, renamed from a
 // ".part" name once the upload ends well), so a test can byte-compare what arrived.
 // GET /odt-test/inventory answers the VMs as JSON (name, managed object id, inventory
-// path of the folder, annotation) and the number of Login requests received.
+// path of the folder, annotation, power state, resource pool, networks, datastores), the
+// number of Login requests received and the SOAP requests received by method.
+//
+// -pools adds resource pools under the cluster DC0_C0; -foreign puts a VM that odt did
+// not make (one of the model's, renamed, with notes of its own) into a folder, for the
+// name-conflict test; -datastores adds datastores (the simulator keeps a VM's files in a
+// folder named after it and refuses a second VM of that name on the same datastore).
 //
 // On start it prints one JSON line on stdout: url, thumbprint (SHA-256 of the server's
 // certificate), datastore directory. It stops when stdin closes or on SIGTERM.
@@ -35,10 +41,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/vmware/govmomi/simulator"
+	"github.com/vmware/govmomi/vim25/methods"
 	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/types"
 )
@@ -51,10 +59,14 @@ func main() {
 	pass := flag.String("password", "secret", "password the simulator accepts")
 	folders := flag.String("folders", "", "comma-separated VM folders to create under the datacenter's vm folder")
 	slow := flag.Int("slow-upload-kib", 0, "if set, pass uploads on at most this many KiB per 10 ms (to kill a client mid-upload)")
+	pools := flag.String("pools", "", "comma-separated resource pools to create under cluster DC0_C0")
+	foreign := flag.String("foreign", "", "comma-separated NAME@FOLDER: a VM odt did not make, named NAME, in that VM folder")
+	datastores := flag.Int("datastores", 1, "number of datastores (LocalDS_0, LocalDS_1, ...), each on every host")
 	flag.Parse()
 
 	model := simulator.VPX()
 	model.Machine = 1
+	model.Datastore = *datastores
 	if err := model.Create(); err != nil {
 		log.Fatal(err)
 	}
@@ -70,16 +82,47 @@ func main() {
 		model.Service.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
 	}
 	dc := simulator.Map.Any("Datacenter").(*simulator.Datacenter)
+	ctx := &simulator.Context{Map: simulator.Map}
+	vmFolder := simulator.Map.Get(dc.VmFolder).(*simulator.Folder)
+	created := map[string]*simulator.Folder{}
 	for _, name := range strings.Split(*folders, ",") {
 		if name == "" {
 			continue
 		}
-		vmFolder := simulator.Map.Get(dc.VmFolder).(*simulator.Folder)
-		ctx := &simulator.Context{Map: simulator.Map}
 		res := vmFolder.CreateFolder(ctx, &types.CreateFolder{This: vmFolder.Self, Name: name})
 		if f := res.Fault(); f != nil {
 			log.Fatalf("cannot create folder %s: %v", name, f.VimFault())
 		}
+		ref := res.(*methods.CreateFolderBody).Res.Returnval
+		created[name] = simulator.Map.Get(ref).(*simulator.Folder)
+	}
+	for _, name := range strings.Split(*pools, ",") {
+		if name == "" {
+			continue
+		}
+		cluster := simulator.Map.FindByName("DC0_C0", simulator.Map.Get(dc.HostFolder).(*simulator.Folder).ChildEntity)
+		root := simulator.Map.Get(*cluster.(*simulator.ClusterComputeResource).ResourcePool).(*simulator.ResourcePool)
+		res := root.CreateResourcePool(&types.CreateResourcePool{This: root.Self, Name: name, Spec: types.DefaultResourceConfigSpec()})
+		if f := res.Fault(); f != nil {
+			log.Fatalf("cannot create resource pool %s: %v", name, f.VimFault())
+		}
+	}
+	for _, spec := range strings.Split(*foreign, ",") {
+		if spec == "" {
+			continue
+		}
+		p := strings.SplitN(spec, "@", 2)
+		f, ok := created[p[len(p)-1]]
+		if len(p) != 2 || !ok {
+			log.Fatalf("-foreign %s: give NAME@FOLDER with FOLDER in -folders", spec)
+		}
+		// The standalone host's VM: renamed, moved, with notes of its own.
+		vm := simulator.Map.FindByName("DC0_H0_VM0", vmFolder.ChildEntity).(*simulator.VirtualMachine)
+		if r := f.MoveIntoFolderTask(ctx, &types.MoveIntoFolder_Task{This: f.Self, List: []types.ManagedObjectReference{vm.Self}}); r.Fault() != nil {
+			log.Fatalf("cannot move %s: %v", vm.Name, r.Fault().VimFault())
+		}
+		simulator.Map.Update(vm, []types.PropertyChange{{Name: "name", Val: p[0]}})
+		vm.Config.Annotation = "a VM of the provider's own, not odt's"
 	}
 	s := model.Service.NewServer()
 	defer s.Close()
@@ -99,6 +142,7 @@ func main() {
 			if strings.Contains(string(body), "<Login ") {
 				atomic.AddInt64(&logins, 1)
 			}
+			countCall(string(body))
 			r.Body = io.NopCloser(bytes.NewReader(body))
 		}
 		if *tap != "" && strings.HasPrefix(r.URL.Path, "/nfc/") &&
@@ -223,11 +267,55 @@ func (s *statusRecorder) WriteHeader(code int) {
 // Login requests received (to show a client stopped before sending credentials).
 var logins int64
 
+// SOAP requests received, by method (to show what a client did not send).
+var (
+	callsMu sync.Mutex
+	calls   = map[string]int64{}
+)
+
+// countCall counts the method of a SOAP request: the first element in its Body.
+func countCall(body string) {
+	i := strings.Index(body, "Body>")
+	if i < 0 {
+		return
+	}
+	rest := strings.TrimLeft(body[i+len("Body>"):], " \t\r\n")
+	if !strings.HasPrefix(rest, "<") {
+		return
+	}
+	end := strings.IndexAny(rest, " />")
+	if end < 0 {
+		return
+	}
+	name := rest[1:end]
+	if j := strings.Index(name, ":"); j >= 0 {
+		name = name[j+1:]
+	}
+	callsMu.Lock()
+	calls[name]++
+	callsMu.Unlock()
+}
+
 type vmInfo struct {
-	Name       string `json:"name"`
-	Moref      string `json:"moref"`
-	Folder     string `json:"folder"`
-	Annotation string `json:"annotation"`
+	Name       string   `json:"name"`
+	Moref      string   `json:"moref"`
+	Folder     string   `json:"folder"`
+	Annotation string   `json:"annotation"`
+	PowerState string   `json:"power_state"`
+	Pool       string   `json:"pool"`
+	Networks   []string `json:"networks"`
+	Datastores []string `json:"datastores"`
+}
+
+// name of an inventory object ("" if unknown).
+func name(ref *types.ManagedObjectReference) string {
+	if ref == nil {
+		return ""
+	}
+	if e, ok := simulator.Map.Get(*ref).(mo.Entity); ok {
+		return e.Entity().Name
+	}
+	return ""
 }
 
 // inventory lists the VMs with the inventory path of their folder ("/DC0/vm/odt").
@@ -235,7 +323,14 @@ func inventory(w http.ResponseWriter) {
 	var vms []vmInfo
 	for _, e := range simulator.Map.All("VirtualMachine") {
 		vm := e.(*simulator.VirtualMachine)
-		info := vmInfo{Name: vm.Name, Moref: vm.Self.Value}
+		info := vmInfo{Name: vm.Name, Moref: vm.Self.Value, PowerState: string(vm.Runtime.PowerState), Pool: name(vm.ResourcePool), Networks: []string{}}
+		for i := range vm.Network {
+			info.Networks = append(info.Networks, name(&vm.Network[i]))
+		}
+		info.Datastores = []string{}
+		for i := range vm.Datastore {
+			info.Datastores = append(info.Datastores, name(&vm.Datastore[i]))
+		}
 		if vm.Config != nil {
 			info.Annotation = vm.Config.Annotation
 		}
@@ -261,5 +356,7 @@ func inventory(w http.ResponseWriter) {
 		vms = append(vms, info)
 	}
 	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(map[string]interface{}{"vms": vms, "logins": atomic.LoadInt64(&logins)})
+	callsMu.Lock()
+	defer callsMu.Unlock()
+	_ = json.NewEncoder(w).Encode(map[string]interface{}{"vms": vms, "logins": atomic.LoadInt64(&logins), "calls": calls})
 }

@@ -147,8 +147,30 @@ fn password(file: Option<&PathBuf>, user: &str, url: &str) -> anyhow::Result<Zer
     Ok(Zeroizing::new(p))
 }
 
-/// Runs `odt import`.
+/// Runs `odt import`. With --json every outcome is one JSON object on stdout: the report,
+/// or `{"complete": false, "error": ...}` for whatever stopped it (a wrong option too).
 pub fn run(a: ImportArgs) -> anyhow::Result<i32> {
+    let json = a.json;
+    let report = match import(a) {
+        Ok(r) => r,
+        Err(e) if json => {
+            crate::output::json(&serde_json::json!({
+                "complete": false,
+                "error": odt_store::error::one_line(e.as_ref()),
+            }))?;
+            return Ok(1);
+        }
+        Err(e) => return Err(e),
+    };
+    if json {
+        crate::output::json(&report)?;
+    } else {
+        print!("{}", report.human());
+    }
+    Ok(if report.complete { 0 } else { 2 })
+}
+
+fn import(a: ImportArgs) -> anyhow::Result<crate::import::report::Report> {
     let (url_user, url) = split_url(&a.vcenter)?;
     if url.starts_with("http://") && !a.allow_plain_http {
         bail!(
@@ -168,10 +190,15 @@ pub fn run(a: ImportArgs) -> anyhow::Result<i32> {
     };
     let mut networks = Vec::new();
     for n in &a.networks {
-        let Some((ovf, pg)) = n.split_once('=') else {
-            bail!("--network {n:?} is not OVF_NAME=PORTGROUP");
-        };
-        networks.push((ovf.to_string(), pg.to_string()));
+        match n.split_once('=') {
+            Some((ovf, pg)) if !ovf.is_empty() && !pg.is_empty() => {
+                networks.push((ovf.to_string(), pg.to_string()))
+            }
+            _ => bail!(
+                "--network {n:?} is not OVF_NAME=PORTGROUP (the network's name in the OVF, \
+                 then the port group in vCenter)"
+            ),
+        }
     }
     let password = password(a.password_file.as_ref(), &user, &url)?;
     let opts = crate::import::Options {
@@ -193,25 +220,10 @@ pub fn run(a: ImportArgs) -> anyhow::Result<i32> {
         power_on: a.power_on,
         bundles: a.bundles,
     };
-    let report = match crate::import::run(&opts, &|total| {
+    let report = crate::import::run(&opts, &|total| {
         crate::progress::bytes_progress(total, "import")
-    }) {
-        Ok(r) => r,
-        Err(e) if a.json => {
-            crate::output::json(&serde_json::json!({
-                "complete": false,
-                "error": odt_store::error::one_line(&e),
-            }))?;
-            return Ok(1);
-        }
-        Err(e) => return Err(e.into()),
-    };
-    if a.json {
-        crate::output::json(&report)?;
-    } else {
-        print!("{}", report.human());
-    }
-    Ok(if report.complete { 0 } else { 2 })
+    })?;
+    Ok(report)
 }
 
 #[cfg(test)]

@@ -95,26 +95,45 @@ pub fn annotate(spec_xml: &str, ns_decls: &str, line: &str) -> Result<(String, S
         .children()
         .find(|n| n.has_tag_name("configSpec"))
         .ok_or("the import spec has no configSpec (is it a vApp?)")?;
-    let existing = cs.children().find(|n| n.has_tag_name("annotation"));
-    let old = existing
-        .and_then(|n| n.text())
-        .map(|t| t.trim_end().to_string())
+    let existing = cs
+        .children()
+        .find(|n| n.is_element() && n.has_tag_name("annotation"));
+    let old: String = existing
+        .map(|n| {
+            n.descendants()
+                .filter(|d| d.is_text())
+                .filter_map(|d| d.text())
+                .collect()
+        })
         .unwrap_or_default();
+    let old = old.trim_end();
     let annotation = if old.is_empty() {
         line.to_string()
     } else {
         format!("{old}\n{line}")
     };
     let element = format!("<annotation>{}</annotation>", escape(&annotation));
-    let (start, end) = match existing {
-        Some(n) => (n.range().start, n.range().end),
-        None => {
-            let at = cs
-                .children()
-                .find(|n| n.is_element() && !BEFORE_ANNOTATION.contains(&n.tag_name().name()))
-                .map(|n| n.range().start)
-                .unwrap_or_else(|| cs.range().end - "</configSpec>".len());
-            (at, at)
+    let after =
+        |n: &roxmltree::Node| n.is_element() && !BEFORE_ANNOTATION.contains(&n.tag_name().name());
+    let (start, end, element) = match (existing, cs.children().find(after), cs.last_child()) {
+        (Some(n), _, _) => (n.range().start, n.range().end, element),
+        (None, Some(n), _) => (n.range().start, n.range().start, element),
+        (None, None, Some(last)) => (last.range().end, last.range().end, element),
+        (None, None, None) => {
+            // No content: `<configSpec/>` or `<configSpec></configSpec>`, the name maybe
+            // prefixed.
+            let r = cs.range();
+            let whole = &wrapped[r.clone()];
+            if whole.ends_with("/>") {
+                let name_len = whole[1..]
+                    .find(|c: char| c.is_ascii_whitespace() || c == '/' || c == '>')
+                    .unwrap_or(0);
+                let name = &whole[1..1 + name_len];
+                (r.end - 2, r.end, format!(">{element}</{name}>"))
+            } else {
+                let at = r.start + whole.rfind("</").unwrap_or(whole.len());
+                (at, at, element)
+            }
         }
     };
     let spec = format!(
@@ -169,15 +188,31 @@ mod tests {
         let (out, note) = annotate(spec, "", "m").unwrap();
         assert_eq!(note, "A & B\nm");
         assert!(
-            out.contains("<annotation>A &amp; B\nm</annotation><files/>"),
+            out.contains("<annotation>A &amp; B&#10;m</annotation><files/>"),
             "{out}"
         );
-        // Nothing after the annotation's place: appended at the end.
-        let (out, _) = annotate("<configSpec><name>x</name></configSpec>", "", "m").unwrap();
-        assert_eq!(
-            out,
-            "<configSpec><name>x</name><annotation>m</annotation></configSpec>"
-        );
+        // Nothing after the annotation's place: appended at the end, whatever the spelling
+        // of the element.
+        for (spec, want) in [
+            (
+                "<configSpec><name>x</name></configSpec>",
+                "<configSpec><name>x</name><annotation>m</annotation></configSpec>",
+            ),
+            (
+                "<configSpec><name>x</name>\n</configSpec >",
+                "<configSpec><name>x</name>\n<annotation>m</annotation></configSpec >",
+            ),
+            (
+                "<configSpec a=\"/>\"/>",
+                "<configSpec a=\"/>\"><annotation>m</annotation></configSpec>",
+            ),
+            (
+                "<v:configSpec xmlns:v=\"urn:vim25\"></v:configSpec>",
+                "<v:configSpec xmlns:v=\"urn:vim25\"><annotation>m</annotation></v:configSpec>",
+            ),
+        ] {
+            assert_eq!(annotate(spec, "", "m").unwrap().0, want);
+        }
         assert!(annotate("<other/>", "", "m").is_err());
     }
 }

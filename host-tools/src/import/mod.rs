@@ -7,7 +7,20 @@
 //! log in, then per bundle: skip it if a VM of this job and bundle is there already
 //! ([`marker`]), CreateImportSpec, ImportVApp, and stream each file from the device to the
 //! lease ([`stream`]); complete the lease only when every byte verified, else abort it and
-//! remove the VM.
+//! remove the VM. A fault vCenter raises for one bundle's spec or VM (CreateImportSpec,
+//! ImportVApp) refuses that bundle and the others go on; a fault anywhere else, or vCenter
+//! out of reach, stops the run.
+//!
+//! What is sent before it is verified: nothing. The seal signs the hash of the metadata
+//! journal, and the journal holds, for every record of every file, the BLAKE3 digest of its
+//! plaintext; the seal check proves the journal is the sealed one before the store is
+//! opened, and every read opens each record with its tag and compares its plaintext with
+//! that digest. So the descriptor sent with CreateImportSpec is checked record by record
+//! when [`plan`] reads it, also inside an OVA, whose whole-file BLAKE3 root can only be
+//! compared once the upload has streamed all of it: a damaged record of an OVA's header or
+//! descriptor quarantines the bundle before anything of it reaches vCenter. The whole-file
+//! roots compared at the end of each upload are a second check of the same bytes; if one
+//! fails, the lease is aborted and no VM stays registered.
 
 pub mod marker;
 pub mod plan;
@@ -272,6 +285,14 @@ fn import_one(
     uploaded: &mut u64,
 ) -> Result<BundleReport, ImportError> {
     let started = Instant::now();
+    if let Some(d) = &b.damage {
+        let mut r = refused(
+            b,
+            format!("{d}; nothing of this bundle was sent to vCenter"),
+        );
+        r.status = Status::Quarantined;
+        return Ok(r);
+    }
     if !b.problems.is_empty() {
         return Ok(refused(b, b.problems.join("; ")));
     }
@@ -316,7 +337,18 @@ fn import_one(
             }
         }
     }
-    let spec = c.create_import_spec(&b.descriptor, &t.pool, &t.datastore, name, &t.networks)?;
+    // A fault vCenter raises for this bundle's spec or VM refuses this bundle only.
+    let refuse_fault = |e: VsphereError| match e {
+        VsphereError::Fault { .. } => Ok(refused(
+            b,
+            format!("{e}; nothing of this bundle was registered"),
+        )),
+        e => Err(ImportError::from(e)),
+    };
+    let spec = match c.create_import_spec(&b.descriptor, &t.pool, &t.datastore, name, &t.networks) {
+        Ok(s) => s,
+        Err(e) => return refuse_fault(e),
+    };
     let mut report = refused(b, String::new());
     report.warnings = spec.warnings.clone();
     if !spec.errors.is_empty() {
@@ -344,7 +376,15 @@ fn import_one(
             method: "CreateImportSpec".into(),
             why,
         })?;
-    let lease = c.import_vapp(&t.pool, &spec, &spec_xml, &t.folder)?;
+    let lease = match c.import_vapp(&t.pool, &spec, &spec_xml, &t.folder) {
+        Ok(l) => l,
+        Err(e) => {
+            return refuse_fault(e).map(|r| BundleReport {
+                warnings: report.warnings,
+                ..r
+            });
+        }
+    };
     let outcome = (|| -> Result<(Moref, Vec<DiskReport>), String> {
         let (vm, urls) = c.lease_ready(&lease).map_err(|e| e.to_string())?;
         let mut targets = Vec::new();
@@ -361,6 +401,7 @@ fn import_one(
         let failure = Mutex::new(None);
         let ranges: Vec<_> = targets.iter().map(|(_, _, i)| i.ranges.clone()).collect();
         let (tx, rx) = std::sync::mpsc::sync_channel(stream::QUEUE);
+        let mut sent_each = vec![0u64; targets.len()];
         let result = std::thread::scope(|s| {
             s.spawn(|| stream::produce(store, b, &ranges, tx));
             // vCenter drops a lease that hears nothing for a few minutes.
@@ -376,17 +417,14 @@ fn import_one(
                 }
             });
             let r = (|| {
-                for (url, fi, item) in &targets {
+                for ((url, fi, item), n) in targets.iter().zip(sent_each.iter_mut()) {
                     let body = stream::Upload::new(&rx, &failure, &sent, bar);
                     let r = if item.gzip {
-                        c.upload(
-                            url,
-                            fi.create,
-                            None,
-                            flate2::read::MultiGzDecoder::new(body),
-                        )
+                        let plain = flate2::read::MultiGzDecoder::new(body);
+                        c.upload(url, fi.create, None, stream::Counted::new(plain, n))
                     } else {
-                        c.upload(url, fi.create, Some(item.stored_bytes()), body)
+                        let len = Some(item.stored_bytes());
+                        c.upload(url, fi.create, len, stream::Counted::new(body, n))
                     };
                     if let Err(e) = r {
                         let kept = failure.lock().unwrap_or_else(|p| p.into_inner()).take();
@@ -400,10 +438,11 @@ fn import_one(
             r
         });
         result?;
-        *uploaded += total;
+        *uploaded += sent_each.iter().sum::<u64>();
         let disks = targets
             .iter()
-            .map(|(_, _, item)| {
+            .zip(&sent_each)
+            .map(|((_, _, item), sent)| {
                 let mut roots: Vec<String> = item
                     .ranges
                     .iter()
@@ -413,6 +452,7 @@ fn import_one(
                 DiskReport {
                     href: item.href.clone(),
                     bytes: item.stored_bytes(),
+                    uploaded_bytes: *sent,
                     verified_roots: roots,
                 }
             })

@@ -74,6 +74,9 @@ pub struct Bundle {
     pub digest: String,
     /// Reasons the bundle cannot be imported (it is refused, not attempted).
     pub problems: Vec<String>,
+    /// Damage found on the device while reading the descriptor or the OVA's headers (the
+    /// bundle is quarantined before anything is sent to vCenter).
+    pub damage: Option<String>,
 }
 
 impl Bundle {
@@ -87,7 +90,10 @@ impl Bundle {
     }
 }
 
-fn read_text(store: &Store, id: u64, off: u64, size: u64) -> Result<Vec<u8>, ImportError> {
+/// Reads `size` bytes at `off` of file `id`. Every record is opened with its tag and its
+/// plaintext compared with the digest the journal recorded for it; the seal signs that
+/// journal's hash, so what this returns is what was sealed.
+fn read_text(store: &Store, id: u64, off: u64, size: u64) -> Result<Vec<u8>, odt_store::Error> {
     let mut out = Vec::with_capacity(size as usize);
     while (out.len() as u64) < size {
         let n = (size - out.len() as u64).min(1 << 20) as u32;
@@ -152,6 +158,25 @@ fn new_bundle(path: &str) -> Bundle {
         items: Vec::new(),
         digest: String::new(),
         problems: Vec::new(),
+        damage: None,
+    }
+}
+
+/// A read's result; damage on the device goes into the bundle (which is then quarantined)
+/// instead of stopping the import.
+fn undamaged<T>(b: &mut Bundle, r: Result<T, odt_store::Error>) -> Result<Option<T>, ImportError> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e)
+            if matches!(
+                e.kind(),
+                odt_store::error::ErrorKind::Store(odt_store::error::StoreError::Damaged { .. })
+            ) =>
+        {
+            b.damage = Some(e.to_string());
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -239,7 +264,9 @@ fn folder_bundle(
             .push(format!("{path} is too large to be an OVF descriptor"));
         return Ok(b);
     }
-    let text = read_text(store, e.id, 0, e.size)?;
+    let Some(text) = undamaged(&mut b, read_text(store, e.id, 0, e.size))? else {
+        return Ok(b);
+    };
     let mut parts = Vec::new();
     match roots.get(&e.id) {
         Some(r) if *r == *blake3::hash(&text).as_bytes() => parts.push((path.to_string(), *r)),
@@ -309,9 +336,10 @@ fn ova_bundle(
             return Ok(b);
         }
     }
-    let members = match ova_members(store, e.id, e.size)? {
-        Ok(m) => m,
-        Err(why) => {
+    let members = match undamaged(&mut b, ova_members(store, e.id, e.size))? {
+        None => return Ok(b),
+        Some(Ok(m)) => m,
+        Some(Err(why)) => {
             b.problems.push(format!("{path}: {why}"));
             return Ok(b);
         }
@@ -327,7 +355,11 @@ fn ova_bundle(
         ));
         return Ok(b);
     }
-    let text = read_text(store, e.id, first.offset, first.size)?;
+    // The descriptor is checked record by record here, before it is sent to vCenter; the
+    // OVA's whole-file root is compared only once the upload has read all of it.
+    let Some(text) = undamaged(&mut b, read_text(store, e.id, first.offset, first.size))? else {
+        return Ok(b);
+    };
     let name = format!("{} in {path}", first.name);
     if !descriptor(&mut b, text, &name) {
         return Ok(b);

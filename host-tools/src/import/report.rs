@@ -12,8 +12,8 @@ pub enum Status {
     Skipped,
     /// Not attempted: the bundle is broken, unsupported, or its name is taken.
     Refused,
-    /// Attempted, but a byte failed verification or the upload failed: the lease was
-    /// aborted and the VM removed.
+    /// Damaged on the device (found before anything was sent, or during the upload), or
+    /// the upload failed: no VM was left registered (a lease that was open was aborted).
     Quarantined,
 }
 
@@ -21,7 +21,10 @@ pub enum Status {
 #[derive(Debug, Clone, Serialize)]
 pub struct DiskReport {
     pub href: String,
+    /// Bytes as stored on the device (compressed, for a gzip file; all chunks).
     pub bytes: u64,
+    /// Bytes sent to vCenter (decompressed, for a gzip file).
+    pub uploaded_bytes: u64,
     /// The sealed BLAKE3 roots of the device files its bytes came from, all verified.
     pub verified_roots: Vec<String>,
 }

@@ -223,6 +223,26 @@ impl Read for Upload<'_> {
     }
 }
 
+/// A reader that counts the bytes it hands on (what an upload sent).
+pub struct Counted<'a, R> {
+    inner: R,
+    n: &'a mut u64,
+}
+
+impl<'a, R> Counted<'a, R> {
+    pub fn new(inner: R, n: &'a mut u64) -> Counted<'a, R> {
+        Counted { inner, n }
+    }
+}
+
+impl<R: Read> Read for Counted<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let k = self.inner.read(buf)?;
+        *self.n += k as u64;
+        Ok(k)
+    }
+}
+
 /// After the last upload: whether the reader verified everything.
 pub fn outcome(rx: &Receiver<Msg>) -> Result<(), String> {
     match rx.recv() {

@@ -5,6 +5,7 @@
 //!
 //! Requests carrying the password are never logged, and the password is zeroized after use.
 
+pub mod answers;
 pub mod soap;
 pub mod tls;
 
@@ -12,11 +13,11 @@ use std::io::Read;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use roxmltree::Document;
 use zeroize::Zeroizing;
 
+pub use answers::{DeviceUrl, FileItem, ImportSpec, ServiceContent};
 pub use soap::{Fault, Moref};
-use soap::{Response, child_text, children, envelope, escape, text};
+use soap::{Response, envelope, escape, text};
 use tls::{Pin, Verifier};
 
 /// What went wrong talking to vCenter.
@@ -59,51 +60,6 @@ pub struct Endpoint {
     pub pin: Pin,
     /// Longest wait for one answer.
     pub timeout: Duration,
-}
-
-/// The objects the service content names.
-#[derive(Debug, Clone)]
-pub struct ServiceContent {
-    pub root_folder: Moref,
-    pub property_collector: Moref,
-    pub search_index: Moref,
-    pub session_manager: Moref,
-    pub ovf_manager: Moref,
-    pub about: String,
-}
-
-/// A lease's upload target.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeviceUrl {
-    pub import_key: String,
-    pub url: String,
-    /// SHA-1 of the ESXi host's certificate, when the URL is on a host.
-    pub ssl_thumbprint: Option<String>,
-    pub disk: bool,
-}
-
-/// What the import spec says.
-#[derive(Debug, Clone)]
-pub struct ImportSpec {
-    /// The `importSpec` element's content, to hand back to ImportVApp.
-    pub spec_xml: String,
-    /// Its `xsi:type`.
-    pub spec_type: String,
-    /// The namespace prefixes in scope there (` xmlns:p="uri"`...), which its content may
-    /// use and which must be declared again wherever it is sent.
-    pub ns_decls: String,
-    /// (deviceId, OVF href, size, create) of each file to upload.
-    pub file_items: Vec<FileItem>,
-    pub errors: Vec<String>,
-    pub warnings: Vec<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FileItem {
-    pub device_id: String,
-    pub path: String,
-    pub size: Option<u64>,
-    pub create: bool,
 }
 
 /// A session with vCenter.
@@ -158,27 +114,7 @@ impl Client {
         };
         let si = Moref::new(SERVICE_INSTANCE, SERVICE_INSTANCE);
         let r = c.call("RetrieveServiceContent", &si, "")?;
-        let content = r.with_returns(|rv| {
-            let rv = rv.first()?;
-            let m = |name: &str| {
-                rv.children()
-                    .find(|n| n.tag_name().name() == name)
-                    .and_then(Moref::from_node)
-            };
-            let about = rv
-                .children()
-                .find(|n| n.tag_name().name() == "about")
-                .and_then(|a| child_text(a, "fullName"))
-                .unwrap_or_default();
-            Some(ServiceContent {
-                root_folder: m("rootFolder")?,
-                property_collector: m("propertyCollector")?,
-                search_index: m("searchIndex")?,
-                session_manager: m("sessionManager")?,
-                ovf_manager: m("ovfManager")?,
-                about,
-            })
-        });
+        let content = answers::service_content(&r);
         c.content = content.ok_or_else(|| VsphereError::Protocol {
             method: "RetrieveServiceContent".into(),
             why: "the service content lacks the root folder, property collector, search \
@@ -316,18 +252,7 @@ impl Client {
         );
         let pc = self.content.property_collector.clone();
         let r = self.call("RetrieveProperties", &pc, &args)?;
-        Ok(r.with_returns(|rv| {
-            let sets: Vec<(String, roxmltree::Node)> = rv
-                .iter()
-                .flat_map(|o| children(*o, "propSet"))
-                .filter_map(|p| {
-                    let name = child_text(p, "name")?;
-                    let val = children(p, "val").next()?;
-                    Some((name, val))
-                })
-                .collect();
-            f(&sets)
-        }))
+        Ok(r.with_returns(|rv| f(&answers::prop_sets(rv))))
     }
 
     /// One property's text (None if unset).
@@ -340,17 +265,7 @@ impl Client {
     /// One property that is a reference, or a list of them.
     pub fn property_morefs(&self, obj: &Moref, path: &str) -> Result<Vec<Moref>, VsphereError> {
         self.properties(obj, &[path], |p| {
-            p.iter()
-                .flat_map(|(_, v)| {
-                    let own = Moref::from_node(*v);
-                    let inner: Vec<Moref> = v
-                        .children()
-                        .filter(|c| c.is_element())
-                        .filter_map(Moref::from_node)
-                        .collect();
-                    own.into_iter().chain(inner)
-                })
-                .collect()
+            p.iter().flat_map(|(_, v)| answers::morefs_of(*v)).collect()
         })
     }
 
@@ -385,60 +300,9 @@ impl Client {
         );
         let method = "CreateImportSpec";
         let r = self.call(method, &self.content.ovf_manager.clone(), &args)?;
-        let raw = r.raw();
-        let doc = Document::parse(raw).map_err(|e| VsphereError::Protocol {
+        answers::import_spec(&r).map_err(|why| VsphereError::Protocol {
             method: method.into(),
-            why: e.to_string(),
-        })?;
-        let rv = doc
-            .descendants()
-            .find(|n| n.tag_name().name() == "returnval")
-            .ok_or_else(|| VsphereError::Protocol {
-                method: method.into(),
-                why: "no returnval".into(),
-            })?;
-        let messages = |name: &'static str| -> Vec<String> {
-            children(rv, name)
-                .map(|f| {
-                    child_text(f, "localizedMessage")
-                        .filter(|m| !m.is_empty())
-                        .or_else(|| {
-                            children(f, "fault")
-                                .next()
-                                .map(|x| soap::xsi_type(x).unwrap_or("a fault").to_string())
-                        })
-                        .unwrap_or_else(|| "(no message)".into())
-                })
-                .collect()
-        };
-        let file_items = children(rv, "fileItem")
-            .map(|f| FileItem {
-                device_id: child_text(f, "deviceId").unwrap_or_default(),
-                path: child_text(f, "path").unwrap_or_default(),
-                size: child_text(f, "size").and_then(|s| s.parse().ok()),
-                create: child_text(f, "create").as_deref() == Some("true"),
-            })
-            .collect();
-        let (spec_xml, spec_type, ns_decls) = match children(rv, "importSpec").next() {
-            Some(s) => (
-                soap::inner_xml(s, raw).to_string(),
-                soap::xsi_type(s)
-                    .unwrap_or("VirtualMachineImportSpec")
-                    .to_string(),
-                s.namespaces()
-                    .filter_map(|n| Some(format!(" xmlns:{}=\"{}\"", n.name()?, escape(n.uri()))))
-                    .filter(|d| !d.starts_with(" xmlns:xml="))
-                    .collect(),
-            ),
-            None => (String::new(), String::new(), String::new()),
-        };
-        Ok(ImportSpec {
-            spec_xml,
-            spec_type,
-            ns_decls,
-            file_items,
-            errors: messages("error"),
-            warnings: messages("warning"),
+            why,
         })
     }
 
@@ -450,12 +314,7 @@ impl Client {
         spec_xml: &str,
         folder: &Moref,
     ) -> Result<Moref, VsphereError> {
-        let args = format!(
-            "<spec{} xsi:type=\"{}\">{spec_xml}</spec>{}",
-            spec.ns_decls,
-            escape(&spec.spec_type),
-            folder.xml("folder")
-        );
+        let args = format!("{}{}", spec.argument(spec_xml), folder.xml("folder"));
         self.call("ImportVApp", pool, &args)?
             .moref()
             .ok_or_else(|| VsphereError::Protocol {
@@ -474,8 +333,7 @@ impl Client {
                 "error" => {
                     let why = self
                         .properties(lease, &["error"], |p| {
-                            p.first()
-                                .and_then(|(_, v)| child_text(*v, "localizedMessage"))
+                            p.first().and_then(|(_, v)| answers::localized_message(*v))
                         })?
                         .unwrap_or_else(|| "no reason given".into());
                     return Err(VsphereError::Fault {
@@ -496,17 +354,7 @@ impl Client {
             }
         }
         let info = self.properties(lease, &["info"], |p| {
-            let (_, v) = p.first()?;
-            let entity = children(*v, "entity").next().and_then(Moref::from_node)?;
-            let urls = children(*v, "deviceUrl")
-                .map(|d| DeviceUrl {
-                    import_key: child_text(d, "importKey").unwrap_or_default(),
-                    url: child_text(d, "url").unwrap_or_default(),
-                    ssl_thumbprint: child_text(d, "sslThumbprint").filter(|t| !t.is_empty()),
-                    disk: child_text(d, "disk").as_deref() == Some("true"),
-                })
-                .collect();
-            Some((entity, urls))
+            p.first().and_then(|(_, v)| answers::lease_info(*v))
         })?;
         info.ok_or_else(|| VsphereError::Protocol {
             method: "HttpNfcLease".into(),
@@ -548,8 +396,7 @@ impl Client {
                 "error" => {
                     let why = self
                         .properties(&task, &["info.error"], |p| {
-                            p.first()
-                                .and_then(|(_, v)| child_text(*v, "localizedMessage"))
+                            p.first().and_then(|(_, v)| answers::localized_message(*v))
                         })?
                         .unwrap_or_else(|| "no reason given".into());
                     return Err(VsphereError::Fault {

@@ -45,7 +45,9 @@ impl std::fmt::Display for Moref {
     }
 }
 
-/// Escapes text for an element or a double-quoted attribute.
+/// Escapes text for an element or a double-quoted attribute. Tabs and line ends become
+/// character references: a parser would turn a raw CR into LF, and all three into spaces in
+/// an attribute.
 pub fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
@@ -55,6 +57,9 @@ pub fn escape(s: &str) -> String {
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&apos;"),
+            '\t' => out.push_str("&#9;"),
+            '\n' => out.push_str("&#10;"),
+            '\r' => out.push_str("&#13;"),
             c => out.push(c),
         }
     }
@@ -120,21 +125,26 @@ impl Response {
         };
         if let Some(f) = b.children().find(|n| n.tag_name().name() == "Fault") {
             let message = child_text(f, "faultstring").unwrap_or_default();
-            let kind = f
+            let detail = f
                 .children()
                 .find(|n| n.tag_name().name() == "detail")
-                .and_then(|d| d.children().find(|n| n.is_element()))
-                .map(|n| {
-                    xsi_type(n).map(str::to_string).unwrap_or_else(|| {
-                        n.tag_name().name().trim_end_matches("Fault").to_string()
-                    })
-                });
+                .and_then(|d| d.children().find(|n| n.is_element()));
+            let kind = detail.map(|n| {
+                xsi_type(n)
+                    .map(str::to_string)
+                    .unwrap_or_else(|| n.tag_name().name().trim_end_matches("Fault").to_string())
+            });
+            // A FileFault (FileAlreadyExists, FileLocked, ...) may come with no message but
+            // the file it is about.
+            let file = detail
+                .and_then(|d| child_text(d, "file"))
+                .filter(|f| !f.is_empty());
             return Err(Fault {
                 kind,
-                message: if message.is_empty() {
-                    "the server reported a fault without a message".into()
-                } else {
-                    message
+                message: match (message.is_empty(), file) {
+                    (false, _) => message,
+                    (true, Some(file)) => format!("file {file}"),
+                    (true, None) => "the server reported a fault without a message".into(),
                 },
             });
         }
@@ -188,18 +198,16 @@ pub fn children<'a, 'i>(n: Node<'a, 'i>, name: &'static str) -> impl Iterator<It
         .filter(move |c| c.is_element() && c.tag_name().name() == name)
 }
 
-/// The source text of an element's content (its children as they were written).
+/// The source text of an element's content (its children as they were written): from the
+/// start of its first child to the end of its last, so that neither a `>` inside an
+/// attribute value nor the spelling of the end tag can shift it.
 pub fn inner_xml<'i>(n: Node<'_, 'i>, source: &'i str) -> &'i str {
-    let r = n.range();
-    let whole = &source[r.clone()];
-    let Some(open_end) = whole.find('>') else {
-        return "";
-    };
-    if whole[..open_end].ends_with('/') {
-        return "";
+    match (n.first_child(), n.last_child()) {
+        (Some(first), Some(last)) => source
+            .get(first.range().start..last.range().end)
+            .unwrap_or(""),
+        _ => "",
     }
-    let close = whole.rfind("</").unwrap_or(whole.len());
-    &whole[open_end + 1..close]
 }
 
 #[cfg(test)]
@@ -213,6 +221,12 @@ mod tests {
         assert!(e.contains("<_this type=\"Folder\">group-&lt;v3&gt;</_this>"));
         assert!(e.contains("<name>a&amp;b &quot;c&quot;</name>"));
         assert!(Document::parse(&e).is_ok());
+        // Tabs and line ends survive a parser, in text and in attributes.
+        let odd = "a\tb\r\nc\rd";
+        let m = Moref::new(odd, odd);
+        let x = m.xml("obj");
+        let doc = Document::parse(&x).unwrap();
+        assert_eq!(Moref::from_node(doc.root_element()), Some(m));
     }
 
     #[test]
@@ -229,6 +243,14 @@ mod tests {
             f.to_string()
                 .starts_with("InvalidLogin: Cannot complete login")
         );
+        let file = fault
+            .replace("<faultstring>Cannot complete login due to an incorrect user name or password.</faultstring>", "")
+            .replace(
+                r#"<InvalidLoginFault xmlns="urn:vim25" xsi:type="InvalidLogin"></InvalidLoginFault>"#,
+                r#"<FileAlreadyExistsFault xmlns="urn:vim25" xsi:type="FileAlreadyExists"><file>[ds] vm/vm.vmx</file></FileAlreadyExistsFault>"#,
+            );
+        let f = Response::parse(file).err().unwrap();
+        assert_eq!(f.to_string(), "FileAlreadyExists: file [ds] vm/vm.vmx");
         assert!(Response::parse("<html>".into()).is_err());
         assert!(
             Response::parse("<html/>".into())
@@ -245,11 +267,13 @@ mod tests {
         let doc = Document::parse(src);
         // The xsi prefix is undeclared here; declare it to parse.
         assert!(doc.is_err());
-        let src = r#"<a xmlns:xsi="u"><spec xsi:type="X"><b>1</b><c/></spec><e/></a>"#;
+        let src = r#"<a xmlns:xsi="u"><spec xsi:type="X" q="a>b"> <b>1 &amp; 2</b><!--c--><c/>t&lt;</spec ><e/><f></f></a>"#;
         let doc = Document::parse(src).unwrap();
         let spec = doc.descendants().find(|n| n.has_tag_name("spec")).unwrap();
-        assert_eq!(inner_xml(spec, src), "<b>1</b><c/>");
-        let e = doc.descendants().find(|n| n.has_tag_name("e")).unwrap();
-        assert_eq!(inner_xml(e, src), "");
+        assert_eq!(inner_xml(spec, src), " <b>1 &amp; 2</b><!--c--><c/>t&lt;");
+        for empty in ["e", "f"] {
+            let e = doc.descendants().find(|n| n.has_tag_name(empty)).unwrap();
+            assert_eq!(inner_xml(e, src), "");
+        }
     }
 }
