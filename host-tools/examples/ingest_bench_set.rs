@@ -184,6 +184,8 @@ fn main() -> anyhow::Result<()> {
                 path: dev.display().to_string(),
                 size: sb.device_size,
             }],
+            tls_fingerprint: Some(p.tls.fingerprint()),
+            tls_spki_pin: Some(p.tls.spki_pin()),
         }),
     }
     .save(&job_dir)?;

@@ -48,16 +48,21 @@ pub enum Command {
     /// prints the seal code. Refuses if a bundle has errors, unless --force.
     Seal(cmd::seal::SealArgs),
     /// Check every VM bundle on an appliance without sealing (exit 3 if any has errors).
+    ///
+    /// Uses the session `odt unlock` left, else asks for the unlock code.
     Bundles(cmd::seal::BundlesArgs),
     /// The courier's check: seal signature, seal code, every device present, nothing written
     /// after the seal. No data key needed; seconds, whatever the data size. Exit 0 only if
     /// intact.
     SealCheck(cmd::seal_check::SealCheckArgs),
-    /// Unlock an appliance with the customer's unlock code (stdin or --code-file).
+    /// Unlock an appliance with the customer's unlock code (typed without echo, stdin, or
+    /// --code-file), over HTTPS with the appliance's certificate pinned; leaves a session
+    /// so that status, bundles and seal need no code.
     Unlock(cmd::unlock::UnlockArgs),
     /// State, capacity, bytes and files stored, write rate of an appliance.
     ///
-    /// A locked appliance reports its state without the unlock code.
+    /// Without a session or code it shows the public fields: state, certificate
+    /// fingerprint, and the seal code and time once sealed.
     Status(cmd::status::StatusArgs),
 }
 

@@ -65,6 +65,8 @@ fn setup(dir: &Path, name: &str, size: u64) -> anyhow::Result<(Vec<PathBuf>, Pat
             cipher: sb.cipher,
             provisioned_unix: 0,
             devices: vec![],
+            tls_fingerprint: None,
+            tls_spki_pin: None,
         }),
     }
     .save(&job)?;

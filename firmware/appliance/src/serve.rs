@@ -44,6 +44,9 @@ pub enum ServeError {
     /// The final flush failed: acknowledged data may not be durable.
     #[error("the final sync failed: {0}")]
     Sync(odt_store::Error),
+    /// The TLS identity in the superblock is unusable.
+    #[error(transparent)]
+    Tls(#[from] crate::control::TlsError),
     /// Signal handling could not be set up.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
@@ -111,7 +114,14 @@ pub async fn run(settings: Settings) -> Result<(), ServeError> {
         Some(export.clone()),
     );
     tokio::spawn(gate.run(nfs_listener));
-    tokio::spawn(crate::control::run(control_listener, app.clone()));
+    let acceptor = crate::control::tls_acceptor(&app)?;
+    let ctx = Arc::new(crate::control::Ctx::new(app.clone(), bound.nfs));
+    tokio::spawn(crate::control::run(
+        control_listener,
+        acceptor,
+        ctx,
+        crate::control::Limits::default(),
+    ));
     tokio::spawn(activity(app.clone()));
     tokio::spawn(flusher(app.clone()));
 
@@ -122,11 +132,12 @@ pub async fn run(settings: Settings) -> Result<(), ServeError> {
         );
     }
     tracing::info!(
-        "serving NFSv3 and MOUNT on {} (allowed: {}), control API on {}; at most {} NFS \
-         requests in flight",
+        "serving NFSv3 and MOUNT on {} (allowed: {}), control API and page on https://{}/ \
+         (certificate SHA-256 {}); at most {} NFS requests in flight",
         bound.nfs,
         settings.allow,
         bound.control,
+        app.tls().fingerprint(),
         settings.limits.max_inflight
     );
     if let Some(path) = &settings.ready_file {

@@ -29,6 +29,7 @@ pub mod seal;
 pub mod segment;
 pub mod store;
 pub mod superblock;
+pub mod tls;
 pub mod verify;
 
 pub use error::{Error, Result};

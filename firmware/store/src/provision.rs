@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::keys::{Secrets, UnlockCode, random_u64};
 use crate::segment;
 use crate::superblock::{FORMAT_VERSION, JOURNAL_START, SLOT, Superblock};
+use crate::tls::TlsIdentity;
 
 const MIB: u64 = 1 << 20;
 
@@ -40,6 +41,8 @@ pub struct Provisioned {
     /// Printed once for the customer; not stored anywhere in the clear.
     pub unlock_code: UnlockCode,
     pub signing_public: [u8; 32],
+    /// The control API's certificate (the same on every device of the set).
+    pub tls: TlsIdentity,
 }
 
 /// Provisions `paths` as one set for job `job_id`.
@@ -68,6 +71,7 @@ pub fn provision(
     let wrapped_for_ingest = secrets.wrap_to_recipient(recipient)?;
     let wrapped_for_customer = secrets.wrap_to_code(&code)?;
     let signing_public = secrets.verifying_key();
+    let tls = TlsIdentity::generate(job_id)?;
     let set_id = random_u64();
     let created_unix = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -97,6 +101,7 @@ pub fn provision(
             signing_public,
             wrapped_for_ingest: wrapped_for_ingest.clone(),
             wrapped_for_customer: wrapped_for_customer.clone(),
+            tls: tls.clone(),
         };
         if sb.segment_count() < 1 {
             return Err(Error::NoSpace(format!(
@@ -123,5 +128,6 @@ pub fn provision(
         superblocks: sbs,
         unlock_code: code,
         signing_public,
+        tls,
     })
 }

@@ -1869,6 +1869,11 @@ mod tests {
             signing_public: [0; 32],
             wrapped_for_ingest: Vec::new(),
             wrapped_for_customer: Vec::new(),
+            tls: crate::tls::TlsIdentity {
+                cert_der: Vec::new(),
+                key_der: crate::tls::SecretBytes(Vec::new()),
+                spki_sha256: [0; 32],
+            },
         }
     }
 

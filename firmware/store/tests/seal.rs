@@ -28,6 +28,8 @@ fn job_dir(fx: &Fixture) -> PathBuf {
             cipher: sb.cipher,
             provisioned_unix: 0,
             devices: vec![],
+            tls_fingerprint: None,
+            tls_spki_pin: None,
         }),
     }
     .save(&dir)

@@ -1,0 +1,168 @@
+//! Sessions kept between commands: after `odt unlock` (or a sign-in with the code),
+//! `status`, `bundles` and `seal` use the session's token instead of asking for the code.
+//!
+//! One file per appliance certificate, `<dir>/<fingerprint hex>.json`, mode 0600 in a 0700
+//! directory: `$XDG_RUNTIME_DIR/odt` (a tmpfs that ends with the login), else
+//! `$XDG_CONFIG_HOME/odt/sessions` or `~/.config/odt/sessions`. The token is bound to that
+//! appliance twice: the appliance knows it only in memory (a restart ends it), and the file
+//! is found by the pinned fingerprint. Files of sessions past their expiry are removed
+//! when seen.
+
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::PathBuf;
+
+use odt_store::control::{SecretText, SessionReply};
+use odt_store::tls::Fingerprint;
+use serde::{Deserialize, Serialize};
+
+/// A saved session.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Saved {
+    /// The control address it was made on (`host:port`).
+    pub appliance: String,
+    /// The pinned certificate.
+    pub fingerprint: Fingerprint,
+    pub token: SecretText,
+    pub expires_unix: i64,
+}
+
+fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// The directory session files live in.
+pub fn dir() -> Option<PathBuf> {
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    if let Some(r) = env("XDG_RUNTIME_DIR").filter(|p| p.is_dir()) {
+        return Some(r.join("odt"));
+    }
+    env("XDG_CONFIG_HOME")
+        .or_else(|| env("HOME").map(|h| h.join(".config")))
+        .map(|c| c.join("odt").join("sessions"))
+}
+
+fn path_of(fp: &Fingerprint) -> Option<PathBuf> {
+    dir().map(|d| d.join(format!("{}.json", fp.hex())))
+}
+
+/// The saved session for `fp`, if there is a live one.
+pub fn load(fp: &Fingerprint) -> Option<Saved> {
+    let p = path_of(fp)?;
+    let text = zeroize::Zeroizing::new(std::fs::read_to_string(&p).ok()?);
+    let s: Saved = serde_json::from_str(&text).ok()?;
+    if s.expires_unix <= now_unix() || s.fingerprint != *fp {
+        let _ = std::fs::remove_file(&p);
+        return None;
+    }
+    Some(s)
+}
+
+/// The live saved session made on control address `appliance`, if exactly one.
+pub fn find_by_address(appliance: &str) -> Option<Saved> {
+    let d = dir()?;
+    let mut found = Vec::new();
+    for e in std::fs::read_dir(d).ok()?.flatten() {
+        let Some(fp) = e
+            .file_name()
+            .to_str()
+            .and_then(|n| n.strip_suffix(".json"))
+            .and_then(|h| h.parse::<Fingerprint>().ok())
+        else {
+            continue;
+        };
+        if let Some(s) = load(&fp)
+            && s.appliance == appliance
+        {
+            found.push(s);
+        }
+    }
+    (found.len() == 1).then(|| found.remove(0))
+}
+
+/// Saves a session (0600 file, 0700 directory). Failing to save is not fatal for the
+/// command that made the session: it is reported and the next command asks for the code.
+pub fn save(appliance: &str, fp: Fingerprint, reply: &SessionReply) -> Result<PathBuf, String> {
+    let d = dir().ok_or("neither XDG_RUNTIME_DIR, XDG_CONFIG_HOME nor HOME is set")?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&d)
+        .map_err(|e| format!("cannot create {}: {e}", d.display()))?;
+    let saved = Saved {
+        appliance: appliance.to_string(),
+        fingerprint: fp,
+        token: reply.token.clone(),
+        expires_unix: reply.expires_unix,
+    };
+    let text = zeroize::Zeroizing::new(serde_json::to_vec(&saved).expect("sessions serialise"));
+    let p = d.join(format!("{}.json", fp.hex()));
+    let tmp = d.join(format!(".{}.tmp", fp.hex()));
+    let _ = std::fs::remove_file(&tmp);
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(&text)?;
+        f.sync_all()?;
+        // Whatever the umask did, the file is the owner's alone.
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+        std::fs::rename(&tmp, &p)
+    };
+    write().map_err(|e| format!("cannot write {}: {e}", p.display()))?;
+    Ok(p)
+}
+
+/// Removes the saved session of `fp` (it ended, or the seal ended it).
+pub fn remove(fp: &Fingerprint) {
+    if let Some(p) = path_of(fp) {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn saved_sessions_are_private_and_expire() {
+        let d = tempfile::tempdir().unwrap();
+        // SAFETY: this test alone in this process touches XDG_RUNTIME_DIR.
+        unsafe { std::env::set_var("XDG_RUNTIME_DIR", d.path()) };
+        let fp = Fingerprint([7; 32]);
+        let reply = SessionReply {
+            token: SecretText::new("t0k".into()),
+            expires_unix: now_unix() + 60,
+        };
+        let p = save("127.0.0.1:7049", fp, &reply).unwrap();
+        assert_eq!(p.parent().unwrap(), d.path().join("odt"));
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let dmode = std::fs::metadata(p.parent().unwrap())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(dmode, 0o700);
+        assert_eq!(load(&fp).unwrap().token.expose(), "t0k");
+        assert!(find_by_address("127.0.0.1:7049").is_some());
+        assert!(find_by_address("127.0.0.1:7050").is_none());
+        assert!(load(&Fingerprint([8; 32])).is_none());
+        let old = SessionReply {
+            token: SecretText::new("old".into()),
+            expires_unix: now_unix() - 1,
+        };
+        save("127.0.0.1:7049", fp, &old).unwrap();
+        assert!(load(&fp).is_none(), "expired");
+        assert!(!p.exists(), "and removed");
+    }
+}
