@@ -37,7 +37,7 @@ pub struct Connect {
     pub appliance: String,
     /// SHA-256 fingerprint of the appliance's certificate (from the unlock sheet; any of
     /// AB:CD:..., hex, sha256:...). Default: from --job, from the --code-file sheet, or from
-    /// the session `odt unlock` saved for this address.
+    /// the certificate `odt unlock` pinned for this address.
     #[arg(long)]
     pub fingerprint: Option<String>,
     /// Job directory whose job.toml records the fingerprint (at the provider).
@@ -191,8 +191,8 @@ impl Client {
             .flatten()
         {
             fp
-        } else if let Some(s) = session::find_by_address(&addr) {
-            s.fingerprint
+        } else if let Some(fp) = session::pinned_for(&addr) {
+            fp
         } else {
             return Err(no_fingerprint(&addr));
         };
@@ -298,9 +298,9 @@ impl Client {
     /// terminal, or with `stdin` one line of stdin). `None` if there is neither.
     pub fn token(&self, stdin: bool) -> Result<Option<SecretText>, CtlError> {
         if self.code_file.is_none()
-            && let Some(s) = session::load(&self.fp)
+            && let Some(t) = session::load(&self.fp)
         {
-            return Ok(Some(s.token));
+            return Ok(Some(t));
         }
         match read_unlock_code(self.code_file.as_deref(), stdin)? {
             Some(code) => Ok(Some(self.sign_in(&code)?.token)),
@@ -327,7 +327,7 @@ impl Client {
         };
         match f(t.expose()) {
             Err(e) if e.kind == Kind::Unauthenticated && self.code_file.is_none() => {
-                session::remove(&self.fp);
+                session::end(&self.fp);
                 match read_unlock_code(None, stdin)? {
                     Some(code) => f(self.sign_in(&code)?.token.expose()),
                     None => Err(e.context("the saved session has ended")),
@@ -369,7 +369,7 @@ impl Client {
 
     /// Ends the saved session here (the seal ended it on the appliance).
     pub fn forget_session(&self) {
-        session::remove(&self.fp);
+        session::end(&self.fp);
     }
 }
 

@@ -1,12 +1,14 @@
 //! Sessions kept between commands: after `odt unlock` (or a sign-in with the code),
-//! `status`, `bundles` and `seal` use the session's token instead of asking for the code.
+//! `status`, `bundles` and `seal` use the session's token instead of asking for the code,
+//! and the certificate pinned for that address (which stays after the session ends, as
+//! SSH's known hosts do: `odt status` after the seal needs no `--fingerprint`).
 //!
 //! One file per appliance certificate, `<dir>/<fingerprint hex>.json`, mode 0600 in a 0700
 //! directory: `$XDG_RUNTIME_DIR/odt` (a tmpfs that ends with the login), else
 //! `$XDG_CONFIG_HOME/odt/sessions` or `~/.config/odt/sessions`. The token is bound to that
 //! appliance twice: the appliance knows it only in memory (a restart ends it), and the file
-//! is found by the pinned fingerprint. Files of sessions past their expiry are removed
-//! when seen.
+//! is found by the pinned fingerprint. A token past its expiry, or ended by the seal, is
+//! dropped from the file when seen.
 
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -23,7 +25,10 @@ pub struct Saved {
     pub appliance: String,
     /// The pinned certificate.
     pub fingerprint: Fingerprint,
-    pub token: SecretText,
+    /// The session's token; gone once it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<SecretText>,
+    #[serde(default)]
     pub expires_unix: i64,
 }
 
@@ -53,20 +58,25 @@ fn path_of(fp: &Fingerprint) -> Option<PathBuf> {
     dir().map(|d| d.join(format!("{}.json", fp.hex())))
 }
 
-/// The saved session for `fp`, if there is a live one.
-pub fn load(fp: &Fingerprint) -> Option<Saved> {
+fn read(fp: &Fingerprint) -> Option<Saved> {
     let p = path_of(fp)?;
     let text = zeroize::Zeroizing::new(std::fs::read_to_string(&p).ok()?);
     let s: Saved = serde_json::from_str(&text).ok()?;
-    if s.expires_unix <= now_unix() || s.fingerprint != *fp {
-        let _ = std::fs::remove_file(&p);
-        return None;
-    }
-    Some(s)
+    (s.fingerprint == *fp).then_some(s)
 }
 
-/// The live saved session made on control address `appliance`, if exactly one.
-pub fn find_by_address(appliance: &str) -> Option<Saved> {
+/// The token of the live saved session for `fp`, if any (an expired one is dropped).
+pub fn load(fp: &Fingerprint) -> Option<SecretText> {
+    let s = read(fp)?;
+    if s.token.is_some() && s.expires_unix <= now_unix() {
+        end(fp);
+        return None;
+    }
+    s.token
+}
+
+/// The certificate pinned for control address `appliance`, if exactly one was.
+pub fn pinned_for(appliance: &str) -> Option<Fingerprint> {
     let d = dir()?;
     let mut found = Vec::new();
     for e in std::fs::read_dir(d).ok()?.flatten() {
@@ -78,31 +88,35 @@ pub fn find_by_address(appliance: &str) -> Option<Saved> {
         else {
             continue;
         };
-        if let Some(s) = load(&fp)
+        if let Some(s) = read(&fp)
             && s.appliance == appliance
         {
-            found.push(s);
+            found.push(s.fingerprint);
         }
     }
-    (found.len() == 1).then(|| found.remove(0))
+    (found.len() == 1).then(|| found[0])
 }
 
 /// Saves a session (0600 file, 0700 directory). Failing to save is not fatal for the
 /// command that made the session: it is reported and the next command asks for the code.
 pub fn save(appliance: &str, fp: Fingerprint, reply: &SessionReply) -> Result<PathBuf, String> {
+    write(&Saved {
+        appliance: appliance.to_string(),
+        fingerprint: fp,
+        token: Some(reply.token.clone()),
+        expires_unix: reply.expires_unix,
+    })
+}
+
+fn write(saved: &Saved) -> Result<PathBuf, String> {
+    let fp = saved.fingerprint;
     let d = dir().ok_or("neither XDG_RUNTIME_DIR, XDG_CONFIG_HOME nor HOME is set")?;
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(&d)
         .map_err(|e| format!("cannot create {}: {e}", d.display()))?;
-    let saved = Saved {
-        appliance: appliance.to_string(),
-        fingerprint: fp,
-        token: reply.token.clone(),
-        expires_unix: reply.expires_unix,
-    };
-    let text = zeroize::Zeroizing::new(serde_json::to_vec(&saved).expect("sessions serialise"));
+    let text = zeroize::Zeroizing::new(serde_json::to_vec(saved).expect("sessions serialise"));
     let p = d.join(format!("{}.json", fp.hex()));
     let tmp = d.join(format!(".{}.tmp", fp.hex()));
     let _ = std::fs::remove_file(&tmp);
@@ -122,10 +136,18 @@ pub fn save(appliance: &str, fp: Fingerprint, reply: &SessionReply) -> Result<Pa
     Ok(p)
 }
 
-/// Removes the saved session of `fp` (it ended, or the seal ended it).
-pub fn remove(fp: &Fingerprint) {
-    if let Some(p) = path_of(fp) {
-        let _ = std::fs::remove_file(p);
+/// Drops the token of `fp`'s saved session (it ended, or the seal ended it); the pin stays.
+pub fn end(fp: &Fingerprint) {
+    if let Some(mut s) = read(fp)
+        && s.token.is_some()
+    {
+        s.token = None;
+        s.expires_unix = 0;
+        if write(&s).is_err()
+            && let Some(p) = path_of(fp)
+        {
+            let _ = std::fs::remove_file(p);
+        }
     }
 }
 
@@ -153,9 +175,9 @@ mod tests {
             .mode()
             & 0o777;
         assert_eq!(dmode, 0o700);
-        assert_eq!(load(&fp).unwrap().token.expose(), "t0k");
-        assert!(find_by_address("127.0.0.1:7049").is_some());
-        assert!(find_by_address("127.0.0.1:7050").is_none());
+        assert_eq!(load(&fp).unwrap().expose(), "t0k");
+        assert_eq!(pinned_for("127.0.0.1:7049"), Some(fp));
+        assert!(pinned_for("127.0.0.1:7050").is_none());
         assert!(load(&Fingerprint([8; 32])).is_none());
         let old = SessionReply {
             token: SecretText::new("old".into()),
@@ -163,6 +185,14 @@ mod tests {
         };
         save("127.0.0.1:7049", fp, &old).unwrap();
         assert!(load(&fp).is_none(), "expired");
-        assert!(!p.exists(), "and removed");
+        assert!(
+            !std::fs::read_to_string(&p).unwrap().contains("old"),
+            "dropped"
+        );
+        assert_eq!(pinned_for("127.0.0.1:7049"), Some(fp), "the pin stays");
+        save("127.0.0.1:7049", fp, &reply).unwrap();
+        end(&fp);
+        assert!(load(&fp).is_none());
+        assert!(!std::fs::read_to_string(&p).unwrap().contains("t0k"));
     }
 }

@@ -1,0 +1,308 @@
+//! The control API over HTTPS with the real binaries and clients written by others: `curl`
+//! (public status without a session, a wrong code refused, another pinned key refused), `odt`
+//! (a session after unlock: status, bundles and seal with no code; --json errors with stable
+//! kinds and exit codes; the seal code in status after the seal), and idle or half-open
+//! connections that must not lock the customer out.
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use odt_e2e::appliance::{Appliance, Job, Options};
+use odt_e2e::bins;
+use odt_e2e::run::run;
+
+const MIN: Duration = Duration::from_secs(60);
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn json(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("no JSON on stdout ({e}):\n{}", text(o)))
+}
+
+fn need_curl() {
+    let ok = Command::new("curl")
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "curl is needed (Debian package curl; scripts/install-test-deps)"
+    );
+}
+
+/// The SPKI pin job.toml records (`tls_spki_pin`), for curl's --pinnedpubkey.
+fn spki_pin(job: &Job) -> String {
+    let t = std::fs::read_to_string(job.job_dir.join("job.toml")).unwrap();
+    t.lines()
+        .find_map(|l| l.trim().strip_prefix("tls_spki_pin = "))
+        .map(|v| v.trim_matches('"').to_string())
+        .expect("job.toml records the public-key pin")
+}
+
+/// `curl` pinned to `pin` (no CA: -k leaves the trust to the pin).
+fn curl(pin: &str, args: &[&str]) -> Output {
+    let mut c = Command::new("curl");
+    c.args(["-sS", "-k", "--max-time", "30", "--pinnedpubkey"])
+        .arg(format!("sha256//{pin}"))
+        .args(args);
+    run(&mut c, None, MIN)
+}
+
+fn url(app: &Appliance, path: &str) -> String {
+    format!("https://{}{path}", app.control)
+}
+
+#[test]
+fn curl_sees_public_fields_only_and_is_refused_a_wrong_code_or_key() {
+    need_curl();
+    let job = Job::provision("1G", 1, &["--segment-size", "8M"]);
+    let app = Appliance::start(&job, Options::default());
+    let pin = spki_pin(&job);
+
+    let o = curl(&pin, &[&url(&app, "/api/v1/status")]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v = json(&o);
+    assert_eq!(v["state"], "locked", "{v}");
+    assert_eq!(v["fingerprint"], job.fingerprint.as_str(), "{v}");
+    assert!(v.get("store").is_none(), "{v}");
+
+    // A wrong code: 403, kind wrong-code, still locked.
+    let wrong = r#"{"code":"AAAAA-BBBBB-CCCCC-DDDDD"}"#;
+    let o = curl(
+        &pin,
+        &[
+            "-w",
+            "\n%{http_code}",
+            "-d",
+            wrong,
+            &url(&app, "/api/v1/unlock"),
+        ],
+    );
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let (body, code) = out.rsplit_once('\n').unwrap();
+    assert_eq!(code, "403", "{out}");
+    let v: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(v["error"]["kind"], "wrong-code", "{v}");
+
+    // Unlock with the right code: a session token; status with it shows the store.
+    let code = std::fs::read_to_string(&job.code_file).unwrap();
+    let code = code.lines().find(|l| !l.starts_with('#')).unwrap().trim();
+    let o = curl(
+        &pin,
+        &[
+            "-d",
+            &format!(r#"{{"code":"{code}"}}"#),
+            &url(&app, "/api/v1/unlock"),
+        ],
+    );
+    let v = json(&o);
+    assert_eq!(v["state"], "unlocked", "{v}");
+    let token = v["session"]["token"].as_str().unwrap().to_string();
+    let o = curl(
+        &pin,
+        &[
+            "-H",
+            &format!("Authorization: Bearer {token}"),
+            &url(&app, "/api/v1/status"),
+        ],
+    );
+    let v = json(&o);
+    assert_eq!(v["signed_in"], true, "{v}");
+    assert_eq!(v["store"]["files"], 0, "{v}");
+    let v = json(&curl(&pin, &[&url(&app, "/api/v1/status")]));
+    assert!(
+        v.get("store").is_none(),
+        "without the token: public fields only: {v}"
+    );
+    let o = curl(
+        &pin,
+        &[
+            "-w",
+            "%{http_code}",
+            "-o",
+            "/dev/null",
+            &url(&app, "/api/v1/bundles"),
+        ],
+    );
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "401");
+
+    // A client pinning another key is refused before any byte of HTTP (curl exit 90).
+    let other = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+    let o = curl(other, &[&url(&app, "/api/v1/status")]);
+    assert_eq!(o.status.code(), Some(90), "{}", text(&o));
+    // And so is odt pinning another certificate: exit 6, kind fingerprint-mismatch.
+    let o = run(
+        Command::new(bins::odt()).args([
+            "status",
+            "--json",
+            "--appliance",
+            &app.control.to_string(),
+            "--fingerprint",
+            &"ab".repeat(32),
+        ]),
+        None,
+        MIN,
+    );
+    assert_eq!(o.status.code(), Some(6), "{}", text(&o));
+    let v = json(&o);
+    assert_eq!(v["error"]["kind"], "fingerprint-mismatch", "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&job.fingerprint),
+        "the message names the certificate presented: {v}"
+    );
+}
+
+#[test]
+fn a_session_after_unlock_serves_status_bundles_and_seal_without_the_code() {
+    let job = Job::provision("1G", 1, &["--segment-size", "8M"]);
+    let app = Appliance::start(&job, Options::default());
+
+    // --json failures: one object with error.kind, non-zero exit.
+    let wrong = job.path("wrong-code");
+    std::fs::write(&wrong, "AAAAA-BBBBB-CCCCC-DDDDD\n").unwrap();
+    let o = run(
+        app.odt(&[
+            "unlock",
+            "--json",
+            "--fingerprint",
+            &app.fingerprint,
+            "--code-file",
+        ])
+        .arg(&wrong),
+        None,
+        MIN,
+    );
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    assert_eq!(json(&o)["error"]["kind"], "wrong-code");
+    let o = run(&mut app.odt(&["seal", "--json"]), None, MIN);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "no fingerprint, no session: {}",
+        text(&o)
+    );
+    assert_eq!(json(&o)["error"]["kind"], "usage");
+    let o = run(
+        Command::new(bins::odt()).args([
+            "status",
+            "--json",
+            "--appliance",
+            "127.0.0.1:1",
+            "--fingerprint",
+            &app.fingerprint,
+        ]),
+        None,
+        MIN,
+    );
+    assert_eq!(o.status.code(), Some(5), "{}", text(&o));
+    assert_eq!(json(&o)["error"]["kind"], "unreachable");
+
+    // Unlock once; then no code anywhere (stdin empty, no --code-file).
+    let out = app.unlock();
+    assert!(out.contains("Signed in"), "{out}");
+    let o = run(&mut app.odt(&["status", "--json"]), None, MIN);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(json(&o)["store"]["dirs"], 1);
+    let o = run(&mut app.odt(&["bundles", "--json"]), None, MIN);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = run(&mut app.odt(&["seal", "--json"]), None, MIN);
+    assert!(o.status.success(), "{}", text(&o));
+    let seal_code = json(&o)["seal_code"].as_str().unwrap().to_string();
+
+    // The seal ended the session: status shows the public fields, with the seal code and time.
+    let o = run(&mut app.odt(&["status"]), None, MIN);
+    assert!(o.status.success(), "{}", text(&o));
+    let t = text(&o);
+    assert!(t.contains(&format!("Seal code: {seal_code}")), "{t}");
+    assert!(t.contains("Not signed in"), "{t}");
+    let o = run(&mut app.odt(&["bundles", "--json"]), None, MIN);
+    assert_eq!(
+        o.status.code(),
+        Some(4),
+        "the session ended at the seal: {}",
+        text(&o)
+    );
+    assert_eq!(json(&o)["error"]["kind"], "unauthenticated");
+    // The token went with it; the pin stays (the status above needed no --fingerprint).
+    for f in std::fs::read_dir(job.path("runtime").join("odt"))
+        .unwrap()
+        .flatten()
+    {
+        let t = std::fs::read_to_string(f.path()).unwrap();
+        assert!(!t.contains("token"), "a token left after the seal: {t}");
+    }
+}
+
+/// Opens `n` TCP connections to `to` that send `first` and then nothing.
+fn jam(to: SocketAddr, n: usize, first: &[u8]) -> Vec<TcpStream> {
+    (0..n)
+        .map(|_| {
+            let s = TcpStream::connect(to).unwrap();
+            if !first.is_empty() {
+                (&s).write_all(first).unwrap();
+            }
+            s
+        })
+        .collect()
+}
+
+#[test]
+fn idle_and_half_open_connections_do_not_lock_the_customer_out() {
+    let job = Job::provision("1G", 1, &["--segment-size", "8M"]);
+    let app = Appliance::start(&job, Options::default());
+    let ctl = app.control;
+    // 32 idle connections and 8 that sent half a TLS record header.
+    let idle = jam(ctl, 32, b"");
+    let half = jam(ctl, 8, &[0x16, 0x03]);
+    let started = Instant::now();
+    app.unlock();
+    let o = run(&mut app.odt(&["status", "--json"]), None, MIN);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = run(&mut app.odt(&["seal", "--json"]), None, MIN);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "unlock, status and seal took {:?} next to 40 idle connections",
+        started.elapsed()
+    );
+    drop((idle, half));
+    // Let the appliance see them close, so that the next 60 meet the limit whole.
+    std::thread::sleep(Duration::from_secs(1));
+
+    // Past the per-address limit: an honest answer, not "bad greeting".
+    let many = jam(ctl, 60, b"");
+    // Let the appliance accept them all first.
+    std::thread::sleep(Duration::from_millis(500));
+    let o = run(&mut app.odt(&["status", "--json"]), None, MIN);
+    assert_eq!(o.status.code(), Some(5), "{}\n{}", text(&o), app.log_text());
+    let v = json(&o);
+    assert_eq!(v["error"]["kind"], "busy", "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("too many"),
+        "{v}"
+    );
+    drop(many);
+    // Once they are gone, it answers again.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let o = run(&mut app.odt(&["status", "--json"]), None, MIN);
+        if o.status.success() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still refused: {}", text(&o));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
