@@ -59,7 +59,7 @@ pub enum SealState {
     /// Signature, seal code, log ends and journal all check out.
     Intact {
         code: String,
-        record: odt_store::seal::SealRecord,
+        record: Box<odt_store::seal::SealRecord>,
     },
     /// A seal record exists but something does not check out.
     Broken { why: String },
@@ -87,7 +87,7 @@ pub fn seal_state(devices: &[PathBuf], job_dir: &Path, locked: &Locked) -> SealS
     match (report.intact, report.seal_code, record) {
         (true, Some(code), Ok(Some(signed))) => SealState::Intact {
             code,
-            record: signed.record,
+            record: Box::new(signed.record),
         },
         (_, _, _) => SealState::Broken {
             why: report

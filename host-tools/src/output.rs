@@ -47,6 +47,33 @@ pub fn unix_time(secs: i64) -> String {
     )
 }
 
+/// The custody log for people: one line per event, indented, and a count of wrong codes.
+pub fn custody(log: &odt_store::custody::Log) -> String {
+    let mut s = format!(
+        "  custody log: {} event(s), {} wrong unlock code(s){}\n",
+        log.events.len(),
+        log.wrong_codes(),
+        if log.omitted > 0 {
+            format!(", {} more not listed", log.omitted)
+        } else {
+            String::new()
+        }
+    );
+    for e in &log.events {
+        s.push_str(&format!(
+            "    {}  {}{}\n",
+            unix_time(e.time.secs),
+            e.what.describe(),
+            if e.from.is_empty() {
+                String::new()
+            } else {
+                format!(" from {}", e.from)
+            }
+        ));
+    }
+    s
+}
+
 /// Parses sizes like `10G`, `512M`, `4096`, `1.5T` (binary units).
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();

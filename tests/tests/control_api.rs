@@ -168,7 +168,7 @@ fn curl_sees_public_fields_only_and_is_refused_a_wrong_code_or_key() {
 #[test]
 fn a_session_after_unlock_serves_status_bundles_and_seal_without_the_code() {
     let job = Job::provision("1G", 1, &["--segment-size", "8M"]);
-    let app = Appliance::start(&job, Options::default());
+    let mut app = Appliance::start(&job, Options::default());
 
     // --json failures: one object with error.kind, non-zero exit.
     let wrong = job.path("wrong-code");
@@ -244,6 +244,30 @@ fn a_session_after_unlock_serves_status_bundles_and_seal_without_the_code() {
         let t = std::fs::read_to_string(f.path()).unwrap();
         assert!(!t.contains("token"), "a token left after the seal: {t}");
     }
+
+    // The custody log, signed with the seal: the wrong code tried while locked, the unlock,
+    // the seal request; `odt seal-check` shows it without the data key.
+    app.stop();
+    let mut c = Command::new(bins::odt());
+    c.args(["seal-check", "--json", "--job"]).arg(&job.job_dir);
+    for d in &job.devices {
+        c.arg("--device").arg(d);
+    }
+    let o = run(&mut c, None, MIN);
+    assert!(o.status.success(), "{}", text(&o));
+    let v = json(&o);
+    let whats: Vec<&str> = v["custody"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["what"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        whats,
+        ["started", "wrong-code", "code-accepted", "seal-requested"],
+        "{v}"
+    );
+    assert_eq!(v["custody"]["events"][1]["from"], "127.0.0.1");
 }
 
 /// Opens `n` TCP connections to `to` that send `first` and then nothing.

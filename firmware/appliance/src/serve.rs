@@ -119,7 +119,7 @@ pub async fn run(settings: Settings) -> Result<(), ServeError> {
     tokio::spawn(crate::control::run(
         control_listener,
         acceptor,
-        ctx,
+        ctx.clone(),
         crate::control::Limits::default(),
     ));
     tokio::spawn(activity(app.clone()));
@@ -163,6 +163,8 @@ pub async fn run(settings: Settings) -> Result<(), ServeError> {
     {
         tracing::warn!("writes still running after 30 s; stopping without them");
     }
+    // The custody log: the keys leave memory now (locked), if the store can still take it.
+    ctx.note(odt_store::custody::What::Stopped, None).await;
     let a = app.clone();
     tokio::task::spawn_blocking(move || a.sync())
         .await

@@ -127,6 +127,8 @@ pub enum Op {
     /// BLAKE3 chaining value of the whole aligned 1 MiB block `block` of file `id`, as of the
     /// writes journaled so far (lets the manifest hash a file without re-reading it).
     BlockCv { id: u64, block: u64, cv: [u8; 32] },
+    /// An event of the custody log (see [`crate::custody`]).
+    Custody { event: crate::custody::Event },
 }
 
 /// A VM bundle as recorded at the seal.

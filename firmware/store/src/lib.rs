@@ -12,6 +12,7 @@ pub mod aligned;
 pub mod bundle;
 pub mod cipher;
 pub mod control;
+pub mod custody;
 pub mod device;
 pub mod digest;
 pub mod error;

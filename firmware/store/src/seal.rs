@@ -52,6 +52,8 @@ pub struct SealRecord {
     pub bytes: u64,
     pub bundles: u32,
     pub sealed: Time,
+    /// The custody log up to the seal (signed with the rest).
+    pub custody: crate::custody::Log,
 }
 
 /// The record with its Ed25519 signature, as stored.
@@ -255,6 +257,7 @@ pub(crate) fn write_record(store: &Store) -> Result<Sealed> {
         bytes: st.logical_bytes,
         bundles: nbundles,
         sealed: time,
+        custody: crate::custody::log(store),
     };
     let signature = store
         .secrets()
@@ -301,6 +304,8 @@ pub struct CheckReport {
     pub devices: Vec<PathBuf>,
     /// Bytes read to decide.
     pub bytes_read: u64,
+    /// The custody log the seal signs (shown once the signature holds).
+    pub custody: Option<crate::custody::Log>,
 }
 
 struct Fail(String);
@@ -320,6 +325,7 @@ pub fn check(paths: &[PathBuf], job_dir: &Path, expect: Option<&str>) -> Result<
         bytes: None,
         devices: paths.to_vec(),
         bytes_read: 0,
+        custody: None,
     };
     match check_inner(paths, &job, expect, &mut report) {
         Ok(()) => report.intact = true,
@@ -387,6 +393,7 @@ fn check_inner(
     r.seal_code = Some(seal.code());
     r.job_id = Some(rec.job_id.clone());
     r.sealed_unix = Some(rec.sealed.secs);
+    r.custody = Some(rec.custody.clone());
     r.files = Some(rec.files);
     r.bytes = Some(rec.bytes);
     if rec.job_id != job.id || rec.set_id != sbs[0].set_id || rec.devices.len() != devs.len() {

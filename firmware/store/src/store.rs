@@ -827,6 +827,13 @@ impl Store {
         Ok(())
     }
 
+    /// Admits `ops` as one change (refused once read-only or sealed) and waits until they
+    /// are durable.
+    pub(crate) fn submit_change(&self, ops: Vec<Op>) -> Result<()> {
+        let _admitted = self.writable()?;
+        self.submit(ops)
+    }
+
     /// Applies ops to the namespace and queues them; waits until they are durable. The caller
     /// has admitted the change (or is the seal).
     pub(crate) fn submit(&self, ops: Vec<Op>) -> Result<()> {

@@ -72,6 +72,8 @@ pub struct Report {
     pub renamed: Vec<Renaming>,
     pub receipt: ReceiptStatus,
     pub warnings: Vec<String>,
+    /// The custody log journaled on the appliance (up to the seal, which signs it).
+    pub custody: odt_store::custody::Log,
 }
 
 impl Report {
@@ -169,6 +171,7 @@ impl Report {
                 let _ = writeln!(s, "  {} -> {}: {}", r.device_path, r.datastore_path, r.why);
             }
         }
+        s.push_str(&crate::output::custody(&self.custody));
         for w in &self.warnings {
             let _ = writeln!(s, "warning: {w}");
         }

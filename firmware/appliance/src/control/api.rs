@@ -153,7 +153,7 @@ pub async fn unlock_with(ctx: &Arc<Ctx>, peer: Peer, code: &str) -> Result<Respo
         Ok(c) => c,
         Err(e) => {
             tracing::warn!("control: malformed unlock code from {}", peer.0);
-            ctx.note_attempt(peer, false);
+            ctx.note_attempt(peer, false).await;
             return Err(error(ErrorKind::BadRequest, e.to_string()));
         }
     };
@@ -161,7 +161,10 @@ pub async fn unlock_with(ctx: &Arc<Ctx>, peer: Peer, code: &str) -> Result<Respo
     let r = tokio::task::spawn_blocking(move || a.unlock(&code)).await;
     match r {
         Ok(Ok(report)) => {
-            ctx.note_attempt(peer, true);
+            if !report.already_unlocked {
+                ctx.journal_pending().await;
+            }
+            ctx.note_attempt(peer, true).await;
             if report.already_unlocked {
                 tracing::info!(
                     "control: unlock from {}: already unlocked (code checked)",
@@ -189,7 +192,7 @@ pub async fn unlock_with(ctx: &Arc<Ctx>, peer: Peer, code: &str) -> Result<Respo
         }
         Ok(Err(e @ StateError::WrongCode { .. })) => {
             tracing::warn!("control: wrong unlock code from {}", peer.0);
-            ctx.note_attempt(peer, false);
+            ctx.note_attempt(peer, false).await;
             Err(error(ErrorKind::WrongCode, e.to_string()))
         }
         Ok(Err(e)) => {
@@ -268,7 +271,7 @@ pub async fn check_sign_in(ctx: &Arc<Ctx>, peer: Peer, req: SignInRequest) -> Re
             ));
         }
     };
-    ctx.note_attempt(peer, ok);
+    ctx.note_attempt(peer, ok).await;
     if ok {
         Ok(())
     } else {
@@ -349,6 +352,8 @@ pub async fn seal_with(
     if ctx.app.state() == State::Locked {
         return Err(error(ErrorKind::Locked, StateError::Locked.to_string()));
     }
+    ctx.note(odt_store::custody::What::SealRequested, Some(peer))
+        .await;
     settle_writes(ctx).await;
     let a = ctx.app.clone();
     let out = match tokio::task::spawn_blocking(move || a.seal(force)).await {
@@ -631,7 +636,9 @@ mod tests {
         assert_eq!(r.kind(), ErrorKind::BadRequest);
         let r = call(&ctx, Method::GET, "/format-disk", "", None).await;
         assert_eq!((r.status, r.kind()), (404, ErrorKind::NotFound));
-        assert_eq!(ctx.attempts().iter().filter(|a| !a.ok).count(), 2);
+        let (log, pending) = ctx.custody();
+        assert!(log.events.is_empty(), "locked: nothing journaled yet");
+        assert_eq!(pending.len(), 2);
 
         // Unlock: a session comes with it.
         let r = call(
@@ -691,6 +698,24 @@ mod tests {
         let r = call(&ctx, Method::POST, "/api/v1/seal", "", Some(&t1)).await;
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
         let sealed: SealReply = r.json();
+        let (log, pending) = ctx.custody();
+        let whats: Vec<_> = log.events.iter().map(|e| e.what).collect();
+        use odt_store::custody::What;
+        assert_eq!(
+            whats,
+            [
+                What::Started,
+                What::WrongCode,
+                What::WrongCode,
+                What::CodeAccepted,
+                What::CodeAccepted,
+                What::WrongCode,
+                What::SealRequested
+            ],
+            "journaled in order, the locked appliance's events at the unlock"
+        );
+        assert_eq!(log.events[1].from, "192.0.2.7");
+        assert!(pending.is_empty());
         let s: StatusReport = call(&ctx, Method::GET, "/api/v1/status", "", None)
             .await
             .json();

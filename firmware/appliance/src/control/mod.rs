@@ -27,7 +27,8 @@ use std::time::Duration;
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use odt_store::control::ErrorKind;
-use serde::Serialize;
+use odt_store::custody::{self, Event, What};
+use odt_store::journal::Time;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
@@ -61,20 +62,12 @@ impl Default for Limits {
 
 /// Connections over a limit answered `503` at a time (beyond that they are just closed).
 const REFUSALS_AT_ONCE: usize = 8;
-/// Unlock and sign-in attempts remembered for the page.
-const ATTEMPTS_KEPT: usize = 200;
+/// Custody events kept in memory until they can be journaled (locked, or after the seal).
+const UNJOURNALED_KEPT: usize = odt_store::custody::MAX_EVENTS;
 
 /// The address a request came from (an extension on every request).
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub SocketAddr);
-
-/// One unlock or sign-in attempt.
-#[derive(Debug, Clone, Serialize)]
-pub struct Attempt {
-    pub unix: i64,
-    pub from: IpAddr,
-    pub ok: bool,
-}
 
 /// What the handlers share.
 pub struct Ctx {
@@ -82,7 +75,11 @@ pub struct Ctx {
     pub sessions: sessions::Sessions,
     /// Where the NFS export listens (for the page's mount commands).
     pub nfs: SocketAddr,
-    attempts: Mutex<VecDeque<Attempt>>,
+    /// Custody events not in the store's log: those of a locked appliance (journaled at
+    /// the unlock) and those after the seal (never: the seal signs the journal's end).
+    unjournaled: Mutex<VecDeque<Event>>,
+    /// When this run started.
+    started: Time,
 }
 
 impl Ctx {
@@ -92,32 +89,85 @@ impl Ctx {
             app,
             sessions: sessions::Sessions::default(),
             nfs,
-            attempts: Mutex::new(VecDeque::new()),
+            unjournaled: Mutex::new(VecDeque::new()),
+            started: Time::now(),
         }
     }
 
-    /// Records an unlock or sign-in attempt.
-    pub fn note_attempt(&self, peer: Peer, ok: bool) {
-        let unix = odt_store::journal::Time::now().secs;
-        let mut a = self.attempts.lock().unwrap_or_else(|e| e.into_inner());
-        if a.len() >= ATTEMPTS_KEPT {
-            a.pop_front();
-        }
-        a.push_back(Attempt {
-            unix,
-            from: peer.0.ip(),
-            ok,
-        });
+    fn unjournaled(&self) -> std::sync::MutexGuard<'_, VecDeque<Event>> {
+        self.unjournaled.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The attempts since start, oldest first.
-    pub fn attempts(&self) -> Vec<Attempt> {
-        self.attempts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .cloned()
-            .collect()
+    /// Records an unlock or sign-in attempt in the custody log.
+    pub async fn note_attempt(&self, peer: Peer, ok: bool) {
+        let what = if ok {
+            What::CodeAccepted
+        } else {
+            What::WrongCode
+        };
+        self.note(what, Some(peer)).await;
+    }
+
+    /// Records a custody event: journaled at once when the store is open and not sealed
+    /// (in a worker: it waits for durability), else kept in memory.
+    pub async fn note(&self, what: What, peer: Option<Peer>) {
+        let event = Event {
+            time: Time::now(),
+            what,
+            from: peer.map(|p| p.0.ip().to_string()).unwrap_or_default(),
+        };
+        match self.app.store().filter(|s| !s.is_sealed()).cloned() {
+            Some(store) => {
+                let e = event.clone();
+                let r = tokio::task::spawn_blocking(move || custody::record(&store, vec![e])).await;
+                if !matches!(r, Ok(Ok(()))) {
+                    tracing::warn!("custody event {what:?} not journaled (the store refused it)");
+                    self.keep(event);
+                }
+            }
+            None => self.keep(event),
+        }
+    }
+
+    fn keep(&self, event: Event) {
+        let mut u = self.unjournaled();
+        if u.len() >= UNJOURNALED_KEPT {
+            u.pop_front();
+        }
+        u.push_back(event);
+    }
+
+    /// Journals this run's start and what happened while locked: called once the store is
+    /// unlocked for the first time in this run.
+    pub async fn journal_pending(&self) {
+        let Some(store) = self.app.store().filter(|s| !s.is_sealed()).cloned() else {
+            return;
+        };
+        let mut events = vec![Event {
+            time: self.started,
+            what: What::Started,
+            from: String::new(),
+        }];
+        events.extend(self.unjournaled().drain(..));
+        let keep = events.clone();
+        let r = tokio::task::spawn_blocking(move || custody::record(&store, events)).await;
+        if !matches!(r, Ok(Ok(()))) {
+            tracing::warn!("the custody events of the locked appliance were not journaled");
+            for e in keep.into_iter().skip(1) {
+                self.keep(e);
+            }
+        }
+    }
+
+    /// The custody log: the store's (every run up to now, once unlocked), then the events
+    /// not in it, oldest first.
+    pub fn custody(&self) -> (custody::Log, Vec<Event>) {
+        let log = self
+            .app
+            .store()
+            .map(|s| custody::log(s))
+            .unwrap_or_default();
+        (log, self.unjournaled().iter().cloned().collect())
     }
 }
 

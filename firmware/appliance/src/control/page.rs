@@ -19,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use odt_store::bundle::{BundleReport, Severity};
 use odt_store::control::{self, SignInRequest, State, StatusReport};
+use odt_store::custody::What;
 
 use super::api::{self, SealResult};
 use super::{Ctx, Peer};
@@ -373,28 +374,42 @@ fn bundles_section(o: &mut String, r: &BundleReport) {
 }
 
 fn custody_section(o: &mut String, ctx: &Ctx) {
-    let attempts = ctx.attempts();
-    let wrong = attempts.iter().filter(|a| !a.ok).count();
+    let (log, later) = ctx.custody();
+    let wrong = log.wrong_codes() + later.iter().filter(|e| e.what == What::WrongCode).count();
     let _ = write!(
         o,
-        "<section id=\"custody\"><h2>Custody log</h2><p id=\"wrong-codes\">{wrong} wrong unlock code attempt(s) since start.</p>\
-         <table><tr><th>Time</th><th>Event</th><th>From</th></tr>"
+        "<section id=\"custody\"><h2>Custody log</h2><p id=\"wrong-codes\">{wrong} wrong unlock code attempt(s) recorded.</p>\
+         <table><tr><th>Time</th><th>Event</th><th>From</th><th></th></tr>"
     );
-    for a in attempts.iter().rev() {
+    let rows = log
+        .events
+        .iter()
+        .map(|e| (e, "journaled"))
+        .chain(later.iter().map(|e| (e, "not journaled")));
+    for (e, how) in rows.collect::<Vec<_>>().into_iter().rev() {
         let _ = write!(
             o,
-            "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td></tr>",
-            if a.ok { "ok" } else { "bad" },
-            utc(a.unix),
-            if a.ok {
-                "unlock code accepted"
+            "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{how}</td></tr>",
+            if e.what == What::WrongCode {
+                "bad"
             } else {
-                "WRONG unlock code"
+                "ok"
             },
-            a.from
+            utc(e.time.secs),
+            e.what.describe(),
+            esc(&e.from)
         );
     }
-    o.push_str("</table></section>");
+    o.push_str("</table>");
+    if log.omitted > 0 {
+        let _ = write!(
+            o,
+            "<p>{} later event(s) not listed (the log keeps {}).</p>",
+            log.omitted,
+            odt_store::custody::MAX_EVENTS
+        );
+    }
+    o.push_str("</section>");
 }
 
 fn footer(o: &mut String, s: &StatusReport) {
