@@ -65,7 +65,7 @@ struct Appliance {
 }
 
 impl Appliance {
-    fn boot(image: &Path, disk: &Path, odt: &Path, dir: &Path) -> Appliance {
+    fn boot(image: &Path, disk: &Path, odt: &Path, fingerprint: &str, dir: &Path) -> Appliance {
         let stderr_log = dir.join("boot-test.log");
         let console = dir.join("console.log");
         let mut cmd = Command::new(repo().join("images/boot-test"));
@@ -75,6 +75,7 @@ impl Appliance {
             .arg(disk)
             .arg("--odt")
             .arg(odt)
+            .args(["--fingerprint", fingerprint])
             .arg("--console-log")
             .arg(&console)
             .arg("--hold")
@@ -356,7 +357,8 @@ fn image_trip() {
     let files = make_export(&src);
 
     // 3. Boot the appliance with the disk.
-    let app = Appliance::boot(&image, &disk, &odt, d);
+    let fingerprint = odt_e2e::appliance::fingerprint_of(&job);
+    let app = Appliance::boot(&image, &disk, &odt, &fingerprint, d);
 
     // 4. Customer: unlock, copy, read back, seal.
     run_ok(
