@@ -31,6 +31,7 @@ pub mod segment;
 pub mod store;
 pub mod superblock;
 pub mod tls;
+pub mod units;
 pub mod verify;
 
 pub use error::{Error, Result};

@@ -70,6 +70,12 @@ pub async fn read_body(body: Body) -> Result<axum::body::Bytes, Response> {
     }
 }
 
+/// Reads and decodes a JSON request body (see [`read_body`]).
+async fn json_body<T: serde::de::DeserializeOwned>(body: Body) -> Result<T, Response> {
+    let b = read_body(body).await?;
+    control::decode_json(&b).map_err(|e| error(ErrorKind::BadRequest, e))
+}
+
 /// The bearer token of a request (`Authorization: Bearer T`), or with `cookie` also the
 /// page's session cookie.
 pub fn token_of(headers: &HeaderMap, cookie: bool) -> Option<String> {
@@ -211,13 +217,9 @@ async fn unlock(
     Extension(peer): Extension<Peer>,
     body: Body,
 ) -> Response {
-    let body = match read_body(body).await {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let req: UnlockRequest = match control::decode_json(&body) {
+    let req: UnlockRequest = match json_body(body).await {
         Ok(r) => r,
-        Err(e) => return error(ErrorKind::BadRequest, e),
+        Err(r) => return r,
     };
     unlock_with(&ctx, peer, req.code.expose())
         .await
@@ -288,13 +290,9 @@ async fn sign_in(
     Extension(peer): Extension<Peer>,
     body: Body,
 ) -> Response {
-    let body = match read_body(body).await {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let req: SignInRequest = match control::decode_json(&body) {
+    let req: SignInRequest = match json_body(body).await {
         Ok(r) => r,
-        Err(e) => return error(ErrorKind::BadRequest, e),
+        Err(r) => return r,
     };
     match check_sign_in(&ctx, peer, req).await {
         Ok(()) => json(StatusCode::OK, &ctx.sessions.create(peer.0.ip())),
@@ -415,13 +413,9 @@ async fn seal(
     let Some((token, _)) = session_of(&ctx, &headers, false) else {
         return not_signed_in("the seal");
     };
-    let body = match read_body(body).await {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let req: SealRequest = match control::decode_json(&body) {
+    let req: SealRequest = match json_body(body).await {
         Ok(r) => r,
-        Err(e) => return error(ErrorKind::BadRequest, e),
+        Err(r) => return r,
     };
     match seal_with(&ctx, peer, &token, req.force).await {
         Ok(SealResult::Sealed(r)) => json(StatusCode::OK, &r),

@@ -20,6 +20,7 @@ use axum::routing::{get, post};
 use odt_store::bundle::{BundleReport, Severity};
 use odt_store::control::{self, SignInRequest, State, StatusReport};
 use odt_store::custody::What;
+use odt_store::units::{bytes, utc};
 
 use super::api::{self, SealResult};
 use super::{Ctx, Peer};
@@ -73,43 +74,6 @@ pub fn esc(s: &str) -> String {
         }
     }
     o
-}
-
-/// Bytes for people (binary units).
-pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
-/// Unix seconds as `YYYY-MM-DD HH:MM:SS UTC`.
-pub fn utc(secs: i64) -> String {
-    // Civil-from-days (proleptic Gregorian), after Howard Hinnant's published algorithm.
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }
 
 fn html(status: StatusCode, body: String) -> Response {
@@ -654,14 +618,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn escaping_and_formats() {
+    fn escaping() {
         assert_eq!(
             esc("<a href='x'>&\"</a>"),
             "&lt;a href=&#39;x&#39;&gt;&amp;&quot;&lt;/a&gt;"
         );
-        assert_eq!(bytes(1536), "1.5 KiB");
-        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
-        assert_eq!(utc(1_795_412_928), "2026-11-23 05:48:48 UTC");
     }
 
     #[test]
