@@ -5,7 +5,8 @@
 //! [`allow`]) and answers WRITE, COMMIT, READDIR and FSSTAT itself ([`writeback`], [`pending`],
 //! [`readdir`], [`fsstat`], [`rpc`]) as well as the metadata procedures and MOUNT ([`meta`],
 //! [`mount`]); persistent file handles ([`handles`]); the Locked → Unlocked → Sealed life
-//! cycle ([`state`]); the control API for unlock and status ([`control`]); settings from
+//! cycle ([`state`]); the HTTPS control API and web page for unlock, status, the seal and
+//! the custody log ([`control`]); settings from
 //! flags and a TOML file ([`config`]); and the process wiring ([`serve`]).
 
 pub mod allow;
