@@ -330,3 +330,78 @@ fn idle_and_half_open_connections_do_not_lock_the_customer_out() {
         std::thread::sleep(Duration::from_millis(300));
     }
 }
+
+/// `tmux ARGS...`, panicking with its output unless it succeeds.
+fn tmux(socket: &std::path::Path, args: &[&str]) -> String {
+    let o = run(
+        Command::new("tmux").arg("-S").arg(socket).args(args),
+        None,
+        MIN,
+    );
+    assert!(o.status.success(), "tmux {args:?}: {}", text(&o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn the_code_typed_on_a_terminal_is_not_echoed() {
+    let ok = Command::new("tmux")
+        .arg("-V")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "tmux is needed (Debian package tmux; scripts/install-test-deps)"
+    );
+    let job = Job::provision("1G", 1, &["--segment-size", "8M"]);
+    let app = Appliance::start(&job, Options::default());
+    let code = std::fs::read_to_string(&job.code_file).unwrap();
+    let code = code
+        .lines()
+        .find(|l| !l.starts_with('#'))
+        .unwrap()
+        .trim()
+        .to_string();
+    let socket = job.path("tmux.sock");
+    let done = job.path("unlock.done");
+    let cmd = format!(
+        "XDG_RUNTIME_DIR={} {} unlock --appliance {} --fingerprint {}; echo EXIT=$? > {}; sleep 30",
+        job.path("runtime").display(),
+        bins::odt().display(),
+        app.control,
+        app.fingerprint,
+        done.display()
+    );
+    tmux(
+        &socket,
+        &["new-session", "-d", "-x", "200", "-y", "20", &cmd],
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !tmux(&socket, &["capture-pane", "-p"]).contains("Unlock code:") {
+        assert!(Instant::now() < deadline, "no prompt for the code");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    tmux(&socket, &["send-keys", "-l", &code]);
+    tmux(&socket, &["send-keys", "Enter"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done.exists() {
+        assert!(Instant::now() < deadline, "odt unlock did not finish");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let screen = tmux(&socket, &["capture-pane", "-p"]);
+    let _ = run(
+        Command::new("tmux")
+            .arg("-S")
+            .arg(&socket)
+            .arg("kill-server"),
+        None,
+        MIN,
+    );
+    assert_eq!(
+        std::fs::read_to_string(&done).unwrap().trim(),
+        "EXIT=0",
+        "{screen}"
+    );
+    assert!(screen.contains("is unlocked"), "{screen}");
+    assert!(!screen.contains(&code), "the code was echoed:\n{screen}");
+}
