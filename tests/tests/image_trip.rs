@@ -496,7 +496,7 @@ fn image_trip() {
         Duration::from_secs(120),
     );
     let datastore = d.join("datastore");
-    run_ok(
+    let ingest = run_ok(
         Command::new(&odt)
             .args(["ingest", "--device"])
             .arg(&disk)
@@ -505,6 +505,13 @@ fn image_trip() {
             .arg("--to")
             .arg(&datastore),
         Duration::from_secs(600),
+    );
+    // The custody log journaled in the image and signed with the seal, in the report.
+    assert!(
+        ingest.contains("custody log:")
+            && ingest.contains("unlock code accepted from")
+            && ingest.contains("seal requested from"),
+        "the ingest report shows no custody log:\n{ingest}"
     );
     let want = tree(&src, "");
     let got = tree(&datastore, ".odt-ingest");

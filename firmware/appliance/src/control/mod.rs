@@ -5,6 +5,7 @@
 //! - [`page`]: the server-rendered page at `/` (sign-in, dashboard, bundles, "Prepare to
 //!   ship", custody log), no script or style from elsewhere.
 //! - [`sessions`]: bearer tokens and sign-in challenges, in memory.
+//! - [`ship`]: the seal and the bill of materials ([`bom`]), for the API and the page.
 //!
 //! TLS uses the certificate made at provisioning ([`odt_store::tls`]); clients pin its
 //! fingerprint. Connections are bounded so that idle or slow clients cannot lock a customer
@@ -18,6 +19,7 @@ pub mod api;
 pub mod bom;
 pub mod page;
 pub mod sessions;
+pub mod ship;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};

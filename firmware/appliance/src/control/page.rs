@@ -22,7 +22,8 @@ use odt_store::control::{self, SignInRequest, State, StatusReport};
 use odt_store::custody::What;
 use odt_store::units::{bytes, utc};
 
-use super::api::{self, SealResult};
+use super::api;
+use super::ship::{self, SealResult};
 use super::{Ctx, Peer};
 
 const SCRIPT: &str = include_str!("page.js");
@@ -556,7 +557,7 @@ async fn seal(
         )
         .await;
     }
-    match api::seal_with(&ctx, peer, &token, false).await {
+    match ship::seal_with(&ctx, peer, &token, false).await {
         Ok(SealResult::Sealed(_)) => see_other(None),
         Ok(SealResult::Refused(r)) => {
             let msg = format!("NOT SEALED: {}", r.reason);
@@ -583,7 +584,7 @@ async fn bom(
         )
         .await;
     }
-    api::bom_download(&ctx, format).await
+    ship::bom_download(&ctx, format).await
 }
 
 /// The seal code as a QR code (SVG). Public, as the seal code is.
