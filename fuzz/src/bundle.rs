@@ -1,19 +1,28 @@
-//! Customer text: `bundle::parse_descriptor` (OVF XML) and `bundle::parse_mf` (`.mf` lines).
+//! Customer bytes: `bundle::parse_descriptor` (OVF XML), `bundle::parse_mf` (`.mf` lines)
+//! and `ovf::tar_members` (an OVA's tar headers, PAX records, GNU long names).
 //!
-//! The input, if UTF-8, goes to both parsers. Contracts:
+//! The input, decoded lossily, goes to the text parsers, and as it is to the tar walker.
+//! Contracts:
 //! - no panic (also on the text of a `.mf` or `.ovf` that is not UTF-8, decoded lossily);
 //! - `parse_mf`: at most one entry per non-blank line; algorithm upper-case and trimmed,
 //!   digest lower-case and trimmed; written back as `ALGO(file)= digest` lines the entries
 //!   parse to themselves;
 //! - `parse_descriptor`: the references, written back as a minimal OVF envelope (attribute
-//!   values escaped), parse to themselves.
+//!   values escaped), parse to themselves;
+//! - `tar_members`: no panic; every member lies inside the input.
 
-use odt_store::bundle::{MfEntry, Reference, parse_descriptor, parse_mf};
+use odt_store::bundle::{MfEntry, parse_descriptor, parse_mf};
+use odt_store::ovf::tar_members;
 
 pub fn run(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     mf(&text);
     descriptor(&text);
+    if let Ok(members) = tar_members(std::io::Cursor::new(data)) {
+        for m in members {
+            assert!(m.offset.saturating_add(m.size) <= data.len() as u64, "member past the end");
+        }
+    }
 }
 
 fn mf(text: &str) {
@@ -67,6 +76,9 @@ fn descriptor(text: &str) {
         again.push_str("/>");
     }
     again.push_str("</References></Envelope>");
-    let back: Vec<Reference> = parse_descriptor(&again).expect("written-back descriptor parses");
-    assert_eq!(back, refs, "descriptor round trip");
+    let back = parse_descriptor(&again).expect("written-back descriptor parses");
+    let key = |v: &[odt_store::bundle::Reference]| -> Vec<(String, Option<u64>)> {
+        v.iter().map(|r| (r.href.clone(), r.size)).collect()
+    };
+    assert_eq!(key(&back), key(&refs), "descriptor round trip");
 }

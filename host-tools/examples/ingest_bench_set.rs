@@ -6,7 +6,8 @@
 //! cargo run --release -p odt-tools --example ingest_bench_set -- DIR GIB
 //! ```
 //! writes `DIR/tree/` (about GIB GiB), `DIR/job/` and `DIR/dev0.img`, and prints the
-//! commands to compare.
+//! commands to compare. With `--importable` the bundles are ones vCenter imports (a full
+//! descriptor, streamOptimized disk headers), for benches/import-vs-two-step.
 
 use std::fs;
 use std::io::{Read, Write};
@@ -77,24 +78,30 @@ fn write_file(path: &Path, mib: u64, seed: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn generate_tree(tree: &Path, gib: u64) -> anyhow::Result<()> {
+fn generate_tree(tree: &Path, gib: u64, importable: bool) -> anyhow::Result<()> {
     let total = gib * 1024;
     for (b, share) in [("web-01", 6u64), ("db-01", 4)] {
         let d = tree.join(b);
         fs::create_dir_all(&d)?;
-        fs::write(
-            d.join(format!("{b}.ovf")),
-            format!("<Envelope name=\"{b}\"/>\n").repeat(200),
-        )?;
+        let disk = format!("{b}-disk1.vmdk");
+        let mib = total * share / 10 - 2;
+        let ovf = if importable {
+            // A descriptor vCenter (and its simulator) imports, and a streamOptimized header.
+            odt_e2e::vcsim::descriptor(b, &disk, (mib as usize) * MIB, None)
+        } else {
+            format!("<Envelope name=\"{b}\"/>\n").repeat(200)
+        };
+        fs::write(d.join(format!("{b}.ovf")), ovf)?;
         fs::write(
             d.join(format!("{b}.mf")),
             format!("SHA256({b}-disk1.vmdk)= 00\n"),
         )?;
-        write_file(
-            &d.join(format!("{b}-disk1.vmdk")),
-            total * share / 10 - 2,
-            share,
-        )?;
+        write_file(&d.join(&disk), mib, share)?;
+        if importable {
+            use std::os::unix::fs::FileExt;
+            let f = fs::OpenOptions::new().write(true).open(d.join(&disk))?;
+            f.write_all_at(&odt_e2e::vcsim::stream_vmdk(512, 0), 0)?;
+        }
     }
     let logs = tree.join("db-01").join("logs");
     fs::create_dir_all(&logs)?;
@@ -136,9 +143,10 @@ fn copy_into(store: &Store, dir: u64, from: &Path) -> anyhow::Result<()> {
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    if args.len() != 3 {
-        bail!("usage: ingest_bench_set DIR GIB");
+    if args.len() != 3 && !(args.len() == 4 && args[3] == "--importable") {
+        bail!("usage: ingest_bench_set DIR GIB [--importable]");
     }
+    let importable = args.len() == 4;
     let out = PathBuf::from(&args[1]);
     let gib: u64 = args[2].parse().context("GIB must be a whole number")?;
     let tree = out.join("tree");
@@ -146,7 +154,7 @@ fn main() -> anyhow::Result<()> {
         bail!("{} exists; use an empty directory", tree.display());
     }
     eprintln!("writing the plaintext tree ({gib} GiB) ...");
-    generate_tree(&tree, gib)?;
+    generate_tree(&tree, gib, importable)?;
 
     let job_dir = out.join("job");
     fs::create_dir_all(&job_dir)?;

@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 pub mod cmd;
 pub mod control;
 pub mod erase;
+pub mod import;
 pub mod ingest;
 pub mod job_devices;
 pub mod output;
@@ -16,7 +17,7 @@ pub mod verify;
 ///
 /// Provider: `odt job new`, `odt provision`. Customer: `odt unlock`, `odt status`,
 /// `odt seal`. Courier/dock: `odt seal-check`. Ingest station: `odt verify`, `odt ingest`,
-/// `odt erase`.
+/// `odt import`, `odt erase`.
 #[derive(Debug, Parser)]
 #[command(name = "odt", version, about, long_about = None, propagate_version = true)]
 pub struct Cli {
@@ -41,6 +42,10 @@ pub enum Command {
     /// Decrypt, verify and write the VM bundles into a datastore directory; resumable,
     /// parallel, quarantines damaged files. Exit 0 only if every file was written.
     Ingest(cmd::ingest::IngestArgs),
+    /// Import the VM bundles of a sealed device set into vCenter, streamed from the devices
+    /// and verified on the way (one VM per bundle); resumable. Exit 0 only if every bundle
+    /// was imported or skipped.
+    Import(cmd::import::ImportArgs),
     /// Crypto-erase a device set after its ingest (refuses a set not fully ingested unless
     /// --force); --overwrite also zeros the devices.
     Erase(cmd::erase::EraseArgs),
@@ -89,6 +94,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Provision(a) => cmd::provision::run(a),
         Command::Verify(a) => cmd::verify::run(a),
         Command::Ingest(a) => cmd::ingest::run(a),
+        Command::Import(a) => cmd::import::run(a),
         Command::Erase(a) => cmd::erase::run(a),
         Command::Seal(a) => cmd::seal::run_seal(a),
         Command::Bundles(a) => cmd::seal::run_bundles(a),

@@ -21,3 +21,43 @@ pub fn bytes_bar(total: u64, what: &str) -> ProgressBar {
     pb.set_message(what.to_string());
     pb
 }
+
+/// A byte-counting bar on a terminal; elsewhere one JSON line on stderr every two seconds
+/// (`{"progress":WHAT,"bytes":N,"total":N,"bytes_per_second":N,"eta_seconds":N}`) until
+/// the bar is finished or dropped, so that logs and supervisors see long work advance.
+pub fn bytes_progress(total: u64, what: &str) -> ProgressBar {
+    if std::io::stderr().is_terminal() {
+        return bytes_bar(total, what);
+    }
+    let pb = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::hidden());
+    let weak = pb.downgrade();
+    let what = what.to_string();
+    std::thread::spawn(move || {
+        let started = std::time::Instant::now();
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(2));
+            let Some(pb) = weak.upgrade() else { break };
+            if pb.is_finished() {
+                break;
+            }
+            let done = pb.position();
+            let rate = done as f64 / started.elapsed().as_secs_f64().max(1e-3);
+            let eta = if rate > 0.0 {
+                total.saturating_sub(done) as f64 / rate
+            } else {
+                0.0
+            };
+            eprintln!(
+                "{}",
+                serde_json::json!({
+                    "progress": what,
+                    "bytes": done,
+                    "total": total,
+                    "bytes_per_second": rate.round(),
+                    "eta_seconds": eta.round(),
+                })
+            );
+        }
+    });
+    pb
+}

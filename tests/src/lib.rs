@@ -6,4 +6,5 @@ pub mod bins;
 pub mod guest;
 pub mod nfsclient;
 pub mod run;
+pub mod vcsim;
 pub mod vmtree;

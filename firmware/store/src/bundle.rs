@@ -11,6 +11,8 @@ use sha1::Digest as _;
 
 use crate::error::{Error, Result};
 use crate::journal::{Kind, SealedBundle, Time};
+use crate::ovf::{Member, chunk_name, tar_members};
+pub use crate::ovf::{MfEntry, Reference, parse_descriptor, parse_mf};
 use crate::store::Store;
 
 /// Largest descriptor or manifest read into memory.
@@ -90,16 +92,18 @@ impl BundleReport {
     }
 }
 
-struct Entry {
-    id: u64,
-    kind: Kind,
-    size: u64,
-    mtime: Time,
+/// What a bundle check knows of one entry of the store.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub id: u64,
+    pub kind: Kind,
+    pub size: u64,
+    pub mtime: Time,
 }
 
-/// Checks every bundle. `now` decides what counts as still being written.
-pub fn check(store: &Store, now: Time) -> Result<BundleReport> {
-    let entries: BTreeMap<String, Entry> = store.with_namespace(|ns| {
+/// Every entry of the store but the root, by path.
+pub fn entries(store: &Store) -> BTreeMap<String, Entry> {
+    store.with_namespace(|ns| {
         ns.inodes()
             .filter(|i| i.id != store.root())
             .map(|i| {
@@ -114,7 +118,12 @@ pub fn check(store: &Store, now: Time) -> Result<BundleReport> {
                 )
             })
             .collect()
-    });
+    })
+}
+
+/// Checks every bundle. `now` decides what counts as still being written.
+pub fn check(store: &Store, now: Time) -> Result<BundleReport> {
+    let entries = entries(store);
     let mut report = BundleReport::default();
     let mut claimed: Vec<String> = Vec::new();
     for (path, e) in &entries {
@@ -166,80 +175,8 @@ fn read_all(store: &Store, id: u64, size: u64) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// A file reference in a descriptor: href and declared size.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reference {
-    pub href: String,
-    pub size: Option<u64>,
-}
-
-/// Parses an OVF descriptor's References section.
-pub fn parse_descriptor(text: &str) -> std::result::Result<Vec<Reference>, String> {
-    let doc = roxmltree::Document::parse(text).map_err(|e| format!("not valid XML: {e}"))?;
-    let root = doc.root_element();
-    if root.tag_name().name() != "Envelope" {
-        return Err(format!(
-            "the root element is <{}>, not an OVF <Envelope>",
-            root.tag_name().name()
-        ));
-    }
-    let attr = |n: roxmltree::Node, name: &str| {
-        n.attributes()
-            .find(|a| a.name() == name)
-            .map(|a| a.value().to_string())
-    };
-    let mut refs = Vec::new();
-    for r in root
-        .children()
-        .filter(|n| n.tag_name().name() == "References")
-    {
-        for f in r.children().filter(|n| n.tag_name().name() == "File") {
-            let href = attr(f, "href").ok_or("a <File> in References has no href")?;
-            let size = match attr(f, "size") {
-                None => None,
-                Some(s) => Some(s.trim().parse::<u64>().map_err(|_| {
-                    format!("file {href:?} has a size that is not a number: {s:?}")
-                })?),
-            };
-            refs.push(Reference { href, size });
-        }
-    }
-    Ok(refs)
-}
-
-/// One line of a `.mf`: algorithm, file name, expected hex digest.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MfEntry {
-    pub algorithm: String,
-    pub file: String,
-    pub digest: String,
-}
-
-/// Parses a `.mf` manifest (`SHA256(disk.vmdk)= abc…` per line).
-pub fn parse_mf(text: &str) -> std::result::Result<Vec<MfEntry>, String> {
-    let mut out = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() {
-            continue;
-        }
-        let bad = || format!("line {} is not `ALGO(file)= digest`: {line:?}", n + 1);
-        let open = line.find('(').ok_or_else(bad)?;
-        let close = line.rfind(")=").ok_or_else(bad)?;
-        if close < open {
-            return Err(bad());
-        }
-        out.push(MfEntry {
-            algorithm: line[..open].trim().to_ascii_uppercase(),
-            file: line[open + 1..close].to_string(),
-            digest: line[close + 2..].trim().to_ascii_lowercase(),
-        });
-    }
-    Ok(out)
-}
-
 /// Joins a descriptor-relative href to the descriptor's directory; refuses escapes.
-fn resolve(dir: &str, href: &str) -> Option<String> {
+pub fn resolve(dir: &str, href: &str) -> Option<String> {
     if href.contains("://") || href.starts_with('/') {
         return None;
     }
@@ -258,6 +195,78 @@ fn resolve(dir: &str, href: &str) -> Option<String> {
         }
     }
     Some(parts.join("/"))
+}
+
+/// The files holding a reference's content and what is wrong with them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Content {
+    /// (path, size) of the file itself, or of its chunks in order.
+    pub files: Vec<(String, u64)>,
+    /// Missing files, wrong sizes, gaps in the chunks.
+    pub problems: Vec<String>,
+}
+
+/// Finds the content of reference `r` at path `target`: the file itself or, for a chunked
+/// reference (`ovf:chunkSize`), `target.000000000`, `target.000000001`, ... `size_of`
+/// answers the size of the regular file at a path, None if there is none.
+pub fn content_files(
+    target: &str,
+    r: &Reference,
+    size_of: impl Fn(&str) -> Option<u64>,
+) -> Content {
+    let mut c = Content::default();
+    let Some(chunk) = r.chunk_size else {
+        match size_of(target) {
+            None => c
+                .problems
+                .push(format!("missing file {target} (named in the descriptor)")),
+            Some(size) => {
+                if let Some(want) = r.size
+                    && want != size
+                {
+                    c.problems.push(format!(
+                        "{target} has {size} bytes but the descriptor declares {want} \
+                         ({}: truncated or still being copied?)",
+                        if size < want { "short" } else { "too long" }
+                    ));
+                }
+                c.files.push((target.to_string(), size));
+            }
+        }
+        return c;
+    };
+    let mut total = 0u64;
+    while let Some(size) = size_of(&chunk_name(target, c.files.len() as u64)) {
+        if let Some((prev, prev_size)) = c.files.last()
+            && *prev_size != chunk
+        {
+            c.problems.push(format!(
+                "chunk {prev} has {prev_size} bytes but is not the last chunk: the chunk size \
+                 is {chunk}"
+            ));
+        }
+        total += size;
+        c.files
+            .push((chunk_name(target, c.files.len() as u64), size));
+        if c.files.len() as u64 > r.size.unwrap_or(u64::MAX) / chunk + 1 {
+            break;
+        }
+    }
+    if c.files.is_empty() {
+        c.problems.push(format!(
+            "missing file {} (the first chunk of {target}, named in the descriptor)",
+            chunk_name(target, 0)
+        ));
+    } else if let Some(want) = r.size
+        && want != total
+    {
+        c.problems.push(format!(
+            "the {} chunks of {target} hold {total} bytes but the descriptor declares {want} \
+             (a chunk missing, truncated or still being copied?)",
+            c.files.len()
+        ));
+    }
+    c
 }
 
 fn busy(e: &Entry, now: Time) -> bool {
@@ -305,32 +314,31 @@ fn check_ovf(
             )));
             continue;
         };
-        match entries.get(&target) {
-            None => b.findings.push(err(format!(
-                "missing file {target} (named in the descriptor)"
-            ))),
-            Some(t) if t.kind != Kind::File => b
-                .findings
-                .push(err(format!("{target} is not a regular file"))),
-            Some(t) => {
-                b.files.push(target.clone());
-                b.bytes += t.size;
-                if let Some(want) = r.size
-                    && want != t.size
-                {
-                    b.findings.push(err(format!(
-                        "{target} has {} bytes but the descriptor declares {want} \
-                         ({}: truncated or still being copied?)",
-                        t.size,
-                        if t.size < want { "short" } else { "too long" }
-                    )));
-                }
-                if busy(t, now) {
-                    b.findings.push(warn(format!(
-                        "{target} was written less than {BUSY_SECS} s ago: is the copy still running?"
-                    )));
-                }
+        if let Err(why) = r.gzip() {
+            b.findings.push(err(why));
+        }
+        if let Some(Entry { kind, .. }) = entries.get(&target)
+            && *kind != Kind::File
+        {
+            b.findings
+                .push(err(format!("{target} is not a regular file")));
+            continue;
+        }
+        let content = content_files(&target, r, |p| {
+            entries
+                .get(p)
+                .filter(|t| t.kind == Kind::File)
+                .map(|t| t.size)
+        });
+        b.findings.extend(content.problems.into_iter().map(err));
+        for (f, size) in content.files {
+            b.bytes += size;
+            if busy(&entries[&f], now) {
+                b.findings.push(warn(format!(
+                    "{f} was written less than {BUSY_SECS} s ago: is the copy still running?"
+                )));
             }
+            b.files.push(f);
         }
     }
     let cert = format!("{stem}.cert");
@@ -404,35 +412,19 @@ fn check_ova(store: &Store, path: &str, e: &Entry, now: Time) -> Result<BundleCh
             "{path} was written less than {BUSY_SECS} s ago: is the export still running?"
         )));
     }
-    // Walk the ustar headers: name at 0..100, size (octal) at 124..136.
-    let mut members: Vec<(String, u64, u64)> = Vec::new();
-    let mut at = 0u64;
-    loop {
-        if at + 512 > e.size {
-            b.findings.push(err(format!(
-                "{path} ends inside the tar archive at byte {at} (truncated?)"
-            )));
-            break;
+    let members = match ova_members(store, e.id, e.size)? {
+        Ok(m) => m,
+        Err(why) => {
+            b.findings.push(err(format!("{path}: {why}")));
+            return Ok(b);
         }
-        let (h, _) = store.read(e.id, at, 512)?;
-        if h.iter().all(|&x| x == 0) {
-            break;
-        }
-        let name = String::from_utf8_lossy(&h[..100])
-            .trim_end_matches('\0')
-            .to_string();
-        let size_txt = String::from_utf8_lossy(&h[124..136])
-            .trim_matches(|c: char| c == '\0' || c == ' ')
-            .to_string();
-        let Ok(size) = u64::from_str_radix(&size_txt, 8) else {
-            b.findings
-                .push(err(format!("{path}: tar header at byte {at} is damaged")));
-            break;
-        };
-        members.push((name, at + 512, size));
-        at += 512 + size.div_ceil(512) * 512;
-    }
-    let Some((first, off, size)) = members.first().cloned() else {
+    };
+    let Some(Member {
+        name: first,
+        offset: off,
+        size,
+    }) = members.first().cloned()
+    else {
         b.findings.push(err(format!("{path} holds no files")));
         return Ok(b);
     };
@@ -459,46 +451,41 @@ fn check_ova(store: &Store, path: &str, e: &Entry, now: Time) -> Result<BundleCh
             return Ok(b);
         }
     };
+    let member_size = |name: &str| members.iter().find(|m| m.name == name).map(|m| m.size);
     for r in &refs {
-        match members.iter().find(|m| m.0 == r.href) {
-            None => b.findings.push(err(format!(
-                "{path}: missing member {} (named in the descriptor)",
-                r.href
-            ))),
-            Some(m) => {
-                if let Some(want) = r.size
-                    && want != m.2
-                {
-                    b.findings.push(err(format!(
-                        "{path}: member {} has {} bytes but the descriptor declares {want}",
-                        r.href, m.2
-                    )));
-                }
-            }
+        if let Err(why) = r.gzip() {
+            b.findings.push(err(format!("{path}: {why}")));
         }
+        let content = content_files(&r.href, r, member_size);
+        b.findings.extend(
+            content
+                .problems
+                .into_iter()
+                .map(|p| err(format!("{path}: {}", p.replace("file ", "member ")))),
+        );
     }
     if let Some(mf) = members
         .iter()
-        .find(|m| m.0.to_ascii_lowercase().ends_with(".mf"))
+        .find(|m| m.name.to_ascii_lowercase().ends_with(".mf"))
     {
-        let (text, _) = store.read(e.id, mf.1, mf.2.min(MAX_TEXT) as u32)?;
+        let (text, _) = store.read(e.id, mf.offset, mf.size.min(MAX_TEXT) as u32)?;
         match String::from_utf8(text)
             .map_err(|_| "not UTF-8".to_string())
             .and_then(|t| parse_mf(&t))
         {
             Err(why) => b
                 .findings
-                .push(err(format!("{path}: manifest {}: {why}", mf.0))),
+                .push(err(format!("{path}: manifest {}: {why}", mf.name))),
             Ok(lines) => {
                 for l in lines {
-                    let Some(m) = members.iter().find(|m| m.0 == l.file) else {
+                    let Some(m) = members.iter().find(|m| m.name == l.file) else {
                         b.findings.push(err(format!(
                             "{path}: manifest names missing member {}",
                             l.file
                         )));
                         continue;
                     };
-                    let got = file_digest(store, e.id, &l.algorithm, m.1, m.2)?;
+                    let got = file_digest(store, e.id, &l.algorithm, m.offset, m.size)?;
                     match got {
                         None => b.findings.push(warn(format!(
                             "{path}: cannot check {} digests",
@@ -519,6 +506,70 @@ fn check_ova(store: &Store, path: &str, e: &Entry, now: Time) -> Result<BundleCh
         )));
     }
     Ok(b)
+}
+
+/// A store file as a seekable byte stream (for the tar reader).
+struct StoreFile<'a> {
+    store: &'a Store,
+    id: u64,
+    size: u64,
+    pos: u64,
+}
+
+impl std::io::Read for StoreFile<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = (buf.len() as u64)
+            .min(self.size.saturating_sub(self.pos))
+            .min(1 << 20);
+        if n == 0 {
+            return Ok(0);
+        }
+        let (b, _) = self
+            .store
+            .read(self.id, self.pos, n as u32)
+            .map_err(std::io::Error::other)?;
+        buf[..b.len()].copy_from_slice(&b);
+        self.pos += b.len() as u64;
+        Ok(b.len())
+    }
+}
+
+impl std::io::Seek for StoreFile<'_> {
+    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        let pos = match to {
+            std::io::SeekFrom::Start(p) => Some(p),
+            std::io::SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+            std::io::SeekFrom::End(d) => self.size.checked_add_signed(d),
+        };
+        self.pos = pos.ok_or_else(|| std::io::Error::other("seek before the start"))?;
+        Ok(self.pos)
+    }
+}
+
+/// The members of the OVA archive in file `id` (`size` bytes), read through the tar
+/// headers only. `Ok(Err(why))` if the archive is not a valid tar (truncated, a damaged
+/// header); `Err` for a store error, such as a damaged record under a header.
+pub fn ova_members(
+    store: &Store,
+    id: u64,
+    size: u64,
+) -> Result<std::result::Result<Vec<Member>, String>> {
+    let file = StoreFile {
+        store,
+        id,
+        size,
+        pos: 0,
+    };
+    match tar_members(file) {
+        Ok(m) => Ok(Ok(m)),
+        Err(e) => match e.into_inner().map(|inner| inner.downcast::<Error>()) {
+            Some(Ok(store_error)) => Err(*store_error),
+            Some(Err(other)) => Ok(Err(format!(
+                "not a valid tar archive (truncated or damaged?): {other}"
+            ))),
+            None => Ok(Err("not a valid tar archive".into())),
+        },
+    }
 }
 
 /// Hex digest of `size` bytes at `off` of file `id` with a `.mf` algorithm; `None` if the
@@ -558,42 +609,6 @@ fn file_digest(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn descriptor_and_manifest_parsing() {
-        let ovf = r#"<?xml version="1.0"?>
-<Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1">
-  <References>
-    <File ovf:href="vm-disk1.vmdk" ovf:id="file1" ovf:size="68608"/>
-    <File ovf:href="vm.nvram" ovf:id="file2"/>
-  </References>
-</Envelope>"#;
-        let r = parse_descriptor(ovf).unwrap();
-        assert_eq!(r.len(), 2);
-        assert_eq!(
-            r[0],
-            Reference {
-                href: "vm-disk1.vmdk".into(),
-                size: Some(68608)
-            }
-        );
-        assert_eq!(r[1].size, None);
-        assert!(
-            parse_descriptor("<Envelope><References>")
-                .unwrap_err()
-                .contains("not valid XML")
-        );
-        assert!(
-            parse_descriptor("<html/>")
-                .unwrap_err()
-                .contains("not an OVF")
-        );
-        let mf = parse_mf("SHA256(vm.ovf)= ABCDEF\nSHA1(a b.vmdk)= 0123\n").unwrap();
-        assert_eq!(mf[0].algorithm, "SHA256");
-        assert_eq!(mf[0].digest, "abcdef");
-        assert_eq!(mf[1].file, "a b.vmdk");
-        assert!(parse_mf("garbage").is_err());
-    }
 
     #[test]
     fn references_cannot_escape() {

@@ -23,6 +23,7 @@ pub mod keys;
 pub mod log;
 pub mod manifest;
 pub mod namespace;
+pub mod ovf;
 pub mod provision;
 pub mod receipt;
 pub mod record;

@@ -201,3 +201,112 @@ fn good_and_broken_bundles() {
         .unwrap();
     assert!(g.ok() && g.findings.iter().any(|f| f.message.contains("still")));
 }
+
+fn chunked_ovf(disk: &str, size: usize, chunk: usize, compression: &str) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1">
+  <References><File ovf:href="{disk}" ovf:id="file1" ovf:size="{size}" ovf:chunkSize="{chunk}"{compression}/></References>
+</Envelope>"#
+    )
+}
+
+/// An OVA written by the `tar` crate: GNU long names, as GNU tar and ovftool write them
+/// for names past 100 bytes.
+fn gnu_tar(members: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, data) in members {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        b.append_data(&mut h, name, *data).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+#[test]
+fn chunked_files_long_names_and_compression() {
+    let fx = Fixture::new(1, 128 * MIB);
+    let s = fx.open();
+    let disk = pattern(3, 2500);
+    // Chunked: 1000 + 1000 + 500, and the .mf names each chunk.
+    let d = s.mkdir(s.root(), b"vm-chunked", 0o755).unwrap().id;
+    let desc = chunked_ovf("disk.vmdk", disk.len(), 1000, "");
+    put(&s, d, "vm-chunked.ovf", desc.as_bytes());
+    let chunks: Vec<&[u8]> = disk.chunks(1000).collect();
+    for (n, c) in chunks.iter().enumerate() {
+        put(&s, d, &format!("disk.vmdk.{n:09}"), c);
+    }
+    let lines: Vec<(String, &[u8])> = chunks
+        .iter()
+        .enumerate()
+        .map(|(n, c)| (format!("disk.vmdk.{n:09}"), *c))
+        .collect();
+    let refs: Vec<(&str, &[u8])> = lines.iter().map(|(n, c)| (n.as_str(), *c)).collect();
+    put(&s, d, "vm-chunked.mf", mf(&refs).as_bytes());
+    // Chunked with the middle chunk missing.
+    let d = s.mkdir(s.root(), b"vm-gap", 0o755).unwrap().id;
+    put(&s, d, "vm-gap.ovf", desc.as_bytes());
+    put(&s, d, "disk.vmdk.000000000", chunks[0]);
+    put(&s, d, "disk.vmdk.000000002", chunks[2]);
+    // A compression nobody reads.
+    let d = s.mkdir(s.root(), b"vm-bz", 0o755).unwrap().id;
+    put(
+        &s,
+        d,
+        "vm-bz.ovf",
+        chunked_ovf("disk.vmdk", 1000, 1000, r#" ovf:compression="bzip2""#).as_bytes(),
+    );
+    put(&s, d, "disk.vmdk.000000000", chunks[0]);
+    // OVA with a member name past ustar's 100 bytes.
+    let long = format!(
+        "{}-disk1.vmdk",
+        "a-very-long-virtual-machine-name".repeat(4)
+    );
+    let odesc = ovf(&long, disk.len());
+    let ova = gnu_tar(&[
+        ("long.ovf", odesc.as_bytes()),
+        (&long, &disk),
+        (
+            "long.mf",
+            mf(&[("long.ovf", odesc.as_bytes()), (&long, &disk)]).as_bytes(),
+        ),
+    ]);
+    put(&s, s.root(), "long.ova", &ova);
+    // The same archive cut short inside the disk.
+    put(&s, s.root(), "cut.ova", &ova[..2500]);
+
+    let r = bundle::check(&s, later()).unwrap();
+    let find = |p: &str| {
+        r.bundles
+            .iter()
+            .find(|b| b.path == p)
+            .unwrap_or_else(|| panic!("{p} not found: {r:?}"))
+    };
+    let errors = |p: &str| -> String {
+        find(p)
+            .findings
+            .iter()
+            .filter(|f| f.severity == Severity::Error)
+            .map(|f| f.message.clone())
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let c = find("vm-chunked/vm-chunked.ovf");
+    assert!(c.ok(), "{c:?}");
+    assert_eq!(c.files.len(), 5, "{c:?}");
+    assert_eq!(c.digests_checked, 3);
+    let e = errors("vm-gap/vm-gap.ovf");
+    assert!(
+        e.contains("chunks of vm-gap/disk.vmdk hold 1000 bytes"),
+        "{e}"
+    );
+    let e = errors("vm-bz/vm-bz.ovf");
+    assert!(e.contains("only gzip"), "{e}");
+    let l = find("long.ova");
+    assert!(l.ok(), "{l:?}");
+    assert_eq!(l.digests_checked, 2);
+    let e = errors("cut.ova");
+    assert!(e.contains("truncated"), "{e}");
+    assert_eq!(r.loose_files, 1, "the stray chunk of vm-gap");
+}

@@ -1,6 +1,7 @@
 //! One module per `odt` command.
 
 pub mod erase;
+pub mod import;
 pub mod ingest;
 pub mod job;
 pub mod provision;
