@@ -16,7 +16,7 @@ pub mod verify;
 /// appliances.
 ///
 /// Provider: `odt job new`, `odt provision`. Customer: `odt unlock`, `odt status`,
-/// `odt seal`. Courier/dock: `odt seal-check`. Ingest station: `odt verify`, `odt ingest`,
+/// `odt seal`, `odt bom`. Courier/dock: `odt seal-check`. Ingest station: `odt verify`, `odt ingest`,
 /// `odt import`, `odt erase`.
 #[derive(Debug, Parser)]
 #[command(name = "odt", version, about, long_about = None, propagate_version = true)]
@@ -69,6 +69,12 @@ pub enum Command {
     /// Without a session or code it shows the public fields: state, certificate
     /// fingerprint, and the seal code and time once sealed.
     Status(cmd::status::StatusArgs),
+    /// The bill of materials of a sealed appliance: every file's path, size, mode, mtime and
+    /// BLAKE3 (equal to `b3sum`) as the seal covers them, as CSV or JSON.
+    ///
+    /// Uses the session `odt unlock` left, else asks for the unlock code (the seal ends
+    /// sessions: after `odt seal`, give the code again or use --code-file).
+    Bom(cmd::bom::BomArgs),
 }
 
 /// Logging to stderr; `RUST_LOG` overrides the level picked by `-v`.
@@ -101,5 +107,6 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::SealCheck(a) => cmd::seal_check::run(a),
         Command::Unlock(a) => cmd::unlock::run(a),
         Command::Status(a) => cmd::status::run(a),
+        Command::Bom(a) => cmd::bom::run(a),
     }
 }

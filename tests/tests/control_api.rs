@@ -1,8 +1,9 @@
 //! The control API over HTTPS with the real binaries and clients written by others: `curl`
 //! (public status without a session, a wrong code refused, another pinned key refused), `odt`
 //! (a session after unlock: status, bundles and seal with no code; --json errors with stable
-//! kinds and exit codes; the seal code in status after the seal), and idle or half-open
-//! connections that must not lock the customer out.
+//! kinds and exit codes; the seal code in status after the seal; `odt bom` before and after
+//! it), idle or half-open connections that must not lock the customer out, and TLS
+//! connections holding buffered requests up to the limits, which must keep memory bounded.
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
@@ -213,11 +214,31 @@ fn a_session_after_unlock_serves_status_bundles_and_seal_without_the_code() {
     // Unlock once; then no code anywhere (stdin empty, no --code-file).
     let out = app.unlock();
     assert!(out.contains("Signed in"), "{out}");
+    // The session: one file named by the pinned certificate, 0600 in a 0700 directory.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = job.path("runtime").join("odt");
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        let files: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().collect();
+        assert_eq!(files.len(), 1, "{files:?}");
+        assert_eq!(mode(&files[0].path()), 0o600);
+        let t = std::fs::read_to_string(files[0].path()).unwrap();
+        assert!(t.contains("token"), "{t}");
+    }
     let o = run(&mut app.odt(&["status", "--json"]), None, MIN);
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(json(&o)["store"]["dirs"], 1);
     let o = run(&mut app.odt(&["bundles", "--json"]), None, MIN);
     assert!(o.status.success(), "{}", text(&o));
+    let o = run(&mut app.odt(&["bom", "--json"]), None, MIN);
+    assert_eq!(
+        o.status.code(),
+        Some(7),
+        "no BOM before the seal: {}",
+        text(&o)
+    );
+    assert_eq!(json(&o)["error"]["kind"], "not-sealed");
     let o = run(&mut app.odt(&["seal", "--json"]), None, MIN);
     assert!(o.status.success(), "{}", text(&o));
     let seal_code = json(&o)["seal_code"].as_str().unwrap().to_string();
@@ -236,6 +257,9 @@ fn a_session_after_unlock_serves_status_bundles_and_seal_without_the_code() {
         text(&o)
     );
     assert_eq!(json(&o)["error"]["kind"], "unauthenticated");
+    let o = run(&mut app.odt(&["bom", "--json"]), None, MIN);
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    assert_eq!(json(&o)["error"]["kind"], "unauthenticated");
     // The token went with it; the pin stays (the status above needed no --fingerprint).
     for f in std::fs::read_dir(job.path("runtime").join("odt"))
         .unwrap()
@@ -244,6 +268,19 @@ fn a_session_after_unlock_serves_status_bundles_and_seal_without_the_code() {
         let t = std::fs::read_to_string(f.path()).unwrap();
         assert!(!t.contains("token"), "a token left after the seal: {t}");
     }
+
+    // Restarted, the appliance is locked but still shows its seal code and time to anyone
+    // (the seal record needs no key).
+    app.restart();
+    let o = run(&mut app.odt(&["status", "--json"]), None, MIN);
+    assert!(o.status.success(), "{}", text(&o));
+    let v = json(&o);
+    assert_eq!(v["seal"]["seal_code"], seal_code.as_str(), "{v}");
+    assert!(
+        v["seal"]["sealed_unix"].as_i64().unwrap() > 1_700_000_000,
+        "{v}"
+    );
+    assert!(v.get("store").is_none(), "{v}");
 
     // The custody log, signed with the seal: the wrong code tried while locked, the unlock,
     // the seal request; `odt seal-check` shows it without the data key.
@@ -404,4 +441,77 @@ fn the_code_typed_on_a_terminal_is_not_echoed() {
     );
     assert!(screen.contains("is unlocked"), "{screen}");
     assert!(!screen.contains(&code), "the code was echoed:\n{screen}");
+}
+
+/// Python (the standard `ssl` module) holding `per_address` TLS connections from each of
+/// `addresses` loopback addresses (127.0.0.2, ...) to `to`, each having sent a request
+/// whose headers (60 KiB, under the appliance's 64 KiB buffer) never end. Prints `READY N`
+/// once all are open, then holds them until its stdin closes.
+const HOLD_TLS: &str = r#"
+import socket, ssl, sys
+host, port, addrs, per = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+held = []
+head = b"GET /api/v1/status HTTP/1.1\r\nHost: a\r\nX-Pad: " + b"p" * 60000
+for a in range(addrs):
+    for _ in range(per):
+        s = socket.create_connection((host, port), timeout=10, source_address=("127.0.0.%d" % (a + 2), 0))
+        t = ctx.wrap_socket(s)
+        t.sendall(head)
+        held.append(t)
+print("READY", len(held), flush=True)
+sys.stdin.read()
+"#;
+
+#[test]
+fn hostile_tls_connections_are_bounded_in_memory_and_leave_the_customer_served() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let job = Job::provision("1G", 1, &["--segment-size", "8M"]);
+    let app = Appliance::start(&job, Options::default());
+    app.unlock();
+    // 5 addresses x 47: just under the per-address (48) and total (256) limits, every
+    // connection through its handshake with 60 KiB of headers buffered by the appliance.
+    let (addresses, per) = (5, 47);
+    let mut py = Command::new("python3")
+        .args(["-c", HOLD_TLS, "127.0.0.1"])
+        .arg(app.control.port().to_string())
+        .args([addresses.to_string(), per.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    let mut line = String::new();
+    BufReader::new(py.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(
+        line.trim(),
+        format!("READY {}", addresses * per),
+        "python could not open its connections\n{}",
+        app.log_text()
+    );
+    // The customer, from its own address: status with the session, and the page.
+    let o = run(&mut app.odt(&["status", "--json"]), None, MIN);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(json(&o)["state"], "unlocked");
+    let o = curl(
+        &spki_pin(&job),
+        &["-o", "/dev/null", "-w", "%{http_code}", &url(&app, "/")],
+    );
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "200", "{}", text(&o));
+    let rss = app.peak_rss_kib();
+    drop(py.stdin.take());
+    let _ = py.wait();
+    assert!(
+        rss < 256 * 1024,
+        "the appliance peaked at {rss} KiB with {} hostile TLS connections",
+        addresses * per
+    );
+    eprintln!(
+        "peak RSS {rss} KiB with {} TLS connections holding 60 KiB of headers",
+        addresses * per
+    );
 }

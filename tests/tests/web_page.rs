@@ -356,6 +356,30 @@ fn the_page_signs_in_shows_the_copy_seals_and_serves_the_bill_of_materials() {
         );
     }
 
+    // `odt bom` fetches the same list over the API (signing in with the sheet: the seal
+    // ended the page's session for other clients).
+    let out = job.path("bom-odt.csv");
+    let mut c = app.odt(&["bom", "--format", "csv", "--output"]);
+    c.arg(&out).arg("--code-file").arg(&job.code_file);
+    let o = run(&mut c, None, LIMIT);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        bom,
+        "odt bom differs from the page's"
+    );
+    let o = run(
+        app.odt(&["bom", "--json", "--code-file"])
+            .arg(&job.code_file),
+        None,
+        LIMIT,
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["seal_code"], shown.as_str(), "{v}");
+    let listed = v["entries"].as_array().unwrap().len();
+    assert_eq!(listed, bom.lines().count() - 1, "{v}");
+
     // 7. Memory with the page open.
     let rss = app.peak_rss_kib();
     assert!(

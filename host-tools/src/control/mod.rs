@@ -342,6 +342,16 @@ impl Client {
         self.call(Method::GET, "/api/v1/bundles", None, Some(token))
     }
 
+    /// `GET /api/v1/bom?format=F`: the bill of materials as the appliance sends it.
+    pub fn bom(&self, token: &str, format: &str) -> Result<Vec<u8>, CtlError> {
+        let path = format!("/api/v1/bom?format={format}");
+        let a = self.https.request(Method::GET, &path, None, Some(token))?;
+        if a.status == 200 {
+            return Ok(a.body.to_vec());
+        }
+        Err(self.error_of(a.status, &a.body, "/api/v1/bom"))
+    }
+
     /// `POST /api/v1/seal`: the seal, or its refusal (bundles with errors).
     pub fn seal(
         &self,
