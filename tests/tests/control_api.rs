@@ -515,3 +515,127 @@ fn hostile_tls_connections_are_bounded_in_memory_and_leave_the_customer_served()
         addresses * per
     );
 }
+
+/// The value of `name="NAME" value="..."` in a page.
+fn form_value(page: &str, name: &str) -> String {
+    let at = page
+        .find(&format!("name=\"{name}\" value=\""))
+        .unwrap_or_else(|| panic!("no {name} field in the page:\n{page}"));
+    let rest = &page[at + name.len() + 15..];
+    rest[..rest.find('"').unwrap()].to_string()
+}
+
+#[test]
+fn the_page_sets_a_strict_cookie_and_refuses_forms_from_elsewhere() {
+    need_curl();
+    let job = Job::provision("1G", 1, &["--segment-size", "8M"]);
+    let app = Appliance::start(&job, Options::default());
+    let pin = spki_pin(&job);
+    let origin = format!("Origin: https://{}", app.control);
+    let code = std::fs::read_to_string(&job.code_file).unwrap();
+    let code = code.lines().find(|l| !l.starts_with('#')).unwrap().trim();
+
+    // Sign in through the form (unlocks): a redirect and a session cookie a script cannot
+    // read, sent only over HTTPS and never with another site's requests.
+    let o = curl(
+        &pin,
+        &[
+            "-D",
+            "-",
+            "-o",
+            "/dev/null",
+            "-H",
+            &origin,
+            "--data-urlencode",
+            &format!("code={code}"),
+            &url(&app, "/sign-in"),
+        ],
+    );
+    let head = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(head.starts_with("HTTP/1.1 303"), "{head}");
+    let cookie_line = head
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .unwrap_or_else(|| panic!("no cookie:\n{head}"));
+    for attr in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/"] {
+        assert!(cookie_line.contains(attr), "{attr} missing: {cookie_line}");
+    }
+    let token = cookie_line
+        .split_once("odt_session=")
+        .unwrap()
+        .1
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let cookie = format!("Cookie: odt_session={token}");
+    let o = curl(&pin, &["-H", &cookie, &url(&app, "/")]);
+    let page = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(page.contains("Dashboard"), "{page}");
+    let csrf = form_value(&page, "csrf");
+    let unlocked = || {
+        let o = curl(&pin, &[&url(&app, "/api/v1/status")]);
+        json(&o)["state"] == "unlocked"
+    };
+
+    // Seal forms that did not come from the page are refused, and nothing is sealed.
+    let seal_form = |extra: &[&str], fields: &str| -> String {
+        let mut args = vec![
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-H",
+            cookie.as_str(),
+        ];
+        args.extend_from_slice(extra);
+        args.extend(["-d", fields]);
+        let u = url(&app, "/seal");
+        args.push(u.as_str());
+        String::from_utf8_lossy(&curl(&pin, &args).stdout).to_string()
+    };
+    let with_token = format!("csrf={csrf}&confirm=yes");
+    let cases: [(&str, Vec<&str>, &str); 4] = [
+        ("no form token", vec!["-H", origin.as_str()], "confirm=yes"),
+        (
+            "a wrong form token",
+            vec!["-H", origin.as_str()],
+            "csrf=00112233445566778899aabbccddeeff&confirm=yes",
+        ),
+        (
+            "another site's origin",
+            vec!["-H", "Origin: https://evil.example"],
+            with_token.as_str(),
+        ),
+        (
+            "a cross-site fetch",
+            vec!["-H", "Sec-Fetch-Site: cross-site"],
+            with_token.as_str(),
+        ),
+    ];
+    for (what, extra, fields) in &cases {
+        assert_eq!(seal_form(extra, fields), "403", "{what}");
+        assert!(unlocked(), "sealed by a form with {what}");
+    }
+    // The API does not take the cookie for a change: it needs the bearer token.
+    let o = curl(
+        &pin,
+        &[
+            "-H",
+            &cookie,
+            "-d",
+            "{}",
+            "-w",
+            "\n%{http_code}",
+            &url(&app, "/api/v1/seal"),
+        ],
+    );
+    let t = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(t.ends_with("\n401"), "{t}");
+    assert!(unlocked(), "sealed through the API with a cookie");
+
+    // The page's own form, with its token and from its origin, seals.
+    assert_eq!(seal_form(&["-H", origin.as_str()], &with_token), "303");
+    let o = curl(&pin, &[&url(&app, "/api/v1/status")]);
+    assert_eq!(json(&o)["state"], "sealed", "{}", text(&o));
+}
