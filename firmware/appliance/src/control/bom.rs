@@ -3,7 +3,7 @@
 //! seal signed (the store no longer changes once sealed), as CSV or JSON.
 
 use odt_store::Store;
-use odt_store::journal::Kind;
+use odt_store::journal::{Kind, Op};
 use serde::Serialize;
 
 /// One line of the bill of materials.
@@ -30,9 +30,20 @@ pub struct Bom {
     pub entries: Vec<BomEntry>,
 }
 
-/// Builds the list from the store's manifest (blocks: may read back small files).
+/// Builds the list from the store's manifest (blocks: may read back small files), and
+/// checks it is the one the seal signed (its root is in the seal op).
 pub fn entries(store: &Store) -> odt_store::Result<Vec<BomEntry>> {
     let m = odt_store::manifest::build(store)?;
+    let signed = store.with_namespace(|ns| match &ns.seal {
+        Some(Op::Seal { manifest_root, .. }) => Some(*manifest_root),
+        _ => None,
+    });
+    if signed.is_some_and(|root| root != m.root()) {
+        return Err(odt_store::Error::Invalid(
+            "the files on the devices no longer match the manifest the seal signed; check              the devices with `odt seal-check` and `odt verify` at the provider"
+                .into(),
+        ));
+    }
     Ok(m.files
         .into_iter()
         .map(|f| BomEntry {
