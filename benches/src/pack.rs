@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use clap::Parser;
-use odt_store::provision::{Options, provision};
+use odt_store::trip::provision::{Options, provision};
 use odt_store::{Access, Locked};
 
 const KIB: u64 = 1 << 10;
@@ -868,7 +868,7 @@ fn main() -> Result<()> {
     writeln!(
         r,
         "Store: zstd level {}, AES-256-GCM, 64 MiB segments; {} rounds, interleaved, median shown",
-        odt_store::record::ZSTD_LEVEL,
+        odt_store::format::record::ZSTD_LEVEL,
         args.rounds
     )?;
     writeln!(r)?;

@@ -15,7 +15,8 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::Parser;
 
-const BLOCK: usize = 1 << 20;
+/// Bytes compressed at a time: a record's plaintext, one chunk.
+const CHUNK: usize = odt_store::format::tree_hash::CHUNK as usize;
 const GRAIN: usize = 64 << 10;
 
 #[derive(Parser, Debug)]
@@ -49,7 +50,7 @@ fn main() -> Result<()> {
         .read_to_end(&mut data)?;
     // The non-zero runs a write of each 1 MiB block would turn into records.
     let mut pieces: Vec<&[u8]> = Vec::new();
-    for block in data.chunks(BLOCK) {
+    for block in data.chunks(CHUNK) {
         let mut s = 0;
         while s < block.len() {
             let zero = |a: usize| {
@@ -79,7 +80,7 @@ fn main() -> Result<()> {
         "| level | MB/s (1 thread, input) | stored / input | pieces kept compressed | stored of compressible pieces / their input |"
     );
     println!("|---:|---:|---:|---:|---:|");
-    let mut out = Vec::with_capacity(zstd::zstd_safe::compress_bound(BLOCK));
+    let mut out = Vec::with_capacity(zstd::zstd_safe::compress_bound(CHUNK));
     for &level in &args.levels {
         let mut c = zstd::bulk::Compressor::new(level)?;
         let mut best = f64::MAX;
@@ -121,13 +122,13 @@ fn main() -> Result<()> {
 /// and saves in time, at the store's level: every piece compressed as the store would
 /// without the probe, then with it.
 fn probe(pieces: &[&[u8]], input: usize) -> Result<()> {
-    let mut c = zstd::bulk::Compressor::new(odt_store::record::ZSTD_LEVEL)?;
-    let mut out = Vec::with_capacity(zstd::zstd_safe::compress_bound(BLOCK));
+    let mut c = zstd::bulk::Compressor::new(odt_store::format::record::ZSTD_LEVEL)?;
+    let mut out = Vec::with_capacity(zstd::zstd_safe::compress_bound(CHUNK));
     let mut run = |use_probe: bool| -> Result<(usize, usize, f64)> {
         let (mut stored, mut skipped) = (0usize, 0usize);
         let t = Instant::now();
         for p in pieces {
-            if use_probe && !odt_store::record::worth_compressing(p) {
+            if use_probe && !odt_store::format::record::worth_compressing(p) {
                 skipped += 1;
                 stored += p.len();
                 continue;
@@ -146,7 +147,7 @@ fn probe(pieces: &[&[u8]], input: usize) -> Result<()> {
     println!(
         "\nIncompressibility probe at level {}: stored / input {:.4} without, {:.4} with \
          ({:+.3} % bytes stored), {skipped} of {} pieces skipped, {:.2} s -> {:.2} s",
-        odt_store::record::ZSTD_LEVEL,
+        odt_store::format::record::ZSTD_LEVEL,
         without as f64 / input as f64,
         with as f64 / input as f64,
         (with as f64 / without as f64 - 1.0) * 100.0,

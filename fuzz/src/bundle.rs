@@ -11,8 +11,8 @@
 //!   values escaped), parse to themselves;
 //! - `tar_members`: no panic; every member lies inside the input.
 
-use odt_store::bundle::{MfEntry, parse_descriptor, parse_mf};
-use odt_store::ovf::tar_members;
+use odt_store::trip::bundle::{MfEntry, parse_descriptor, parse_mf};
+use odt_store::trip::ovf::tar_members;
 
 pub fn run(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
@@ -20,7 +20,10 @@ pub fn run(data: &[u8]) {
     descriptor(&text);
     if let Ok(members) = tar_members(std::io::Cursor::new(data)) {
         for m in members {
-            assert!(m.offset.saturating_add(m.size) <= data.len() as u64, "member past the end");
+            assert!(
+                m.offset.saturating_add(m.size) <= data.len() as u64,
+                "member past the end"
+            );
         }
     }
 }
@@ -77,7 +80,7 @@ fn descriptor(text: &str) {
     }
     again.push_str("</References></Envelope>");
     let back = parse_descriptor(&again).expect("written-back descriptor parses");
-    let key = |v: &[odt_store::bundle::Reference]| -> Vec<(String, Option<u64>)> {
+    let key = |v: &[odt_store::trip::bundle::Reference]| -> Vec<(String, Option<u64>)> {
         v.iter().map(|r| (r.href.clone(), r.size)).collect()
     };
     assert_eq!(key(&back), key(&refs), "descriptor round trip");

@@ -6,7 +6,7 @@
 //! is one of the `code=` values of the input; a decoded sign-in re-encodes to JSON that
 //! decodes to the same fields.
 
-use odt_store::control::{
+use odt_store::trip::control_api::{
     ErrorBody, MAX_BODY, SealRequest, SignInRequest, StatusReport, UnlockRequest, decode_form,
     decode_json,
 };

@@ -8,7 +8,7 @@
 //! - any buffer, framed with `encode`, decodes to itself (also with junk appended), and
 //!   every truncation of that frame is refused.
 
-use odt_store::frame::{self, FrameError, OVERHEAD};
+use odt_store::format::frame::{self, FrameError, OVERHEAD};
 
 pub fn run(data: &[u8]) {
     if data.len() < 8 {

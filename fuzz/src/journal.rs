@@ -17,8 +17,8 @@
 //!   never `Auth` or a panic; what opens, rebuilt and opened again, gives the same values.
 
 use libfuzzer_sys::arbitrary::Unstructured;
-use odt_store::cipher::{Cipher, Purpose, TAG_LEN};
-use odt_store::journal::{self, BATCH_HEADER, BatchError, BatchHeader, Op, Tails};
+use odt_store::crypto::cipher::{Cipher, Purpose, TAG_LEN};
+use odt_store::format::journal::{self, BATCH_HEADER, BatchError, BatchHeader, Op, Tails};
 
 use crate::util::{cipher, damage, fix_crc, key, u32_at};
 

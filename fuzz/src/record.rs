@@ -18,8 +18,8 @@
 //!   breaks the header rules; never `Crc`/`Auth`, never a panic.
 
 use libfuzzer_sys::arbitrary::Unstructured;
-use odt_store::cipher::{Cipher, Purpose, TAG_LEN};
-use odt_store::record::{self, Binding, HEADER_LEN, Header, MAX_PLAIN, RecordError};
+use odt_store::crypto::cipher::{Cipher, Purpose, TAG_LEN};
+use odt_store::format::record::{self, Binding, HEADER_LEN, Header, MAX_PLAIN, RecordError};
 
 use crate::util::{cipher, damage, fix_crc, key};
 

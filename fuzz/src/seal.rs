@@ -17,9 +17,9 @@ use std::sync::LazyLock;
 
 use ed25519_dalek::{Signer, SigningKey};
 use libfuzzer_sys::arbitrary::Unstructured;
-use odt_store::frame;
-use odt_store::journal::Time;
-use odt_store::seal::{self, SealRecord, SealedDevice, SignedSeal};
+use odt_store::format::frame;
+use odt_store::format::journal::Time;
+use odt_store::format::seal_record::{self as seal, SealRecord, SealedDevice, SignedSeal};
 
 use crate::util::{damage, fix_crc, u32_at};
 

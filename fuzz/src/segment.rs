@@ -6,8 +6,8 @@
 //! back: postcard accepts trailing bytes after a value); a footer's `hash()` is the BLAKE3
 //! of that block, as the chain check assumes.
 
-use odt_store::frame;
-use odt_store::segment::{BLOCK, SegmentFooter, SegmentHeader};
+use odt_store::format::frame;
+use odt_store::format::segment::{BLOCK, SegmentFooter, SegmentHeader};
 
 pub fn run(data: &[u8]) {
     let Some((&mode, rest)) = data.split_first() else {

@@ -15,9 +15,9 @@
 //!   `device_size <= i64::MAX`.
 
 use libfuzzer_sys::arbitrary::Unstructured;
-use odt_store::cipher::Cipher;
-use odt_store::frame;
-use odt_store::superblock::{FORMAT_VERSION, JOURNAL_START, SLOT, Superblock};
+use odt_store::crypto::cipher::Cipher;
+use odt_store::format::frame;
+use odt_store::format::superblock::{FORMAT_VERSION, JOURNAL_START, SLOT, Superblock};
 
 use crate::util::{damage, fix_crc, u32_at};
 
@@ -69,9 +69,9 @@ fn fields(u: &mut Unstructured) {
         signing_public: u.arbitrary().unwrap_or_default(),
         wrapped_for_ingest: u.arbitrary().unwrap_or_default(),
         wrapped_for_customer: u.arbitrary().unwrap_or_default(),
-        tls: odt_store::tls::TlsIdentity {
+        tls: odt_store::crypto::tls::TlsIdentity {
             cert_der: u.arbitrary().unwrap_or_default(),
-            key_der: odt_store::tls::SecretBytes(u.arbitrary().unwrap_or_default()),
+            key_der: odt_store::crypto::tls::SecretBytes(u.arbitrary().unwrap_or_default()),
             spki_sha256: u.arbitrary().unwrap_or_default(),
         },
     };

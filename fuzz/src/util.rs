@@ -3,7 +3,7 @@
 use std::sync::LazyLock;
 
 use libfuzzer_sys::arbitrary::Unstructured;
-use odt_store::cipher::{Cipher, Purpose, SessionKey};
+use odt_store::crypto::cipher::{Cipher, Purpose, SessionKey};
 
 /// Data key of every key the targets use (never a real one).
 pub const DATA_KEY: [u8; 32] = [0; 32];

@@ -14,30 +14,15 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use odt_store::job::{Job, JobDevice, JobSet};
-use odt_store::provision::{self, Options};
+use odt_store::trip::provision::{self, Options};
 use odt_store::{Access, Locked, Store};
+use odt_test_support::data::XorShift;
 
 const MIB: usize = 1 << 20;
 
-/// xorshift, for data that does not compress.
-struct Rng(u64);
-
-impl Rng {
-    fn fill(&mut self, buf: &mut [u8]) {
-        for c in buf.chunks_mut(8) {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            let b = self.0.to_le_bytes();
-            c.copy_from_slice(&b[..c.len()]);
-        }
-    }
-}
-
 /// One MiB of VM-disk-like content: a mix of log-like text, random bytes (already
 /// compressed or encrypted data) and a few zero blocks, chosen per MiB.
-fn vm_block(i: u64, rng: &mut Rng, buf: &mut [u8]) {
+fn vm_block(i: u64, rng: &mut XorShift, buf: &mut [u8]) {
     match i % 10 {
         0 => buf.fill(0),
         1..=5 => {
@@ -68,7 +53,7 @@ fn vm_block(i: u64, rng: &mut Rng, buf: &mut [u8]) {
 
 fn write_file(path: &Path, mib: u64, seed: u64) -> anyhow::Result<()> {
     let mut f = fs::File::create(path)?;
-    let mut rng = Rng(seed | 1);
+    let mut rng = XorShift::new(seed);
     let mut buf = vec![0u8; MIB];
     for i in 0..mib {
         vm_block(i + seed, &mut rng, &mut buf);
@@ -105,7 +90,7 @@ fn generate_tree(tree: &Path, gib: u64, importable: bool) -> anyhow::Result<()> 
     }
     let logs = tree.join("db-01").join("logs");
     fs::create_dir_all(&logs)?;
-    let mut rng = Rng(99);
+    let mut rng = XorShift::new(99);
     for i in 0..200u64 {
         let mut buf = vec![0u8; 4096 + (i as usize * 7919) % 60_000];
         rng.fill(&mut buf);
@@ -159,10 +144,6 @@ fn main() -> anyhow::Result<()> {
     let job_dir = out.join("job");
     fs::create_dir_all(&job_dir)?;
     let identity = age::x25519::Identity::generate();
-    odt_store::job::write_secret_file(
-        &Job::identity_path(&job_dir),
-        odt_store::keys::identity_file_text(&identity).as_bytes(),
-    )?;
     let dev = out.join("dev0.img");
     let size = (gib + 2) * (1 << 30) * 12 / 10;
     let opts = Options {
@@ -176,34 +157,14 @@ fn main() -> anyhow::Result<()> {
         &identity.to_public(),
         &opts,
     )?;
-    let sb = &p.superblocks[0];
-    Job {
-        id: "odt-bench".into(),
-        name: "bench".into(),
-        created_unix: 0,
-        recipient: identity.to_public().to_string(),
-        set: Some(JobSet {
-            set_id: format!("{:016x}", sb.set_id),
-            signing_public: hex::encode(p.signing_public),
-            cipher: sb.cipher,
-            provisioned_unix: sb.created_unix,
-            devices: vec![JobDevice {
-                index: 1,
-                path: dev.display().to_string(),
-                size: sb.device_size,
-            }],
-            tls_fingerprint: Some(p.tls.fingerprint()),
-            tls_spki_pin: Some(p.tls.spki_pin()),
-        }),
-    }
-    .save(&job_dir)?;
+    odt_test_support::fixture::write_job(&job_dir, "odt-bench", &identity, &p);
 
     eprintln!("packing it into {} and sealing ...", dev.display());
     let locked = Locked::open(std::slice::from_ref(&dev), Access::ReadWrite)?;
     let secrets = locked.secrets_from_identity(&identity)?;
     let store = locked.unlock(secrets, Access::ReadWrite)?;
     copy_into(&store, store.root(), &tree)?;
-    let sealed = odt_store::seal::seal(&store, vec![])?;
+    let sealed = odt_store::trip::seal::seal(&store, vec![])?;
     drop(store);
     println!("seal code {}", sealed.code);
     println!("tree:   {}", tree.display());

@@ -6,14 +6,15 @@
 //! `--overwrite` then writes zeros over the whole device except the erased marker.
 //!
 //! Safety: without `--force`, erase needs the complete set and an ingest receipt on device
-//! 1 that names this set and says nothing was quarantined ([`odt_store::receipt`]).
+//! 1 that names this set and says nothing was quarantined ([`odt_store::trip::receipt`]).
 
 use std::path::PathBuf;
 
 use indicatif::ProgressBar;
 use odt_store::device::Device;
-use odt_store::receipt::Receipt;
-use odt_store::superblock::{JOURNAL_START, SLOT, Superblock};
+use odt_store::error::{ErrorKind, FormatError, one_line};
+use odt_store::format::superblock::{JOURNAL_START, SLOT, Superblock};
+use odt_store::trip::receipt::Receipt;
 use serde::Serialize;
 
 /// What to erase.
@@ -184,14 +185,13 @@ fn crypto_erase(dev: &Device, sb: &Superblock) -> Result<(), EraseError> {
     }
     sb.erase(dev)?;
     match Superblock::read(dev) {
-        Err(odt_store::Error::Erased { .. }) => Ok(()),
-        Ok(_) => Err(EraseError::Store(odt_store::Error::Corrupt {
-            what: "superblock",
-            path: dev.path().to_path_buf(),
-            offset: 0,
-            why: "it still reads as a live superblock after the erase (the write did not land)"
-                .into(),
-        })),
+        Err(e) if matches!(e.kind(), ErrorKind::Format(FormatError::Erased { .. })) => Ok(()),
+        Ok(_) => Err(EraseError::Store(FormatError::corrupt(
+            "superblock",
+            dev.path(),
+            0,
+            "it still reads as a live superblock after the erase (the write did not land)",
+        ))),
         Err(e) => Err(e.into()),
     }
 }
@@ -228,11 +228,14 @@ pub fn run(opts: &Options, progress: &dyn Fn(u64) -> ProgressBar) -> Result<Repo
         let dev = Device::open(p, true)?;
         match Superblock::read(&dev) {
             Ok(sb) => found.push(Found::Live(dev, Box::new(sb))),
-            Err(odt_store::Error::Erased { .. }) => found.push(Found::Erased(dev)),
+            Err(e) if matches!(e.kind(), ErrorKind::Format(FormatError::Erased { .. })) => {
+                found.push(Found::Erased(dev))
+            }
             Err(e) => {
                 return Err(EraseError::Refused(format!(
-                    "{e}. Erase only touches ODT devices; to wipe anything else use the \
-                     operating system's tools"
+                    "{}. Erase only touches ODT devices; to wipe anything else use the \
+                     operating system's tools",
+                    one_line(&e)
                 )));
             }
         }

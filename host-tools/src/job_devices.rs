@@ -3,7 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use odt_store::job::Job;
+use odt_store::error::{ErrorKind, FormatError, KeyError, one_line};
+use odt_store::trip::job::Job;
 use odt_store::{Access, Error, Locked, Store};
 
 /// Reads the job and the devices' superblocks (read-only) and checks they belong together.
@@ -13,7 +14,7 @@ pub fn open(devices: &[PathBuf], job_dir: &Path) -> Result<(Job, Locked), Error>
     let locked = Locked::open(devices, Access::ReadOnly)?;
     let sb = locked.superblock();
     if sb.job_id != job.id {
-        return Err(Error::DeviceSet(format!(
+        return Err(FormatError::DeviceSet(format!(
             "the devices belong to job {} ({}) but {} is job {} ({}): give the job directory \
              the devices were provisioned for",
             sb.job_id,
@@ -21,16 +22,18 @@ pub fn open(devices: &[PathBuf], job_dir: &Path) -> Result<(Job, Locked), Error>
             job_dir.display(),
             job.id,
             job.name
-        )));
+        ))
+        .into());
     }
     if let Some(set) = &job.set
         && set.set_id != format!("{:016x}", sb.set_id)
     {
-        return Err(Error::DeviceSet(format!(
+        return Err(FormatError::DeviceSet(format!(
             "the devices are set {:016x} but job {} was last provisioned as set {}: these \
              devices were provisioned earlier or later than the job file records",
             sb.set_id, job.id, set.set_id
-        )));
+        ))
+        .into());
     }
     Ok((job, locked))
 }
@@ -41,12 +44,14 @@ pub fn unlock(locked: Locked, job_dir: &Path) -> Result<Store, Error> {
     let identity = Job::load_identity(job_dir)?;
     let secrets = locked
         .secrets_from_identity(&identity)
-        .map_err(|e| match e {
-            Error::WrongKey(why) => Error::WrongKey(format!(
-                "{why} (identity file {})",
+        .map_err(|e| match e.kind() {
+            ErrorKind::Key(k) if k.is_wrong_key() => KeyError::Wrong(format!(
+                "{} (identity file {})",
+                odt_store::error::one_line(&e).trim_start_matches("wrong key: "),
                 Job::identity_path(job_dir).display()
-            )),
-            other => other,
+            ))
+            .into(),
+            _ => e,
         })?;
     locked.unlock(secrets, Access::ReadOnly)
 }
@@ -58,32 +63,42 @@ pub enum SealState {
     Unsealed,
     /// Signature, seal code, log ends and journal all check out.
     Intact {
+        /// The seal code.
         code: String,
-        record: Box<odt_store::seal::SealRecord>,
+        /// What the seal signs.
+        record: Box<odt_store::format::seal_record::SealRecord>,
     },
     /// A seal record exists but something does not check out.
-    Broken { why: String },
+    Broken {
+        /// What does not check out, as one sentence.
+        why: String,
+    },
 }
 
-/// Runs the courier's check ([`odt_store::seal::check`]) and tells an unsealed set from a
+/// Runs the courier's check ([`odt_store::trip::seal::check`]) and tells an unsealed set from a
 /// broken seal.
 pub fn seal_state(devices: &[PathBuf], job_dir: &Path, locked: &Locked) -> SealState {
     let mut any = false;
     for (d, sb) in locked.devices().iter().zip(locked.superblocks()) {
-        match odt_store::seal::read(d, sb) {
+        match odt_store::format::seal_record::read(d, sb) {
             Ok(Some(_)) => any = true,
             Ok(None) => {}
-            Err(e) => return SealState::Broken { why: e.to_string() },
+            Err(e) => {
+                return SealState::Broken { why: one_line(&e) };
+            }
         }
     }
     if !any {
         return SealState::Unsealed;
     }
-    let report = match odt_store::seal::check(devices, job_dir, None) {
+    let report = match odt_store::trip::seal::check(devices, job_dir, None) {
         Ok(r) => r,
-        Err(e) => return SealState::Broken { why: e.to_string() },
+        Err(e) => {
+            return SealState::Broken { why: one_line(&e) };
+        }
     };
-    let record = odt_store::seal::read(&locked.devices()[0], &locked.superblocks()[0]);
+    let record =
+        odt_store::format::seal_record::read(&locked.devices()[0], &locked.superblocks()[0]);
     match (report.intact, report.seal_code, record) {
         (true, Some(code), Ok(Some(signed))) => SealState::Intact {
             code,
@@ -99,8 +114,5 @@ pub fn seal_state(devices: &[PathBuf], job_dir: &Path, locked: &Locked) -> SealS
 
 /// The per-file BLAKE3 roots the seal journaled, by file id (`None` if not sealed).
 pub fn sealed_roots(store: &Store) -> Option<std::collections::HashMap<u64, [u8; 32]>> {
-    store.with_namespace(|ns| match &ns.seal {
-        Some(odt_store::journal::Op::Seal { roots, .. }) => Some(roots.iter().copied().collect()),
-        _ => None,
-    })
+    Some(store.view().seal()?.roots.iter().copied().collect())
 }

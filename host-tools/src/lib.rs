@@ -2,14 +2,23 @@
 
 use clap::{Parser, Subcommand};
 
+// Not yet documented field by field (the crate's only exceptions to `missing_docs`): the
+// command arguments, where a `///` on a flattened field would change clap's `--help`, and
+// modules written before the lint (import and ingest are being changed on other branches;
+// document them once those land, then drop the `allow`).
+#[allow(missing_docs)]
 pub mod cmd;
 pub mod control;
+#[allow(missing_docs)]
 pub mod erase;
+#[allow(missing_docs)]
 pub mod import;
+#[allow(missing_docs)]
 pub mod ingest;
 pub mod job_devices;
 pub mod output;
 pub mod progress;
+#[allow(missing_docs)]
 pub mod verify;
 
 /// Offline data transfer: provision, unlock, seal, check, verify, ingest and erase ODT
@@ -24,6 +33,8 @@ pub struct Cli {
     /// More log output (repeat for more).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    // A field's doc comment would become clap's help text; the subcommands have their own.
+    #[allow(missing_docs)]
     #[command(subcommand)]
     pub command: Command,
 }

@@ -11,7 +11,7 @@ pub fn json<T: Serialize>(value: &T) -> anyhow::Result<()> {
 pub use odt_store::units::{bytes, utc as unix_time};
 
 /// The custody log for people: one line per event, indented, and a count of wrong codes.
-pub fn custody(log: &odt_store::custody::Log) -> String {
+pub fn custody(log: &odt_store::trip::custody::Log) -> String {
     let mut s = format!(
         "  custody log: {} event(s), {} wrong unlock code(s){}\n",
         log.events.len(),

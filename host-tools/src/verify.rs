@@ -9,11 +9,13 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use indicatif::ProgressBar;
+use odt_store::Damage;
 use odt_store::device::Device;
-use odt_store::journal::Kind;
-use odt_store::segment;
-use odt_store::superblock::Superblock;
-use odt_store::verify::{Damage, Problem, check_files, check_log};
+use odt_store::error::{ErrorKind, StoreError};
+use odt_store::format::journal::Kind;
+use odt_store::format::segment;
+use odt_store::format::superblock::Superblock;
+use odt_store::trip::verify::{Problem, check_files, check_log};
 use serde::Serialize;
 
 use crate::job_devices::SealState;
@@ -203,32 +205,32 @@ pub fn run(
         .map(|(d, sb)| segments_in_use(d, sb) * (sb.segment_size - segment::BLOCK))
         .sum();
     let (files, stored): (u64, u64) = match &store {
-        Some(s) => s.with_namespace(|ns| {
-            ns.inodes()
-                .filter(|i| i.kind == Kind::File)
-                .fold((0, 0), |(n, b), i| (n + 1, b + i.stored_bytes()))
-        }),
+        Some(s) => s
+            .view()
+            .files()
+            .fold((0, 0), |(n, b), i| (n + 1, b + i.stored_bytes())),
         None => (0, 0),
     };
     let bar = progress(log_estimate + stored);
-    let results: Vec<(odt_store::verify::LogSummary, Vec<Problem>)> = std::thread::scope(|s| {
-        let handles: Vec<_> = devs
-            .iter()
-            .zip(&sbs)
-            .map(|(d, sb)| {
-                let bar = &bar;
-                let tail = sealed_record
-                    .as_ref()
-                    .and_then(|r| r.devices.get(sb.device_index as usize))
-                    .map(|sd| sd.tail);
-                s.spawn(move || check_log(d, sb, tail, &mut |n| bar.inc(n)))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("log check thread panicked"))
-            .collect()
-    });
+    let results: Vec<(odt_store::trip::verify::LogSummary, Vec<Problem>)> =
+        std::thread::scope(|s| {
+            let handles: Vec<_> = devs
+                .iter()
+                .zip(&sbs)
+                .map(|(d, sb)| {
+                    let bar = &bar;
+                    let tail = sealed_record
+                        .as_ref()
+                        .and_then(|r| r.devices.get(sb.device_index as usize))
+                        .map(|sd| sd.tail);
+                    s.spawn(move || check_log(d, sb, tail, &mut |n| bar.inc(n)))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("log check thread panicked"))
+                .collect()
+        });
     let devices: Vec<DeviceCheck> = results
         .into_iter()
         .zip(devs.iter().zip(&sbs))
@@ -250,12 +252,15 @@ pub fn run(
         if let Some(rec) = &sealed_record {
             match sealed_manifest_check(s, rec) {
                 Ok(mut p) => manifest_problems.append(&mut p),
-                Err(odt_store::Error::Damaged { file, .. }) if !damaged.is_empty() => {
-                    notes.push(format!(
-                        "the manifest could not be recomputed: {file} is damaged (listed above)"
-                    ))
-                }
-                Err(e) => return Err(e),
+                Err(e) => match e.kind() {
+                    ErrorKind::Store(StoreError::Damaged { file, .. }) if !damaged.is_empty() => {
+                        notes.push(format!(
+                            "the manifest could not be recomputed: {file} is damaged (listed \
+                             above)"
+                        ))
+                    }
+                    _ => return Err(e),
+                },
             }
         }
     }
@@ -287,9 +292,9 @@ pub fn run(
 /// them with what the seal journaled and signed. Returns one sentence per mismatch.
 fn sealed_manifest_check(
     store: &odt_store::Store,
-    rec: &odt_store::seal::SealRecord,
+    rec: &odt_store::format::seal_record::SealRecord,
 ) -> Result<Vec<String>, odt_store::Error> {
-    let m = odt_store::manifest::build(store)?;
+    let m = odt_store::trip::manifest::build(store)?;
     let mut problems = Vec::new();
     if let Some(roots) = crate::job_devices::sealed_roots(store) {
         for f in m.files.iter().filter(|f| f.kind == Kind::File) {

@@ -8,6 +8,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use common::*;
+use odt_test_support::prelude::*;
 
 /// Two VM bundles and some loose files, including a sparse file past 4 GiB; returns the
 /// expected tree and the seal code.
@@ -220,14 +221,13 @@ fn records(store: &odt_store::Store, path: &[u8]) -> Vec<(u64, u64, u32, u64, u3
     for c in path.split(|&b| b == b'/') {
         id = store.lookup(id, c).unwrap();
     }
-    store.with_namespace(|ns| {
-        ns.get(id)
-            .unwrap()
-            .extents
-            .iter()
-            .map(|(o, e)| (*o, e.len, e.rec.loc.dev, e.rec.loc.addr, e.rec.loc.len))
-            .collect()
-    })
+    store
+        .view()
+        .get(id)
+        .unwrap()
+        .extents()
+        .map(|(o, e)| (o, e.len, e.rec.loc.dev, e.rec.loc.addr, e.rec.loc.len))
+        .collect()
 }
 
 #[test]
@@ -461,7 +461,11 @@ fn wrong_identity_and_wrong_job_are_clear_errors() {
     let key = setup.job.join("ingest.key");
     std::fs::remove_file(&key).unwrap();
     let other = age::x25519::Identity::generate();
-    std::fs::write(&key, odt_store::keys::identity_file_text(&other).as_bytes()).unwrap();
+    std::fs::write(
+        &key,
+        odt_store::crypto::keys::identity_file_text(&other).as_bytes(),
+    )
+    .unwrap();
     let ds = setup.dir.path().join("ds");
     let o = setup.ingest(&ds, &[]);
     assert_eq!(common::code(&o), 1);

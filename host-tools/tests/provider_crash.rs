@@ -11,6 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
+use odt_test_support::prelude::*;
 
 /// The comparable facts of one datastore entry.
 #[derive(Debug, PartialEq, Eq)]
@@ -51,17 +52,6 @@ fn snapshot(root: &Path) -> BTreeMap<String, Entry> {
             (rel, e)
         })
         .collect()
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
 }
 
 #[test]
@@ -117,7 +107,7 @@ fn sigkill_at_random_moments_then_resume_gives_the_same_result() {
     let want = snapshot(&reference);
     assert_eq!(want.len(), 4 + 1 + 3 + 1 + 200);
 
-    let mut rng = Rng(0x5eed_0dd5_1234_5678);
+    let mut rng = odt_test_support::data::XorShift::new(0x5eed_0dd5_1234_5678);
     let mut resumed_total = 0;
     // Kills after which no, some, or every file was already under its final name.
     let (mut none_done, mut some_done, mut all_done) = (0, 0, 0);
@@ -142,7 +132,8 @@ fn sigkill_at_random_moments_then_resume_gives_the_same_result() {
                 .stderr(Stdio::null())
                 .spawn()
                 .unwrap();
-            let at = Duration::from_micros(rng.next() % (full.as_micros() as u64 * 13 / 10 + 1));
+            let at =
+                Duration::from_micros(rng.next_u64() % (full.as_micros() as u64 * 13 / 10 + 1));
             std::thread::sleep(at);
             // Child::kill sends SIGKILL on Unix.
             let _ = child.kill();

@@ -32,26 +32,14 @@ impl Job {
             .prefix("odt-e2e-")
             .tempdir()
             .expect("temp dir");
-        let job_dir = dir.path().join("job");
-        run_ok(
-            Command::new(bins::odt())
-                .args(["job", "new", "--name", "e2e", "--out"])
-                .arg(&job_dir),
-            Duration::from_secs(60),
+        let set = odt_test_support::fixture::provision_with_cli(
+            &bins::odt(),
+            dir.path(),
+            count,
+            size,
+            extra,
         );
-        let devices: Vec<PathBuf> = (0..count)
-            .map(|i| dir.path().join(format!("dev{i}.img")))
-            .collect();
-        let code_file = dir.path().join("unlock-code");
-        let mut cmd = Command::new(bins::odt());
-        cmd.args(["provision", "--job"]).arg(&job_dir);
-        for d in &devices {
-            cmd.arg("--device").arg(d);
-        }
-        cmd.args(["--size", size, "--code-file"])
-            .arg(&code_file)
-            .args(extra);
-        run_ok(&mut cmd, Duration::from_secs(120));
+        let (job_dir, devices, code_file) = (set.job_dir, set.devices, set.code_file);
         let fingerprint = fingerprint_of(&job_dir);
         Job {
             dir,

@@ -333,25 +333,8 @@ fn image_trip() {
     let image = image_dir.join("odt-appliance.img");
 
     // 2. Provider: a job and a provisioned data disk.
-    let job = d.join("job");
-    let disk = d.join("data0.img");
-    let code = d.join("unlock-code");
-    run_ok(
-        Command::new(&odt)
-            .args(["job", "new", "--name", "image trip", "--out"])
-            .arg(&job),
-        Duration::from_secs(60),
-    );
-    run_ok(
-        Command::new(&odt)
-            .args(["provision", "--job"])
-            .arg(&job)
-            .arg("--device")
-            .arg(&disk)
-            .args(["--size", "1G", "--code-file"])
-            .arg(&code),
-        Duration::from_secs(120),
-    );
+    let set = odt_test_support::fixture::provision_with_cli(&odt, d, 1, "1G", &[]);
+    let (job, disk, code) = (set.job_dir, set.devices[0].clone(), set.code_file);
 
     let src = d.join("export");
     let files = make_export(&src);

@@ -104,17 +104,18 @@ fn copy_devices(devices: &[PathBuf], to: &Path) -> Vec<PathBuf> {
 fn flip_record(devices: &[PathBuf], job_dir: &Path, path: &str) {
     use odt_store::{Access, Locked};
     let locked = Locked::open(devices, Access::ReadOnly).unwrap();
-    let id = odt_store::job::Job::load_identity(job_dir).unwrap();
+    let id = odt_store::trip::job::Job::load_identity(job_dir).unwrap();
     let secrets = locked.secrets_from_identity(&id).unwrap();
     let store = locked.unlock(secrets, Access::ReadOnly).unwrap();
     let mut f = store.root();
     for c in path.split('/') {
         f = store.lookup(f, c.as_bytes()).unwrap();
     }
-    let (dev, addr, len) = store.with_namespace(|ns| {
-        let e = ns.get(f).unwrap().extents.values().nth(2).unwrap().rec.loc;
+    let (dev, addr, len) = {
+        let view = store.view();
+        let e = view.get(f).unwrap().extents().nth(2).unwrap().1.rec.loc;
         (e.dev, e.addr, e.len)
-    });
+    };
     drop(store);
     use std::os::unix::fs::FileExt;
     let file = std::fs::OpenOptions::new()

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use odt_e2e::appliance::{Appliance, Job, Options};
 use odt_e2e::nfsclient::{manifest, nfs_cp_ok, require_clients, sha256_file};
+use odt_test_support::rpc::{Call, Xdr, record_mark};
 
 const LIMIT_KIB: u64 = 256 * 1024;
-const LAST: u32 = 1 << 31;
 
 fn random_file(path: &std::path::Path, bytes: usize, seed: u64) {
     use rand::{RngCore, SeedableRng};
@@ -46,11 +46,21 @@ fn rss_stays_bounded_under_load_and_oversized_requests() {
     app.unlock();
     let port = app.nfs_port;
 
-    // Stallers: each starts a 1 MiB request (within the limit), sends half, and waits.
+    // Stallers: each starts a 1 MiB NFS WRITE (within the limit), sends half, and waits.
     let mut stalled = Vec::new();
-    for _ in 0..40 {
+    for xid in 0..40 {
         let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        s.write_all(&(LAST | (1 << 20)).to_be_bytes()).unwrap();
+        let args = Xdr::new()
+            .opaque(&[0; 16])
+            .u64(0)
+            .u32(1 << 20)
+            .u32(0)
+            .u32(1 << 20)
+            .into_bytes();
+        let call = Call::nfs3(xid, 7).unix(0, 0).args(&args).message();
+        let len = call.len() as u32 + (1 << 20);
+        s.write_all(&record_mark(len, true)).unwrap();
+        s.write_all(&call).unwrap();
         s.write_all(&vec![0x5a; 512 * 1024]).unwrap();
         stalled.push(s);
     }
@@ -78,7 +88,7 @@ fn rss_stays_bounded_under_load_and_oversized_requests() {
     let mut hostile = 0;
     while copies.iter().any(|c| !c.is_finished()) && started.elapsed() < Duration::from_secs(900) {
         let mut big = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        big.write_all(&(LAST | 0x7fff_ffff).to_be_bytes()).unwrap();
+        big.write_all(&record_mark(0x7fff_ffff, true)).unwrap();
         let _ = big.write_all(&vec![0xa5; 1 << 20]);
         assert!(
             closed_within(&mut big, Duration::from_secs(10)),
@@ -86,7 +96,7 @@ fn rss_stays_bounded_under_load_and_oversized_requests() {
         );
         let mut chain = TcpStream::connect(("127.0.0.1", port)).unwrap();
         let frag = {
-            let mut f = (64 * 1024u32).to_be_bytes().to_vec();
+            let mut f = record_mark(64 * 1024, false).to_vec();
             f.extend(vec![0x3c; 64 * 1024]);
             f
         };

@@ -1,64 +1,36 @@
 //! Crash safety of the store: a writer process is SIGKILLed at random moments; on reopen
 //! every acknowledged write is intact, nothing torn is served, and the store keeps working.
 
-#[path = "../src/crash_protocol.rs"]
-mod protocol;
-
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use odt_store::provision::{self, Options};
-use odt_store::{Access, Locked, Store};
+use odt_store::Store;
+use odt_store::trip::provision::Options;
+use odt_test_support::crash::{self as protocol, Event};
+use odt_test_support::fixture::Fixture;
 use rand::{Rng, SeedableRng};
 
 const TRIALS: usize = 24;
 
-struct Trial {
-    dir: tempfile::TempDir,
-    devices: Vec<PathBuf>,
-    code_file: PathBuf,
-}
-
-fn provision_trial(devices: usize) -> Trial {
-    let dir = tempfile::tempdir().unwrap();
-    let paths: Vec<PathBuf> = (0..devices)
-        .map(|i| dir.path().join(format!("d{i}.img")))
-        .collect();
-    let id = age::x25519::Identity::generate();
-    let opts = Options {
-        segment_size: 4 << 20,
-        create_size: Some(512 << 20),
-        ..Options::default()
-    };
-    let p = provision::provision(&paths, "crash", "crash", &id.to_public(), &opts).unwrap();
-    let code_file = dir.path().join("code");
-    std::fs::write(&code_file, p.unlock_code.expose()).unwrap();
-    Trial {
-        dir,
-        devices: paths,
-        code_file,
-    }
-}
-
-fn open(t: &Trial) -> Store {
-    let code = std::fs::read_to_string(&t.code_file)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let l = Locked::open(&t.devices, Access::ReadWrite).unwrap();
-    let s = l.secrets_from_code(&code).unwrap();
-    l.unlock(s, Access::ReadWrite).unwrap()
+fn provision_trial(devices: usize) -> Fixture {
+    Fixture::with_options(
+        devices,
+        512 << 20,
+        Options {
+            segment_size: 4 << 20,
+            ..Options::default()
+        },
+    )
 }
 
 /// Runs the writer, kills it after `after`, returns every line it printed.
-fn run_and_kill(t: &Trial, after: Duration) -> Vec<String> {
+fn run_and_kill(t: &Fixture, after: Duration) -> Vec<String> {
     let mut child = Command::new(env!("CARGO_BIN_EXE_odt-crash-writer"))
-        .arg(&t.code_file)
-        .args(&t.devices)
+        .arg(t.code_file())
+        .args(&t.paths)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -77,7 +49,7 @@ fn run_and_kill(t: &Trial, after: Duration) -> Vec<String> {
     let start = Instant::now();
     // Wait for the writer to be running (or to die trying) before the clock starts.
     while let Ok(l) = rx.recv_timeout(Duration::from_secs(30)) {
-        let ready = l == "ready";
+        let ready = Event::parse(&l) == Some(Event::Ready);
         lines.push(l);
         if ready {
             break;
@@ -125,21 +97,16 @@ fn content(s: &Store, t: u64, file: u64) -> Vec<u8> {
 fn parse(lines: &[String]) -> BTreeMap<u64, (u64, Option<u64>)> {
     let mut out: BTreeMap<u64, (u64, Option<u64>)> = BTreeMap::new();
     for l in lines {
-        let w: Vec<&str> = l.split_whitespace().collect();
-        match w.as_slice() {
-            ["begin", t, seq, ..] => {
-                out.entry(t.parse().unwrap()).or_default().1 = Some(seq.parse().unwrap());
+        match Event::parse(l) {
+            Some(Event::Begin { t, seq, .. }) => {
+                out.entry(t).or_default().1 = Some(seq);
             }
-            ["ack", t, seq] => {
-                let e = out.entry(t.parse().unwrap()).or_default();
-                assert_eq!(
-                    e.0,
-                    seq.parse::<u64>().unwrap(),
-                    "acks of thread {t} out of order"
-                );
+            Some(Event::Ack { t, seq }) => {
+                let e = out.entry(t).or_default();
+                assert_eq!(e.0, seq, "acks of thread {t} out of order");
                 e.0 += 1;
             }
-            _ => {}
+            Some(Event::Ready) | None => {}
         }
     }
     for e in out.values_mut() {
@@ -206,29 +173,29 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
             let after = Duration::from_millis(rng.random_range(5..900));
             let lines = run_and_kill(&t, after);
             assert!(
-                lines.iter().any(|l| l == "ready"),
+                lines.iter().any(|l| Event::parse(l) == Some(Event::Ready)),
                 "trial {trial} round {round}: writer did not start: {lines:?}"
             );
             runs.push(lines);
-            let s = open(&t);
+            let s = t.open();
             total_acks += check(&s, &runs);
         }
-        let s = open(&t);
+        let s = t.open();
         let sb = s.superblock().clone();
         for (i, dev) in s.devices().iter().enumerate() {
             let sbi = if i == 0 {
                 sb.clone()
             } else {
-                odt_store::superblock::Superblock::read(dev).unwrap()
+                odt_store::format::superblock::Superblock::read(dev).unwrap()
             };
-            let (_, problems) = odt_store::verify::check_log(dev, &sbi, None, &mut |_| {});
+            let (_, problems) = odt_store::trip::verify::check_log(dev, &sbi, None, &mut |_| {});
             assert!(
                 problems.is_empty(),
                 "trial {trial}: log damaged after recovery: {problems:?}"
             );
         }
         drop(s);
-        drop(t.dir);
+        drop(t);
     }
     assert!(
         total_acks > TRIALS,

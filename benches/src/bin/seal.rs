@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
-use odt_store::job::{Job, JobSet};
-use odt_store::provision::{self, Options};
+use odt_store::trip::provision::{self, Options};
 use odt_store::{Access, Locked, Store};
+use odt_test_support::data::XorShift;
 use sha2::Digest;
 
 struct Args {
@@ -51,28 +51,12 @@ fn setup(dir: &Path, name: &str, size: u64) -> anyhow::Result<(Vec<PathBuf>, Pat
         ..Options::default()
     };
     let p = provision::provision(&paths, name, name, &id.to_public(), &opts)?;
-    let sb = &p.superblocks[0];
     let job = d.join("job");
-    std::fs::create_dir_all(&job)?;
-    Job {
-        id: name.into(),
-        name: name.into(),
-        created_unix: 0,
-        recipient: id.to_public().to_string(),
-        set: Some(JobSet {
-            set_id: format!("{:016x}", sb.set_id),
-            signing_public: hex::encode(p.signing_public),
-            cipher: sb.cipher,
-            provisioned_unix: 0,
-            devices: vec![],
-            tls_fingerprint: None,
-            tls_spki_pin: None,
-        }),
-    }
-    .save(&job)?;
+    odt_test_support::fixture::write_job(&job, name, &id, &p);
     let l = Locked::open(&paths, Access::ReadWrite)?;
     let s = l.secrets_from_code(&p.unlock_code)?;
     let store = l.unlock(s, Access::ReadWrite)?;
+    odt_store::trip::bundle_digests::attach(&store);
     Ok((paths, job, store))
 }
 
@@ -97,13 +81,7 @@ fn block(n: u64, buf: &mut [u8]) {
             }
         }
         _ => {
-            let mut x = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-            for c in buf.chunks_mut(8) {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                c.copy_from_slice(&x.to_le_bytes()[..c.len()]);
-            }
+            XorShift::new(n).fill(buf);
         }
     }
 }
@@ -112,7 +90,7 @@ fn time_check(paths: &[PathBuf], job: &Path, code: &str) -> anyhow::Result<f64> 
     let mut best = f64::MAX;
     for _ in 0..3 {
         let t = Instant::now();
-        let r = odt_store::seal::check(paths, job, Some(code))?;
+        let r = odt_store::trip::seal::check(paths, job, Some(code))?;
         anyhow::ensure!(r.intact, "seal check failed: {:?}", r.problem);
         best = best.min(t.elapsed().as_secs_f64());
     }
@@ -154,7 +132,7 @@ fn main() -> anyhow::Result<()> {
     });
     let fill = t.elapsed().as_secs_f64();
     let t = Instant::now();
-    let sealed = odt_store::seal::check_and_seal(&store, true)?;
+    let sealed = odt_store::trip::seal::check_and_seal(&store, true)?;
     let seal_many = t.elapsed().as_secs_f64();
     let code = sealed.sealed.context("not sealed")?.code;
     drop(store);
@@ -169,7 +147,7 @@ fn main() -> anyhow::Result<()> {
     let f = store.create(store.root(), b"only.txt", 0o644)?;
     store.write(f.id, 0, b"one file\n")?;
     let t = Instant::now();
-    let code = odt_store::seal::check_and_seal(&store, true)?
+    let code = odt_store::trip::seal::check_and_seal(&store, true)?
         .sealed
         .context("not sealed")?
         .code;
@@ -227,7 +205,7 @@ fn main() -> anyhow::Result<()> {
     let m = store.create(vm.id, b"vm1.mf", 0o644)?;
     store.write(m.id, 0, mf.as_bytes())?;
     let t = Instant::now();
-    let out = odt_store::seal::check_and_seal(&store, false)?;
+    let out = odt_store::trip::seal::check_and_seal(&store, false)?;
     let seal_big = t.elapsed().as_secs_f64();
     anyhow::ensure!(out.refused.is_none(), "seal refused: {:?}", out.refused);
     let b = &out.bundles.bundles[0];

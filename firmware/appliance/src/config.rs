@@ -25,40 +25,56 @@ pub const NFS_PORT: u16 = 2049;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The config file could not be read.
-    #[error("cannot read the config file {path}: {source}")]
+    #[error("cannot read the config file {path}")]
     Read {
+        /// The file.
         path: PathBuf,
+        /// Why.
         #[source]
         source: std::io::Error,
     },
     /// The config file is not valid TOML for these settings.
-    #[error("config file {path}: {source}")]
+    #[error("config file {path} is not valid")]
     Parse {
+        /// The file.
         path: PathBuf,
+        /// What is wrong, and where.
         #[source]
         source: toml::de::Error,
     },
     /// A required setting is missing.
     #[error("no {what} given: pass {flag} or set `{key}` in the config file")]
     Missing {
+        /// The setting, in words.
         what: &'static str,
+        /// The command-line flag that gives it.
         flag: &'static str,
+        /// The config-file key that gives it.
         key: &'static str,
     },
     /// An address does not parse.
     #[error(
         "{what} address {value:?} is not IP:PORT (e.g. 0.0.0.0:2049, [::]:2049, 127.0.0.1:7049)"
     )]
-    Address { what: &'static str, value: String },
+    Address {
+        /// Which address (NFS, control).
+        what: &'static str,
+        /// What was given.
+        value: String,
+    },
     /// An allow-list entry does not parse.
     #[error(transparent)]
     Allow(#[from] CidrError),
     /// A limit is out of range.
     #[error("{key} must be between {min} and {max}, not {value}")]
     Limit {
+        /// The config-file key.
         key: &'static str,
+        /// What was given.
         value: usize,
+        /// Smallest value allowed.
         min: usize,
+        /// Largest value allowed.
         max: usize,
     },
 }
@@ -189,10 +205,10 @@ impl Settings {
         })?;
         let listen = parse_addr("NFS listen", &listen, NFS_PORT)?;
         let control = match flags.control.or(file.control) {
-            Some(c) => parse_addr("control", &c, odt_store::control::DEFAULT_PORT)?,
+            Some(c) => parse_addr("control", &c, odt_store::trip::control_api::DEFAULT_PORT)?,
             None => SocketAddr::new(
                 IpAddr::V4(Ipv4Addr::LOCALHOST),
-                odt_store::control::DEFAULT_PORT,
+                odt_store::trip::control_api::DEFAULT_PORT,
             ),
         };
         let allow = if flags.allow.is_empty() {

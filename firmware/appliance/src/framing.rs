@@ -16,7 +16,12 @@ pub const HEADER: usize = 4;
 pub enum FramingError {
     /// The record would exceed the limit; nothing beyond the header was read.
     #[error("request record of at least {size} bytes exceeds the limit of {limit} bytes")]
-    TooLarge { size: u64, limit: usize },
+    TooLarge {
+        /// Bytes the record header announced (at least).
+        size: u64,
+        /// Bytes allowed.
+        limit: usize,
+    },
     /// A record without any bytes (not an RPC message).
     #[error("empty request record")]
     Empty,

@@ -4,7 +4,7 @@
 //! available to write.
 
 use nfsserve::nfs::{self, nfsstat3, post_op_attr};
-use odt_store::control::State;
+use odt_store::trip::control_api::State;
 
 use crate::nfs::{Export, Need};
 use crate::nfsstat::Subject;

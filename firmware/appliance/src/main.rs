@@ -102,6 +102,7 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
 /// little lower but mapped and zeroed every buffer anew: 17 instead of 10 CPU-seconds for
 /// the same copy). Measured: 177 MiB peak for 2 GiB, 198 MiB in the e2e memory test.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
 fn bound_malloc() {
     // SAFETY: mallopt only changes allocator parameters; called before any thread starts.
     unsafe {

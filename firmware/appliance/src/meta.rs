@@ -363,7 +363,7 @@ impl Export {
                 r.put(&post_op_attr::attributes(a))
                     // linkmax: the store has no hard links; name_max: its limit.
                     .word(1)
-                    .word(odt_store::store::MAX_NAME as u32)
+                    .word(odt_store::engine::MAX_NAME as u32)
                     // no_trunc, chown_restricted, case_insensitive, case_preserving
                     .put(&true)
                     .put(&true)

@@ -31,8 +31,8 @@ use nfsserve::nfs::{
 };
 use nfsserve::vfs::{DirEntry, NFSFileSystem, ReadDirResult, VFSCapabilities};
 use odt_store::Store;
-use odt_store::control::State;
-use odt_store::journal::{AttrChange, Kind, Time};
+use odt_store::format::journal::{AttrChange, Kind, Time};
+use odt_store::trip::control_api::State;
 
 use crate::handles::Handles;
 use crate::nfsstat::{Subject, is_routine, status_of};
@@ -149,7 +149,7 @@ impl Export {
                 handles,
                 throttle: Throttle::new(LOG_WINDOW),
                 pending,
-                verifier: odt_store::keys::random_u64().to_be_bytes(),
+                verifier: odt_store::crypto::keys::random_u64().to_be_bytes(),
             }),
         }
     }
@@ -205,7 +205,8 @@ impl Export {
             if let Some(n) = self.throttle.admit(op) {
                 tracing::warn!(
                     path = %path(),
-                    "NFS {op} failed with {status:?}: {e}{}",
+                    "NFS {op} failed with {status:?}: {}{}",
+                    odt_store::error::one_line(&e),
                     suppressed_note(n)
                 );
             }
@@ -272,7 +273,7 @@ impl NFSFileSystem for Export {
     }
 
     fn root_dir(&self) -> fileid3 {
-        odt_store::namespace::ROOT
+        odt_store::engine::namespace::ROOT
     }
 
     async fn lookup(&self, dirid: fileid3, filename: &filename3) -> Result<fileid3, nfsstat3> {
@@ -374,7 +375,14 @@ impl NFSFileSystem for Export {
                     a
                 }
                 // UNCHECKED on an existing file: use it (GUARDED goes to `create_exclusive`).
-                Err(odt_store::Error::Exists) => {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        odt_store::error::ErrorKind::Namespace(
+                            odt_store::error::NamespaceError::Exists
+                        )
+                    ) =>
+                {
                     let id = s.lookup(dirid, filename).map_err(fail)?;
                     let a = s.getattr(id).map_err(fail)?;
                     if a.kind != Kind::File {

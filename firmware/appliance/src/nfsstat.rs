@@ -3,6 +3,7 @@
 
 use nfsserve::nfs::nfsstat3;
 use odt_store::Error;
+use odt_store::error::{DeviceError, ErrorKind, NamespaceError, StoreError};
 
 /// Where an error came from: the object a request names by handle, or a name inside a
 /// directory. A missing *object* means its handle outlived the file (STALE); a missing
@@ -18,30 +19,29 @@ pub enum Subject {
 /// The status a client gets for a store error.
 pub fn status_of(e: &Error, subject: Subject) -> nfsstat3 {
     use nfsstat3::*;
-    match e {
-        Error::NotFound => match subject {
-            Subject::Object => NFS3ERR_STALE,
-            Subject::Name => NFS3ERR_NOENT,
+    match e.kind() {
+        ErrorKind::Namespace(n) => match n {
+            NamespaceError::NotFound => match subject {
+                Subject::Object => NFS3ERR_STALE,
+                Subject::Name => NFS3ERR_NOENT,
+            },
+            NamespaceError::Exists => NFS3ERR_EXIST,
+            NamespaceError::NotDir => NFS3ERR_NOTDIR,
+            NamespaceError::IsDir => NFS3ERR_ISDIR,
+            NamespaceError::NotEmpty => NFS3ERR_NOTEMPTY,
+            NamespaceError::InvalidName { .. } | NamespaceError::Invalid(_) => NFS3ERR_INVAL,
+            NamespaceError::NameTooLong(_) => NFS3ERR_NAMETOOLONG,
+            NamespaceError::Inconsistent(_) => NFS3ERR_IO,
         },
-        Error::Exists => NFS3ERR_EXIST,
-        Error::NotDir => NFS3ERR_NOTDIR,
-        Error::IsDir => NFS3ERR_ISDIR,
-        Error::NotEmpty => NFS3ERR_NOTEMPTY,
-        Error::InvalidName { .. } => NFS3ERR_INVAL,
-        Error::NameTooLong(_) => NFS3ERR_NAMETOOLONG,
-        Error::Invalid(_) => NFS3ERR_INVAL,
-        Error::NoSpace(_) => NFS3ERR_NOSPC,
-        Error::ReadOnly => NFS3ERR_ROFS,
-        Error::Locked | Error::WrongKey(_) => NFS3ERR_ACCES,
-        Error::Io { .. }
-        | Error::Open { .. }
-        | Error::Corrupt { .. }
-        | Error::Damaged { .. }
-        | Error::Truncated { .. }
-        | Error::NotADevice { .. }
-        | Error::DeviceSet(_)
-        | Error::Erased { .. }
-        | Error::Format(_) => NFS3ERR_IO,
+        ErrorKind::Store(s) => match s {
+            StoreError::Invalid(_) => NFS3ERR_INVAL,
+            StoreError::NoSpace(_) => NFS3ERR_NOSPC,
+            StoreError::ReadOnly => NFS3ERR_ROFS,
+            StoreError::Damaged { .. } | StoreError::Stopped { .. } => NFS3ERR_IO,
+        },
+        ErrorKind::Device(DeviceError::WritePastEnd { .. }) => NFS3ERR_NOSPC,
+        ErrorKind::Key(_) => NFS3ERR_ACCES,
+        _ => NFS3ERR_IO,
     }
 }
 
@@ -49,46 +49,65 @@ pub fn status_of(e: &Error, subject: Subject) -> nfsstat3 {
 /// a name that does not exist, creating one that does, removing a non-empty directory.
 pub fn is_routine(e: &Error) -> bool {
     matches!(
-        e,
-        Error::NotFound | Error::Exists | Error::NotEmpty | Error::NotDir | Error::IsDir
+        e.kind(),
+        ErrorKind::Namespace(
+            NamespaceError::NotFound
+                | NamespaceError::Exists
+                | NamespaceError::NotEmpty
+                | NamespaceError::NotDir
+                | NamespaceError::IsDir
+        )
     )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use odt_store::error::KeyError;
 
-    fn code(e: Error, s: Subject) -> u32 {
-        status_of(&e, s) as u32
+    fn code(e: impl Into<Error>, s: Subject) -> u32 {
+        status_of(&e.into(), s) as u32
     }
 
     #[test]
     fn codes() {
         use nfsstat3::*;
-        assert_eq!(code(Error::NotFound, Subject::Name), NFS3ERR_NOENT as u32);
-        assert_eq!(code(Error::NotFound, Subject::Object), NFS3ERR_STALE as u32);
         assert_eq!(
-            code(Error::NoSpace("x".into()), Subject::Object),
+            code(NamespaceError::NotFound, Subject::Name),
+            NFS3ERR_NOENT as u32
+        );
+        assert_eq!(
+            code(NamespaceError::NotFound, Subject::Object),
+            NFS3ERR_STALE as u32
+        );
+        assert_eq!(
+            code(StoreError::NoSpace("x".into()), Subject::Object),
             NFS3ERR_NOSPC as u32
         );
-        assert_eq!(code(Error::ReadOnly, Subject::Name), NFS3ERR_ROFS as u32);
         assert_eq!(
-            code(Error::NameTooLong(300), Subject::Name),
+            code(StoreError::ReadOnly, Subject::Name),
+            NFS3ERR_ROFS as u32
+        );
+        assert_eq!(
+            code(NamespaceError::NameTooLong(300), Subject::Name),
             NFS3ERR_NAMETOOLONG as u32
         );
-        assert_eq!(code(Error::Locked, Subject::Object), NFS3ERR_ACCES as u32);
         assert_eq!(
-            code(Error::NotEmpty, Subject::Name),
+            code(KeyError::Wrong("x".into()), Subject::Object),
+            NFS3ERR_ACCES as u32
+        );
+        assert_eq!(
+            code(NamespaceError::NotEmpty, Subject::Name),
             NFS3ERR_NOTEMPTY as u32
         );
-        let damaged = Error::Damaged {
+        let damaged = StoreError::Damaged {
             file: "a/b".into(),
             start: 0,
             end: 1,
             why: "tag".into(),
         };
         assert_eq!(code(damaged, Subject::Object), NFS3ERR_IO as u32);
-        assert!(is_routine(&Error::Exists));
-        assert!(!is_routine(&Error::NoSpace("x".into())));
+        assert!(is_routine(&NamespaceError::Exists.into()));
+        assert!(!is_routine(&StoreError::NoSpace("x".into()).into()));
     }
 }

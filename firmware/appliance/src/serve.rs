@@ -27,23 +27,28 @@ pub enum ServeError {
     #[error(transparent)]
     State(#[from] StateError),
     /// A listening socket could not be bound.
-    #[error("cannot listen for {what} on {addr}: {source}")]
+    #[error("cannot listen for {what} on {addr}")]
     Bind {
+        /// Which service (NFS, control).
         what: &'static str,
+        /// The address.
         addr: SocketAddr,
+        /// Why.
         #[source]
         source: std::io::Error,
     },
     /// The ready file could not be written.
-    #[error("cannot write the ready file {path}: {source}")]
+    #[error("cannot write the ready file {path}")]
     ReadyFile {
+        /// The file.
         path: PathBuf,
+        /// Why.
         #[source]
         source: std::io::Error,
     },
     /// The final flush failed: acknowledged data may not be durable.
-    #[error("the final sync failed: {0}")]
-    Sync(odt_store::Error),
+    #[error("the final sync failed: acknowledged writes may not be durable")]
+    Sync(#[source] odt_store::Error),
     /// The TLS identity in the superblock is unusable.
     #[error(transparent)]
     Tls(#[from] crate::control::TlsError),
@@ -164,7 +169,8 @@ pub async fn run(settings: Settings) -> Result<(), ServeError> {
         tracing::warn!("writes still running after 30 s; stopping without them");
     }
     // The custody log: the keys leave memory now (locked), if the store can still take it.
-    ctx.note(odt_store::custody::What::Stopped, None).await;
+    ctx.note(odt_store::trip::custody::What::Stopped, None)
+        .await;
     let a = app.clone();
     tokio::task::spawn_blocking(move || a.sync())
         .await
@@ -183,7 +189,10 @@ async fn flusher(app: Arc<Appliance>) {
         let a = app.clone();
         match tokio::task::spawn_blocking(move || a.sync()).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!("background flush failed: {e}"),
+            Ok(Err(e)) => tracing::error!(
+                "background flush failed: {}",
+                odt_store::error::one_line(&e)
+            ),
             Err(e) => tracing::error!("background flush task failed: {e}"),
         }
     }

@@ -17,11 +17,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use odt_store::control::{
+use odt_store::crypto::keys::UnlockCode;
+use odt_store::crypto::tls::TlsIdentity;
+use odt_store::error::{ErrorKind, StoreError, one_line};
+use odt_store::trip::control_api::{
     CHALLENGE_LEN, ControlKey, SealInfo, State, StatusReport, StoreReport, UnlockReport,
 };
-use odt_store::keys::UnlockCode;
-use odt_store::tls::TlsIdentity;
 use odt_store::{Access, Locked, Store};
 
 use crate::meter::Meter;
@@ -34,9 +35,11 @@ const WRONG_CODE_PAUSE: Duration = Duration::from_secs(1);
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     /// The devices could not be opened as one set.
-    #[error("cannot open the data devices {devices}: {source}")]
+    #[error("cannot open the data devices {devices}")]
     Open {
+        /// The device paths.
         devices: String,
+        /// Why.
         #[source]
         source: odt_store::Error,
     },
@@ -45,22 +48,30 @@ pub enum StateError {
         "the unlock code does not open this appliance's keys; check it against the one \
          printed at provisioning for job {job_id}"
     )]
-    WrongCode { job_id: String },
+    WrongCode {
+        /// The job the devices were provisioned for.
+        job_id: String,
+    },
     /// The code is not shaped like an unlock code.
     #[error("{0}")]
     Malformed(odt_store::Error),
     /// The keys opened but the store could not be opened.
-    #[error("unlock failed while opening the store on {devices}: {source}")]
+    #[error("unlock failed while opening the store on {devices}")]
     Unlock {
+        /// The device paths.
         devices: String,
+        /// Why.
         #[source]
         source: odt_store::Error,
     },
     /// The seal or the bundle check failed on the store.
-    #[error("{what} failed on {devices}: {source}")]
+    #[error("{what} failed on {devices}")]
     Store {
+        /// What was being done.
         what: &'static str,
+        /// The device paths.
         devices: String,
+        /// Why.
         #[source]
         source: odt_store::Error,
     },
@@ -206,7 +217,7 @@ impl Appliance {
         let locked = slot.take().ok_or(StateError::Locked)?;
         let secrets = match locked.secrets_from_code(code) {
             Ok(s) => s,
-            Err(odt_store::Error::WrongKey(_)) => {
+            Err(e) if matches!(e.kind(), ErrorKind::Key(k) if k.is_wrong_key()) => {
                 *slot = Some(locked);
                 std::thread::sleep(WRONG_CODE_PAUSE);
                 return Err(self.wrong_code());
@@ -221,6 +232,7 @@ impl Appliance {
         };
         match locked.unlock(secrets, Access::ReadWrite) {
             Ok(store) => {
+                odt_store::trip::bundle_digests::attach(&store);
                 let _ = self.store.set(Arc::new(store));
                 let _ = self.key.set(key);
                 Ok(self.unlock_report(false))
@@ -232,7 +244,7 @@ impl Appliance {
                     Ok(l) => *slot = Some(l),
                     Err(e) => tracing::error!(
                         devices = %show(&self.devices),
-                        error = %e,
+                        error = %one_line(&e),
                         "cannot reopen the devices after a failed unlock; restart the appliance"
                     ),
                 }
@@ -323,18 +335,19 @@ impl Appliance {
 
     /// The customer's seal: bundle check, then (unless refused) the signed seal record and a
     /// read-only export (blocks: flushes, reads back what was not hashed on the way in).
-    pub fn seal(&self, force: bool) -> Result<odt_store::seal::SealOutcome, StateError> {
+    pub fn seal(&self, force: bool) -> Result<odt_store::trip::seal::SealOutcome, StateError> {
         let store = self.store.get().ok_or(StateError::Locked)?;
-        let out =
-            odt_store::seal::check_and_seal(store, force).map_err(|source| StateError::Store {
-                what: if matches!(source, odt_store::Error::ReadOnly) {
+        let out = odt_store::trip::seal::check_and_seal(store, force).map_err(|source| {
+            StateError::Store {
+                what: if matches!(source.kind(), ErrorKind::Store(StoreError::ReadOnly)) {
                     "the seal (the appliance is already sealed)"
                 } else {
                     "the seal"
                 },
                 devices: show(&self.devices),
                 source,
-            })?;
+            }
+        })?;
         if let Some(s) = &out.sealed {
             *lock(&self.seal) = Some(seal_info(&s.seal, s.code.clone()));
         }
@@ -342,15 +355,15 @@ impl Appliance {
     }
 
     /// The bundle check alone.
-    pub fn bundles(&self) -> Result<odt_store::bundle::BundleReport, StateError> {
+    pub fn bundles(&self) -> Result<odt_store::trip::bundle::BundleReport, StateError> {
         let store = self.store.get().ok_or(StateError::Locked)?;
-        odt_store::bundle::check(store, odt_store::journal::Time::now()).map_err(|source| {
-            StateError::Store {
+        odt_store::trip::bundle::check(store, odt_store::format::journal::Time::now()).map_err(
+            |source| StateError::Store {
                 what: "the bundle check",
                 devices: show(&self.devices),
                 source,
-            }
-        })
+            },
+        )
     }
 
     /// Test hook: turns the export read-only as a seal will (no seal record is written).
@@ -372,7 +385,7 @@ impl Appliance {
     }
 }
 
-fn seal_info(s: &odt_store::seal::SignedSeal, code: String) -> SealInfo {
+fn seal_info(s: &odt_store::format::seal_record::SignedSeal, code: String) -> SealInfo {
     SealInfo {
         seal_code: code,
         sealed_unix: s.record.sealed.secs,
@@ -385,7 +398,7 @@ fn seal_info(s: &odt_store::seal::SignedSeal, code: String) -> SealInfo {
 /// sealed appliance shows its seal code while locked).
 fn read_seal(locked: &Locked) -> Option<SealInfo> {
     let (dev, sb) = (&locked.devices()[0], locked.superblock());
-    match odt_store::seal::read(dev, sb) {
+    match odt_store::format::seal_record::read(dev, sb) {
         Ok(Some(s)) if s.verify(&sb.signing_public) => Some(seal_info(&s, s.code())),
         Ok(Some(_)) => {
             tracing::warn!(
@@ -416,7 +429,7 @@ impl std::fmt::Debug for Appliance {
 mod tests {
     use super::*;
     use crate::testutil::Fixture;
-    use odt_store::control::new_challenge;
+    use odt_store::trip::control_api::new_challenge;
 
     #[test]
     fn locked_then_unlocked_then_sealed() {

@@ -1,10 +1,7 @@
-//! Test fixtures: a provisioned device image in a temp dir, and an unlocked appliance on it.
+//! Test fixtures: a provisioned device image in a temp dir (odt-test-support's), and an
+//! unlocked appliance on it.
 
-use std::path::PathBuf;
 use std::sync::Arc;
-
-use odt_store::keys::UnlockCode;
-use odt_store::provision::{self, Options};
 
 use crate::framing::HEADER;
 use crate::rpc::CallHeader;
@@ -22,31 +19,26 @@ pub fn call_record(xid: u32, program: u32, procedure: u32, args: &[u8]) -> (Call
     (h, v)
 }
 
-/// A provisioned one-device set.
-pub struct Fixture {
-    pub _dir: tempfile::TempDir,
-    pub paths: Vec<PathBuf>,
-    pub code: UnlockCode,
+/// A provisioned one-device set (job `job-unit`), with the appliance on top.
+pub struct Fixture(odt_test_support::fixture::Fixture);
+
+impl std::ops::Deref for Fixture {
+    type Target = odt_test_support::fixture::Fixture;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 impl Fixture {
     /// A set of one image of `size` bytes.
     pub fn new(size: u64) -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        let paths = vec![dir.path().join("dev0.img")];
-        let identity = age::x25519::Identity::generate();
-        let opts = Options {
-            create_size: Some(size),
-            segment_size: 8 << 20,
-            ..Options::default()
-        };
-        let p =
-            provision::provision(&paths, "job-unit", "unit", &identity.to_public(), &opts).unwrap();
-        Fixture {
-            _dir: dir,
-            paths,
-            code: p.unlock_code,
-        }
+        Fixture(odt_test_support::fixture::Fixture::for_job(
+            "job-unit",
+            1,
+            size,
+            Default::default(),
+        ))
     }
 
     /// A locked appliance on the set.

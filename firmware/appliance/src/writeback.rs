@@ -70,7 +70,7 @@ fn write_ok(xid: u32, after: fattr3, count: u32, committed: u32, verifier: &[u8;
 }
 
 fn now() -> nfstime3 {
-    let t = odt_store::journal::Time::now();
+    let t = odt_store::format::journal::Time::now();
     nfstime3 {
         seconds: t.secs.clamp(0, u32::MAX as i64) as u32,
         nseconds: t.nanos,
@@ -123,8 +123,8 @@ impl Export {
                 return reply(failed(xid, st));
             }
         };
-        if attr.kind != odt_store::journal::Kind::File {
-            let st = if attr.kind == odt_store::journal::Kind::Dir {
+        if attr.kind != odt_store::format::journal::Kind::File {
+            let st = if attr.kind == odt_store::format::journal::Kind::Dir {
                 nfsstat3::NFS3ERR_ISDIR
             } else {
                 nfsstat3::NFS3ERR_INVAL

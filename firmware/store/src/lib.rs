@@ -1,39 +1,25 @@
-//! `odt-store`: the on-disk format of the ODT appliance, shared by the firmware and the
-//! provider's host tools.
+//! `odt-store`: the on-disk format of the ODT appliance and the store built on it, shared by
+//! the firmware and the provider's host tools.
 //!
-//! Layers, from the bottom: [`device`] (positional I/O on an image file or block device),
-//! [`superblock`] and [`segment`] (what is where), [`record`] (compressed, encrypted,
-//! hashed extents) and [`journal`] (encrypted, CRC-framed metadata batches), [`namespace`]
-//! (the tree the journal describes), [`store`] (group-committed writes, recovery, reads),
-//! [`manifest`] (per-file BLAKE3 roots), [`keys`] and [`provision`] (key wrapping, new
-//! device sets) and [`job`] (the provider's job file).
+//! Layers, from the bottom (each uses only those below it):
+//! - [`device`]: positional I/O on an image file or block device;
+//! - [`crypto`]: AEAD session keys, the job's secrets and their wrapping;
+//! - [`format`]: the codecs of everything on a device (superblock, segments, records,
+//!   journal, seal record);
+//! - [`engine`]: the log, the namespace and the [`Store`] (group-committed writes, recovery,
+//!   reads);
+//! - [`trip`]: the logic of one trip (job and provisioning, VM bundle checks, manifests, the
+//!   seal and its check, verification, the ingest receipt, the control API's messages).
+//!
+//! [`error`] is shared by all of them; [`units`] formats sizes and times for people.
 
-pub mod aligned;
-pub mod bundle;
-pub mod cipher;
-pub mod control;
-pub mod custody;
+pub mod crypto;
 pub mod device;
-pub mod digest;
+pub mod engine;
 pub mod error;
-pub mod frame;
-pub mod job;
-pub mod journal;
-pub mod keys;
-pub mod log;
-pub mod manifest;
-pub mod namespace;
-pub mod ovf;
-pub mod provision;
-pub mod receipt;
-pub mod record;
-pub mod seal;
-pub mod segment;
-pub mod store;
-pub mod superblock;
-pub mod tls;
+pub mod format;
+pub mod trip;
 pub mod units;
-pub mod verify;
 
+pub use engine::{Access, Attr, BulkRead, Damage, DirEntry, Locked, ReadScratch, Stats, Store};
 pub use error::{Error, Result};
-pub use store::{Access, Attr, BulkRead, DirEntry, Locked, ReadScratch, Stats, Store};

@@ -1,7 +1,6 @@
 //! Round trips through real image files: write, read, reopen, read again.
 
-mod common;
-use common::*;
+use odt_test_support::prelude::*;
 
 #[test]
 fn write_read_reopen() {
@@ -34,7 +33,7 @@ fn write_read_reopen() {
     assert_eq!(back, data);
     let g = s.lookup(d, b"log.txt").unwrap();
     assert_eq!(s.read(g, 0, text.len() as u32).unwrap().0, text);
-    let m = odt_store::manifest::build(&s).unwrap();
+    let m = odt_store::trip::manifest::build(&s).unwrap();
     let fm = m.files.iter().find(|e| e.path == b"vm1/disk.vmdk").unwrap();
     assert_eq!(fm.blake3, *blake3::hash(&data).as_bytes());
 }
@@ -45,12 +44,12 @@ fn truncate_then_extend_reads_zeros() {
     let s = fx.open();
     let f = s.create(s.root(), b"f", 0o644).unwrap();
     s.write(f.id, 0, &pattern(3, 2 * MIB as usize)).unwrap();
-    let shrink = odt_store::journal::AttrChange {
+    let shrink = odt_store::format::journal::AttrChange {
         size: Some(1000),
         ..Default::default()
     };
     s.setattr(f.id, shrink).unwrap();
-    let grow = odt_store::journal::AttrChange {
+    let grow = odt_store::format::journal::AttrChange {
         size: Some(2 * MIB),
         ..Default::default()
     };
@@ -65,7 +64,7 @@ fn a_truncate_to_the_current_size_journals_nothing_but_is_durable() {
     let fx = Fixture::new(1, 64 * MIB);
     let s = fx.open();
     let f = s.create(s.root(), b"f", 0o644).unwrap();
-    let same = |n: u64| odt_store::journal::AttrChange {
+    let same = |n: u64| odt_store::format::journal::AttrChange {
         size: Some(n),
         ..Default::default()
     };
@@ -118,4 +117,37 @@ fn readdir_pages_resume_after_the_cookie() {
     assert_eq!(page(gone).0[0].name, want[0]);
     // The cookie of an entry in another directory does not resume there either.
     assert_eq!(page(d).0[0].name, want[0]);
+}
+
+/// A view is the namespace as it was when taken: later changes copy the namespace rather
+/// than show through, and a new view sees them.
+#[test]
+fn a_view_is_a_snapshot() {
+    let fx = Fixture::new(1, 64 * MIB);
+    let s = fx.open();
+    let d = s.mkdir(s.root(), b"vm1", 0o755).unwrap();
+    let f = s.create(d.id, b"disk.vmdk", 0o644).unwrap();
+    s.write(f.id, 0, &pattern(2, 100_000)).unwrap();
+    let before = s.view();
+    s.write(f.id, 100_000, &pattern(3, 50_000)).unwrap();
+    s.create(d.id, b"vm1.ovf", 0o644).unwrap();
+    s.remove(s.root(), b"nothing").unwrap_err();
+    let after = s.view();
+
+    let names = |v: &odt_store::engine::View| -> Vec<Vec<u8>> {
+        let dir = v.get(d.id).unwrap();
+        dir.children().map(|(n, _)| n.to_vec()).collect()
+    };
+    assert_eq!(names(&before), vec![b"disk.vmdk".to_vec()]);
+    assert_eq!(
+        names(&after),
+        vec![b"disk.vmdk".to_vec(), b"vm1.ovf".to_vec()]
+    );
+    assert_eq!(before.get(f.id).unwrap().size(), 100_000);
+    assert_eq!(after.get(f.id).unwrap().size(), 150_000);
+    assert_eq!(before.path(f.id), b"vm1/disk.vmdk");
+    assert_eq!(before.files().count(), 1);
+    assert_eq!(after.files().count(), 2);
+    assert_eq!(after.totals(), after.recount());
+    assert!(before.seal().is_none());
 }

@@ -3,12 +3,11 @@
 //! still queued in memory, and damaged records reported with their file and range while the
 //! rest of the read is served.
 
-mod common;
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 
-use common::*;
 use odt_store::{ReadScratch, Store};
+use odt_test_support::prelude::*;
 
 /// A file of `size` bytes with holes, an overwritten middle and unaligned records.
 fn messy_file(s: &Store) -> (u64, u64) {
@@ -116,7 +115,14 @@ fn a_damaged_record_is_named_and_the_rest_is_served() {
     // Flip one byte inside the ciphertext of the record holding [1 MiB, 2 MiB).
     let loc = {
         let s = fx.open_ro().unwrap();
-        s.with_namespace(|ns| ns.get(id).unwrap().extents[&MIB].rec.loc)
+        let view = s.view();
+        let (_, e) = view
+            .get(id)
+            .unwrap()
+            .extents()
+            .find(|(o, _)| *o == MIB)
+            .unwrap();
+        e.rec.loc
     };
     let dev = OpenOptions::new()
         .read(true)

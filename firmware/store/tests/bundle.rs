@@ -1,11 +1,11 @@
 //! The pre-seal bundle check on a real store: a good OVF package and OVA pass; each kind of
 //! broken export is reported by name.
 
-mod common;
-use common::*;
 use odt_store::Store;
-use odt_store::bundle::{self, Severity};
-use odt_store::journal::Time;
+use odt_store::format::journal::Time;
+use odt_store::trip::bundle::{self, Severity};
+use odt_store::trip::bundle_digests::{self, Tracker};
+use odt_test_support::prelude::*;
 use sha2::Digest;
 
 fn put(s: &Store, dir: u64, name: &str, data: &[u8]) -> u64 {
@@ -64,6 +64,7 @@ fn later() -> Time {
 fn good_and_broken_bundles() {
     let fx = Fixture::new(1, 128 * MIB);
     let s = fx.open();
+    bundle_digests::attach(&s);
     let disk = pattern(1, 3 * MIB as usize + 77);
     // Good package.
     let good = s.mkdir(s.root(), b"vm-good", 0o755).unwrap().id;
@@ -73,7 +74,7 @@ fn good_and_broken_bundles() {
     // Hashed on the way in: the seal's digest check need not read it back.
     let want: [u8; 32] = sha2::Sha256::digest(&disk).into();
     assert_eq!(
-        s.sha256_on_the_way_in(good_disk, disk.len() as u64),
+        Tracker::of(&s).and_then(|t| t.sha256(good_disk, disk.len() as u64)),
         Some(want)
     );
     put(

@@ -1,51 +1,24 @@
 //! Damage and tampering on real image files: every flipped bit is caught and named, every
 //! rearrangement of records is refused, bad devices and keys get clear errors.
 
-mod common;
 use std::fs::OpenOptions;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use common::*;
-use odt_store::journal::Loc;
-use odt_store::superblock::JOURNAL_START;
-use odt_store::verify::{check_files, check_log};
+use odt_store::error::{ErrorKind, FormatError, KeyError, StoreError};
+use odt_store::format::journal::Loc;
+use odt_store::format::superblock::JOURNAL_START;
+use odt_store::trip::verify::{check_files, check_log};
 use odt_store::{Access, Error, Locked, Store};
+use odt_test_support::prelude::*;
 use rand::{Rng, SeedableRng};
 
-fn flip(path: &Path, offset: u64, bit: u8) {
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .unwrap();
-    let mut b = [0u8; 1];
-    f.read_exact_at(&mut b, offset).unwrap();
-    b[0] ^= 1 << bit;
-    f.write_all_at(&b, offset).unwrap();
-}
-
-fn read_at(path: &Path, offset: u64, len: usize) -> Vec<u8> {
-    let f = std::fs::File::open(path).unwrap();
-    let mut v = vec![0u8; len];
-    f.read_exact_at(&mut v, offset).unwrap();
-    v
-}
-
-fn write_at(path: &Path, offset: u64, data: &[u8]) {
-    let f = OpenOptions::new().write(true).open(path).unwrap();
-    f.write_all_at(data, offset).unwrap();
-}
-
 fn extents(s: &Store, id: u64) -> Vec<(u64, u64, Loc)> {
-    s.with_namespace(|ns| {
-        ns.get(id)
-            .unwrap()
-            .extents
-            .iter()
-            .map(|(o, e)| (*o, e.len, e.rec.loc))
-            .collect()
-    })
+    s.view()
+        .get(id)
+        .unwrap()
+        .extents()
+        .map(|(o, e)| (o, e.len, e.rec.loc))
+        .collect()
 }
 
 /// Two files, one spanning several segments; returns their ids.
@@ -91,8 +64,8 @@ fn bit_flips_in_records_name_the_file_and_range() {
         assert_eq!(damage[0].path, path);
         assert_eq!((damage[0].start, damage[0].end), (off, off + len));
         let id = if path.ends_with("vmdk") { a } else { b };
-        match s.read(id, off, len as u32) {
-            Err(Error::Damaged { file, start, .. }) => {
+        match s.read(id, off, len as u32).map_err(Error::into_kind) {
+            Err(ErrorKind::Store(StoreError::Damaged { file, start, .. })) => {
                 assert_eq!(file, path);
                 assert_eq!(start, off);
             }
@@ -169,10 +142,10 @@ fn batches(path: &Path, end: u64) -> Vec<(u64, u64)> {
     let mut out = Vec::new();
     let mut pos = 0u64;
     while pos < end {
-        let h = odt_store::journal::BatchHeader::decode(&read_at(
+        let h = odt_store::format::journal::BatchHeader::decode(&read_at(
             path,
             JOURNAL_START + pos,
-            odt_store::journal::BATCH_HEADER,
+            odt_store::format::journal::BATCH_HEADER,
         ))
         .expect("batch header");
         out.push((JOURNAL_START + pos, h.total_len() as u64));
@@ -250,8 +223,8 @@ fn a_last_commit_whose_record_never_arrived_is_rolled_back() {
         flip(&path, loc.addr + loc.len as u64 / 2, 3);
         let s = open_checked(&fx);
         assert_eq!(s.getattr(id).unwrap().size, 16 * 1024);
-        match s.read(id, 0, 100) {
-            Err(Error::Damaged { file, start, .. }) => {
+        match s.read(id, 0, 100).map_err(Error::into_kind) {
+            Err(ErrorKind::Store(StoreError::Damaged { file, start, .. })) => {
                 assert_eq!((file.as_str(), start), ("small.bin", 0))
             }
             other => panic!("read of the damaged record gave {other:?}"),
@@ -335,7 +308,10 @@ fn swapped_reordered_replayed_and_dropped_records_fail() {
     // Within a file.
     swap(lz[0], lz[1]);
     let s = open_checked(&fx);
-    assert!(matches!(s.read(z, 0, 10), Err(Error::Damaged { .. })));
+    assert!(matches!(
+        s.read(z, 0, 10).map_err(Error::into_kind),
+        Err(ErrorKind::Store(StoreError::Damaged { .. }))
+    ));
     drop(s);
     swap(lz[0], lz[1]);
     // Replay: an older generation of the same file and offset put back in place.
@@ -371,10 +347,10 @@ fn bad_devices_and_keys_get_clear_errors() {
     let fx = Fixture::new(2, 32 * MIB);
     // Wrong unlock code and wrong ingest identity.
     let l = Locked::open(&fx.paths, Access::ReadOnly).unwrap();
-    let wrong: odt_store::keys::UnlockCode = "AAAAA-BBBBB-CCCCC-DDDDD".parse().unwrap();
+    let wrong: odt_store::crypto::keys::UnlockCode = "AAAAA-BBBBB-CCCCC-DDDDD".parse().unwrap();
     assert!(matches!(
-        l.secrets_from_code(&wrong),
-        Err(Error::WrongKey(_))
+        l.secrets_from_code(&wrong).map_err(Error::into_kind),
+        Err(ErrorKind::Key(KeyError::Wrong(_)))
     ));
     let other = age::x25519::Identity::generate();
     let e = l.secrets_from_identity(&other).unwrap_err().to_string();
@@ -404,7 +380,10 @@ fn bad_devices_and_keys_get_clear_errors() {
     let f = OpenOptions::new().write(true).open(&t).unwrap();
     f.set_len(20 * MIB).unwrap();
     let e = Locked::open(std::slice::from_ref(&t), Access::ReadOnly).unwrap_err();
-    assert!(matches!(e, Error::Truncated { .. }), "{e}");
+    assert!(
+        matches!(e.kind(), ErrorKind::Format(FormatError::Truncated { .. })),
+        "{e}"
+    );
     assert!(e.to_string().contains("truncated"));
     // Blank, foreign, tiny, missing.
     let blank = fx.dir.path().join("blank.img");

@@ -1,12 +1,12 @@
 //! Property test: random writes (out of order, overlapping, zeros, text, random), truncates,
 //! renames, creates, removes and reopens against an in-memory model, on a real image file.
 
-mod common;
 use std::collections::BTreeMap;
 
-use common::*;
-use odt_store::journal::AttrChange;
+use odt_store::error::{ErrorKind, NamespaceError};
+use odt_store::format::journal::AttrChange;
 use odt_store::{Error, Store};
+use odt_test_support::prelude::*;
 use proptest::prelude::*;
 
 const NAMES: u8 = 8;
@@ -116,10 +116,10 @@ fn check_all(s: &Store, model: &BTreeMap<u8, Vec<u8>>) {
         model.values().map(|v| v.len() as u64).sum::<u64>(),
         "bytes in stats"
     );
-    s.with_namespace(|ns| {
-        assert_eq!(ns.totals(), odt_store::namespace::Totals::of(ns.inodes()));
-    });
-    let m = odt_store::manifest::build(s).unwrap();
+    let view = s.view();
+    assert_eq!(view.totals(), view.recount());
+    drop(view);
+    let m = odt_store::trip::manifest::build(s).unwrap();
     for n in 0..NAMES {
         if let Some(want) = model.get(&n) {
             let (d, name) = place(s, n);
@@ -162,7 +162,10 @@ fn run(ops: Vec<Op>) {
                     r.unwrap();
                     e.insert(Vec::new());
                 } else {
-                    assert!(matches!(r, Err(Error::Exists)));
+                    assert!(matches!(
+                        r.map_err(Error::into_kind),
+                        Err(ErrorKind::Namespace(NamespaceError::Exists))
+                    ));
                 }
             }
             Op::Remove(n) => {
@@ -171,7 +174,10 @@ fn run(ops: Vec<Op>) {
                 if model.remove(&n).is_some() {
                     r.unwrap();
                 } else {
-                    assert!(matches!(r, Err(Error::NotFound)));
+                    assert!(matches!(
+                        r.map_err(Error::into_kind),
+                        Err(ErrorKind::Namespace(NamespaceError::NotFound))
+                    ));
                 }
             }
             Op::Write { f, off, len, fill } => {
@@ -208,7 +214,10 @@ fn run(ops: Vec<Op>) {
                     r.unwrap();
                     model.insert(to, v);
                 } else {
-                    assert!(matches!(r, Err(Error::NotFound)));
+                    assert!(matches!(
+                        r.map_err(Error::into_kind),
+                        Err(ErrorKind::Namespace(NamespaceError::NotFound))
+                    ));
                 }
             }
             Op::Reopen => {

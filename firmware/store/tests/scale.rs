@@ -1,10 +1,9 @@
 //! Scale: sparse files past 4 GiB, and ten thousand small files written concurrently.
 
-mod common;
 use std::sync::Arc;
 
-use common::*;
-use odt_store::journal::AttrChange;
+use odt_store::format::journal::AttrChange;
+use odt_test_support::prelude::*;
 
 const GIB: u64 = 1 << 30;
 
@@ -67,7 +66,7 @@ fn sparse_file_larger_than_4_gib() {
         at = off + d.len() as u64;
     }
     feed_zeros(&mut h, size - at);
-    let m = odt_store::manifest::build(&s).unwrap();
+    let m = odt_store::trip::manifest::build(&s).unwrap();
     assert_eq!(m.files[0].blake3, *h.finalize().as_bytes());
 }
 

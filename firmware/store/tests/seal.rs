@@ -1,41 +1,16 @@
 //! The seal and the courier's check: a clean chain passes; every kind of tampering fails
 //! with its own message.
 
-mod common;
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use common::*;
-use odt_store::job::{Job, JobSet};
-use odt_store::seal;
-use odt_store::superblock::{JOURNAL_START, SLOT};
+use odt_store::error::{ErrorKind, StoreError};
+use odt_store::format::seal_record;
+use odt_store::format::superblock::{JOURNAL_START, SLOT};
+use odt_store::trip::seal;
 use odt_store::{Error, Locked};
-
-fn job_dir(fx: &Fixture) -> PathBuf {
-    let l = Locked::open(&fx.paths, odt_store::Access::ReadOnly).unwrap();
-    let sb = l.superblock().clone();
-    let dir = fx.dir.path().join("job");
-    std::fs::create_dir_all(&dir).unwrap();
-    Job {
-        id: sb.job_id.clone(),
-        name: "test".into(),
-        created_unix: 0,
-        recipient: fx.identity.to_public().to_string(),
-        set: Some(JobSet {
-            set_id: format!("{:016x}", sb.set_id),
-            signing_public: hex::encode(sb.signing_public),
-            cipher: sb.cipher,
-            provisioned_unix: 0,
-            devices: vec![],
-            tls_fingerprint: None,
-            tls_spki_pin: None,
-        }),
-    }
-    .save(&dir)
-    .unwrap();
-    dir
-}
+use odt_test_support::prelude::*;
 
 fn sealed_fixture() -> (Fixture, PathBuf, String) {
     let fx = Fixture::new(2, 64 * MIB);
@@ -48,14 +23,17 @@ fn sealed_fixture() -> (Fixture, PathBuf, String) {
     let sealed = seal::seal(&s, vec![]).unwrap();
     assert_eq!(sealed.code.len(), 14);
     // Sealed: changes refused, reads still work.
-    assert!(matches!(s.write(f.id, 0, b"x"), Err(Error::ReadOnly)));
     assert!(matches!(
-        s.create(d.id, b"new", 0o644),
-        Err(Error::ReadOnly)
+        s.write(f.id, 0, b"x").map_err(Error::into_kind),
+        Err(ErrorKind::Store(StoreError::ReadOnly))
+    ));
+    assert!(matches!(
+        s.create(d.id, b"new", 0o644).map_err(Error::into_kind),
+        Err(ErrorKind::Store(StoreError::ReadOnly))
     ));
     assert_eq!(s.read(g.id, 0, 100).unwrap().0, b"<Envelope/>");
     drop(s);
-    let dir = job_dir(&fx);
+    let dir = fx.job_dir();
     (fx, dir, sealed.code)
 }
 
@@ -97,17 +75,20 @@ fn clean_seal_checks_and_survives_reopen() {
     let s = fx.open();
     assert!(s.is_sealed());
     let d = s.lookup(s.root(), b"vm1").unwrap();
-    assert!(matches!(s.mkdir(d, b"x", 0o755), Err(Error::ReadOnly)));
+    assert!(matches!(
+        s.mkdir(d, b"x", 0o755).map_err(Error::into_kind),
+        Err(ErrorKind::Store(StoreError::ReadOnly))
+    ));
     drop(s);
     assert!(seal::check(&fx.paths, &job, Some(&code)).unwrap().intact);
     // The keyless log check agrees with the seal on every device.
     let l = Locked::open(&fx.paths, odt_store::Access::ReadOnly).unwrap();
-    let signed = seal::read(&l.devices()[0], &l.superblocks()[0])
+    let signed = seal_record::read(&l.devices()[0], &l.superblocks()[0])
         .unwrap()
         .unwrap();
     for (i, (dev, sb)) in l.devices().iter().zip(l.superblocks()).enumerate() {
         let tail = signed.record.devices[i].tail;
-        let (sum, problems) = odt_store::verify::check_log(dev, sb, Some(tail), &mut |_| {});
+        let (sum, problems) = odt_store::trip::verify::check_log(dev, sb, Some(tail), &mut |_| {});
         assert!(problems.is_empty(), "{problems:?}");
         assert_eq!(sum.chain_head, signed.record.devices[i].chain_head);
     }
@@ -119,7 +100,9 @@ fn each_tampering_has_its_own_message() {
     let dev0 = fx.paths[0].clone();
     let l = Locked::open(&fx.paths, odt_store::Access::ReadOnly).unwrap();
     let sbs = l.superblocks().to_vec();
-    let signed = seal::read(&l.devices()[0], &sbs[0]).unwrap().unwrap();
+    let signed = seal_record::read(&l.devices()[0], &sbs[0])
+        .unwrap()
+        .unwrap();
     drop(l);
 
     // Wrong expected code.
@@ -138,7 +121,7 @@ fn each_tampering_has_its_own_message() {
     // The seal record rewritten with a changed field and a fixed checksum: the signature fails.
     let mut forged = signed.clone();
     forged.record.files += 1;
-    let img = odt_store::frame::encode(b"ODTSEAL1", &postcard::to_stdvec(&forged).unwrap());
+    let img = odt_store::format::frame::encode(b"ODTSEAL1", &postcard::to_stdvec(&forged).unwrap());
     let saved: Vec<Vec<u8>> = fx
         .paths
         .iter()
@@ -247,19 +230,16 @@ fn broken_bundles_refuse_the_seal_unless_forced() {
     let sealed = out.sealed.unwrap();
     assert!(s.is_sealed());
     assert!(matches!(
-        seal::check_and_seal(&s, true),
-        Err(Error::ReadOnly)
+        seal::check_and_seal(&s, true).map_err(Error::into_kind),
+        Err(ErrorKind::Store(StoreError::ReadOnly))
     ));
     drop(s);
-    let job = job_dir(&fx);
+    let job = fx.job_dir();
     let r = seal::check(&fx.paths, &job, Some(&sealed.code)).unwrap();
     assert!(r.intact, "{:?}", r.problem);
     // The bundle list, with its problem, is in the sealed (encrypted) metadata.
     let s = fx.open_ro().unwrap();
-    let bundles = s.with_namespace(|ns| match &ns.seal {
-        Some(odt_store::journal::Op::Seal { bundles, .. }) => bundles.clone(),
-        _ => panic!("no seal op"),
-    });
+    let bundles = s.view().seal().expect("a seal op").bundles.to_vec();
     assert_eq!(bundles.len(), 1);
     assert_eq!(bundles[0].path, b"vm/vm.ovf");
     assert!(!bundles[0].problems.is_empty());

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use odt_store::job::{self, Job};
+use odt_store::trip::job::{self, Job};
 
 /// `odt job ...`
 #[derive(Debug, Subcommand)]
@@ -105,13 +105,13 @@ fn new(a: NewArgs) -> anyhow::Result<i32> {
             .with_context(|| format!("cannot create {}", a.out.display()))?;
     }
     let mut idb = [0u8; 8];
-    odt_store::keys::random_bytes(&mut idb);
+    odt_store::crypto::keys::random_bytes(&mut idb);
     let id = format!("odt-{}", hex::encode(idb));
     let identity = age::x25519::Identity::generate();
     let recipient = identity.to_public().to_string();
     job::write_secret_file(
         &Job::identity_path(&a.out),
-        odt_store::keys::identity_file_text(&identity).as_bytes(),
+        odt_store::crypto::keys::identity_file_text(&identity).as_bytes(),
     )?;
     let created_unix = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?

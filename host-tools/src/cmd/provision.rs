@@ -5,9 +5,9 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use odt_store::cipher::Cipher;
-use odt_store::job::{Job, JobDevice, JobSet};
-use odt_store::provision::{self, Options};
+use odt_store::crypto::cipher::Cipher;
+use odt_store::trip::job::{Job, JobDevice, JobSet};
+use odt_store::trip::provision::{self, Options};
 
 /// `odt provision`
 #[derive(Debug, Args)]
@@ -91,7 +91,7 @@ pub fn run(a: ProvisionArgs) -> anyhow::Result<i32> {
     job.save(&a.job)?;
     if let Some(f) = &a.code_file {
         let sheet = crate::control::code_file_text(&job.id, &job.name, &p.unlock_code, &p.tls);
-        odt_store::job::write_secret_file(f, sheet.as_bytes())?;
+        odt_store::trip::job::write_secret_file(f, sheet.as_bytes())?;
     }
     let capacity: u64 = p
         .superblocks

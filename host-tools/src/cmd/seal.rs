@@ -3,7 +3,7 @@
 //! unless a bundle has errors, and prints the seal code.
 
 use clap::Args;
-use odt_store::bundle::{BundleReport, Severity};
+use odt_store::trip::bundle::{BundleReport, Severity};
 
 use crate::control::error::{CtlError, EXIT_CODES, Kind, report};
 use crate::control::{Client, Connect};

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use odt_store::seal;
+use odt_store::trip::seal;
 
 /// `odt seal-check`
 #[derive(Debug, Args)]

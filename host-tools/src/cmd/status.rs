@@ -2,7 +2,7 @@
 //! seal code and time once sealed.
 
 use clap::Args;
-use odt_store::control::{State, StatusReport};
+use odt_store::trip::control_api::{State, StatusReport};
 
 use crate::control::error::{CtlError, EXIT_CODES, Kind, report};
 use crate::control::{Client, Connect};
@@ -126,8 +126,8 @@ fn human(addr: &str, r: &StatusReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use odt_store::control::{SealInfo, StoreReport};
-    use odt_store::tls::Fingerprint;
+    use odt_store::crypto::tls::Fingerprint;
+    use odt_store::trip::control_api::{SealInfo, StoreReport};
 
     #[test]
     fn human_report() {

@@ -2,7 +2,7 @@
 //! for the next commands.
 
 use clap::Args;
-use odt_store::control::State;
+use odt_store::trip::control_api::State;
 
 use crate::control::error::{CtlError, EXIT_CODES, Kind, report};
 use crate::control::{Client, Connect, read_unlock_code};

@@ -2,7 +2,7 @@
 //! for programs (`--json` prints `{"error": {"kind", "message"}}`), a message for people,
 //! and one exit code per group of kinds.
 
-use odt_store::control::ErrorKind;
+use odt_store::trip::control_api::ErrorKind;
 use serde::Serialize;
 
 /// Exit codes of the control commands (also in their `--help` and the README).
@@ -21,17 +21,29 @@ Exit codes:
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Kind {
+    /// The unlock code does not open the appliance.
     WrongCode,
+    /// No session (or it ended) and no code to sign in with.
     Unauthenticated,
+    /// The operation needs an unlocked appliance.
     Locked,
+    /// The operation needs a sealed appliance.
     NotSealed,
+    /// The appliance refused the request as malformed.
     BadRequest,
+    /// The appliance knows no such route.
     NotFound,
+    /// The appliance has too many connections open.
     Busy,
+    /// The operation failed on the appliance, or here.
     Failed,
+    /// No connection, or no answer in time.
     Unreachable,
+    /// The appliance presented another certificate than the one pinned.
     FingerprintMismatch,
+    /// The answer is not the control API's.
     Protocol,
+    /// Wrong options, or nothing to pin.
     Usage,
 }
 
@@ -68,7 +80,9 @@ impl From<ErrorKind> for Kind {
 #[derive(Debug, Clone, Serialize, thiserror::Error)]
 #[error("{message}")]
 pub struct CtlError {
+    /// What went wrong, by kind.
     pub kind: Kind,
+    /// What failed, where, and what to do.
     pub message: String,
 }
 

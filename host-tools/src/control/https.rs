@@ -10,7 +10,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
 use hyper::{Method, Request, header};
 use hyper_util::rt::TokioIo;
-use odt_store::tls::Fingerprint;
+use odt_store::crypto::tls::Fingerprint;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -83,7 +83,9 @@ impl ServerCertVerifier for Pin {
 /// An answer: HTTP status and body.
 #[derive(Debug)]
 pub struct Answer {
+    /// HTTP status.
     pub status: u16,
+    /// The whole body.
     pub body: Bytes,
 }
 
@@ -99,7 +101,7 @@ pub struct Https {
 impl Https {
     /// A client for `addr` (`host:port`) that accepts only the certificate `fp`.
     pub fn new(addr: &str, fp: Fingerprint) -> Result<Https, CtlError> {
-        let provider = odt_store::tls::crypto_provider();
+        let provider = odt_store::crypto::tls::crypto_provider();
         let seen = Arc::new(Mutex::new(None));
         let pin = Pin {
             expected: fp,
@@ -177,7 +179,8 @@ impl Https {
         };
         let _ = sock.set_nodelay(true);
         let connector = tokio_rustls::TlsConnector::from(self.config.clone());
-        let name = ServerName::try_from(odt_store::tls::CERT_NAME).expect("a valid DNS name");
+        let name =
+            ServerName::try_from(odt_store::crypto::tls::CERT_NAME).expect("a valid DNS name");
         let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, connector.connect(name, sock)).await
         {
             Ok(Ok(t)) => t,

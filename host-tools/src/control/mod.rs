@@ -1,4 +1,4 @@
-//! Client of the appliance's control API (HTTPS, messages in [`odt_store::control`]): which
+//! Client of the appliance's control API (HTTPS, messages in [`odt_store::trip::control_api`]): which
 //! appliance, which certificate to pin, the unlock code or a saved session, and one call
 //! per operation.
 //!
@@ -16,12 +16,12 @@ use std::str::FromStr;
 
 use clap::Args;
 use hyper::Method;
-use odt_store::control::{
-    self, ChallengeReply, ErrorBody, SealRefused, SealReply, SecretText, SessionReply,
+use odt_store::crypto::keys::UnlockCode;
+use odt_store::crypto::tls::{Fingerprint, TlsIdentity};
+use odt_store::trip::control_api::{
+    self as control, ChallengeReply, ErrorBody, SealRefused, SealReply, SecretText, SessionReply,
     SignInRequest, StatusReport, UnlockReply, UnlockRequest,
 };
-use odt_store::keys::UnlockCode;
-use odt_store::tls::{Fingerprint, TlsIdentity};
 use serde::de::DeserializeOwned;
 use zeroize::Zeroizing;
 
@@ -171,7 +171,7 @@ impl Client {
         let fp = if let Some(f) = &c.fingerprint {
             parse_fingerprint(f, "--fingerprint")?
         } else if let Some(dir) = &c.job {
-            let job = odt_store::job::Job::load(dir)
+            let job = odt_store::trip::job::Job::load(dir)
                 .map_err(|e| CtlError::new(Kind::Usage, format!("--job {}: {e}", dir.display())))?;
             job.set.and_then(|s| s.tls_fingerprint).ok_or_else(|| {
                 CtlError::new(
@@ -338,7 +338,7 @@ impl Client {
     }
 
     /// `GET /api/v1/bundles`.
-    pub fn bundles(&self, token: &str) -> Result<odt_store::bundle::BundleReport, CtlError> {
+    pub fn bundles(&self, token: &str) -> Result<odt_store::trip::bundle::BundleReport, CtlError> {
         self.call(Method::GET, "/api/v1/bundles", None, Some(token))
     }
 

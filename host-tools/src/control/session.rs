@@ -14,8 +14,8 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::PathBuf;
 
-use odt_store::control::{SecretText, SessionReply};
-use odt_store::tls::Fingerprint;
+use odt_store::crypto::tls::Fingerprint;
+use odt_store::trip::control_api::{SecretText, SessionReply};
 use serde::{Deserialize, Serialize};
 
 /// A saved session.
@@ -28,6 +28,7 @@ pub struct Saved {
     /// The session's token; gone once it ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<SecretText>,
+    /// When the token ends unless used, in Unix seconds.
     #[serde(default)]
     pub expires_unix: i64,
 }
@@ -155,6 +156,9 @@ pub fn end(fp: &Fingerprint) {
 mod tests {
     use super::*;
 
+    // set_var is unsafe since edition 2024 (other threads may read the environment); this
+    // test is the only code of this test binary that touches XDG_RUNTIME_DIR.
+    #[allow(unsafe_code)]
     #[test]
     fn saved_sessions_are_private_and_expire() {
         let d = tempfile::tempdir().unwrap();

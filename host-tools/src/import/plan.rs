@@ -5,9 +5,9 @@
 use std::collections::{BTreeMap, HashMap};
 
 use odt_store::Store;
-use odt_store::bundle::{Entry, content_files, entries, ova_members, resolve};
-use odt_store::journal::Kind;
-use odt_store::ovf::{Envelope, STREAM_OPTIMIZED, parse_envelope};
+use odt_store::format::journal::Kind;
+use odt_store::trip::bundle::{Entry, content_files, entries, ova_members, resolve};
+use odt_store::trip::ovf::{Envelope, STREAM_OPTIMIZED, parse_envelope};
 
 use super::ImportError;
 
@@ -198,7 +198,7 @@ fn descriptor(b: &mut Bundle, text: Vec<u8>, name: &str) -> bool {
 
 /// Whether a reference is gzip-compressed; None (and a problem) if it uses another
 /// compression.
-fn gzip_of(b: &mut Bundle, r: &odt_store::ovf::Reference) -> Option<bool> {
+fn gzip_of(b: &mut Bundle, r: &odt_store::trip::ovf::Reference) -> Option<bool> {
     r.gzip().map_err(|why| b.problems.push(why)).ok()
 }
 

@@ -14,7 +14,7 @@ use odt_store::{ReadScratch, Store};
 use super::plan::{Bundle, Range, Source};
 
 /// Bytes per message.
-const BLOCK: usize = 4 << 20;
+const READ_SIZE: usize = 4 << 20;
 /// Messages in flight between the reader and the uploader.
 pub const QUEUE: usize = 4;
 
@@ -46,20 +46,26 @@ impl<'a> VerifiedFile<'a> {
             pos: 0,
             hasher: blake3::Hasher::new(),
             scratch: ReadScratch::default(),
-            buf: vec![0; BLOCK],
+            buf: vec![0; READ_SIZE],
         }
     }
 
-    /// Reads, checks and hashes the next `n` (≤ BLOCK) bytes into `self.buf[..n]`.
+    /// Reads, checks and hashes the next `n` (≤ READ_SIZE) bytes into `self.buf[..n]`.
     fn next(&mut self, n: usize) -> Result<usize, String> {
-        let n = n.min(BLOCK).min((self.src.size - self.pos) as usize);
+        let n = n.min(READ_SIZE).min((self.src.size - self.pos) as usize);
         if n == 0 {
             return Ok(0);
         }
         let got = self
             .store
             .read_into(self.src.id, self.pos, &mut self.buf[..n], &mut self.scratch)
-            .map_err(|e| format!("{}: cannot read: {e}", self.src.path))?;
+            .map_err(|e| {
+                format!(
+                    "{}: cannot read: {}",
+                    self.src.path,
+                    odt_store::error::one_line(&e)
+                )
+            })?;
         if let Some(d) = got.damaged.first() {
             return Err(format!(
                 "{} bytes {}..{} are damaged on the device: {}",

@@ -17,7 +17,7 @@ use rustix::io::Errno;
 
 use super::error::IngestError;
 use super::plan::{STATE_DIR, rel_display};
-use odt_store::journal::Time;
+use odt_store::format::journal::Time;
 
 /// Subdirectory of the state directory holding files being written.
 const TMP_DIR: &str = "tmp";
@@ -74,27 +74,27 @@ impl Temp {
         self.file.write_all_at(run, at)
     }
 
-    /// Writes file bytes `[start, end)`, found in `chunk` (a buffer holding the file from
-    /// offset `chunk_off`, aligned for `O_DIRECT`): the whole pages inside the range
+    /// Writes file bytes `[start, end)`, found in `span` (a buffer holding the file from
+    /// offset `span_off`, aligned for `O_DIRECT`): the whole pages inside the range
     /// bypass the page cache, the partial pages at its edges go through it. A page is never
     /// written both ways as long as ranges do not overlap: whole pages of one range are
     /// never part of another.
     pub fn write_range(
         &self,
-        chunk: &[u8],
-        chunk_off: u64,
+        span: &[u8],
+        span_off: u64,
         start: u64,
         end: u64,
     ) -> std::io::Result<()> {
         use std::os::unix::fs::FileExt;
         let align = DIRECT_ALIGN as u64;
-        let bytes = |a: u64, b: u64| &chunk[(a - chunk_off) as usize..(b - chunk_off) as usize];
+        let bytes = |a: u64, b: u64| &span[(a - span_off) as usize..(b - span_off) as usize];
         let (ds, de) = (start.next_multiple_of(align), end / align * align);
         if self.direct.is_none() || de <= ds {
             return self.file.write_all_at(bytes(start, end), start);
         }
-        debug_assert!(chunk_off.is_multiple_of(align));
-        debug_assert!((chunk.as_ptr() as usize).is_multiple_of(DIRECT_ALIGN));
+        debug_assert!(span_off.is_multiple_of(align));
+        debug_assert!((span.as_ptr() as usize).is_multiple_of(DIRECT_ALIGN));
         if start < ds {
             self.file.write_all_at(bytes(start, ds), start)?;
         }
@@ -317,7 +317,7 @@ impl Datastore {
         rustix::fs::ftruncate(&fd, size)
             .map_err(|e| io_err("set length of", self.tmp_display(&name), e))?;
         // Buffered, not O_DIRECT: with the writers running beside the decoders, buffered
-        // writes whose write-back starts at once (each chunk) measured faster here than
+        // writes whose write-back starts at once (each span) measured faster here than
         // O_DIRECT into the sparse temporary (docs/benchmarks.md, "Ingest (issue 5)").
         // Durability is the fsync before the rename either way.
         let direct = None;

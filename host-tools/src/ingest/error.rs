@@ -17,7 +17,7 @@ pub enum IngestError {
     #[error("{0}")]
     Seal(String),
     /// A file-system call on the datastore failed.
-    #[error("cannot {op} {path}: {source}; fix this and run the same command again to resume")]
+    #[error("cannot {op} {path} (fix the cause and run the same command again to resume)")]
     Datastore {
         op: &'static str,
         path: String,

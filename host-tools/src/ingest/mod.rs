@@ -8,7 +8,6 @@
 
 pub mod datastore;
 pub mod error;
-pub mod file_hash;
 pub mod plan;
 pub mod report;
 pub mod safe_path;
@@ -21,7 +20,7 @@ use std::time::Instant;
 
 use indicatif::ProgressBar;
 use odt_store::device::Device;
-use odt_store::receipt::Receipt;
+use odt_store::trip::receipt::Receipt;
 
 use crate::job_devices::SealState;
 use datastore::{Datastore, Existing};
@@ -106,7 +105,7 @@ pub fn run(opts: &Options, progress: ProgressFactory<'_>) -> Result<Report, Inge
     // The per-file roots are journaled (authenticated) with the seal op; each file written
     // must hash to its root.
     let sealed_roots: Option<HashMap<u64, [u8; 32]>> = crate::job_devices::sealed_roots(&store);
-    let plan = store.with_namespace(plan::build);
+    let plan = plan::build(&store.view());
     let ds = Datastore::open(&opts.datastore)?;
     let state = state::State::open(&ds, &job.id, sb0.set_id)?;
     let mut todo: Vec<&PlannedFile> = Vec::new();
@@ -220,7 +219,7 @@ pub fn run(opts: &Options, progress: ProgressFactory<'_>) -> Result<Report, Inge
             why_not: None,
         },
         warnings,
-        custody: odt_store::custody::log(&store),
+        custody: odt_store::trip::custody::log(&store),
     };
     // The receipt: what `odt erase` checks before destroying the keys.
     let mut receipt = Receipt {
@@ -249,7 +248,11 @@ pub fn run(opts: &Options, progress: ProgressFactory<'_>) -> Result<Report, Inge
         },
         Err(e) => ReceiptStatus {
             on_device: false,
-            why_not: Some(format!("cannot write it to {}: {e}", dev0_path.display())),
+            why_not: Some(format!(
+                "cannot write it to {}: {}",
+                dev0_path.display(),
+                odt_store::error::one_line(&e)
+            )),
         },
     };
     let json = serde_json::to_vec_pretty(&report).expect("report serialises");

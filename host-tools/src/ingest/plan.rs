@@ -8,8 +8,9 @@ use std::collections::{BTreeMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 
-use odt_store::journal::{Kind, Time};
-use odt_store::namespace::{Namespace, ROOT};
+use odt_store::engine::{Entry, ROOT, View};
+use odt_store::format::journal::{Kind, Time};
+use odt_store::format::tree_hash;
 use serde::Serialize;
 
 use super::safe_path::{self, Verdict};
@@ -72,18 +73,20 @@ impl PlannedFile {
             .map(|(_, r)| r)
     }
 
-    /// The verified chaining value of the 1 MiB block at `block_start` if one record
-    /// supplies that whole block (so hashing it again can be skipped).
-    pub fn block_digest(&self, block_start: u64) -> Option<[u8; 32]> {
-        const BLOCK: u64 = super::file_hash::BLOCK;
-        if self.size <= BLOCK || block_start + BLOCK > self.size {
+    /// The verified chaining value of the chunk at `chunk_start` if one record supplies that
+    /// whole chunk and the file's root merges chunk values (so hashing it again can be
+    /// skipped; see [`tree_hash`]).
+    pub fn chunk_digest(&self, chunk_start: u64) -> Option<[u8; 32]> {
+        if !tree_hash::chaining_value_counts(self.size, chunk_start) {
             return None;
         }
-        let i = self.data.partition_point(|(s, _)| *s < block_start);
+        let i = self.data.partition_point(|(s, _)| *s < chunk_start);
         let (s, l) = *self.data.get(i)?;
         let r = &self.recs[i];
-        (s == block_start && l == BLOCK && r.start == block_start && r.plain_len as u64 == BLOCK)
-            .then_some(r.digest)
+        (s == chunk_start
+            && tree_hash::record_is_chunk(s, l, chunk_start)
+            && tree_hash::record_is_chunk(r.start, r.plain_len as u64, chunk_start))
+        .then_some(r.digest)
     }
 
     /// Pieces of `[off, off+len)`: `(offset, len, backed_by_a_record)`.
@@ -121,8 +124,8 @@ pub struct RecInfo {
     /// File offset and length of the record's whole plaintext.
     pub start: u64,
     pub plain_len: u32,
-    /// The record's digest: for a whole aligned 1 MiB block, the BLAKE3 chaining value of
-    /// that block at its offset (the store checks it on every read).
+    /// The record's digest: for a record that is one whole chunk, the BLAKE3 chaining value
+    /// of that chunk at its offset (the store checks it on every read).
     pub digest: [u8; 32],
 }
 
@@ -188,16 +191,16 @@ pub fn rel_display(rel: &[OsString]) -> String {
     parts.join("/")
 }
 
-fn fingerprint(i: &odt_store::namespace::Inode) -> [u8; 32] {
+fn fingerprint(i: Entry<'_>) -> [u8; 32] {
     let mut h = blake3::Hasher::new_derive_key("odt 2026 ingest file fingerprint");
-    h.update(&i.id.to_le_bytes());
-    h.update(&i.size.to_le_bytes());
-    h.update(&i.mode.to_le_bytes());
-    for t in [i.atime, i.mtime] {
+    h.update(&i.id().to_le_bytes());
+    h.update(&i.size().to_le_bytes());
+    h.update(&i.mode().to_le_bytes());
+    for t in [i.atime(), i.mtime()] {
         h.update(&t.secs.to_le_bytes());
         h.update(&t.nanos.to_le_bytes());
     }
-    for (off, e) in &i.extents {
+    for (off, e) in i.extents() {
         h.update(&off.to_le_bytes());
         h.update(&e.len.to_le_bytes());
         h.update(&e.rec.generation.to_le_bytes());
@@ -206,12 +209,12 @@ fn fingerprint(i: &odt_store::namespace::Inode) -> [u8; 32] {
     *h.finalize().as_bytes()
 }
 
-fn count_below(ns: &Namespace, id: u64) -> u64 {
+fn count_below(ns: &View, id: u64) -> u64 {
     let mut n = 0;
     let mut stack = vec![id];
     while let Some(d) = stack.pop() {
-        if let Ok(i) = ns.get(d) {
-            for &c in i.entries.values() {
+        if let Some(i) = ns.get(d) {
+            for (_, c) in i.children() {
                 n += 1;
                 stack.push(c);
             }
@@ -226,12 +229,12 @@ fn ext_lower(name: &[u8]) -> Option<String> {
 }
 
 /// Maps the namespace to datastore paths.
-pub fn build(ns: &Namespace) -> Plan {
+pub fn build(ns: &View) -> Plan {
     let mut plan = Plan::default();
     // (dir id, its safe components, its device path)
     let mut stack: Vec<(u64, Vec<OsString>, Vec<u8>)> = vec![(ROOT, Vec::new(), Vec::new())];
     while let Some((dir_id, rel, dev_path)) = stack.pop() {
-        let Ok(dir) = ns.get(dir_id) else { continue };
+        let Some(dir) = ns.get(dir_id) else { continue };
         let child_dev = |name: &[u8]| {
             let mut p = dev_path.clone();
             if !p.is_empty() {
@@ -244,7 +247,7 @@ pub fn build(ns: &Namespace) -> Plan {
         let mut used: HashSet<OsString> = HashSet::new();
         let mut decided: Vec<(u64, Vec<u8>, OsString)> = Vec::new();
         let mut rewrites: Vec<(u64, Vec<u8>, OsString, String)> = Vec::new();
-        for (name, &id) in &dir.entries {
+        for (name, id) in dir.children() {
             let verdict = if rel.is_empty() && name == STATE_DIR.as_bytes() {
                 Verdict::Neutralised {
                     name: OsString::from(format!("%2E{}", &STATE_DIR[1..])),
@@ -256,10 +259,10 @@ pub fn build(ns: &Namespace) -> Plan {
             match verdict {
                 Verdict::Keep(n) => {
                     used.insert(n.clone());
-                    decided.push((id, name.clone(), n));
+                    decided.push((id, name.to_vec(), n));
                 }
                 Verdict::Neutralised { name: n, why } => {
-                    rewrites.push((id, name.clone(), n, why.to_string()))
+                    rewrites.push((id, name.to_vec(), n, why.to_string()))
                 }
                 Verdict::Refused(why) => plan.refused.push(Refusal {
                     path: safe_path::display(&child_dev(name)),
@@ -306,11 +309,11 @@ pub fn build(ns: &Namespace) -> Plan {
         }
         let mut descriptors_here = Vec::new();
         for (id, raw, n) in decided {
-            let Ok(i) = ns.get(id) else { continue };
+            let Some(i) = ns.get(id) else { continue };
             let mut r = rel.clone();
             r.push(n.clone());
             let dpath = child_dev(&raw);
-            match i.kind {
+            match i.kind() {
                 Kind::Dir => {
                     if r.len() > MAX_DEPTH {
                         plan.refused.push(Refusal {
@@ -323,9 +326,9 @@ pub fn build(ns: &Namespace) -> Plan {
                     plan.dirs.push(PlannedDir {
                         id,
                         rel: r.clone(),
-                        mode: i.mode,
-                        atime: i.atime,
-                        mtime: i.mtime,
+                        mode: i.mode(),
+                        atime: i.atime(),
+                        mtime: i.mtime(),
                     });
                     stack.push((id, r, dpath));
                 }
@@ -344,15 +347,14 @@ pub fn build(ns: &Namespace) -> Plan {
                         id,
                         rel: r,
                         device_path: safe_path::display(&dpath),
-                        size: i.size,
-                        mode: i.mode,
-                        atime: i.atime,
-                        mtime: i.mtime,
-                        data: i.extents.iter().map(|(o, e)| (*o, e.len)).collect(),
+                        size: i.size(),
+                        mode: i.mode(),
+                        atime: i.atime(),
+                        mtime: i.mtime(),
+                        data: i.extents().map(|(o, e)| (o, e.len)).collect(),
                         recs: i
-                            .extents
-                            .values()
-                            .map(|e| RecInfo {
+                            .extents()
+                            .map(|(_, e)| RecInfo {
                                 dev: e.rec.loc.dev,
                                 addr: e.rec.loc.addr,
                                 len: e.rec.loc.len,
@@ -366,19 +368,19 @@ pub fn build(ns: &Namespace) -> Plan {
                 }
                 Kind::Symlink => {
                     let depth = r.len() - 1;
-                    match safe_path::check_symlink_target(depth, &i.target) {
+                    match safe_path::check_symlink_target(depth, i.target()) {
                         Ok(()) => plan.symlinks.push(PlannedLink {
                             id,
                             rel: r,
-                            target: i.target.clone(),
-                            atime: i.atime,
-                            mtime: i.mtime,
+                            target: i.target().to_vec(),
+                            atime: i.atime(),
+                            mtime: i.mtime(),
                         }),
                         Err(why) => plan.refused.push(Refusal {
                             path: format!(
                                 "{} -> {}",
                                 safe_path::display(&dpath),
-                                safe_path::display(&i.target)
+                                safe_path::display(i.target())
                             ),
                             why: why.to_string(),
                             entries_below: 0,
@@ -443,7 +445,8 @@ pub fn file_name(rel: &[OsString]) -> &OsStr {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use odt_store::journal::{Loc, Op};
+    use odt_store::engine::namespace::Namespace;
+    use odt_store::format::journal::{Loc, Op};
 
     fn create(ns: &mut Namespace, parent: u64, name: &[u8], kind: Kind, target: &[u8]) -> u64 {
         let id = ns.next_id();
@@ -500,7 +503,7 @@ mod tests {
         let evil = create(&mut ns, ROOT, b"a/b", Kind::Dir, b"");
         create(&mut ns, evil, b"inside", Kind::File, b"");
         create(&mut ns, ROOT, STATE_DIR.as_bytes(), Kind::File, b"");
-        let plan = build(&ns);
+        let plan = build(&View::from(ns));
 
         let files: Vec<String> = plan.files.iter().map(|f| f.rel_display()).collect();
         assert_eq!(
@@ -555,7 +558,7 @@ mod tests {
         let mut ns = Namespace::new();
         create(&mut ns, ROOT, b"x\xff", Kind::File, b"");
         create(&mut ns, ROOT, b"x%FF", Kind::File, b"");
-        let plan = build(&ns);
+        let plan = build(&View::from(ns));
         let files: Vec<String> = plan.files.iter().map(|f| f.rel_display()).collect();
         assert_eq!(files, ["x%FF", "x%FF~2"]);
         assert_eq!(plan.renamed.len(), 1);
@@ -573,7 +576,7 @@ mod tests {
         write(&mut ns, disk, 1 << 20, 50);
         create(&mut ns, a, b"appliance.ova", Kind::File, b"");
         create(&mut ns, ROOT, b"README", Kind::File, b"");
-        let plan = build(&ns);
+        let plan = build(&View::from(ns));
         let paths: Vec<&str> = plan.bundles.iter().map(|b| b.path.as_str()).collect();
         assert_eq!(paths, ["exports/appliance.ova", "exports/web"]);
         assert_eq!(plan.bundles[1].files, 2);
@@ -594,8 +597,8 @@ mod tests {
         assert_eq!(d.records(0, 2 << 20).count(), 2);
         assert_eq!(d.records(1 << 20, 1).count(), 1);
         assert_eq!(d.records(200, 20).count(), 0);
-        // Partial records never stand in for a block's hash.
-        assert_eq!(d.block_digest(0), None);
+        // Partial records never stand in for a chunk's hash.
+        assert_eq!(d.chunk_digest(0), None);
         let readme = plan
             .files
             .iter()

@@ -73,7 +73,7 @@ pub struct Report {
     pub receipt: ReceiptStatus,
     pub warnings: Vec<String>,
     /// The custody log journaled on the appliance (up to the seal, which signs it).
-    pub custody: odt_store::custody::Log,
+    pub custody: odt_store::trip::custody::Log,
 }
 
 impl Report {

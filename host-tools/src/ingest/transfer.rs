@@ -1,14 +1,14 @@
 //! Moving file bytes from the store to the datastore with every core busy.
 //!
-//! Work is cut into chunks of [`CHUNK`] bytes of file offset, queued in path order, and
+//! Work is cut into spans of [`SPAN`] bytes of file offset, queued in path order, and
 //! taken by a small pool of decoding workers, so that a single large disk image keeps every
-//! core busy and the device is still read front to back. A worker reads the chunk with the
+//! core busy and the device is still read front to back. A worker reads the span with the
 //! store's bulk read (runs of adjacent records in one `pread`; every record authenticated,
-//! decrypted, decompressed and checked straight into the chunk's buffer), hashes each 1 MiB
-//! block at its offset, and hands the buffer to the writer threads. The writers write the
-//! chunk's data ranges into the file's temporary (holes are skipped, so sparse files stay
-//! sparse) and start their write-back at once, while the workers decode the next chunks:
-//! compute and disk writes overlap. Whoever writes a file's last chunk checks the file's BLAKE3
+//! decrypted, decompressed and checked straight into the span's buffer), hashes each chunk
+//! at its offset ([`tree_hash`]), and hands the buffer to the writer threads. The writers write the
+//! span's data ranges into the file's temporary (holes are skipped, so sparse files stay
+//! sparse) and start their write-back at once, while the workers decode the next spans:
+//! compute and disk writes overlap. Whoever writes a file's last span checks the file's BLAKE3
 //! root, then commits it (sync, rename, sync the directory) or, if any range was
 //! unreadable, quarantines it. A fixed set of buffers bounds the memory and makes the
 //! workers wait when the disk falls behind.
@@ -24,20 +24,21 @@ use indicatif::ProgressBar;
 use odt_store::{ReadScratch, Store};
 use serde::Serialize;
 
+use odt_store::format::tree_hash::{self, CHUNK};
+
 use super::datastore::{AlignedBuf, Datastore, Temp};
 use super::error::IngestError;
-use super::file_hash::{self, BLOCK};
 use super::plan::PlannedFile;
 use super::state::{DoneEntry, State};
 
 /// Bytes of file offset per work item.
-pub const CHUNK: u64 = 8 * BLOCK;
+pub const SPAN: u64 = 8 * CHUNK;
 /// Work items whose records are asked for ahead of time.
 const LOOKAHEAD: usize = 4;
-/// Threads writing decoded chunks (they mostly wait for the disk, so more than one keeps a
+/// Threads writing decoded spans (they mostly wait for the disk, so more than one keeps a
 /// write in flight while another thread syncs a finished file).
 const WRITERS: usize = 2;
-/// Chunk buffers per thread: enough for every worker to decode the next chunk while the
+/// Span buffers per thread: enough for every worker to decode the next span while the
 /// writers have one queued and one being written.
 const BUFFERS_PER_THREAD: usize = 2;
 
@@ -89,11 +90,11 @@ impl WriteJob {
 
 impl FileRun {
     fn new(f: &PlannedFile) -> FileRun {
-        let blocks = f.size.div_ceil(BLOCK).max(1) as usize;
+        let chunks = f.size.div_ceil(CHUNK).max(1) as usize;
         FileRun {
             temp: Mutex::new(None),
-            remaining: AtomicUsize::new(f.size.div_ceil(CHUNK).max(1) as usize),
-            values: Mutex::new(vec![[0; 32]; blocks]),
+            remaining: AtomicUsize::new(f.size.div_ceil(SPAN).max(1) as usize),
+            values: Mutex::new(vec![[0; 32]; chunks]),
             damaged: AtomicBool::new(false),
             lost: Mutex::new(Vec::new()),
         }
@@ -139,19 +140,19 @@ const SYNC_BATCH: usize = 32;
 /// Longest a finished file waits for its directory sync.
 const SYNC_DELAY: Duration = Duration::from_millis(500);
 
-/// A decoded chunk waiting to be written.
+/// A decoded span waiting to be written.
 struct WriteJob {
     fi: usize,
     off: u64,
     len: u64,
     buf: AlignedBuf,
-    /// Bytes of the chunk backed by records (for the progress bar).
+    /// Bytes of the span backed by records (for the progress bar).
     data: u64,
     /// None if the file is already known to be damaged (nothing to write).
     temp: Option<Arc<Temp>>,
 }
 
-/// The chunk buffers, and the queue between the workers and the writers.
+/// The span buffers, and the queue between the workers and the writers.
 struct Pipe {
     state: Mutex<PipeState>,
     /// Signalled when a buffer is returned, a job queued, the workers are all done, or the
@@ -171,7 +172,7 @@ impl Pipe {
         Pipe {
             state: Mutex::new(PipeState {
                 free: (0..buffers)
-                    .map(|_| AlignedBuf::new(CHUNK as usize))
+                    .map(|_| AlignedBuf::new(SPAN as usize))
                     .collect(),
                 jobs: VecDeque::new(),
                 workers_left: workers,
@@ -260,7 +261,7 @@ impl Transfer<'_> {
             }
             let mut at = 0;
             while at < f.size {
-                let n = CHUNK.min(f.size - at);
+                let n = SPAN.min(f.size - at);
                 tasks.push((i, at, n));
                 at += n;
             }
@@ -443,20 +444,20 @@ impl Transfer<'_> {
                 format!("the store returned {} bytes instead of {len}", got.len),
             );
         }
-        // An empty file still has one (empty) block to hash.
-        let mut block_start = off;
+        // An empty file still has one (empty) chunk to hash.
+        let mut chunk_start = off;
         loop {
-            let blen = BLOCK.min(off + len - block_start);
-            // A block that is one whole record needs no second hash: the store checked the
+            let clen = CHUNK.min(off + len - chunk_start);
+            // A chunk that is one whole record needs no second hash: the store checked the
             // record's plaintext against this very chaining value when reading it.
-            let v = f.block_digest(block_start).unwrap_or_else(|| {
-                let s = (block_start - off) as usize;
-                file_hash::block_value(f.size, block_start, &bytes[s..s + blen as usize])
+            let v = f.chunk_digest(chunk_start).unwrap_or_else(|| {
+                let s = (chunk_start - off) as usize;
+                tree_hash::chunk_value(f.size, chunk_start, &bytes[s..s + clen as usize])
             });
-            run.values.lock().unwrap_or_else(|p| p.into_inner())[(block_start / BLOCK) as usize] =
+            run.values.lock().unwrap_or_else(|p| p.into_inner())[(chunk_start / CHUNK) as usize] =
                 v;
-            block_start += blen;
-            if block_start >= off + len {
+            chunk_start += clen;
+            if chunk_start >= off + len {
                 break;
             }
         }
@@ -464,14 +465,14 @@ impl Transfer<'_> {
         Ok((temp, backed))
     }
 
-    /// Writes a decoded chunk's data ranges (not its holes) into the file's temporary.
+    /// Writes a decoded span's data ranges (not its holes) into the file's temporary.
     fn write(&self, run: &FileRun, job: &WriteJob) -> Result<(), IngestError> {
         let Some(t) = &job.temp else { return Ok(()) };
         if run.damaged.load(Ordering::Acquire) {
             return Ok(());
         }
         let f = self.files[job.fi];
-        let chunk = &job.buf_bytes()[..job.len as usize];
+        let span = &job.buf_bytes()[..job.len as usize];
         // Adjacent data pieces form one range, so that their shared pages go one way.
         let mut ranges: Vec<(u64, u64)> = Vec::new();
         for (at, n, backed) in f.pieces(job.off, job.len) {
@@ -484,15 +485,15 @@ impl Transfer<'_> {
             }
         }
         for (a, b) in ranges {
-            t.write_range(chunk, job.off, a, b)
+            t.write_range(span, job.off, a, b)
                 .map_err(|err| IngestError::Datastore {
                     op: "write",
                     path: format!("the temporary of {}", f.rel_display()),
                     source: err,
                 })?;
         }
-        // Start the write-back of this chunk now (DONTNEED on dirty pages starts it without
-        // waiting), so the disk writes while the next chunks decode and the file's fsync
+        // Start the write-back of this span now (DONTNEED on dirty pages starts it without
+        // waiting), so the disk writes while the next spans decode and the file's fsync
         // has little left to do.
         if let Some(n) = std::num::NonZeroU64::new(job.len) {
             let _ = rustix::fs::fadvise(&t.file, job.off, Some(n), rustix::fs::Advice::DontNeed);
@@ -500,7 +501,7 @@ impl Transfer<'_> {
         Ok(())
     }
 
-    /// Commits or quarantines a file whose chunks are all done.
+    /// Commits or quarantines a file whose spans are all done.
     fn finish(
         &self,
         fi: usize,
@@ -537,7 +538,7 @@ impl Transfer<'_> {
                 .push(q);
             return Ok(());
         }
-        let root = file_hash::root(&run.values.lock().unwrap_or_else(|p| p.into_inner()));
+        let root = tree_hash::root(&run.values.lock().unwrap_or_else(|p| p.into_inner()));
         if let Some(roots) = self.sealed_roots {
             let why = match roots.get(&f.id) {
                 Some(want) if *want == root => None,
@@ -562,12 +563,12 @@ impl Transfer<'_> {
                 return Ok(());
             }
         }
-        let t = temp.expect("every file's first chunk creates its temporary");
+        let t = temp.expect("every file's first span creates its temporary");
         self.ds
             .seal_temp(&t.name, &t.file, f.size, f.mode, f.atime, f.mtime)?;
         // A large file is synced at once (its fsync has much to wait for, and holding it
         // would hold the batch); small ones wait for the batch.
-        let t = if f.size >= CHUNK {
+        let t = if f.size >= SPAN {
             self.ds.place_file(&t.name, &t.file, &f.rel)?;
             None
         } else {
@@ -586,7 +587,7 @@ impl Transfer<'_> {
             p.dirs.insert(f.rel[..f.rel.len() - 1].to_vec());
             let since = *p.since.get_or_insert_with(Instant::now);
             let due =
-                p.files.len() >= SYNC_BATCH || since.elapsed() >= SYNC_DELAY || f.size >= CHUNK;
+                p.files.len() >= SYNC_BATCH || since.elapsed() >= SYNC_DELAY || f.size >= SPAN;
             due.then(|| std::mem::take(&mut *p))
         };
         match batch {

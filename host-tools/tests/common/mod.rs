@@ -9,11 +9,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use odt_store::job::Job;
+use odt_store::trip::job::Job;
 use odt_store::{Access, Locked, Store};
-
-pub const MIB: u64 = 1 << 20;
-pub const GIB: u64 = 1 << 30;
+use odt_test_support::MIB;
 
 /// Path of the `odt` binary under test.
 pub fn odt_bin() -> &'static str {
@@ -53,20 +51,6 @@ pub fn json(o: &Output) -> serde_json::Value {
     })
 }
 
-/// Deterministic pseudo-random bytes (xorshift).
-pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut v = Vec::with_capacity(len + 8);
-    while v.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.extend_from_slice(&x.to_le_bytes());
-    }
-    v.truncate(len);
-    v
-}
-
 /// What one file should hold: zeros except `data` pieces.
 #[derive(Debug, Clone)]
 pub struct ExpectFile {
@@ -96,35 +80,18 @@ impl Setup {
     /// `odt job new` + `odt provision` of `n` image files of `size` bytes each.
     pub fn new(n: usize, size: u64) -> Setup {
         let dir = tempfile::tempdir().unwrap();
-        let job = dir.path().join("job");
-        let o = odt(&[
-            "job",
-            "new",
-            "--name",
-            "test customer",
-            "--out",
-            job.to_str().unwrap(),
-        ]);
-        assert_eq!(code(&o), 0, "{}", stderr(&o));
-        let devices: Vec<PathBuf> = (0..n)
-            .map(|i| dir.path().join(format!("dev{i}.img")))
-            .collect();
-        let mut args = vec![
-            "provision".to_string(),
-            "--job".into(),
-            job.display().to_string(),
-            "--size".into(),
-            size.to_string(),
-            "--segment-size".into(),
-            "8M".into(),
-            "--json".into(),
-            "--device".into(),
-        ];
-        args.extend(devices.iter().map(|p| p.display().to_string()));
-        let a: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
-        let o = odt(&a);
-        assert_eq!(code(&o), 0, "{}", stderr(&o));
-        Setup { dir, job, devices }
+        let set = odt_test_support::fixture::provision_with_cli(
+            Path::new(odt_bin()),
+            dir.path(),
+            n,
+            &size.to_string(),
+            &["--segment-size", "8M"],
+        );
+        Setup {
+            dir,
+            job: set.job_dir,
+            devices: set.devices,
+        }
     }
 
     /// Opens the store read-write with the job's ingest identity (as the appliance would
@@ -231,7 +198,7 @@ impl<'a> Builder<'a> {
             self.store
                 .setattr(
                     a.id,
-                    odt_store::journal::AttrChange {
+                    odt_store::format::journal::AttrChange {
                         size: Some(size),
                         ..Default::default()
                     },
@@ -266,7 +233,7 @@ impl<'a> Builder<'a> {
 
 /// Seals the store (no bundle check) and returns the seal code.
 pub fn seal(store: &Store) -> String {
-    odt_store::seal::seal(store, vec![]).unwrap().code
+    odt_store::trip::seal::seal(store, vec![]).unwrap().code
 }
 
 /// Streams `path` and compares it with `e` (content, mode, mtime). Returns a problem.
@@ -377,18 +344,4 @@ pub fn check_tree(ds: &Path, expect: &BTreeMap<String, Expect>) {
             }
         }
     }
-}
-
-/// Flips one bit of a file.
-pub fn flip(path: &Path, offset: u64, bit: u8) {
-    use std::os::unix::fs::FileExt;
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .unwrap();
-    let mut b = [0u8; 1];
-    f.read_exact_at(&mut b, offset).unwrap();
-    b[0] ^= 1 << bit;
-    f.write_all_at(&b, offset).unwrap();
 }

@@ -1,16 +1,14 @@
 //! Test helper for the crash tests: opens a store and writes from several threads, printing
-//! `begin`/`ack` lines (see `crash_protocol.rs`) until it is killed.
+//! `begin`/`ack` lines (see `odt_test_support::crash`) until it is killed.
 //!
 //! Usage: `odt-crash-writer CODE_FILE DEVICE...`
-
-#[path = "../crash_protocol.rs"]
-mod protocol;
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use odt_store::{Access, Locked};
+use odt_test_support::crash::{self as protocol, Event};
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
@@ -28,7 +26,7 @@ fn main() -> anyhow::Result<()> {
         o.write_all(line.as_bytes()).unwrap();
         o.flush().unwrap();
     };
-    say(&out, "ready\n".into());
+    say(&out, Event::Ready.line());
     std::thread::scope(|s| {
         for t in 0..protocol::THREADS {
             let store = store.clone();
@@ -51,9 +49,19 @@ fn main() -> anyhow::Result<()> {
                 for seq in 0.. {
                     let (file, offset, len) = protocol::plan(t, seq);
                     let data = protocol::data(t, seq, len);
-                    say(&out, format!("begin {t} {seq} {file} {offset} {len}\n"));
+                    say(
+                        &out,
+                        Event::Begin {
+                            t,
+                            seq,
+                            file,
+                            offset,
+                            len,
+                        }
+                        .line(),
+                    );
                     store.write(ids[file as usize], offset, &data).unwrap();
-                    say(&out, format!("ack {t} {seq}\n"));
+                    say(&out, Event::Ack { t, seq }.line());
                 }
             });
         }

@@ -11,11 +11,11 @@ use axum::extract::{Extension, State as AxState};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use odt_store::control::{
-    self, ChallengeReply, ErrorBody, ErrorKind, ErrorReply, SignInRequest, State, UnlockReply,
-    UnlockRequest,
+use odt_store::crypto::keys::UnlockCode;
+use odt_store::trip::control_api::{
+    self as control, ChallengeReply, ErrorBody, ErrorKind, ErrorReply, SignInRequest, State,
+    UnlockReply, UnlockRequest,
 };
-use odt_store::keys::UnlockCode;
 use serde::Serialize;
 
 use super::sessions::{CHALLENGE_TTL, Session};
@@ -336,7 +336,7 @@ mod tests {
     use super::*;
     use crate::testutil::Fixture;
     use axum::http::{Method, Request};
-    use odt_store::control::{ControlKey, SessionReply, StatusReport};
+    use odt_store::trip::control_api::{ControlKey, SessionReply, StatusReport};
     use tower::ServiceExt;
 
     struct Call {
@@ -495,10 +495,10 @@ mod tests {
         assert_eq!(r.kind(), ErrorKind::NotSealed);
         let r = call(&ctx, Method::POST, "/api/v1/seal", "", Some(&t1)).await;
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-        let sealed: odt_store::control::SealReply = r.json();
+        let sealed: odt_store::trip::control_api::SealReply = r.json();
         let (log, pending) = ctx.custody();
         let whats: Vec<_> = log.events.iter().map(|e| e.what).collect();
-        use odt_store::custody::What;
+        use odt_store::trip::custody::What;
         assert_eq!(
             whats,
             [

@@ -3,7 +3,7 @@
 //! seal signed (the store no longer changes once sealed), as CSV or JSON.
 
 use odt_store::Store;
-use odt_store::journal::{Kind, Op};
+use odt_store::format::journal::Kind;
 use serde::Serialize;
 
 /// One line of the bill of materials.
@@ -13,9 +13,11 @@ pub struct BomEntry {
     pub path: String,
     /// `file`, `dir` or `symlink`.
     pub kind: &'static str,
+    /// Size in bytes as the namespace records it (a file's length).
     pub size: u64,
     /// Permission bits, octal.
     pub mode: String,
+    /// Last modification, Unix seconds.
     pub mtime_unix: i64,
     /// Hex BLAKE3 of the content (files only).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -25,24 +27,26 @@ pub struct BomEntry {
 /// The bill of materials of a sealed store.
 #[derive(Debug, Clone, Serialize)]
 pub struct Bom {
+    /// The job the devices were provisioned for.
     pub job_id: String,
+    /// The seal code the list belongs to.
     pub seal_code: Option<String>,
+    /// Every entry, in path order.
     pub entries: Vec<BomEntry>,
 }
 
 /// Builds the list from the store's manifest (blocks: may read back small files), and
 /// checks it is the one the seal signed (its root is in the seal op).
 pub fn entries(store: &Store) -> odt_store::Result<Vec<BomEntry>> {
-    let m = odt_store::manifest::build(store)?;
-    let signed = store.with_namespace(|ns| match &ns.seal {
-        Some(Op::Seal { manifest_root, .. }) => Some(*manifest_root),
-        _ => None,
-    });
+    let m = odt_store::trip::manifest::build(store)?;
+    let signed = store.view().seal().map(|s| s.manifest_root);
     if signed.is_some_and(|root| root != m.root()) {
-        return Err(odt_store::Error::Invalid(
-            "the files on the devices no longer match the manifest the seal signed; check              the devices with `odt seal-check` and `odt verify` at the provider"
+        return Err(odt_store::error::TripError::Invalid(
+            "the files on the devices no longer match the manifest the seal signed; check \
+             the devices with `odt seal-check` and `odt verify` at the provider"
                 .into(),
-        ));
+        )
+        .into());
     }
     Ok(m.files
         .into_iter()

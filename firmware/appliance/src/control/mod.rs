@@ -7,7 +7,7 @@
 //! - [`sessions`]: bearer tokens and sign-in challenges, in memory.
 //! - [`ship`]: the seal and the bill of materials ([`bom`]), for the API and the page.
 //!
-//! TLS uses the certificate made at provisioning ([`odt_store::tls`]); clients pin its
+//! TLS uses the certificate made at provisioning ([`odt_store::crypto::tls`]); clients pin its
 //! fingerprint. Connections are bounded so that idle or slow clients cannot lock a customer
 //! out: at most [`Limits::per_address`] from one address and [`Limits::total`] in all, a
 //! TLS handshake must finish within [`Limits::handshake`], request headers (and the next
@@ -28,9 +28,9 @@ use std::time::Duration;
 
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use odt_store::control::ErrorKind;
-use odt_store::custody::{self, Event, What};
-use odt_store::journal::Time;
+use odt_store::format::journal::Time;
+use odt_store::trip::control_api::ErrorKind;
+use odt_store::trip::custody::{self, Event, What};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
@@ -65,7 +65,7 @@ impl Default for Limits {
 /// Connections over a limit answered `503` at a time (beyond that they are just closed).
 const REFUSALS_AT_ONCE: usize = 8;
 /// Custody events kept in memory until they can be journaled (locked, or after the seal).
-const UNJOURNALED_KEPT: usize = odt_store::custody::MAX_EVENTS;
+const UNJOURNALED_KEPT: usize = odt_store::trip::custody::MAX_EVENTS;
 
 /// The address a request came from (an extension on every request).
 #[derive(Debug, Clone, Copy)]
@@ -73,7 +73,9 @@ pub struct Peer(pub SocketAddr);
 
 /// What the handlers share.
 pub struct Ctx {
+    /// The appliance's state and store.
     pub app: Arc<Appliance>,
+    /// Sessions and sign-in challenges.
     pub sessions: sessions::Sessions,
     /// Where the NFS export listens (for the page's mount commands).
     pub nfs: SocketAddr,
@@ -185,7 +187,7 @@ pub struct TlsError(String);
 pub fn tls_acceptor(app: &Appliance) -> Result<TlsAcceptor, TlsError> {
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
     let id = app.tls();
-    let provider = odt_store::tls::crypto_provider();
+    let provider = odt_store::crypto::tls::crypto_provider();
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(id.key_der.0.clone()));
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

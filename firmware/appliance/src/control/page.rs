@@ -17,9 +17,9 @@ use axum::extract::{Extension, State as AxState};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use odt_store::bundle::{BundleReport, Severity};
-use odt_store::control::{self, SignInRequest, State, StatusReport};
-use odt_store::custody::What;
+use odt_store::trip::bundle::{BundleReport, Severity};
+use odt_store::trip::control_api::{self as control, SignInRequest, State, StatusReport};
+use odt_store::trip::custody::What;
 use odt_store::units::{bytes, utc};
 
 use super::api;
@@ -371,7 +371,7 @@ fn custody_section(o: &mut String, ctx: &Ctx) {
             o,
             "<p>{} later event(s) not listed (the log keeps {}).</p>",
             log.omitted,
-            odt_store::custody::MAX_EVENTS
+            odt_store::trip::custody::MAX_EVENTS
         );
     }
     o.push_str("</section>");

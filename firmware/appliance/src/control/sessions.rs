@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use odt_store::control::{CHALLENGE_LEN, SecretText, SessionReply};
+use odt_store::trip::control_api::{CHALLENGE_LEN, SecretText, SessionReply};
 
 /// A session ends this long after its last use.
 pub const IDLE: Duration = Duration::from_secs(2 * 3600);
@@ -55,7 +55,7 @@ fn key(token: &str) -> [u8; 32] {
 
 fn random_hex<const N: usize>() -> String {
     let mut b = [0u8; N];
-    odt_store::keys::random_bytes(&mut b);
+    odt_store::crypto::keys::random_bytes(&mut b);
     hex::encode(b)
 }
 
@@ -146,7 +146,7 @@ impl Sessions {
 
     /// A fresh single-use challenge.
     pub fn challenge(&self) -> [u8; CHALLENGE_LEN] {
-        let c = odt_store::control::new_challenge();
+        let c = odt_store::trip::control_api::new_challenge();
         let now = Instant::now();
         let mut t = self.tables();
         t.challenges

@@ -9,7 +9,7 @@ use axum::body::Body;
 use axum::extract::{Extension, Query, State as AxState};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use odt_store::control::{ErrorKind, SealRefused, SealReply, SealRequest, State};
+use odt_store::trip::control_api::{ErrorKind, SealRefused, SealReply, SealRequest, State};
 
 use super::api::{error, json, json_body, not_signed_in, session_of};
 use super::sessions::AFTER_SEAL;
@@ -31,7 +31,9 @@ async fn settle_writes(ctx: &Ctx) {
 
 /// What a seal request came to.
 pub enum SealResult {
+    /// Sealed.
     Sealed(SealReply),
+    /// Not sealed: a bundle has errors.
     Refused(SealRefused),
 }
 
@@ -46,7 +48,7 @@ pub async fn seal_with(
     if ctx.app.state() == State::Locked {
         return Err(error(ErrorKind::Locked, StateError::Locked.to_string()));
     }
-    ctx.note(odt_store::custody::What::SealRequested, Some(peer))
+    ctx.note(odt_store::trip::custody::What::SealRequested, Some(peer))
         .await;
     settle_writes(ctx).await;
     let a = ctx.app.clone();
@@ -98,6 +100,7 @@ pub async fn seal_with(
     }
 }
 
+/// `POST /api/v1/seal` (bearer token only).
 pub async fn seal(
     AxState(ctx): AxState<Arc<Ctx>>,
     Extension(peer): Extension<Peer>,
@@ -180,6 +183,7 @@ pub async fn bom_download(ctx: &Arc<Ctx>, format: &str) -> Response {
         .into_response()
 }
 
+/// `GET /api/v1/bom?format=csv|json`.
 pub async fn bill_of_materials(
     AxState(ctx): AxState<Arc<Ctx>>,
     headers: HeaderMap,
@@ -191,6 +195,7 @@ pub async fn bill_of_materials(
     bom_download(&ctx, q.format.as_deref().unwrap_or("json")).await
 }
 
+/// `POST /api/v1/test-seal`: the test hook (export read-only, no seal record).
 pub async fn test_seal(
     AxState(ctx): AxState<Arc<Ctx>>,
     Extension(peer): Extension<Peer>,

@@ -1,0 +1,414 @@
+//! The store: a namespace of files whose bytes live in encrypted records on the devices.
+//!
+//! Writes are compressed, encrypted and hashed in the caller's thread (so concurrent callers
+//! use every core), then queued under one lock that also updates the namespace and encodes
+//! the journal ops. Durability is a group commit: the first waiter becomes the leader, writes
+//! everything queued so far in large sequential pwrites plus one journal batch, syncs, and
+//! wakes every waiter whose ops were in it.
+//!
+//! The files here follow the store's life: [`recover`] (replaying the journal at open),
+//! [`commit`] (the group commit and the seal's closing of the log), [`ops`] (namespace
+//! operations), [`write`] and [`read`] (file content).
+
+mod commit;
+mod ops;
+mod read;
+mod recover;
+mod write;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, RwLock};
+
+use crate::crypto::cipher::{Cipher, Purpose, SessionKey};
+use crate::crypto::keys::{Secrets, UnlockCode};
+use crate::device::Device;
+use crate::engine::log::{Chain, DevLog};
+use crate::engine::namespace::{Inode, Namespace};
+use crate::engine::observer::WriteObserver;
+use crate::engine::view::View;
+use crate::error::{KeyError, Result, one_line};
+use crate::format::journal::{Kind, Op, Time};
+use crate::format::seal_record;
+use crate::format::segment;
+use crate::format::superblock::{self, Superblock};
+
+pub use read::{BulkRead, Damage, ReadScratch};
+
+/// Attributes of an entry, as the NFS layer reports them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attr {
+    /// Inode number (the NFS file id).
+    pub id: u64,
+    /// File, directory or symlink.
+    pub kind: Kind,
+    /// Permission bits.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Size in bytes.
+    pub size: u64,
+    /// Bytes the content occupies (not counting holes), before compression.
+    pub used: u64,
+    /// Names it has (directories: 2 + subdirectories).
+    pub nlink: u32,
+    /// Last access.
+    pub atime: Time,
+    /// Last content change.
+    pub mtime: Time,
+    /// Last attribute change.
+    pub ctime: Time,
+}
+
+impl Attr {
+    fn of(i: &Inode) -> Attr {
+        Attr {
+            id: i.id,
+            kind: i.kind,
+            mode: i.mode,
+            uid: i.uid,
+            gid: i.gid,
+            size: i.size,
+            used: i.stored_bytes(),
+            nlink: i.nlink(),
+            atime: i.atime,
+            mtime: i.mtime,
+            ctime: i.ctime,
+        }
+    }
+}
+
+/// A directory entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    /// The entry's name.
+    pub name: Vec<u8>,
+    /// Its attributes.
+    pub attr: Attr,
+}
+
+/// How the store was opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// The appliance: may write, recovers after a crash.
+    ReadWrite,
+    /// Verification and ingest: never writes to the devices.
+    ReadOnly,
+}
+
+/// Counters for `odt status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Regular files.
+    pub files: u64,
+    /// Directories, the root included.
+    pub dirs: u64,
+    /// Symbolic links.
+    pub symlinks: u64,
+    /// Sum of file sizes.
+    pub logical_bytes: u64,
+    /// Bytes the log occupies on the devices (records, headers, footers).
+    pub log_bytes: u64,
+    /// Bytes free for records on all devices.
+    pub free_bytes: u64,
+    /// Capacity of the segment areas of all devices.
+    pub capacity_bytes: u64,
+    /// Journal bytes written.
+    pub journal_used: u64,
+    /// Journal bytes reserved.
+    pub journal_len: u64,
+    /// Bytes written by clients since the store was opened.
+    pub written_bytes: u64,
+}
+
+/// A device set whose superblocks have been read, but which is not unlocked yet.
+#[derive(Debug)]
+pub struct Locked {
+    devs: Vec<Device>,
+    sbs: Vec<Superblock>,
+}
+
+impl Locked {
+    /// Opens the devices of one set (any order) and checks that they belong together.
+    pub fn open(paths: &[PathBuf], access: Access) -> Result<Locked> {
+        let set = superblock::open_set(paths, access == Access::ReadWrite)?;
+        let (devs, sbs) = set.into_iter().unzip();
+        Ok(Locked { devs, sbs })
+    }
+
+    /// The superblock of device 0.
+    pub fn superblock(&self) -> &Superblock {
+        &self.sbs[0]
+    }
+
+    /// The devices, ordered by index.
+    pub fn devices(&self) -> &[Device] {
+        &self.devs
+    }
+
+    /// The superblocks, ordered by index.
+    pub fn superblocks(&self) -> &[Superblock] {
+        &self.sbs
+    }
+
+    /// Unwraps the keys with the customer's unlock code.
+    pub fn secrets_from_code(&self, code: &UnlockCode) -> Result<Secrets> {
+        Secrets::unwrap_with_code(&self.sbs[0].wrapped_for_customer, code)
+    }
+
+    /// Unwraps the keys with the ingest identity.
+    pub fn secrets_from_identity(&self, id: &age::x25519::Identity) -> Result<Secrets> {
+        Secrets::unwrap_with_identity(&self.sbs[0].wrapped_for_ingest, id)
+    }
+
+    /// Opens the store with the unwrapped secrets: replays the journal and, read-write,
+    /// recovers from a crash and starts a new session.
+    pub fn unlock(self, secrets: Secrets, access: Access) -> Result<Store> {
+        if Secrets::verifying_key(&secrets) != self.sbs[0].signing_public {
+            return Err(KeyError::Wrong(
+                "the unwrapped keys do not match this device's signing key".into(),
+            )
+            .into());
+        }
+        Store::open(self, secrets, access)
+    }
+}
+
+struct Core {
+    /// Shared with the views taken of it: copied on change while one is alive.
+    ns: Arc<Namespace>,
+    logs: Vec<DevLog>,
+    /// Encoded ops waiting for the next batch.
+    ops: Vec<u8>,
+    /// Journal bytes written or assigned to batches.
+    journal_end: u64,
+    /// Number of the batch queued ops go into.
+    open_batch: u64,
+    next_dev: usize,
+    written_bytes: u64,
+    /// Device tails named by the last batch built (where the next batch's records start).
+    batch_tails: Vec<u64>,
+}
+
+impl Core {
+    /// The namespace to change (a copy if a view still shares it).
+    fn ns_mut(&mut self) -> &mut Namespace {
+        Arc::make_mut(&mut self.ns)
+    }
+}
+
+struct Commit {
+    durable: u64,
+    leading: bool,
+    failed: Option<String>,
+}
+
+/// A decrypted record's plaintext, by (device, address).
+type CachedRecord = ((u32, u64), Arc<Vec<u8>>);
+
+struct Leader {
+    chains: Vec<Chain>,
+}
+
+/// An unlocked, open store. Share it between threads with `Arc`.
+pub struct Store {
+    devs: Vec<Device>,
+    sbs: Vec<Superblock>,
+    cipher: Cipher,
+    secrets: Secrets,
+    session: u64,
+    epoch: u32,
+    record_key: SessionKey,
+    journal_key: SessionKey,
+    counter: AtomicU64,
+    access: Access,
+    sealed: AtomicBool,
+    core: Mutex<Core>,
+    commit: Mutex<Commit>,
+    commit_cv: Condvar,
+    queue_cv: Condvar,
+    leader: Mutex<Leader>,
+    cache: Mutex<Vec<CachedRecord>>,
+    old_keys: Mutex<HashMap<u64, Arc<SessionKey>>>,
+    /// Held shared by every change, exclusively by the seal: once the seal holds it, no change
+    /// is half way through.
+    gate: RwLock<()>,
+    /// Told of new files and of every write and size change (see [`Store::set_observer`]).
+    observer: OnceLock<Arc<dyn WriteObserver>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic elsewhere must not make the data unreachable; state is validated before use.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Store {
+    fn open(locked: Locked, secrets: Secrets, access: Access) -> Result<Store> {
+        let Locked { devs, sbs } = locked;
+        let cipher = sbs[0].cipher;
+        let session = crate::crypto::keys::random_u64();
+        let mut store = Store {
+            record_key: SessionKey::derive(cipher, &secrets.data_key, session, Purpose::Record),
+            journal_key: SessionKey::derive(cipher, &secrets.data_key, session, Purpose::Journal),
+            cipher,
+            secrets,
+            session,
+            epoch: 0,
+            counter: AtomicU64::new(0),
+            access,
+            sealed: AtomicBool::new(false),
+            core: Mutex::new(Core {
+                ns: Arc::new(Namespace::new()),
+                logs: (0..devs.len()).map(|_| DevLog::default()).collect(),
+                ops: Vec::new(),
+                journal_end: 0,
+                open_batch: 1,
+                next_dev: 0,
+                written_bytes: 0,
+                batch_tails: vec![0; devs.len()],
+            }),
+            commit: Mutex::new(Commit {
+                durable: 0,
+                leading: false,
+                failed: None,
+            }),
+            commit_cv: Condvar::new(),
+            queue_cv: Condvar::new(),
+            leader: Mutex::new(Leader {
+                chains: (0..devs.len()).map(|_| Chain::empty()).collect(),
+            }),
+            cache: Mutex::new(Vec::new()),
+            old_keys: Mutex::new(HashMap::new()),
+            gate: RwLock::new(()),
+            observer: OnceLock::new(),
+            devs,
+            sbs,
+        };
+        store.recover()?;
+        let sealed_op = lock(&store.core).ns.seal.is_some();
+        if sealed_op {
+            store.set_sealed();
+            let has_record = seal_record::read(&store.devs[0], &store.sbs[0])?.is_some();
+            if !has_record && access == Access::ReadWrite {
+                // A crash between the seal op and the seal record: finish what was begun.
+                tracing::warn!("finishing a seal that a crash interrupted");
+                store.write_seal_record()?;
+            }
+        }
+        if access == Access::ReadWrite && !store.is_sealed() {
+            let epoch = lock(&store.core).ns.epoch + 1;
+            store.epoch = epoch;
+            store.submit(vec![Op::Session { epoch, session }])?;
+            store.sync()?;
+        }
+        Ok(store)
+    }
+
+    /// The superblock of device 0 (job, geometry, cipher).
+    pub fn superblock(&self) -> &Superblock {
+        &self.sbs[0]
+    }
+
+    /// The devices of the set, by index.
+    pub fn devices(&self) -> &[Device] {
+        &self.devs
+    }
+
+    /// The superblocks of the set, by index.
+    pub fn superblocks(&self) -> &[Superblock] {
+        &self.sbs
+    }
+
+    /// The job's secrets (for signing the seal).
+    pub fn secrets(&self) -> &Secrets {
+        &self.secrets
+    }
+
+    /// This run's session id.
+    pub fn session(&self) -> u64 {
+        self.session
+    }
+
+    /// Whether the store refuses changes because it was sealed.
+    pub fn is_sealed(&self) -> bool {
+        self.sealed.load(Ordering::Acquire)
+    }
+
+    /// Marks the store sealed (read-only) from now on.
+    pub fn set_sealed(&self) {
+        self.sealed.store(true, Ordering::Release);
+    }
+
+    fn key_for_session(&self, session: u64, purpose: Purpose) -> Arc<SessionKey> {
+        let tag = session ^ (matches!(purpose, Purpose::Journal) as u64 * 0x9e37_79b9_7f4a_7c15);
+        let mut keys = lock(&self.old_keys);
+        keys.entry(tag)
+            .or_insert_with(|| {
+                Arc::new(SessionKey::derive(
+                    self.cipher,
+                    &self.secrets.data_key,
+                    session,
+                    purpose,
+                ))
+            })
+            .clone()
+    }
+
+    /// Attaches the one observer of file content (set once, before clients write: it sees
+    /// only what comes after). Returns the observer back if one is attached already.
+    pub fn set_observer(
+        &self,
+        observer: Arc<dyn WriteObserver>,
+    ) -> std::result::Result<(), Arc<dyn WriteObserver>> {
+        self.observer.set(observer)
+    }
+
+    /// The observer attached with [`Store::set_observer`], if any.
+    pub fn observer(&self) -> Option<&dyn WriteObserver> {
+        self.observer.get().map(|o| &**o)
+    }
+
+    /// A read-only snapshot of the namespace as it is now (for tree walks: bundle checks,
+    /// manifests, verification, ingest). Cheap to take; while it is alive, the next change
+    /// copies the namespace once, so hold it for a walk, not for the store's lifetime.
+    pub fn view(&self) -> View {
+        View::new(lock(&self.core).ns.clone())
+    }
+
+    /// Counters for status reports.
+    pub fn stats(&self) -> Stats {
+        let core = lock(&self.core);
+        let t = core.ns.totals();
+        let mut s = Stats {
+            files: t.files,
+            dirs: t.dirs,
+            symlinks: t.symlinks,
+            logical_bytes: t.file_bytes,
+            ..Stats::default()
+        };
+        for (l, sb) in core.logs.iter().zip(&self.sbs) {
+            s.free_bytes += l.free(sb);
+            s.capacity_bytes += sb.segment_count() * (sb.segment_size - 2 * segment::BLOCK);
+            if let Some(seg) = l.segment(sb) {
+                s.log_bytes += seg * sb.segment_size + (l.tail - sb.segment_start(seg));
+            }
+        }
+        s.journal_used = core.journal_end + core.ops.len() as u64;
+        s.journal_len = self.sbs[0].journal_len;
+        s.written_bytes = core.written_bytes;
+        s
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if self.access == Access::ReadWrite
+            && let Err(e) = self.sync()
+        {
+            tracing::error!(error = %one_line(&e), "final sync failed");
+        }
+    }
+}

@@ -1,0 +1,25 @@
+//! The custody log of a store: journaling events (durable, refused once sealed) and reading
+//! the log the journal replayed. The events themselves: [`crate::format::custody`].
+
+use crate::engine::Store;
+use crate::error::Result;
+pub use crate::format::custody::{Event, Log, MAX_EVENTS, What};
+use crate::format::journal::Op;
+
+/// Journals `events` (durable when this returns). Refused once sealed.
+pub fn record(store: &Store, events: Vec<Event>) -> Result<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    store.submit_change(
+        events
+            .into_iter()
+            .map(|event| Op::Custody { event })
+            .collect(),
+    )
+}
+
+/// The log so far.
+pub fn log(store: &Store) -> Log {
+    store.view().custody().clone()
+}
