@@ -96,7 +96,7 @@ impl View {
     }
 
     /// The custody log the journal holds (see [`crate::trip::custody`]).
-    pub fn custody(&self) -> &crate::format::custody::Log {
+    pub fn custody(&self) -> &crate::format::journal::CustodyLog {
         &self.ns.custody
     }
 

@@ -10,7 +10,6 @@
 //! - [`tree_hash`]: the BLAKE3 root of a file from its chunks, and the records' digests;
 //! - [`frame`]: the CRC frame around the small structures.
 
-pub mod custody;
 pub mod frame;
 pub mod journal;
 pub mod record;

@@ -59,7 +59,7 @@ pub struct SealRecord {
     /// When the store was sealed.
     pub sealed: Time,
     /// The custody log up to the seal (signed with the rest).
-    pub custody: crate::format::custody::Log,
+    pub custody: crate::format::journal::CustodyLog,
 }
 
 /// The record with its Ed25519 signature, as stored.

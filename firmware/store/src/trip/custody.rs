@@ -1,10 +1,12 @@
 //! The custody log of a store: journaling events (durable, refused once sealed) and reading
-//! the log the journal replayed. The events themselves: [`crate::format::custody`].
+//! the log the journal replayed. The events are journal ops ([`crate::format::journal`]).
 
 use crate::engine::Store;
 use crate::error::Result;
-pub use crate::format::custody::{Event, Log, MAX_EVENTS, What};
 use crate::format::journal::Op;
+pub use crate::format::journal::{
+    CUSTODY_MAX_EVENTS as MAX_EVENTS, CustodyEvent as Event, CustodyLog as Log, CustodyWhat as What,
+};
 
 /// Journals `events` (durable when this returns). Refused once sealed.
 pub fn record(store: &Store, events: Vec<Event>) -> Result<()> {

@@ -100,7 +100,7 @@ pub struct CheckReport {
     /// Bytes read to decide.
     pub bytes_read: u64,
     /// The custody log the seal signs (shown once the signature holds).
-    pub custody: Option<crate::format::custody::Log>,
+    pub custody: Option<crate::format::journal::CustodyLog>,
 }
 
 struct Fail(String);

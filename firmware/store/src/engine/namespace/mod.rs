@@ -61,7 +61,7 @@ pub struct Namespace {
     /// The seal op, once the store is sealed.
     pub seal: Option<Op>,
     /// The custody log.
-    pub custody: crate::format::custody::Log,
+    pub custody: crate::format::journal::CustodyLog,
 }
 
 /// Entries by kind and the sum of file sizes, kept up to date as ops apply (status and
