@@ -14,6 +14,7 @@
 //!   checks that the decoder refuses it unless the edits changed nothing.
 
 pub mod bundle;
+pub mod control;
 pub mod frame;
 pub mod journal;
 pub mod nfs_call;

@@ -111,6 +111,7 @@ fn record(u: &mut Unstructured) -> SealRecord {
             secs: u.arbitrary().unwrap_or(0),
             nanos: u.arbitrary().unwrap_or(0),
         },
+        custody: Default::default(),
     }
 }
 

@@ -69,6 +69,11 @@ fn fields(u: &mut Unstructured) {
         signing_public: u.arbitrary().unwrap_or_default(),
         wrapped_for_ingest: u.arbitrary().unwrap_or_default(),
         wrapped_for_customer: u.arbitrary().unwrap_or_default(),
+        tls: odt_store::crypto::tls::TlsIdentity {
+            cert_der: u.arbitrary().unwrap_or_default(),
+            key_der: odt_store::crypto::tls::SecretBytes(u.arbitrary().unwrap_or_default()),
+            spki_sha256: u.arbitrary().unwrap_or_default(),
+        },
     };
     let orig = sb.encode();
     if u.arbitrary().unwrap_or(false) {

@@ -135,7 +135,7 @@ impl Report {
 
 /// A device as found before erasing.
 enum Found {
-    Live(Device, Superblock),
+    Live(Device, Box<Superblock>),
     Erased(Device),
 }
 
@@ -241,7 +241,7 @@ pub fn run(opts: &Options, progress: &dyn Fn(u64) -> ProgressBar) -> Result<Repo
     for p in &opts.devices {
         let dev = Device::open(p, true)?;
         match Superblock::read(&dev) {
-            Ok(sb) => found.push(Found::Live(dev, sb)),
+            Ok(sb) => found.push(Found::Live(dev, Box::new(sb))),
             Err(e) if matches!(e.kind(), ErrorKind::Format(FormatError::Erased { .. })) => {
                 found.push(Found::Erased(dev))
             }
@@ -258,7 +258,7 @@ pub fn run(opts: &Options, progress: &dyn Fn(u64) -> ProgressBar) -> Result<Repo
     let mut erased_before = Vec::new();
     for f in found {
         match f {
-            Found::Live(d, sb) => live.push((d, sb)),
+            Found::Live(d, sb) => live.push((d, *sb)),
             Found::Erased(d) => erased_before.push(d),
         }
     }

@@ -66,7 +66,7 @@ pub enum SealState {
         /// The seal code.
         code: String,
         /// What the seal signs.
-        record: odt_store::format::seal_record::SealRecord,
+        record: Box<odt_store::format::seal_record::SealRecord>,
     },
     /// A seal record exists but something does not check out.
     Broken {
@@ -102,7 +102,7 @@ pub fn seal_state(devices: &[PathBuf], job_dir: &Path, locked: &Locked) -> SealS
     match (report.intact, report.seal_code, record) {
         (true, Some(code), Ok(Some(signed))) => SealState::Intact {
             code,
-            record: signed.record,
+            record: Box::new(signed.record),
         },
         (_, _, _) => SealState::Broken {
             why: report

@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 // that lands, then drop the `allow`).
 #[allow(missing_docs)]
 pub mod cmd;
-pub mod control_client;
+pub mod control;
 pub mod erase;
 #[allow(missing_docs)]
 pub mod import;
@@ -22,7 +22,7 @@ pub mod verify;
 /// appliances.
 ///
 /// Provider: `odt job new`, `odt provision`. Customer: `odt unlock`, `odt status`,
-/// `odt seal`. Courier/dock: `odt seal-check`. Ingest station: `odt verify`, `odt ingest`,
+/// `odt seal`, `odt bom`. Courier/dock: `odt seal-check`. Ingest station: `odt verify`, `odt ingest`,
 /// `odt import`, `odt erase`.
 #[derive(Debug, Parser)]
 #[command(name = "odt", version, about, long_about = None, propagate_version = true)]
@@ -61,17 +61,28 @@ pub enum Command {
     /// prints the seal code. Refuses if a bundle has errors, unless --force.
     Seal(cmd::seal::SealArgs),
     /// Check every VM bundle on an appliance without sealing (exit 3 if any has errors).
+    ///
+    /// Uses the session `odt unlock` left, else asks for the unlock code.
     Bundles(cmd::seal::BundlesArgs),
     /// The courier's check: seal signature, seal code, every device present, nothing written
     /// after the seal. No data key needed; seconds, whatever the data size. Exit 0 only if
     /// intact.
     SealCheck(cmd::seal_check::SealCheckArgs),
-    /// Unlock an appliance with the customer's unlock code (stdin or --code-file).
+    /// Unlock an appliance with the customer's unlock code (typed without echo, stdin, or
+    /// --code-file), over HTTPS with the appliance's certificate pinned; leaves a session
+    /// so that status, bundles and seal need no code.
     Unlock(cmd::unlock::UnlockArgs),
     /// State, capacity, bytes and files stored, write rate of an appliance.
     ///
-    /// A locked appliance reports its state without the unlock code.
+    /// Without a session or code it shows the public fields: state, certificate
+    /// fingerprint, and the seal code and time once sealed.
     Status(cmd::status::StatusArgs),
+    /// The bill of materials of a sealed appliance: every file's path, size, mode, mtime and
+    /// BLAKE3 (equal to `b3sum`) as the seal covers them, as CSV or JSON.
+    ///
+    /// Uses the session `odt unlock` left, else asks for the unlock code (the seal ends
+    /// sessions: after `odt seal`, give the code again or use --code-file).
+    Bom(cmd::bom::BomArgs),
 }
 
 /// Logging to stderr; `RUST_LOG` overrides the level picked by `-v`.
@@ -104,5 +115,6 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::SealCheck(a) => cmd::seal_check::run(a),
         Command::Unlock(a) => cmd::unlock::run(a),
         Command::Status(a) => cmd::status::run(a),
+        Command::Bom(a) => cmd::bom::run(a),
     }
 }

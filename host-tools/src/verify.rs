@@ -187,7 +187,7 @@ pub fn run(
     let mut notes = Vec::new();
     let seal = crate::job_devices::seal_state(&opts.devices, &opts.job_dir, &locked);
     let (seal_code, seal_problem, sealed_record) = match seal {
-        SealState::Intact { code, record } => (Some(code), None, Some(record)),
+        SealState::Intact { code, record } => (Some(code), None, Some(*record)),
         SealState::Unsealed => (
             None,
             Some("the devices are not sealed: the customer has not run `odt seal`".to_string()),

@@ -37,6 +37,7 @@ odt_reach_hint() {
     log "customers: mount $1:/ over NFSv3 (port $NFS_PORT, mountport $NFS_PORT, tcp, nolock)"
     if [ -n "$CONTROL_PORT" ]; then
         log "customers: odt unlock --appliance $1:$CONTROL_PORT"
+        log "customers: or open https://$1:$CONTROL_PORT/ (compare the certificate fingerprint with the unlock sheet)"
     fi
     return 0
 }

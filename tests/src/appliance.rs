@@ -17,8 +17,11 @@ pub struct Job {
     pub job_dir: PathBuf,
     /// The data device images.
     pub devices: Vec<PathBuf>,
-    /// File holding the customer unlock code.
+    /// The customer's unlock sheet (`odt provision --code-file`): the code, and the
+    /// certificate fingerprint on a comment line.
     pub code_file: PathBuf,
+    /// SHA-256 fingerprint of the appliance's certificate, as job.toml records it.
+    pub fingerprint: String,
 }
 
 impl Job {
@@ -37,11 +40,13 @@ impl Job {
             extra,
         );
         let (job_dir, devices, code_file) = (set.job_dir, set.devices, set.code_file);
+        let fingerprint = fingerprint_of(&job_dir);
         Job {
             dir,
             job_dir,
             devices,
             code_file,
+            fingerprint,
         }
     }
 
@@ -49,6 +54,15 @@ impl Job {
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
+}
+
+/// The certificate fingerprint job.toml records (`tls_fingerprint`).
+pub fn fingerprint_of(job_dir: &Path) -> String {
+    let text = std::fs::read_to_string(job_dir.join("job.toml")).expect("job.toml");
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("tls_fingerprint = "))
+        .map(|v| v.trim_matches('"').to_string())
+        .expect("job.toml records the certificate fingerprint")
 }
 
 /// Settings of one appliance run.
@@ -66,6 +80,10 @@ pub struct Options {
 pub struct Appliance {
     devices: Vec<PathBuf>,
     code_file: PathBuf,
+    /// `XDG_RUNTIME_DIR` of the `odt` commands: their sessions stay in the job's folder.
+    runtime: PathBuf,
+    /// The certificate fingerprint to pin.
+    pub fingerprint: String,
     log: PathBuf,
     ready: PathBuf,
     opts: Options,
@@ -88,9 +106,13 @@ fn signal(pid: u32, sig: &str) {
 impl Appliance {
     /// Starts the appliance on the job's devices on free loopback ports (locked).
     pub fn start(job: &Job, opts: Options) -> Appliance {
+        let runtime = job.path("runtime");
+        std::fs::create_dir_all(&runtime).expect("runtime dir");
         let mut a = Appliance {
             devices: job.devices.clone(),
             code_file: job.code_file.clone(),
+            runtime,
+            fingerprint: job.fingerprint.clone(),
             log: job.path("appliance.log"),
             ready: job.path("ready.json"),
             opts,
@@ -195,32 +217,42 @@ impl Appliance {
             .expect("VmHWM in /proc/PID/status")
     }
 
-    /// `odt unlock` with the job's code file; panics unless it succeeds.
+    /// `odt COMMAND --appliance CONTROL ARGS...` with this appliance's session directory, so that
+    /// sessions stay in the job's folder.
+    pub fn odt(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bins::odt());
+        // The command, then the address: callers append the value of their last option.
+        c.args(&args[..1])
+            .arg("--appliance")
+            .arg(self.control.to_string())
+            .args(&args[1..])
+            .env("XDG_RUNTIME_DIR", &self.runtime);
+        c
+    }
+
+    /// `odt unlock` with the job's unlock sheet; panics unless it succeeds. Leaves a
+    /// session for the next commands.
     pub fn unlock(&self) -> String {
         run_ok(
-            Command::new(bins::odt())
-                .args([
-                    "unlock",
-                    "--appliance",
-                    &self.control.to_string(),
-                    "--code-file",
-                ])
-                .arg(&self.code_file),
+            self.odt(&["unlock", "--code-file"]).arg(&self.code_file),
             Duration::from_secs(60),
         )
     }
 
-    /// `odt status --json` with the job's code file.
+    /// `odt unlock --fingerprint FP --code-file FILE` without asserting success.
+    pub fn try_unlock(&self, code_file: &Path) -> std::process::Output {
+        run(
+            self.odt(&["unlock", "--fingerprint", &self.fingerprint, "--code-file"])
+                .arg(code_file),
+            None,
+            Duration::from_secs(60),
+        )
+    }
+
+    /// `odt status --json` signed in with the job's unlock sheet.
     pub fn status(&self) -> serde_json::Value {
         let out = run_ok(
-            Command::new(bins::odt())
-                .args([
-                    "status",
-                    "--json",
-                    "--appliance",
-                    &self.control.to_string(),
-                    "--code-file",
-                ])
+            self.odt(&["status", "--json", "--code-file"])
                 .arg(&self.code_file),
             Duration::from_secs(60),
         );
@@ -228,17 +260,11 @@ impl Appliance {
             .unwrap_or_else(|e| panic!("odt status --json printed no JSON ({e}): {out}"))
     }
 
-    /// `odt seal` with the job's code file; panics with its output unless it succeeds.
+    /// `odt seal` signed in with the job's unlock sheet; panics with its output unless it
+    /// succeeds.
     pub fn seal(&self) -> String {
         run_ok(
-            Command::new(bins::odt())
-                .args([
-                    "seal",
-                    "--appliance",
-                    &self.control.to_string(),
-                    "--code-file",
-                ])
-                .arg(&self.code_file),
+            self.odt(&["seal", "--code-file"]).arg(&self.code_file),
             Duration::from_secs(600),
         )
     }
@@ -322,15 +348,4 @@ impl Drop for Appliance {
             let _ = c.wait();
         }
     }
-}
-
-/// `odt unlock` output (status, stdout, stderr) without asserting success.
-pub fn try_unlock(control: SocketAddr, code_file: &Path) -> std::process::Output {
-    run(
-        Command::new(bins::odt())
-            .args(["unlock", "--appliance", &control.to_string(), "--code-file"])
-            .arg(code_file),
-        None,
-        Duration::from_secs(60),
-    )
 }

@@ -65,7 +65,7 @@ struct Appliance {
 }
 
 impl Appliance {
-    fn boot(image: &Path, disk: &Path, odt: &Path, dir: &Path) -> Appliance {
+    fn boot(image: &Path, disk: &Path, odt: &Path, fingerprint: &str, dir: &Path) -> Appliance {
         let stderr_log = dir.join("boot-test.log");
         let console = dir.join("console.log");
         let mut cmd = Command::new(repo().join("images/boot-test"));
@@ -75,6 +75,7 @@ impl Appliance {
             .arg(disk)
             .arg("--odt")
             .arg(odt)
+            .args(["--fingerprint", fingerprint])
             .arg("--console-log")
             .arg(&console)
             .arg("--hold")
@@ -339,7 +340,8 @@ fn image_trip() {
     let files = make_export(&src);
 
     // 3. Boot the appliance with the disk.
-    let app = Appliance::boot(&image, &disk, &odt, d);
+    let fingerprint = odt_e2e::appliance::fingerprint_of(&job);
+    let app = Appliance::boot(&image, &disk, &odt, &fingerprint, d);
 
     // 4. Customer: unlock, copy, read back, seal.
     run_ok(
@@ -477,7 +479,7 @@ fn image_trip() {
         Duration::from_secs(120),
     );
     let datastore = d.join("datastore");
-    run_ok(
+    let ingest = run_ok(
         Command::new(&odt)
             .args(["ingest", "--device"])
             .arg(&disk)
@@ -486,6 +488,13 @@ fn image_trip() {
             .arg("--to")
             .arg(&datastore),
         Duration::from_secs(600),
+    );
+    // The custody log journaled in the image and signed with the seal, in the report.
+    assert!(
+        ingest.contains("custody log:")
+            && ingest.contains("unlock code accepted from")
+            && ingest.contains("seal requested from"),
+        "the ingest report shows no custody log:\n{ingest}"
     );
     let want = tree(&src, "");
     let got = tree(&datastore, ".odt-ingest");

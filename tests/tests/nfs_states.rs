@@ -9,7 +9,7 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::Duration;
 
-use odt_e2e::appliance::{Appliance, Job, Options, try_unlock};
+use odt_e2e::appliance::{Appliance, Job, Options};
 use odt_e2e::bins;
 use odt_e2e::nfsclient::{
     manifest, nfs_cat_to, nfs_cp, nfs_cp_ok, nfs_ls, nfstool_ok, require_clients, sha256_file,
@@ -64,7 +64,7 @@ fn locked_appliance_refuses_access_and_wrong_codes() {
     // A wrong code is refused with a message; the state stays locked.
     let wrong = job.path("wrong-code");
     std::fs::write(&wrong, "AAAAA-BBBBB-CCCCC-DDDDD\n").unwrap();
-    let o = try_unlock(app.control, &wrong);
+    let o = app.try_unlock(&wrong);
     assert!(!o.status.success());
     assert!(text(&o).contains("does not open"), "{}", text(&o));
     let st = run(
@@ -73,6 +73,8 @@ fn locked_appliance_refuses_access_and_wrong_codes() {
             "--json",
             "--appliance",
             &app.control.to_string(),
+            "--fingerprint",
+            &app.fingerprint,
         ]),
         None,
         MIN,
@@ -85,20 +87,30 @@ fn locked_appliance_refuses_access_and_wrong_codes() {
         "a locked appliance tells nothing more: {v}"
     );
 
-    // Unlocked: the same client works; status now needs the code.
+    // Unlocked: the same client works. Status needs no code after `odt unlock` (its
+    // session); without a session it shows the public fields only.
     app.unlock();
     nfs_cp_ok(&src.to_string_lossy(), &app.url_file("a.bin"), MIN);
+    let st = run(&mut app.odt(&["status", "--json"]), None, MIN);
+    assert!(st.status.success(), "status after unlock: {}", text(&st));
+    let v: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    assert_eq!(v["store"]["files"], 1, "{v}");
     let st = run(
-        Command::new(bins::odt()).args(["status", "--appliance", &app.control.to_string()]),
+        Command::new(bins::odt()).args([
+            "status",
+            "--json",
+            "--appliance",
+            &app.control.to_string(),
+            "--fingerprint",
+            &app.fingerprint,
+        ]),
         None,
         MIN,
     );
-    assert!(
-        !st.status.success(),
-        "status without the code after unlock: {}",
-        text(&st)
-    );
-    assert!(text(&st).contains("Unauthenticated"), "{}", text(&st));
+    assert!(st.status.success(), "{}", text(&st));
+    let v: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    assert_eq!(v["state"], "unlocked", "{v}");
+    assert!(v.get("store").is_none(), "no session, no contents: {v}");
     assert_eq!(app.status()["store"]["files"], 1);
 }
 

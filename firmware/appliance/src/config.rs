@@ -4,7 +4,7 @@
 //! ```toml
 //! devices = ["/dev/disk/by-id/ata-A", "/dev/disk/by-id/ata-B"]
 //! listen = "0.0.0.0:2049"          # NFS (and MOUNT) service
-//! control = "127.0.0.1:7049"       # control API (default: loopback)
+//! control = "127.0.0.1:7049"       # HTTPS control API and page (default: loopback)
 //! allow = ["10.20.0.0/16"]         # NFS clients allowed to connect (default: everyone)
 //! max_inflight = 32                # NFS requests answered at a time (memory bound)
 //! max_connections = 4096           # NFS connections kept (beyond: the longest idle is closed)

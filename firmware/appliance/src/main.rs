@@ -8,8 +8,8 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use odt_appliance::config::{FileConfig, Flags, Settings};
 
-/// The ODT appliance firmware: exports the bundle store over NFSv3 with a control API for
-/// unlock and status.
+/// The ODT appliance firmware: exports the bundle store over NFSv3, with an HTTPS control
+/// API and web page for unlock, status, the seal and the custody log.
 #[derive(Debug, Parser)]
 #[command(name = "odt-appliance", version, about, long_about = None)]
 struct Cli {
@@ -31,7 +31,9 @@ struct ServeArgs {
     /// NFSv3 and MOUNT service address, e.g. 0.0.0.0:2049.
     #[arg(long)]
     listen: Option<String>,
-    /// Control API address (default 127.0.0.1:7049).
+    /// HTTPS control API and web page address (default 127.0.0.1:7049; on a customer's
+    /// network, the address of the segment they administer from, not 0.0.0.0). The
+    /// certificate is the one `odt provision` made; clients pin its fingerprint.
     #[arg(long)]
     control: Option<String>,
     /// TOML file with the same settings; flags win over it.

@@ -47,6 +47,9 @@ pub enum ServeError {
     /// The final flush failed: acknowledged data may not be durable.
     #[error("the final sync failed: acknowledged writes may not be durable")]
     Sync(#[source] odt_store::Error),
+    /// The TLS identity in the superblock is unusable.
+    #[error(transparent)]
+    Tls(#[from] crate::control::TlsError),
     /// Signal handling could not be set up.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
@@ -99,7 +102,14 @@ pub async fn run(settings: Settings) -> Result<(), ServeError> {
         Dispatcher::new(export.clone()),
     );
     tokio::spawn(server.run(nfs_listener));
-    tokio::spawn(crate::control::run(control_listener, app.clone()));
+    let acceptor = crate::control::tls_acceptor(&app)?;
+    let ctx = Arc::new(crate::control::Ctx::new(app.clone(), bound.nfs));
+    tokio::spawn(crate::control::run(
+        control_listener,
+        acceptor,
+        ctx.clone(),
+        crate::control::Limits::default(),
+    ));
     tokio::spawn(activity(app.clone()));
     tokio::spawn(flusher(app.clone()));
 
@@ -110,11 +120,12 @@ pub async fn run(settings: Settings) -> Result<(), ServeError> {
         );
     }
     tracing::info!(
-        "serving NFSv3 and MOUNT on {} (allowed: {}), control API on {}; at most {} NFS \
-         requests in flight",
+        "serving NFSv3 and MOUNT on {} (allowed: {}), control API and page on https://{}/ \
+         (certificate SHA-256 {}); at most {} NFS requests in flight",
         bound.nfs,
         settings.allow,
         bound.control,
+        app.tls().fingerprint(),
         settings.limits.max_inflight
     );
     if let Some(path) = &settings.ready_file {
@@ -140,6 +151,9 @@ pub async fn run(settings: Settings) -> Result<(), ServeError> {
     {
         tracing::warn!("writes still running after 30 s; stopping without them");
     }
+    // The custody log: the keys leave memory now (locked), if the store can still take it.
+    ctx.note(odt_store::trip::custody::What::Stopped, None)
+        .await;
     let a = app.clone();
     tokio::task::spawn_blocking(move || a.sync())
         .await

@@ -18,9 +18,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use odt_store::crypto::keys::UnlockCode;
+use odt_store::crypto::tls::TlsIdentity;
 use odt_store::error::{ErrorKind, StoreError, one_line};
 use odt_store::trip::control_api::{
-    CHALLENGE_LEN, ControlKey, Op, State, StatusReport, StoreReport, UnlockReport,
+    CHALLENGE_LEN, ControlKey, SealInfo, State, StatusReport, StoreReport, UnlockReport,
 };
 use odt_store::{Access, Locked, Store};
 
@@ -107,6 +108,8 @@ pub struct Appliance {
     test_hooks: bool,
     meter: Meter,
     pending: Arc<Pending>,
+    tls: TlsIdentity,
+    seal: Mutex<Option<SealInfo>>,
 }
 
 fn show(paths: &[PathBuf]) -> String {
@@ -136,6 +139,8 @@ impl Appliance {
             job_name: sb.job_name.clone(),
             devices: sb.device_count,
         };
+        let tls = sb.tls.clone();
+        let seal = read_seal(&locked);
         Ok(Appliance {
             devices: devices.to_vec(),
             info,
@@ -147,7 +152,19 @@ impl Appliance {
             test_hooks,
             meter: Meter::default(),
             pending: Arc::new(Pending::default()),
+            tls,
+            seal: Mutex::new(seal),
         })
+    }
+
+    /// The control API's certificate and key (from the superblock).
+    pub fn tls(&self) -> &TlsIdentity {
+        &self.tls
+    }
+
+    /// The seal, once sealed (read from the devices at start, so known while locked).
+    pub fn seal_info(&self) -> Option<SealInfo> {
+        lock(&self.seal).clone()
     }
 
     /// The device set's identity.
@@ -255,25 +272,37 @@ impl Appliance {
         }
     }
 
-    /// True if `mac` authenticates `op` for `challenge` (false while locked: no key yet).
-    pub fn authenticate(
-        &self,
-        challenge: &[u8; CHALLENGE_LEN],
-        op: &Op,
-        mac: Option<&str>,
-    ) -> bool {
-        match (self.key.get(), mac) {
-            (Some(k), Some(m)) => k.verify(challenge, op, m),
-            _ => false,
+    /// True if `mac` is the sign-in MAC of `challenge` under the unlock code's key (false
+    /// while locked: no key yet). A wrong MAC pauses like a wrong code: it is a guess.
+    pub fn verify_sign_in(&self, challenge: &[u8; CHALLENGE_LEN], mac: &str) -> bool {
+        let _one_at_a_time = lock(&self.unlocking);
+        let ok = self.key.get().is_some_and(|k| k.verify(challenge, mac));
+        if !ok {
+            std::thread::sleep(WRONG_CODE_PAUSE);
         }
+        ok
     }
 
-    /// The status report: the state alone while locked, everything once unlocked (blocks
-    /// briefly: walks the namespace).
-    pub fn status(&self) -> StatusReport {
+    /// True if `code` is the code the appliance was unlocked with (false while locked). A
+    /// wrong code pauses.
+    pub fn check_code(&self, code: &UnlockCode) -> bool {
+        let _one_at_a_time = lock(&self.unlocking);
+        let ok = self
+            .key
+            .get()
+            .is_some_and(|k| k.same_as(&ControlKey::from_code(code)));
+        if !ok {
+            std::thread::sleep(WRONG_CODE_PAUSE);
+        }
+        ok
+    }
+
+    /// The status report: the public fields alone unless `signed_in`, then everything once
+    /// unlocked (blocks briefly).
+    pub fn status(&self, signed_in: bool) -> StatusReport {
         let uptime_secs = self.started.elapsed().as_secs();
         let state = self.state();
-        let store = self.store.get().map(|s| {
+        let store = self.store.get().filter(|_| signed_in).map(|s| {
             let st = s.stats();
             let totals = self.meter.totals();
             StoreReport {
@@ -297,6 +326,9 @@ impl Appliance {
         StatusReport {
             state,
             uptime_secs,
+            fingerprint: self.tls.fingerprint(),
+            seal: self.seal_info(),
+            signed_in,
             store,
         }
     }
@@ -305,15 +337,21 @@ impl Appliance {
     /// read-only export (blocks: flushes, reads back what was not hashed on the way in).
     pub fn seal(&self, force: bool) -> Result<odt_store::trip::seal::SealOutcome, StateError> {
         let store = self.store.get().ok_or(StateError::Locked)?;
-        odt_store::trip::seal::check_and_seal(store, force).map_err(|source| StateError::Store {
-            what: if matches!(source.kind(), ErrorKind::Store(StoreError::ReadOnly)) {
-                "the seal (the appliance is already sealed)"
-            } else {
-                "the seal"
-            },
-            devices: show(&self.devices),
-            source,
-        })
+        let out = odt_store::trip::seal::check_and_seal(store, force).map_err(|source| {
+            StateError::Store {
+                what: if matches!(source.kind(), ErrorKind::Store(StoreError::ReadOnly)) {
+                    "the seal (the appliance is already sealed)"
+                } else {
+                    "the seal"
+                },
+                devices: show(&self.devices),
+                source,
+            }
+        })?;
+        if let Some(s) = &out.sealed {
+            *lock(&self.seal) = Some(seal_info(&s.seal, s.code.clone()));
+        }
+        Ok(out)
     }
 
     /// The bundle check alone.
@@ -347,6 +385,36 @@ impl Appliance {
     }
 }
 
+fn seal_info(s: &odt_store::format::seal_record::SignedSeal, code: String) -> SealInfo {
+    SealInfo {
+        seal_code: code,
+        sealed_unix: s.record.sealed.secs,
+        files: s.record.files,
+        bytes: s.record.bytes,
+    }
+}
+
+/// The seal on device 1, if it is there and its signature holds (keyless: the status of a
+/// sealed appliance shows its seal code while locked).
+fn read_seal(locked: &Locked) -> Option<SealInfo> {
+    let (dev, sb) = (&locked.devices()[0], locked.superblock());
+    match odt_store::format::seal_record::read(dev, sb) {
+        Ok(Some(s)) if s.verify(&sb.signing_public) => Some(seal_info(&s, s.code())),
+        Ok(Some(_)) => {
+            tracing::warn!(
+                "the seal record on {} does not verify against the device key: not shown",
+                dev.path().display()
+            );
+            None
+        }
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!("cannot read the seal record: {e}");
+            None
+        }
+    }
+}
+
 impl std::fmt::Debug for Appliance {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Appliance")
@@ -368,8 +436,10 @@ mod tests {
         let fx = Fixture::new(64 << 20);
         let app = fx.appliance(true);
         assert_eq!(app.state(), State::Locked);
-        let st = app.status();
+        let st = app.status(true);
         assert_eq!(st.state, State::Locked);
+        assert_eq!(st.fingerprint, app.tls().fingerprint());
+        assert!(st.seal.is_none());
         assert!(
             st.store.is_none(),
             "a locked appliance reports nothing but its state"
@@ -388,7 +458,14 @@ mod tests {
         assert_eq!(r.state, State::Unlocked);
         assert_eq!(r.job_id, "job-unit");
         assert_eq!(app.state(), State::Unlocked);
-        let st = app.status().store.expect("unlocked status has the store");
+        assert!(
+            app.status(false).store.is_none(),
+            "public status shows no contents"
+        );
+        let st = app
+            .status(true)
+            .store
+            .expect("unlocked status has the store");
         assert_eq!(st.dirs, 1);
         assert!(st.capacity_bytes > 0 && st.free_bytes <= st.capacity_bytes);
 
@@ -401,10 +478,11 @@ mod tests {
 
         let ch = new_challenge();
         let key = ControlKey::from_code(&fx.code);
-        let mac = hex::encode(key.mac(&ch, &Op::Status));
-        assert!(app.authenticate(&ch, &Op::Status, Some(&mac)));
-        assert!(!app.authenticate(&ch, &Op::Status, None));
-        assert!(!app.authenticate(&new_challenge(), &Op::Status, Some(&mac)));
+        let mac = hex::encode(key.sign_in_mac(&ch));
+        assert!(app.verify_sign_in(&ch, &mac));
+        assert!(!app.verify_sign_in(&new_challenge(), &mac));
+        assert!(app.check_code(&fx.code));
+        assert!(!app.check_code(&wrong));
 
         app.test_seal().unwrap();
         assert_eq!(app.state(), State::Sealed);
@@ -424,10 +502,8 @@ mod tests {
         let fx = Fixture::new(64 << 20);
         let app = fx.appliance(true);
         let ch = new_challenge();
-        let mac = hex::encode(ControlKey::from_code(&fx.code).mac(&ch, &Op::Status));
-        assert!(
-            !app.authenticate(&ch, &Op::Status, Some(&mac)),
-            "no key before unlock"
-        );
+        let mac = hex::encode(ControlKey::from_code(&fx.code).sign_in_mac(&ch));
+        assert!(!app.verify_sign_in(&ch, &mac), "no key before unlock");
+        assert!(!app.check_code(&fx.code), "no key before unlock");
     }
 }

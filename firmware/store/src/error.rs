@@ -172,6 +172,10 @@ pub enum KeyError {
         #[source]
         source: age::DecryptError,
     },
+    /// The control API's TLS identity could not be made, or a certificate fingerprint is
+    /// malformed.
+    #[error("{0}")]
+    Tls(String),
     /// The keys could not be wrapped.
     #[error("cannot wrap the keys to {to}")]
     Wrap {

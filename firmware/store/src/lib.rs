@@ -11,7 +11,7 @@
 //! - [`trip`]: the logic of one trip (job and provisioning, VM bundle checks, manifests, the
 //!   seal and its check, verification, the ingest receipt, the control API's messages).
 //!
-//! [`error`] is shared by all of them.
+//! [`error`] is shared by all of them; [`units`] formats sizes and times for people.
 
 pub mod crypto;
 pub mod device;
@@ -19,6 +19,7 @@ pub mod engine;
 pub mod error;
 pub mod format;
 pub mod trip;
+pub mod units;
 
 pub use engine::{Access, Attr, BulkRead, Damage, DirEntry, Locked, ReadScratch, Stats, Store};
 pub use error::{Error, Result};

@@ -1,5 +1,6 @@
 //! One module per `odt` command.
 
+pub mod bom;
 pub mod erase;
 pub mod import;
 pub mod ingest;

@@ -33,7 +33,9 @@ pub struct ProvisionArgs {
     /// Provision again although the job already has devices (their old keys are lost).
     #[arg(long)]
     pub force: bool,
-    /// Write the unlock code to this file (mode 0600) as well as printing it.
+    /// Write the unlock sheet to this file (mode 0600) as well as printing it: the unlock
+    /// code, and the appliance's certificate fingerprint on a comment line (`odt unlock
+    /// --code-file FILE` pins it).
     #[arg(long)]
     pub code_file: Option<PathBuf>,
     /// Print the result as JSON (includes the unlock code).
@@ -83,13 +85,13 @@ pub fn run(a: ProvisionArgs) -> anyhow::Result<i32> {
                 size: sb.device_size,
             })
             .collect(),
+        tls_fingerprint: Some(p.tls.fingerprint()),
+        tls_spki_pin: Some(p.tls.spki_pin()),
     });
     job.save(&a.job)?;
     if let Some(f) = &a.code_file {
-        odt_store::trip::job::write_secret_file(
-            f,
-            format!("{}\n", p.unlock_code.expose()).as_bytes(),
-        )?;
+        let sheet = crate::control::code_file_text(&job.id, &job.name, &p.unlock_code, &p.tls);
+        odt_store::trip::job::write_secret_file(f, sheet.as_bytes())?;
     }
     let capacity: u64 = p
         .superblocks
@@ -105,6 +107,8 @@ pub fn run(a: ProvisionArgs) -> anyhow::Result<i32> {
             "cipher": sb0.cipher,
             "signing_public": hex::encode(p.signing_public),
             "unlock_code": p.unlock_code.expose(),
+            "tls_fingerprint": p.tls.fingerprint(),
+            "tls_spki_pin": p.tls.spki_pin(),
         }))?;
     } else {
         println!(
@@ -118,6 +122,18 @@ pub fn run(a: ProvisionArgs) -> anyhow::Result<i32> {
         println!();
         println!("  Customer unlock code: {}", p.unlock_code.expose());
         println!();
+        println!("  Appliance certificate (SHA-256):");
+        println!("    {}", p.tls.fingerprint());
+        println!(
+            "  Public-key pin (curl --pinnedpubkey sha256//PIN): {}",
+            p.tls.spki_pin()
+        );
+        println!();
+        println!(
+            "Give the customer the code and the fingerprint: `odt unlock --fingerprint FP` \
+             refuses any other certificate, and the browser shows this fingerprint for the \
+             page at https://APPLIANCE:7049/."
+        );
         println!("It is shown only this once: send it to the customer by a separate channel.");
         if !std::io::stdout().is_terminal() {
             eprintln!("odt: note: the unlock code was printed to a non-terminal output");

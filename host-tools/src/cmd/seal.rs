@@ -2,39 +2,39 @@
 //! bundle on the appliance (descriptor references, sizes, `.mf` digests); `seal` then seals
 //! unless a bundle has errors, and prints the seal code.
 
-use anyhow::bail;
 use clap::Args;
 use odt_store::trip::bundle::{BundleReport, Severity};
-use odt_store::trip::control_api::{ControlKey, Op, Response};
+
+use crate::control::error::{CtlError, EXIT_CODES, Kind, report};
+use crate::control::{Client, Connect};
 
 /// `odt seal`
 #[derive(Debug, Args)]
+#[command(after_help = EXIT_CODES)]
 pub struct SealArgs {
     #[command(flatten)]
-    pub to: crate::control_client::Connect,
+    pub to: Connect,
     /// Seal although bundles have errors (the errors are recorded in the seal).
     #[arg(long)]
     pub force: bool,
-    /// Print the result as JSON.
+    /// Print the result as JSON (on failure: {"error": {"kind", "message"}}).
     #[arg(long)]
     pub json: bool,
 }
 
 /// `odt bundles`
 #[derive(Debug, Args)]
+#[command(after_help = EXIT_CODES)]
 pub struct BundlesArgs {
     #[command(flatten)]
-    pub to: crate::control_client::Connect,
-    /// Print the report as JSON.
+    pub to: Connect,
+    /// Print the report as JSON (on failure: {"error": {"kind", "message"}}).
     #[arg(long)]
     pub json: bool,
 }
 
-fn key(code_file: Option<&std::path::Path>) -> anyhow::Result<ControlKey> {
-    match crate::control_client::read_unlock_code(code_file)? {
-        Some(c) => Ok(ControlKey::from_code(&c)),
-        None => bail!("this needs the unlock code: give it on stdin or with --code-file"),
-    }
+fn print_json<T: serde::Serialize>(v: &T) -> Result<(), CtlError> {
+    crate::output::json(v).map_err(|e| CtlError::new(Kind::Failed, e.to_string()))
 }
 
 /// The bundle report for people.
@@ -75,70 +75,65 @@ pub fn human(r: &BundleReport) -> String {
 
 /// Runs `odt bundles`: exit 0 if no bundle has errors, 3 otherwise.
 pub fn run_bundles(a: BundlesArgs) -> anyhow::Result<i32> {
-    let key = key(a.to.code_file.as_deref())?;
-    match crate::control_client::call(&a.to.appliance, Op::Bundles, Some(&key))? {
-        Response::Bundles(r) => {
-            if a.json {
-                crate::output::json(&r)?;
-            } else {
-                print!("{}", human(&r));
-            }
-            Ok(if r.errors() == 0 { 0 } else { 3 })
+    let run = || -> Result<i32, CtlError> {
+        let client = Client::connect(&a.to)?;
+        let r = client
+            .with_token(true, "the bundle check", |t| client.bundles(t))
+            .map_err(|e| e.context(&format!("bundle check on {}", client.addr())))?;
+        if a.json {
+            print_json(&r)?;
+        } else {
+            print!("{}", human(&r));
         }
-        Response::Error(e) => bail!(
-            "bundle check on {} failed ({:?}): {}",
-            a.to.appliance,
-            e.kind,
-            e.message
-        ),
-        other => bail!("unexpected answer from {}: {other:?}", a.to.appliance),
-    }
+        Ok(if r.errors() == 0 { 0 } else { 3 })
+    };
+    Ok(run().unwrap_or_else(|e| report(&e, a.json)))
 }
 
 /// Runs `odt seal`: exit 0 only if sealed.
 pub fn run_seal(a: SealArgs) -> anyhow::Result<i32> {
-    let key = key(a.to.code_file.as_deref())?;
-    match crate::control_client::call(&a.to.appliance, Op::Seal { force: a.force }, Some(&key))? {
-        Response::Sealed(r) => {
-            if a.json {
-                crate::output::json(&r)?;
-            } else {
-                print!("{}", human(&r.bundles));
-                println!();
-                println!(
-                    "SEALED: {} files, {} ({} bundle(s)), {}. The export is now read-only.",
-                    r.files,
-                    crate::output::bytes(r.bytes),
-                    r.bundles.bundles.len(),
-                    crate::output::unix_time(r.sealed_unix)
-                );
-                println!();
-                println!("  Seal code: {}", r.seal_code);
-                println!();
-                println!(
-                    "Write it on the label and send it to the provider: the dock checks it with `odt seal-check --expect`."
-                );
+    let run = || -> Result<i32, CtlError> {
+        let client = Client::connect(&a.to)?;
+        let out = client
+            .with_token(true, "the seal", |t| client.seal(t, a.force))
+            .map_err(|e| e.context(&format!("seal of {}", client.addr())))?;
+        match out {
+            Ok(r) => {
+                // The seal ended every session on the appliance: forget ours.
+                client.forget_session();
+                if a.json {
+                    print_json(&r)?;
+                } else {
+                    print!("{}", human(&r.bundles));
+                    println!();
+                    println!(
+                        "SEALED: {} files, {} ({} bundle(s)), {}. The export is now read-only.",
+                        r.files,
+                        crate::output::bytes(r.bytes),
+                        r.bundles.bundles.len(),
+                        crate::output::unix_time(r.sealed_unix)
+                    );
+                    println!();
+                    println!("  Seal code: {}", r.seal_code);
+                    println!();
+                    println!(
+                        "Write it on the label and send it to the provider: the dock checks it \
+                         with `odt seal-check --expect`. `odt status` shows it again."
+                    );
+                }
+                Ok(0)
             }
-            Ok(0)
-        }
-        Response::SealRefused { reason, bundles } => {
-            if a.json {
-                crate::output::json(
-                    &serde_json::json!({"sealed": false, "reason": reason, "bundles": bundles}),
-                )?;
-            } else {
-                print!("{}", human(&bundles));
-                println!();
-                println!("NOT SEALED: {reason}");
+            Err(refused) => {
+                if a.json {
+                    print_json(&refused)?;
+                } else {
+                    print!("{}", human(&refused.bundles));
+                    println!();
+                    println!("NOT SEALED: {}", refused.reason);
+                }
+                Ok(3)
             }
-            Ok(3)
         }
-        Response::Error(e) => bail!(
-            "seal of {} failed ({:?}): {}",
-            a.to.appliance,
-            e.kind,
-            e.message
-        ),
-        other => bail!("unexpected answer from {}: {other:?}", a.to.appliance),
-    }
+    };
+    Ok(run().unwrap_or_else(|e| report(&e, a.json)))
 }

@@ -40,6 +40,9 @@ pub fn run(a: SealCheckArgs) -> anyhow::Result<i32> {
             crate::output::unix_time(r.sealed_unix.unwrap_or(0)),
             started.elapsed().as_secs_f64()
         );
+        if let Some(log) = &r.custody {
+            print!("{}", crate::output::custody(log));
+        }
     } else {
         println!(
             "SEAL BROKEN: {}",

@@ -1,42 +1,53 @@
-//! `odt status`: state, capacity, bytes and files stored, write rate of an appliance.
+//! `odt status`: state, capacity, bytes and files stored, write rate of an appliance; the
+//! seal code and time once sealed.
 
-use anyhow::bail;
 use clap::Args;
-use odt_store::trip::control_api::{ControlKey, Op, Response, StatusReport};
+use odt_store::trip::control_api::{State, StatusReport};
 
+use crate::control::error::{CtlError, EXIT_CODES, Kind, report};
+use crate::control::{Client, Connect};
 use crate::output::bytes;
 
 /// `odt status`
 #[derive(Debug, Args)]
+#[command(after_help = EXIT_CODES)]
 pub struct StatusArgs {
     #[command(flatten)]
-    pub to: crate::control_client::Connect,
-    /// Print the report as JSON.
+    pub to: Connect,
+    /// Print the report as JSON (on failure: {"error": {"kind", "message"}}).
     #[arg(long)]
     pub json: bool,
 }
 
 /// Runs `odt status`.
 pub fn run(a: StatusArgs) -> anyhow::Result<i32> {
-    let key = crate::control_client::read_unlock_code(a.to.code_file.as_deref())?
-        .map(|c| ControlKey::from_code(&c));
-    match crate::control_client::call(&a.to.appliance, Op::Status, key.as_ref())? {
-        Response::Status(r) => {
-            if a.json {
-                crate::output::json(&r)?;
-            } else {
-                print!("{}", human(&a.to.appliance, &r));
-            }
-            Ok(0)
-        }
-        Response::Error(e) => bail!(
-            "status of {} failed ({:?}): {}",
-            a.to.appliance,
-            e.kind,
-            e.message
-        ),
-        other => bail!("unexpected answer from {}: {other:?}", a.to.appliance),
+    match status(&a) {
+        Ok(()) => Ok(0),
+        Err(e) => Ok(report(&e, a.json)),
     }
+}
+
+fn status(a: &StatusArgs) -> Result<(), CtlError> {
+    let client = Client::connect(&a.to)?;
+    let ctx = |e: CtlError| e.context(&format!("status of {}", client.addr()));
+    // The public fields first: a locked appliance needs no code, and a sealed one shows its
+    // seal code to anyone.
+    let public = client.status(None).map_err(ctx)?;
+    let r = if public.state == State::Locked {
+        public
+    } else {
+        match client.with_token(true, "status", |t| client.status(Some(t))) {
+            Ok(r) => r,
+            Err(e) if e.kind == Kind::Unauthenticated => public,
+            Err(e) => return Err(ctx(e)),
+        }
+    };
+    if a.json {
+        crate::output::json(&r).map_err(|e| CtlError::new(Kind::Failed, e.to_string()))?;
+    } else {
+        print!("{}", human(client.addr(), &r));
+    }
+    Ok(())
 }
 
 fn duration(secs: u64) -> String {
@@ -52,8 +63,22 @@ fn duration(secs: u64) -> String {
 /// The report for people.
 fn human(addr: &str, r: &StatusReport) -> String {
     let mut out = format!("Appliance {addr}: {}\n", r.state);
+    if let Some(s) = &r.seal {
+        out.push_str(&format!(
+            "  Seal code: {}  (sealed {}, {} files, {})\n",
+            s.seal_code,
+            crate::output::unix_time(s.sealed_unix),
+            s.files,
+            bytes(s.bytes)
+        ));
+    }
     match &r.store {
-        None => out.push_str("  Locked: unlock it with `odt unlock` to see its contents.\n"),
+        None if r.state == State::Locked => {
+            out.push_str("  Locked: unlock it with `odt unlock` to see its contents.\n")
+        }
+        None => out.push_str(
+            "  Not signed in: `odt unlock` (or --code-file) shows capacity and contents.\n",
+        ),
         Some(s) => {
             let pct = |n: u64| {
                 if s.capacity_bytes == 0 {
@@ -94,19 +119,24 @@ fn human(addr: &str, r: &StatusReport) -> String {
         }
     }
     out.push_str(&format!("  Uptime:    {}\n", duration(r.uptime_secs)));
+    out.push_str(&format!("  Certificate SHA-256: {}\n", r.fingerprint));
     out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use odt_store::trip::control_api::{State, StoreReport};
+    use odt_store::crypto::tls::Fingerprint;
+    use odt_store::trip::control_api::{SealInfo, StoreReport};
 
     #[test]
     fn human_report() {
         let locked = StatusReport {
             state: State::Locked,
             uptime_secs: 75,
+            fingerprint: Fingerprint([0xab; 32]),
+            seal: None,
+            signed_in: false,
             store: None,
         };
         let t = human("a:1", &locked);
@@ -132,8 +162,16 @@ mod tests {
         let t = human(
             "a:1",
             &StatusReport {
-                state: State::Unlocked,
+                state: State::Sealed,
                 uptime_secs: 7200,
+                fingerprint: Fingerprint([0xab; 32]),
+                seal: Some(SealInfo {
+                    seal_code: "7K2Q-DM9X-TA04".into(),
+                    sealed_unix: 0,
+                    files: 7,
+                    bytes: 3 << 30,
+                }),
+                signed_in: true,
                 store: Some(s),
             },
         );
@@ -141,5 +179,10 @@ mod tests {
         assert!(t.contains("7 files, 2 directories, 1 symlinks"), "{t}");
         assert!(t.contains("100.0 MiB/s now"), "{t}");
         assert!(t.contains("2h 0m"), "{t}");
+        assert!(
+            t.contains("Seal code: 7K2Q-DM9X-TA04  (sealed 1970-01-01 00:00:00 UTC"),
+            "{t}"
+        );
+        assert!(t.contains("AB:AB:AB"), "{t}");
     }
 }

@@ -236,6 +236,7 @@ pub fn run(opts: &Options, progress: ProgressFactory<'_>) -> Result<Report, Inge
             why_not: None,
         },
         warnings,
+        custody: odt_store::trip::custody::log(&store),
     };
     // The receipt: what `odt erase` checks before destroying the keys.
     let mut receipt = Receipt {

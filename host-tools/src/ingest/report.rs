@@ -91,6 +91,8 @@ pub struct Report {
     pub receipt: ReceiptStatus,
     /// What the provider should know but did not stop the ingest.
     pub warnings: Vec<String>,
+    /// The custody log journaled on the appliance (up to the seal, which signs it).
+    pub custody: odt_store::trip::custody::Log,
 }
 
 impl Report {
@@ -195,6 +197,7 @@ impl Report {
                 let _ = writeln!(s, "  {} -> {}: {}", r.device_path, r.datastore_path, r.why);
             }
         }
+        s.push_str(&crate::output::custody(&self.custody));
         for w in &self.warnings {
             let _ = writeln!(s, "warning: {w}");
         }

@@ -127,6 +127,8 @@ pub fn write_job(dir: &Path, job_id: &str, identity: &age::x25519::Identity, p: 
             cipher: sb.cipher,
             provisioned_unix: sb.created_unix,
             devices: vec![],
+            tls_fingerprint: Some(p.tls.fingerprint()),
+            tls_spki_pin: Some(p.tls.spki_pin()),
         }),
     }
     .save(dir)

@@ -4,3 +4,4 @@
 
 pub mod cipher;
 pub mod keys;
+pub mod tls;

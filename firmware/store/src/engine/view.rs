@@ -113,6 +113,11 @@ impl View {
         Totals::of(self.ns.inodes())
     }
 
+    /// The custody log the journal holds (see [`crate::trip::custody`]).
+    pub fn custody(&self) -> &crate::format::journal::CustodyLog {
+        &self.ns.custody
+    }
+
     /// The seal op, once the store is sealed.
     pub fn seal(&self) -> Option<SealOp<'_>> {
         match &self.ns.seal {

@@ -185,8 +185,8 @@ pub enum Op {
         /// The chunk's chaining value.
         cv: [u8; 32],
     },
-    /// Another name for an existing file or symlink (a hard link). Last in the enum: the
-    /// variants before it keep the numbers journals already use.
+    /// Another name for an existing file or symlink (a hard link). Appended: the variants
+    /// before it keep the numbers journals already use.
     Link {
         /// The file.
         id: u64,
@@ -197,6 +197,83 @@ pub enum Op {
         /// The file's new change time, and the directory's modification time.
         time: Time,
     },
+    /// An event of the custody log (see [`crate::trip::custody`]).
+    Custody {
+        /// The event.
+        event: CustodyEvent,
+    },
+}
+
+/// Custody events kept at most (so that the seal record, which lists them, fits its slot;
+/// later ones are counted). The custody log: [`crate::trip::custody`].
+pub const CUSTODY_MAX_EVENTS: usize = 500;
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CustodyWhat {
+    /// An appliance run began (the time is the start, journaled at its first unlock).
+    Started,
+    /// The unlock code was accepted (unlock or sign-in).
+    CodeAccepted,
+    /// A wrong unlock code was tried.
+    WrongCode,
+    /// A seal was asked for.
+    SealRequested,
+    /// The appliance stopped cleanly (its keys left memory: locked).
+    Stopped,
+}
+
+impl CustodyWhat {
+    /// Words for people.
+    pub fn describe(self) -> &'static str {
+        match self {
+            CustodyWhat::Started => "appliance started",
+            CustodyWhat::CodeAccepted => "unlock code accepted",
+            CustodyWhat::WrongCode => "WRONG unlock code",
+            CustodyWhat::SealRequested => "seal requested",
+            CustodyWhat::Stopped => "appliance stopped (locked)",
+        }
+    }
+}
+
+/// One event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CustodyEvent {
+    /// When it happened.
+    pub time: Time,
+    /// What happened.
+    pub what: CustodyWhat,
+    /// Source address of the request (empty for the appliance's own events).
+    pub from: String,
+}
+
+/// The log as replayed from the journal.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CustodyLog {
+    /// The events, oldest first, at most [`CUSTODY_MAX_EVENTS`].
+    pub events: Vec<CustodyEvent>,
+    /// Events that came after [`CUSTODY_MAX_EVENTS`] and are not listed.
+    pub omitted: u64,
+}
+
+impl CustodyLog {
+    /// Adds a journaled event (replay and live alike).
+    pub fn apply(&mut self, e: &CustodyEvent) {
+        if self.events.len() < CUSTODY_MAX_EVENTS {
+            self.events.push(e.clone());
+        } else {
+            self.omitted += 1;
+        }
+    }
+
+    /// Wrong codes listed.
+    pub fn wrong_codes(&self) -> usize {
+        self.events
+            .iter()
+            .filter(|e| e.what == CustodyWhat::WrongCode)
+            .count()
+    }
 }
 
 /// A VM bundle as recorded at the seal.
@@ -427,5 +504,31 @@ mod tests {
         t[60] ^= 1;
         assert!(!h.crc_ok(&t));
         assert_eq!(open_batch(&key, &h, &t), Err(BatchError::Auth));
+    }
+
+    #[test]
+    fn the_custody_log_is_bounded() {
+        let mut l = CustodyLog::default();
+        let e = CustodyEvent {
+            time: Time { secs: 1, nanos: 0 },
+            what: CustodyWhat::WrongCode,
+            from: "192.0.2.1".into(),
+        };
+        for _ in 0..CUSTODY_MAX_EVENTS + 3 {
+            l.apply(&e);
+        }
+        assert_eq!(l.events.len(), CUSTODY_MAX_EVENTS);
+        assert_eq!(l.omitted, 3);
+        assert_eq!(l.wrong_codes(), CUSTODY_MAX_EVENTS);
+        // The whole log fits a seal slot with room to spare.
+        let worst = CustodyEvent {
+            from: "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535".into(),
+            ..e
+        };
+        let mut l = CustodyLog::default();
+        for _ in 0..CUSTODY_MAX_EVENTS {
+            l.apply(&worst);
+        }
+        assert!(postcard::to_stdvec(&l).unwrap().len() < 40 * 1024);
     }
 }

@@ -58,6 +58,8 @@ pub struct SealRecord {
     pub bundles: u32,
     /// When the store was sealed.
     pub sealed: Time,
+    /// The custody log up to the seal (signed with the rest).
+    pub custody: crate::format::journal::CustodyLog,
 }
 
 /// The record with its Ed25519 signature, as stored.

@@ -61,6 +61,8 @@ pub struct Superblock {
     pub wrapped_for_ingest: Vec<u8>,
     /// The secrets, age-encrypted (scrypt) to the customer's unlock code.
     pub wrapped_for_customer: Vec<u8>,
+    /// Certificate and key of the control API (in clear: served while locked).
+    pub tls: crate::crypto::tls::TlsIdentity,
 }
 
 impl Superblock {

@@ -41,6 +41,13 @@ pub struct JobSet {
     pub provisioned_unix: u64,
     /// The devices, by index.
     pub devices: Vec<JobDevice>,
+    /// SHA-256 fingerprint of the appliance's control-API certificate: what `odt` pins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_fingerprint: Option<crate::crypto::tls::Fingerprint>,
+    /// Base64 SHA-256 of the certificate's public key: what `curl --pinnedpubkey
+    /// sha256//PIN` and Chromium's `--ignore-certificate-errors-spki-list` pin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_spki_pin: Option<String>,
 }
 
 /// `job.toml`.

@@ -6,6 +6,7 @@
 pub mod bundle;
 pub mod bundle_digests;
 pub mod control_api;
+pub mod custody;
 pub mod job;
 pub mod manifest;
 pub mod ovf;

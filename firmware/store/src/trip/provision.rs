@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use crate::crypto::cipher::Cipher;
 use crate::crypto::keys::{Secrets, UnlockCode, random_u64};
+use crate::crypto::tls::TlsIdentity;
 use crate::device::Device;
 use crate::error::{FormatError, Result, TripError};
 use crate::format::segment;
@@ -44,6 +45,8 @@ pub struct Provisioned {
     pub unlock_code: UnlockCode,
     /// Ed25519 public key the seal will be signed with (recorded in the job).
     pub signing_public: [u8; 32],
+    /// The control API's certificate (the same on every device of the set).
+    pub tls: TlsIdentity,
 }
 
 /// Provisions `paths` as one set for job `job_id`.
@@ -73,6 +76,7 @@ pub fn provision(
     let wrapped_for_ingest = secrets.wrap_to_recipient(recipient)?;
     let wrapped_for_customer = secrets.wrap_to_code(&code)?;
     let signing_public = secrets.verifying_key();
+    let tls = TlsIdentity::generate(job_id)?;
     let set_id = random_u64();
     let created_unix = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -102,6 +106,7 @@ pub fn provision(
             signing_public,
             wrapped_for_ingest: wrapped_for_ingest.clone(),
             wrapped_for_customer: wrapped_for_customer.clone(),
+            tls: tls.clone(),
         };
         if sb.segment_count() < 1 {
             return Err(TripError::TooSmall(format!(
@@ -129,5 +134,6 @@ pub fn provision(
         superblocks: sbs,
         unlock_code: code,
         signing_public,
+        tls,
     })
 }

@@ -99,6 +99,8 @@ pub struct CheckReport {
     pub devices: Vec<PathBuf>,
     /// Bytes read to decide.
     pub bytes_read: u64,
+    /// The custody log the seal signs (shown once the signature holds).
+    pub custody: Option<crate::format::journal::CustodyLog>,
 }
 
 struct Fail(String);
@@ -118,6 +120,7 @@ pub fn check(paths: &[PathBuf], job_dir: &Path, expect: Option<&str>) -> Result<
         bytes: None,
         devices: paths.to_vec(),
         bytes_read: 0,
+        custody: None,
     };
     match check_inner(paths, &job, expect, &mut report) {
         Ok(()) => report.intact = true,
@@ -185,6 +188,7 @@ fn check_inner(
     r.seal_code = Some(seal.code());
     r.job_id = Some(rec.job_id.clone());
     r.sealed_unix = Some(rec.sealed.secs);
+    r.custody = Some(rec.custody.clone());
     r.files = Some(rec.files);
     r.bytes = Some(rec.bytes);
     if rec.job_id != job.id || rec.set_id != sbs[0].set_id || rec.devices.len() != devs.len() {

@@ -62,6 +62,8 @@ pub struct Namespace {
     pub epoch: u32,
     /// The seal op, once the store is sealed.
     pub seal: Option<Op>,
+    /// The custody log.
+    pub custody: crate::format::journal::CustodyLog,
 }
 
 /// Entries by kind and the sum of file sizes, kept up to date as ops apply (status and
@@ -141,6 +143,7 @@ impl Namespace {
             },
             epoch: 0,
             seal: None,
+            custody: Default::default(),
         }
     }
 
@@ -244,7 +247,7 @@ impl Namespace {
             Op::Rename {
                 to_parent, to_name, ..
             } => self.inodes[to_parent].entries.get(to_name).copied(),
-            Op::Session { .. } | Op::Seal { .. } | Op::ChunkCv { .. } => None,
+            Op::Session { .. } | Op::Seal { .. } | Op::ChunkCv { .. } | Op::Custody { .. } => None,
         };
         let count = |ns: &mut Namespace, add: bool| {
             if let Some(i) = touched.and_then(|id| ns.inodes.get(&id)) {
@@ -264,7 +267,7 @@ impl Namespace {
 
     fn validate(&self, op: &Op) -> Result<()> {
         match op {
-            Op::Session { .. } => Ok(()),
+            Op::Session { .. } | Op::Custody { .. } => Ok(()),
             Op::Seal { .. } if self.seal.is_some() => Err(NamespaceError::Inconsistent(
                 "the store is sealed twice".into(),
             )),
@@ -406,6 +409,7 @@ impl Namespace {
         match op {
             Op::Session { epoch, .. } => self.epoch = self.epoch.max(*epoch),
             Op::Seal { .. } => self.seal = Some(op.clone()),
+            Op::Custody { event } => self.custody.apply(event),
             Op::Create {
                 id,
                 parent,

@@ -66,6 +66,13 @@ impl Store {
         Ok(())
     }
 
+    /// Admits `ops` as one change (refused once read-only or sealed) and waits until they
+    /// are durable.
+    pub(crate) fn submit_change(&self, ops: Vec<Op>) -> Result<()> {
+        let _admitted = self.writable()?;
+        self.submit(ops)
+    }
+
     /// Applies ops to the namespace and queues them; waits until they are durable. The caller
     /// has admitted the change (or is the seal).
     pub(crate) fn submit(&self, ops: Vec<Op>) -> Result<()> {
@@ -390,6 +397,7 @@ impl Store {
             bytes: st.logical_bytes,
             bundles: nbundles,
             sealed: time,
+            custody: lock(&self.core).ns.custody.clone(),
         };
         let seal = SignedSeal::sign(record, &self.secrets.signing_key());
         let img = seal.encode();
@@ -427,6 +435,11 @@ mod tests {
             signing_public: [0; 32],
             wrapped_for_ingest: Vec::new(),
             wrapped_for_customer: Vec::new(),
+            tls: crate::crypto::tls::TlsIdentity {
+                cert_der: Vec::new(),
+                key_der: crate::crypto::tls::SecretBytes(Vec::new()),
+                spki_sha256: [0; 32],
+            },
         }
     }
 
