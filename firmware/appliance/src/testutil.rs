@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use nfsserve::nfs::{fattr3, nfs_fh3, sattr3, wcc_attr};
+use odt_test_support::rpc;
 use nfsserve::xdr::XDR;
 
 use crate::nfs::framing::HEADER;
@@ -48,75 +49,15 @@ impl Fixture {
     }
 }
 
-/// An RPC call message (no record mark): a call of `program` version 3 with AUTH_NONE
-/// credential and verifier, then `args`.
-pub fn call_message(xid: u32, program: u32, procedure: u32, args: &[u8]) -> Vec<u8> {
-    let mut v = Vec::new();
-    for w in [xid, 0, 2, program, 3, procedure, 0, 0, 0, 0] {
-        v.extend_from_slice(&w.to_be_bytes());
-    }
-    v.extend_from_slice(args);
-    v
-}
-
-/// The same call as the server reads it: a record mark, then the message.
+/// The same call as the server reads it: a record mark, then a call of `program` version 3
+/// with AUTH_NONE credential and verifier, then `args`.
 pub fn call_record(xid: u32, program: u32, procedure: u32, args: &[u8]) -> Vec<u8> {
-    let msg = call_message(xid, program, procedure, args);
-    let mut v = (crate::nfs::framing::LAST_FRAGMENT | msg.len() as u32)
-        .to_be_bytes()
-        .to_vec();
-    v.extend_from_slice(&msg);
-    v
+    rpc::record(&rpc::call(xid, program, procedure, args))
 }
 
-/// XDR-encoded call arguments, built item by item.
-#[derive(Debug, Default, Clone)]
-pub struct Args(Vec<u8>);
-
-impl Args {
-    /// No arguments yet.
-    pub fn new() -> Args {
-        Args::default()
-    }
-    /// A 32-bit word.
-    pub fn u32(mut self, w: u32) -> Args {
-        self.0.extend_from_slice(&w.to_be_bytes());
-        self
-    }
-    /// A 64-bit word.
-    pub fn u64(mut self, w: u64) -> Args {
-        self.0.extend_from_slice(&w.to_be_bytes());
-        self
-    }
-    /// Variable-length opaque bytes.
-    pub fn opaque(mut self, b: &[u8]) -> Args {
-        b.to_vec().serialize(&mut self.0).unwrap();
-        self
-    }
-    /// A string (same encoding as opaque).
-    pub fn text(self, s: &str) -> Args {
-        self.opaque(s.as_bytes())
-    }
-    /// A file handle.
-    pub fn fh(mut self, h: &nfs_fh3) -> Args {
-        h.serialize(&mut self.0).unwrap();
-        self
-    }
-    /// Attributes to set.
-    pub fn sattr(mut self, s: &sattr3) -> Args {
-        s.serialize(&mut self.0).unwrap();
-        self
-    }
-    /// Raw bytes, as they are.
-    pub fn raw(mut self, b: &[u8]) -> Args {
-        self.0.extend_from_slice(b);
-        self
-    }
-    /// The encoded bytes.
-    pub fn bytes(&self) -> &[u8] {
-        &self.0
-    }
-}
+/// XDR-encoded call arguments, built item by item (the shared test-support builder, which
+/// also encodes `nfsserve`'s file handles and attributes).
+pub use odt_test_support::rpc::Xdr as Args;
 
 /// A reply record read item by item (the test's side; trusted bytes).
 #[derive(Debug)]

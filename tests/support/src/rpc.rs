@@ -13,6 +13,9 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
+use nfsserve::nfs::{nfs_fh3, sattr3};
+use nfsserve::xdr::XDR;
+
 /// The NFS program number.
 pub const NFS_PROGRAM: u32 = 100_003;
 /// The MOUNT program number.
@@ -76,6 +79,32 @@ impl Xdr {
     pub fn raw(mut self, b: &[u8]) -> Xdr {
         self.0.extend_from_slice(b);
         self
+    }
+
+    /// A string (encoded as opaque data).
+    pub fn text(self, s: &str) -> Xdr {
+        self.opaque(s.as_bytes())
+    }
+
+    /// An NFSv3 file handle, as `nfsserve` encodes it.
+    pub fn fh(self, h: &nfs_fh3) -> Xdr {
+        self.encoded(h)
+    }
+
+    /// NFSv3 attributes to set (`sattr3`), as `nfsserve` encodes them.
+    pub fn sattr(self, s: &sattr3) -> Xdr {
+        self.encoded(s)
+    }
+
+    fn encoded(mut self, v: &impl XDR) -> Xdr {
+        v.serialize(&mut self.0)
+            .expect("encoding into a Vec cannot fail");
+        self
+    }
+
+    /// The bytes encoded so far.
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
     }
 
     /// The encoded bytes.
