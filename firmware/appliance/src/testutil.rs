@@ -6,8 +6,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use nfsserve::nfs::{fattr3, nfs_fh3, sattr3, wcc_attr};
-use odt_test_support::rpc;
 use nfsserve::xdr::XDR;
+use odt_test_support::rpc;
 
 use crate::nfs::framing::HEADER;
 use crate::nfs::program::{MOUNT_PROGRAM, NFS_PROGRAM, nfs3};

@@ -13,12 +13,16 @@ const TAG: &str = "odt-import";
 /// What a VM's annotation says about its import.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Marker {
+    /// The job id the VM was imported for.
     pub job: String,
+    /// The digest of the bundle it was imported from ([`super::plan::Bundle::digest`]).
     pub bundle: String,
+    /// Whether the import finished (the lease completed).
     pub complete: bool,
 }
 
 impl Marker {
+    /// The annotation line that records this marker.
     pub fn line(&self) -> String {
         format!(
             "{TAG} job={} bundle={} state={}",

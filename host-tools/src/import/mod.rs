@@ -47,36 +47,56 @@ use vsphere::{Client, Endpoint, Moref, VsphereError};
 /// and reported.)
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
+    /// Reading the sealed devices failed.
     #[error(transparent)]
     Store(#[from] odt_store::Error),
+    /// The devices are not sealed, or their seal does not check out.
     #[error("{0}")]
     Seal(String),
+    /// vCenter refused a request or could not be reached.
     #[error(transparent)]
     Vsphere(#[from] VsphereError),
+    /// The options do not make sense together or name nothing to import.
     #[error("{0}")]
     Usage(String),
+    /// A datacenter, datastore, cluster, pool, folder or network named on the command line
+    /// does not exist.
     #[error("{what} {name:?} was not found in vCenter at {path}: check the name (case matters)")]
     NotFound {
+        /// Which kind of object (`datacenter`, `datastore`, ...).
         what: &'static str,
+        /// The name looked for.
         name: String,
+        /// Where in the inventory it was looked for.
         path: String,
     },
 }
 
 /// What to import, where, and how to reach vCenter.
 pub struct Options {
+    /// The sealed device set.
     pub devices: Vec<PathBuf>,
+    /// The job folder (`job.toml`, `ingest.key`).
     pub job_dir: PathBuf,
+    /// vCenter's SDK address.
     pub endpoint: Endpoint,
+    /// The vCenter user.
     pub user: String,
+    /// The vCenter password (zeroized on drop, never logged).
     pub password: Zeroizing<String>,
+    /// The datacenter to import into.
     pub datacenter: String,
+    /// The datastore that receives the disks.
     pub datastore: String,
+    /// The cluster whose root resource pool receives the VMs (or `resource_pool`).
     pub cluster: Option<String>,
+    /// The resource pool, by inventory path, that receives the VMs.
     pub resource_pool: Option<String>,
+    /// The VM folder, by inventory path (the datacenter's VM folder if absent).
     pub folder: Option<String>,
     /// (OVF network name, port group name)
     pub networks: Vec<(String, String)>,
+    /// Power the VMs on once imported.
     pub power_on: bool,
     /// Bundle paths or VM names to import (all if empty).
     pub bundles: Vec<String>,

@@ -17,25 +17,35 @@ const MAX_DESCRIPTOR: u64 = 16 << 20;
 /// A store file read whole, its BLAKE3 root compared with the sealed one.
 #[derive(Debug, Clone)]
 pub struct Source {
+    /// File id in the store.
     pub id: u64,
+    /// Path on the device.
     pub path: String,
+    /// Size in bytes.
     pub size: u64,
+    /// The BLAKE3 root the seal's manifest holds for it.
     pub root: [u8; 32],
 }
 
 /// Part of a source that belongs to a referenced file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Range {
+    /// Index into [`Bundle::sources`].
     pub source: usize,
+    /// Offset in that source.
     pub start: u64,
+    /// Bytes.
     pub len: u64,
 }
 
 /// A file the descriptor references, as the ranges of sources holding it.
 #[derive(Debug, Clone)]
 pub struct Item {
+    /// The name the descriptor's References give it.
     pub href: String,
+    /// Where its bytes are, in order.
     pub ranges: Vec<Range>,
+    /// Stored gzip-compressed (`ovf:compression="gzip"`): decompressed on the way.
     pub gzip: bool,
     /// The DiskSection's format when this file is a disk.
     pub disk_format: Option<String>,
@@ -65,10 +75,13 @@ impl Item {
 pub struct Bundle {
     /// Path of the `.ovf` or `.ova` on the device.
     pub path: String,
+    /// The OVF descriptor's text.
     pub descriptor: String,
+    /// What was parsed from it.
     pub envelope: Envelope,
     /// The files read, in the order they are read.
     pub sources: Vec<Source>,
+    /// Every file the descriptor references.
     pub items: Vec<Item>,
     /// BLAKE3 over the bundle's files and their sealed roots: what the VM is marked with.
     pub digest: String,
@@ -85,6 +98,7 @@ impl Bundle {
         self.envelope.vm_name.as_deref()
     }
 
+    /// The referenced file named `href`.
     pub fn item(&self, href: &str) -> Option<&Item> {
         self.items.iter().find(|i| i.href == href)
     }

@@ -20,6 +20,7 @@ pub enum Status {
 /// One uploaded file.
 #[derive(Debug, Clone, Serialize)]
 pub struct DiskReport {
+    /// The file's name in the descriptor.
     pub href: String,
     /// Bytes as stored on the device (compressed, for a gzip file; all chunks).
     pub bytes: u64,
@@ -29,38 +30,58 @@ pub struct DiskReport {
     pub verified_roots: Vec<String>,
 }
 
+/// What became of one bundle.
 #[derive(Debug, Clone, Serialize)]
 pub struct BundleReport {
+    /// Path of the `.ovf` or `.ova` on the device.
     pub path: String,
+    /// The VM's name, when the descriptor gives one.
     pub vm_name: Option<String>,
+    /// How it ended.
     pub status: Status,
     /// The VM's managed object id.
     pub vm: Option<String>,
+    /// Every file uploaded.
     pub disks: Vec<DiskReport>,
+    /// Time spent on it.
     pub seconds: f64,
+    /// Why it was refused or quarantined.
     pub reason: Option<String>,
     /// What vCenter warned about the descriptor.
     pub warnings: Vec<String>,
 }
 
+/// What one run of `odt import` did.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// The job the devices belong to.
     pub job_id: String,
+    /// The device set.
     pub set_id: String,
+    /// The seal code the devices carry.
     pub seal_code: String,
+    /// vCenter's address.
     pub vcenter: String,
+    /// The datacenter imported into.
     pub datacenter: String,
+    /// The datastore that received the disks.
     pub datastore: String,
+    /// The VM folder (inventory path).
     pub folder: String,
+    /// The resource pool (inventory path).
     pub resource_pool: String,
     /// Every bundle imported or skipped.
     pub complete: bool,
+    /// Every bundle, in the order imported.
     pub bundles: Vec<BundleReport>,
+    /// Bytes sent to vCenter in all.
     pub bytes_uploaded: u64,
+    /// Time of the whole run.
     pub seconds: f64,
 }
 
 impl Report {
+    /// How many bundles ended as `s`.
     pub fn count(&self, s: Status) -> usize {
         self.bundles.iter().filter(|b| b.status == s).count()
     }

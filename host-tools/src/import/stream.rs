@@ -20,11 +20,13 @@ pub const QUEUE: usize = 4;
 
 /// What the reader sends.
 pub enum Msg {
+    /// The next bytes of the file being uploaded.
     Data(Vec<u8>),
     /// The end of one uploaded file.
     End,
     /// Every file read checked out against the seal.
     Verified,
+    /// Reading or verifying failed (why): the upload must be abandoned.
     Failed(String),
 }
 
@@ -161,9 +163,13 @@ pub fn produce(store: &Store, bundle: &Bundle, uploads: &[Vec<Range>], tx: SyncS
 /// The uploading side: one upload's bytes as a reader; a reader failure is kept for the
 /// report (it says more than the broken upload does).
 pub struct Upload<'a> {
+    /// What the reader sends.
     pub rx: &'a Receiver<Msg>,
+    /// The reader's failure, kept for the report.
     pub failure: &'a Mutex<Option<String>>,
+    /// Bytes handed to the upload so far.
     pub sent: &'a AtomicU64,
+    /// The bar those bytes advance.
     pub progress: &'a indicatif::ProgressBar,
     cur: Vec<u8>,
     at: usize,
@@ -171,6 +177,7 @@ pub struct Upload<'a> {
 }
 
 impl<'a> Upload<'a> {
+    /// An upload fed from `rx`.
     pub fn new(
         rx: &'a Receiver<Msg>,
         failure: &'a Mutex<Option<String>>,
@@ -230,6 +237,7 @@ pub struct Counted<'a, R> {
 }
 
 impl<'a, R> Counted<'a, R> {
+    /// Counts what `inner` yields into `n`.
     pub fn new(inner: R, n: &'a mut u64) -> Counted<'a, R> {
         Counted { inner, n }
     }

@@ -10,21 +10,30 @@ use super::soap::{Moref, Response, child_text, children, escape, inner_xml, xsi_
 /// The objects the service content names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceContent {
+    /// The inventory's root folder.
     pub root_folder: Moref,
+    /// The PropertyCollector, which reads objects' properties.
     pub property_collector: Moref,
+    /// The SearchIndex, which finds objects by inventory path.
     pub search_index: Moref,
+    /// The SessionManager (log in, log out).
     pub session_manager: Moref,
+    /// The OvfManager, which turns a descriptor into an import spec.
     pub ovf_manager: Moref,
+    /// The server's full name and version (`about.fullName`).
     pub about: String,
 }
 
 /// A lease's upload target.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceUrl {
+    /// The key that ties the URL to a file item of the import spec.
     pub import_key: String,
+    /// Where to send the file (`*` stands for the host that was asked).
     pub url: String,
     /// SHA-1 of the ESXi host's certificate, when the URL is on a host.
     pub ssl_thumbprint: Option<String>,
+    /// Whether the target is a virtual disk.
     pub disk: bool,
 }
 
@@ -40,7 +49,9 @@ pub struct ImportSpec {
     pub ns_decls: String,
     /// (deviceId, OVF href, size, create) of each file to upload.
     pub file_items: Vec<FileItem>,
+    /// What vCenter found wrong with the descriptor (the import cannot go on).
     pub errors: Vec<String>,
+    /// What vCenter warned about (reported, not fatal).
     pub warnings: Vec<String>,
 }
 
@@ -56,11 +67,16 @@ impl ImportSpec {
     }
 }
 
+/// One file the import spec wants uploaded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileItem {
+    /// The device it becomes (matches a lease's [`DeviceUrl::import_key`]).
     pub device_id: String,
+    /// The file's href in the descriptor.
     pub path: String,
+    /// Its size, when the descriptor gives one.
     pub size: Option<u64>,
+    /// Whether the upload creates the file (a new disk) rather than overwriting one.
     pub create: bool,
 }
 

@@ -23,31 +23,61 @@ use tls::{Pin, Verifier};
 /// What went wrong talking to vCenter.
 #[derive(Debug, thiserror::Error)]
 pub enum VsphereError {
+    /// The server's certificate is neither pinned nor trusted by the system.
     #[error(
         "{host} is not trusted: {why}. Its certificate has SHA-256 thumbprint {thumbprint}, \
          subject {subject}, issuer {issuer}. Check it with the vCenter administrator, then pass \
          --thumbprint {thumbprint} to pin it (nothing was sent)"
     )]
     Untrusted {
+        /// The host that showed it.
         host: String,
+        /// Why it is not trusted.
         why: String,
+        /// Its SHA-256 thumbprint, to pin with `--thumbprint`.
         thumbprint: String,
+        /// Its subject.
         subject: String,
+        /// Its issuer.
         issuer: String,
     },
+    /// No connection could be made.
     #[error("cannot reach {url}: {why}")]
-    Connect { url: String, why: String },
-    #[error("{method} on {url} answered HTTP {status}: {why}")]
-    Http {
-        method: String,
+    Connect {
+        /// Where to.
         url: String,
-        status: u16,
+        /// Why not.
         why: String,
     },
+    /// An HTTP status other than success.
+    #[error("{method} on {url} answered HTTP {status}: {why}")]
+    Http {
+        /// The SOAP method or HTTP verb.
+        method: String,
+        /// Where it was sent.
+        url: String,
+        /// The HTTP status.
+        status: u16,
+        /// The body's gist.
+        why: String,
+    },
+    /// A SOAP fault.
     #[error("vCenter refused {method}: {fault}")]
-    Fault { method: String, fault: Fault },
+    Fault {
+        /// The SOAP method refused.
+        method: String,
+        /// What vCenter said.
+        fault: Fault,
+    },
+    /// An answer that does not parse as the API describes.
     #[error("vCenter's answer to {method} is not what the API describes: {why}")]
-    Protocol { method: String, why: String },
+    Protocol {
+        /// The SOAP method answered.
+        method: String,
+        /// What is wrong with the answer.
+        why: String,
+    },
+    /// A wrong address or option, found before anything was sent.
     #[error("{0}")]
     Config(String),
 }
@@ -57,6 +87,7 @@ pub enum VsphereError {
 pub struct Endpoint {
     /// `https://HOST[:PORT]/sdk` (or `http://` for a simulator).
     pub url: String,
+    /// How its certificate is trusted.
     pub pin: Pin,
     /// Longest wait for one answer.
     pub timeout: Duration,
@@ -69,6 +100,7 @@ pub struct Client {
     url: String,
     host: String,
     cookie: Mutex<Option<String>>,
+    /// The objects of the service content, read at log-in.
     pub content: ServiceContent,
 }
 
@@ -372,10 +404,12 @@ impl Client {
         .map(|_| ())
     }
 
+    /// Ends a lease's uploads: vCenter registers the VM.
     pub fn lease_complete(&self, lease: &Moref) -> Result<(), VsphereError> {
         self.call("HttpNfcLeaseComplete", lease, "").map(|_| ())
     }
 
+    /// Abandons a lease: vCenter removes what it created for it.
     pub fn lease_abort(&self, lease: &Moref) -> Result<(), VsphereError> {
         self.call("HttpNfcLeaseAbort", lease, "").map(|_| ())
     }
@@ -419,10 +453,12 @@ impl Client {
     }
 
     /// Removes a VM from the inventory and deletes its files.
+    /// Destroys a VM and its files (waits for the task).
     pub fn destroy(&self, vm: &Moref) -> Result<(), VsphereError> {
         self.task("Destroy_Task", vm, "")
     }
 
+    /// Powers a VM on (waits for the task).
     pub fn power_on(&self, vm: &Moref) -> Result<(), VsphereError> {
         self.task("PowerOnVM_Task", vm, "")
     }

@@ -6,12 +6,15 @@ use roxmltree::{Document, Node};
 /// A managed object reference (`<_this type="Folder">group-v3</_this>`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
 pub struct Moref {
+    /// The object's type (`Folder`, `VirtualMachine`, ...).
     #[serde(rename = "type")]
     pub kind: String,
+    /// Its id (`group-v3`, `vm-42`, ...).
     pub value: String,
 }
 
 impl Moref {
+    /// The reference to object `value` of type `kind`.
     pub fn new(kind: &str, value: &str) -> Moref {
         Moref {
             kind: kind.to_string(),
@@ -89,6 +92,7 @@ pub fn envelope(method: &str, this: &Moref, args: &str) -> String {
 pub struct Fault {
     /// The fault's type (`InvalidLogin`, `DuplicateName`, ...), if the detail names it.
     pub kind: Option<String>,
+    /// The fault string.
     pub message: String,
 }
 

@@ -53,8 +53,11 @@ pub fn format_thumbprint(t: &[u8]) -> String {
 /// The certificate a server showed.
 #[derive(Debug, Clone)]
 pub struct Seen {
+    /// SHA-256 of the certificate (DER).
     pub sha256: [u8; 32],
+    /// Its subject, readable.
     pub subject: String,
+    /// Its issuer, readable.
     pub issuer: String,
 }
 
