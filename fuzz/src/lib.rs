@@ -13,6 +13,7 @@
 //!   with fuzzer-chosen edits (optionally fixing the keyless CRC, as an attacker would) and
 //!   checks that the decoder refuses it unless the edits changed nothing.
 
+pub mod bom;
 pub mod bundle;
 pub mod control;
 pub mod frame;

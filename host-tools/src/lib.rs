@@ -1,13 +1,11 @@
 //! The `odt` command line: one module per command under [`cmd`].
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
-// Not yet documented field by field (the crate's only exception to `missing_docs`): the
-// command arguments, where a `///` on a flattened field would change clap's `--help`.
-#[allow(missing_docs)]
 pub mod cmd;
 pub mod control;
 pub mod erase;
+pub mod exit;
 pub mod import;
 pub mod ingest;
 pub mod job_devices;
@@ -19,8 +17,8 @@ pub mod verify;
 /// appliances.
 ///
 /// Provider: `odt job new`, `odt provision`. Customer: `odt unlock`, `odt status`,
-/// `odt seal`, `odt bom`. Courier/dock: `odt seal-check`. Ingest station: `odt verify`, `odt ingest`,
-/// `odt import`, `odt erase`.
+/// `odt seal`, `odt bom`. Courier/dock: `odt seal-check`, `odt bom --device`. Ingest
+/// station: `odt verify`, `odt ingest`, `odt import`, `odt erase`.
 #[derive(Debug, Parser)]
 #[command(name = "odt", version, about, long_about = None, propagate_version = true)]
 pub struct Cli {
@@ -74,12 +72,57 @@ pub enum Command {
     /// Without a session or code it shows the public fields: state, certificate
     /// fingerprint, and the seal code and time once sealed.
     Status(cmd::status::StatusArgs),
-    /// The bill of materials of a sealed appliance: every file's path, size, mode, mtime and
-    /// BLAKE3 (equal to `b3sum`) as the seal covers them, as CSV or JSON.
+    /// The bill of materials of a sealed appliance or device set: every file's path, size,
+    /// mode, mtime and BLAKE3 (equal to `b3sum`) as the seal covers them, and the `.mf`
+    /// digest of VM bundle members, as CSV or JSON.
     ///
-    /// Uses the session `odt unlock` left, else asks for the unlock code (the seal ends
-    /// sessions: after `odt seal`, give the code again or use --code-file).
+    /// From the appliance (--appliance): uses the session `odt unlock` left, else asks for
+    /// the unlock code (the seal ends sessions: after `odt seal`, give the code again or use
+    /// --code-file). From the sealed devices (--device ... --job DIR): with the job's
+    /// ingest identity, after checking the seal.
     Bom(cmd::bom::BomArgs),
+    /// Shell completions for bash, zsh, fish, elvish or powershell, on stdout.
+    Completions(cmd::completions::CompletionsArgs),
+    /// Manual pages: one roff page per command (odt.1, odt-seal.1, odt-job-new.1, ...).
+    Man(cmd::completions::ManArgs),
+}
+
+impl Command {
+    /// Whether the command line asked for `--json` (so a failure is printed as JSON too).
+    pub fn json(&self) -> bool {
+        match self {
+            Command::Job(cmd::job::JobCommand::New(a)) => a.json,
+            Command::Job(cmd::job::JobCommand::Show(a)) => a.json,
+            Command::Provision(a) => a.json,
+            Command::Verify(a) => a.json,
+            Command::Ingest(a) => a.json,
+            Command::Import(a) => a.json,
+            Command::Erase(a) => a.json,
+            Command::Seal(a) => a.json,
+            Command::Bundles(a) => a.json,
+            Command::SealCheck(a) => a.json,
+            Command::Unlock(a) => a.json,
+            Command::Status(a) => a.json,
+            Command::Bom(a) => a.json,
+            Command::Completions(_) | Command::Man(_) => false,
+        }
+    }
+}
+
+/// The `odt` command line as clap sees it, with the exit-code table after every
+/// command's `--help` (for parsing, completions and manual pages alike).
+pub fn cli_command() -> clap::Command {
+    fn with_exit_codes(c: clap::Command) -> clap::Command {
+        c.after_help(exit::EXIT_CODES)
+            .mut_subcommands(with_exit_codes)
+    }
+    with_exit_codes(Cli::command())
+}
+
+/// Parses the process's arguments with [`cli_command`].
+pub fn parse_args() -> Result<Cli, clap::Error> {
+    let m = cli_command().try_get_matches()?;
+    Cli::from_arg_matches(&m)
 }
 
 /// Logging to stderr; `RUST_LOG` overrides the level picked by `-v`.
@@ -113,5 +156,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Unlock(a) => cmd::unlock::run(a),
         Command::Status(a) => cmd::status::run(a),
         Command::Bom(a) => cmd::bom::run(a),
+        Command::Completions(a) => cmd::completions::run_completions(a),
+        Command::Man(a) => cmd::completions::run_man(a),
     }
 }

@@ -284,10 +284,10 @@ fn bit_flips_quarantine_exactly_the_damaged_files() {
 
     // The keyless verify sees damage; the deep one names the files and ranges.
     let o = setup.run("verify", &["--json"]);
-    assert_eq!(common::code(&o), 2, "{}", stdout(&o));
+    assert_eq!(common::code(&o), 3, "{}", stdout(&o));
     let o = setup.run("verify", &["--deep", "--json"]);
     let v = json(&o);
-    assert_eq!(common::code(&o), 2);
+    assert_eq!(common::code(&o), 3);
     let damaged: Vec<(String, u64, u64)> = v["damaged"]
         .as_array()
         .unwrap()
@@ -311,7 +311,7 @@ fn bit_flips_quarantine_exactly_the_damaged_files() {
     let ds = setup.dir.path().join("ds");
     let o = setup.ingest(&ds, &[]);
     let r = json(&o);
-    assert_eq!(common::code(&o), 2, "{r:#}");
+    assert_eq!(common::code(&o), 3, "{r:#}");
     assert_eq!(r["complete"], false);
     let q: Vec<&str> = r["quarantined"]
         .as_array()
@@ -340,7 +340,7 @@ fn bit_flips_quarantine_exactly_the_damaged_files() {
     check_tree(&ds, &expect);
     // Erase refuses while files are quarantined.
     let o = odt(&["erase", "--device", setup.devices[0].to_str().unwrap()]);
-    assert_eq!(common::code(&o), 1);
+    assert_eq!(common::code(&o), 8);
     assert!(
         stderr(&o).contains("quarantined 2 damaged file(s)"),
         "{}",
@@ -404,7 +404,7 @@ fn hostile_names_are_refused_or_neutralised_and_nothing_escapes() {
     let ds = outside.join("ds");
     let o = setup.ingest(&ds, &[]);
     let r = json(&o);
-    assert_eq!(common::code(&o), 2, "{r:#}");
+    assert_eq!(common::code(&o), 3, "{r:#}");
     let refused: Vec<&str> = r["refused"]
         .as_array()
         .unwrap()
@@ -530,7 +530,7 @@ fn erase_needs_a_receipt_unless_forced_and_overwrite_zeros_the_device() {
     let devs: Vec<&str> = setup.devices.iter().map(|p| p.to_str().unwrap()).collect();
     // Not ingested: refused, and nothing was touched.
     let o = odt(&["erase", "--device", devs[0], devs[1]]);
-    assert_eq!(common::code(&o), 1);
+    assert_eq!(common::code(&o), 8);
     assert!(
         stderr(&o).contains("carries no ingest receipt"),
         "{}",
@@ -538,7 +538,7 @@ fn erase_needs_a_receipt_unless_forced_and_overwrite_zeros_the_device() {
     );
     // Only part of the set: refused too.
     let o = odt(&["erase", "--device", devs[1]]);
-    assert_eq!(common::code(&o), 1);
+    assert_eq!(common::code(&o), 8);
     assert!(
         stderr(&o).contains("device 1 of the set is not among"),
         "{}",

@@ -96,14 +96,15 @@ fn keys(v: &Value) -> Vec<&str> {
     k
 }
 
-/// A failure with --json: exit 1, one object with `complete: false` and an `error` holding
-/// every one of `says`.
+/// A failure with --json: exit 1, one object `{"error": {"kind", "message"}}` whose
+/// message holds every one of `says`.
 fn assert_json_failure(rc: i32, out: &str, err: &str, says: &[&str]) {
     assert_eq!(rc, 1, "{out}{err}");
     let r = report(out, err);
-    assert_eq!(keys(&r), ["complete", "error"], "{r}");
-    assert_eq!(r["complete"], false);
-    let why = r["error"].as_str().unwrap();
+    assert_eq!(keys(&r), ["error"], "{r}");
+    assert_eq!(keys(&r["error"]), ["kind", "message"], "{r}");
+    assert!(r["error"]["kind"].is_string(), "{r}");
+    let why = r["error"]["message"].as_str().unwrap();
     for s in says {
         assert!(why.contains(s), "{s:?} not in {why:?}");
     }
@@ -382,7 +383,7 @@ fn import_into_the_vcenter_simulator() {
             "--json",
         ],
     );
-    assert_eq!(rc, 2, "{out}{err}");
+    assert_eq!(rc, 3, "{out}{err}");
     let r = report(&out, &err);
     assert_eq!(r["complete"], false);
     assert_eq!(r["bundles"].as_array().unwrap().len(), 1, "{r}");
@@ -440,7 +441,7 @@ fn import_into_the_vcenter_simulator() {
         (rc, report(&out, &err))
     };
     let (rc, r) = rp("LocalDS_0");
-    assert_eq!(rc, 2, "{r}");
+    assert_eq!(rc, 3, "{r}");
     let d = bundle(&r, "vm-delta");
     assert_eq!(d["status"], "refused", "{d}");
     let why = d["reason"].as_str().unwrap();
@@ -515,7 +516,7 @@ fn import_into_the_vcenter_simulator() {
     flip_record(&flipped, &job.job_dir, "vm-beta.ova", 0);
     let sim = Vcsim::start(&job.path("tap2"), &["-folders", "odt"]);
     let (rc, out, err) = import(&sim, &flipped, &job.job_dir, &pinned(&sim, &[]));
-    assert_eq!(rc, 2, "{out}{err}");
+    assert_eq!(rc, 3, "{out}{err}");
     let r = report(&out, &err);
     let a = bundle(&r, "vm-alpha");
     assert_eq!(a["status"], "quarantined", "{a}");

@@ -30,7 +30,7 @@ use crate::import::vsphere::tls::{Pin, parse_thumbprint};
 /// --thumbprint; an untrusted one stops the import before any credential is sent and its
 /// thumbprint and subject are printed.
 ///
-/// Exit status: 0 every bundle imported or skipped; 2 finished, but bundles were refused
+/// Exit status: 0 every bundle imported or skipped; 3 finished, but bundles were refused
 /// or quarantined (see the report); 1 stopped by an error.
 #[derive(Debug, Args)]
 pub struct ImportArgs {
@@ -148,26 +148,20 @@ fn password(file: Option<&PathBuf>, user: &str, url: &str) -> anyhow::Result<Zer
 }
 
 /// Runs `odt import`. With --json every outcome is one JSON object on stdout: the report,
-/// or `{"complete": false, "error": ...}` for whatever stopped it (a wrong option too).
+/// or (printed by `main`) `{"error": {"kind", "message"}}` for whatever stopped it.
 pub fn run(a: ImportArgs) -> anyhow::Result<i32> {
     let json = a.json;
-    let report = match import(a) {
-        Ok(r) => r,
-        Err(e) if json => {
-            crate::output::json(&serde_json::json!({
-                "complete": false,
-                "error": odt_store::error::one_line(e.as_ref()),
-            }))?;
-            return Ok(1);
-        }
-        Err(e) => return Err(e),
-    };
+    let report = import(a)?;
     if json {
         crate::output::json(&report)?;
     } else {
         print!("{}", report.human());
     }
-    Ok(if report.complete { 0 } else { 2 })
+    Ok(if report.complete {
+        0
+    } else {
+        crate::exit::PROBLEMS_FOUND
+    })
 }
 
 fn import(a: ImportArgs) -> anyhow::Result<crate::import::report::Report> {
@@ -220,9 +214,7 @@ fn import(a: ImportArgs) -> anyhow::Result<crate::import::report::Report> {
         power_on: a.power_on,
         bundles: a.bundles,
     };
-    let report = crate::import::run(&opts, &|total| {
-        crate::progress::bytes_progress(total, "import")
-    })?;
+    let report = crate::import::run(&opts, &|total| crate::progress::bytes_bar(total, "import"))?;
     Ok(report)
 }
 

@@ -10,7 +10,7 @@ use clap::Args;
 /// redoing files an earlier run finished. Damaged files are quarantined (not written) and
 /// listed; unsafe names are refused or escaped and listed.
 ///
-/// Exit status: 0 every file is in the datastore; 2 finished, but files were quarantined or
+/// Exit status: 0 every file is in the datastore; 3 finished, but files were quarantined or
 /// entries refused (see the report); 1 stopped by an error (fix it and run again to resume).
 #[derive(Debug, Args)]
 pub struct IngestArgs {
@@ -62,5 +62,9 @@ pub fn run(a: IngestArgs) -> anyhow::Result<i32> {
     } else {
         print!("{}", report.human());
     }
-    Ok(if report.complete { 0 } else { 2 })
+    Ok(if report.complete {
+        0
+    } else {
+        crate::exit::PROBLEMS_FOUND
+    })
 }

@@ -1,6 +1,7 @@
 //! One module per `odt` command.
 
 pub mod bom;
+pub mod completions;
 pub mod erase;
 pub mod import;
 pub mod ingest;

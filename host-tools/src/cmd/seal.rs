@@ -5,15 +5,15 @@
 use clap::Args;
 use odt_store::trip::bundle::{BundleReport, Severity};
 
-use crate::control::error::{CtlError, EXIT_CODES, Kind, report};
+use crate::control::error::{CtlError, Kind, report};
 use crate::control::{Client, Connect};
 
 /// `odt seal`
 #[derive(Debug, Args)]
-#[command(after_help = EXIT_CODES)]
 pub struct SealArgs {
     #[command(flatten)]
-    pub to: Connect,
+    // Private: a `///` here would become help text; the options document themselves.
+    to: Connect,
     /// Seal although bundles have errors (the errors are recorded in the seal).
     #[arg(long)]
     pub force: bool,
@@ -24,10 +24,10 @@ pub struct SealArgs {
 
 /// `odt bundles`
 #[derive(Debug, Args)]
-#[command(after_help = EXIT_CODES)]
 pub struct BundlesArgs {
     #[command(flatten)]
-    pub to: Connect,
+    // Private: a `///` here would become help text; the options document themselves.
+    to: Connect,
     /// Print the report as JSON (on failure: {"error": {"kind", "message"}}).
     #[arg(long)]
     pub json: bool,

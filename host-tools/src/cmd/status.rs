@@ -4,16 +4,16 @@
 use clap::Args;
 use odt_store::trip::control_api::{State, StatusReport};
 
-use crate::control::error::{CtlError, EXIT_CODES, Kind, report};
+use crate::control::error::{CtlError, Kind, report};
 use crate::control::{Client, Connect};
 use crate::output::bytes;
 
 /// `odt status`
 #[derive(Debug, Args)]
-#[command(after_help = EXIT_CODES)]
 pub struct StatusArgs {
     #[command(flatten)]
-    pub to: Connect,
+    // Private: a `///` here would become help text; the options document themselves.
+    to: Connect,
     /// Print the report as JSON (on failure: {"error": {"kind", "message"}}).
     #[arg(long)]
     pub json: bool,

@@ -4,15 +4,15 @@
 use clap::Args;
 use odt_store::trip::control_api::State;
 
-use crate::control::error::{CtlError, EXIT_CODES, Kind, report};
+use crate::control::error::{CtlError, Kind, report};
 use crate::control::{Client, Connect, read_unlock_code};
 
 /// `odt unlock`
 #[derive(Debug, Args)]
-#[command(after_help = EXIT_CODES)]
 pub struct UnlockArgs {
     #[command(flatten)]
-    pub to: Connect,
+    // Private: a `///` here would become help text; the options document themselves.
+    to: Connect,
     /// Print the result as JSON (on failure: {"error": {"kind", "message"}}).
     #[arg(long)]
     pub json: bool,

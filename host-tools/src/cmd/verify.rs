@@ -6,7 +6,7 @@ use clap::Args;
 
 /// `odt verify`
 ///
-/// Exit status: 0 everything intact; 2 damage or problems found (listed); 1 the check
+/// Exit status: 0 everything intact; 3 damage or problems found (listed); 1 the check
 /// could not be made (wrong job or key, erased or missing device).
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
@@ -40,5 +40,9 @@ pub fn run(a: VerifyArgs) -> anyhow::Result<i32> {
     } else {
         print!("{}", report.human());
     }
-    Ok(if report.intact { 0 } else { 2 })
+    Ok(if report.intact {
+        0
+    } else {
+        crate::exit::PROBLEMS_FOUND
+    })
 }

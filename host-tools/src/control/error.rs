@@ -1,65 +1,10 @@
-//! Failures of the control commands (`unlock`, `status`, `bundles`, `seal`): a stable kind
-//! for programs (`--json` prints `{"error": {"kind", "message"}}`), a message for people,
-//! and one exit code per group of kinds.
+//! Failures of the control commands (`unlock`, `status`, `bundles`, `seal`, `bom`): the
+//! control API's error kinds as the [`crate::exit`] kinds every command reports.
 
 use odt_store::trip::control_api::ErrorKind;
 use serde::Serialize;
 
-/// Exit codes of the control commands (also in their `--help` and the README).
-pub const EXIT_CODES: &str = "\
-Exit codes:
-  0  success
-  1  failed (on the appliance, or anything not below)
-  2  wrong usage (options, a missing fingerprint)
-  3  a VM bundle has errors (bundles; seal refused)
-  4  wrong unlock code, or not signed in
-  5  appliance unreachable, busy or not answering as one
-  6  certificate fingerprint mismatch (not the appliance of the unlock sheet)
-  7  wrong state (locked; not sealed yet)";
-
-/// What went wrong, by kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Kind {
-    /// The unlock code does not open the appliance.
-    WrongCode,
-    /// No session (or it ended) and no code to sign in with.
-    Unauthenticated,
-    /// The operation needs an unlocked appliance.
-    Locked,
-    /// The operation needs a sealed appliance.
-    NotSealed,
-    /// The appliance refused the request as malformed.
-    BadRequest,
-    /// The appliance knows no such route.
-    NotFound,
-    /// The appliance has too many connections open.
-    Busy,
-    /// The operation failed on the appliance, or here.
-    Failed,
-    /// No connection, or no answer in time.
-    Unreachable,
-    /// The appliance presented another certificate than the one pinned.
-    FingerprintMismatch,
-    /// The answer is not the control API's.
-    Protocol,
-    /// Wrong options, or nothing to pin.
-    Usage,
-}
-
-impl Kind {
-    /// The process exit code.
-    pub fn exit_code(self) -> i32 {
-        match self {
-            Kind::WrongCode | Kind::Unauthenticated => 4,
-            Kind::Unreachable | Kind::Busy | Kind::Protocol => 5,
-            Kind::FingerprintMismatch => 6,
-            Kind::Locked | Kind::NotSealed => 7,
-            Kind::Usage => 2,
-            Kind::BadRequest | Kind::NotFound | Kind::Failed => 1,
-        }
-    }
-}
+pub use crate::exit::{EXIT_CODES, Kind};
 
 impl From<ErrorKind> for Kind {
     fn from(k: ErrorKind) -> Kind {
@@ -105,15 +50,13 @@ impl CtlError {
 /// Reports `e` (JSON on stdout with `json`, and always a line on stderr) and returns the
 /// exit code.
 pub fn report(e: &CtlError, json: bool) -> i32 {
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({ "error": e }))
-                .expect("errors serialise")
-        );
-    }
-    eprintln!("odt: error: {}", e.message);
-    e.kind.exit_code()
+    crate::exit::report(
+        &crate::exit::Failure {
+            kind: e.kind,
+            message: e.message.clone(),
+        },
+        json,
+    )
 }
 
 #[cfg(test)]

@@ -531,7 +531,8 @@ mod tests {
         let r = call(&ctx, Method::GET, "/api/v1/bom?format=csv", "", Some(&t1)).await;
         assert_eq!(r.status, 200);
         assert!(
-            String::from_utf8_lossy(&r.body).starts_with("path,kind,size,mode,mtime_unix,blake3\n")
+            String::from_utf8_lossy(&r.body)
+                .starts_with(&format!("{}\n", odt_store::trip::bom::CSV_HEADER))
         );
     }
 }

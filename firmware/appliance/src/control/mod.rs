@@ -5,7 +5,7 @@
 //! - [`page`]: the server-rendered page at `/` (sign-in, dashboard, bundles, "Prepare to
 //!   ship", custody log), no script or style from elsewhere.
 //! - [`sessions`]: bearer tokens and sign-in challenges, in memory.
-//! - [`ship`]: the seal and the bill of materials ([`bom`]), for the API and the page.
+//! - [`ship`]: the seal and the bill of materials (built by `odt_store::trip::bom`), for the API and the page.
 //!
 //! TLS uses the certificate made at provisioning ([`odt_store::crypto::tls`]); clients pin its
 //! fingerprint. Connections are bounded so that idle or slow clients cannot lock a customer
@@ -16,7 +16,6 @@
 //! its handshake quickly) instead of a silent reset, so `odt` can say what happened.
 
 pub mod api;
-pub mod bom;
 pub mod page;
 pub mod sessions;
 pub mod ship;

@@ -9,11 +9,12 @@ use axum::body::Body;
 use axum::extract::{Extension, Query, State as AxState};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use odt_store::trip::bom;
 use odt_store::trip::control_api::{ErrorKind, SealRefused, SealReply, SealRequest, State};
 
 use super::api::{error, json, json_body, not_signed_in, session_of};
 use super::sessions::AFTER_SEAL;
-use super::{Ctx, Peer, bom};
+use super::{Ctx, Peer};
 use crate::state::StateError;
 
 /// Lets writes that clients were already told about reach the store before a seal.

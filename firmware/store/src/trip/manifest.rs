@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::engine::{Entry, Store};
-use crate::error::Result;
+use crate::error::{Result, TripError};
 use crate::format::journal::{Kind, Time};
 use crate::format::tree_hash::{self, CHUNK};
 
@@ -58,12 +58,48 @@ impl Manifest {
 /// Builds the manifest of everything in the store. Reads back only what the write path did
 /// not already hash.
 pub fn build(store: &Store) -> Result<Manifest> {
+    collect(store, |i| file_root(store, i))
+}
+
+/// The manifest of a sealed store from what the seal journaled (each file's BLAKE3 root
+/// from the seal op), reading no file data; `Ok(None)` if the store is not sealed. Fails if
+/// the result is not the manifest the seal signed (its root is in the seal op and the
+/// signed seal record).
+pub fn sealed(store: &Store) -> Result<Option<Manifest>> {
+    let view = store.view();
+    let Some(seal) = view.seal() else {
+        return Ok(None);
+    };
+    let roots: std::collections::HashMap<u64, [u8; 32]> = seal.roots.iter().copied().collect();
+    let m = collect(store, |i| {
+        roots.get(&i.id()).copied().ok_or_else(|| {
+            TripError::Invalid(format!(
+                "file {} has no BLAKE3 root in the seal: the namespace changed after the \
+                 seal; check the devices with `odt seal-check` and `odt verify`",
+                String::from_utf8_lossy(&view.path(i.id()))
+            ))
+            .into()
+        })
+    })?;
+    if m.root() != seal.manifest_root {
+        return Err(TripError::Invalid(
+            "the files on the devices no longer match the manifest the seal signed; check \
+             the devices with `odt seal-check` and `odt verify`"
+                .into(),
+        )
+        .into());
+    }
+    Ok(Some(m))
+}
+
+/// Every entry but the root, with `hash` giving each regular file's BLAKE3 root.
+fn collect(store: &Store, mut hash: impl FnMut(Entry<'_>) -> Result<[u8; 32]>) -> Result<Manifest> {
     let view = store.view();
     let root = view.root().id();
     let mut files = Vec::with_capacity(view.len());
     for i in view.entries().filter(|i| i.id() != root) {
         let blake3 = match i.kind() {
-            Kind::File => file_root(store, i)?,
+            Kind::File => hash(i)?,
             _ => [0; 32],
         };
         let entry = FileManifest {
