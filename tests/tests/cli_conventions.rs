@@ -1,8 +1,7 @@
 //! The command-line conventions through the real `odt` binary: with `--json` every failure
 //! is one `{"error": {"kind", "message"}}` object on stdout with the exit code of the one
 //! table (wrong code, unreachable appliance, truncated device, missing job folder, a
-//! refused erase, an unsealed set, wrong usage); the table in every `--help`; progress as
-//! JSON lines when stderr is not a terminal; shell completions and manual pages; and
+//! refused erase, an unsealed set, wrong usage); the table in every `--help`; shell completions and manual pages; and
 //! `scripts/run-appliance` with a `CARGO_TARGET_DIR`, `--fresh` and an erased demo device.
 
 use std::io::{BufRead, BufReader};
@@ -146,20 +145,6 @@ fn json_failures_carry_a_stable_kind_and_the_exit_code_of_the_table() {
     assert!(o.stdout.is_empty(), "{}", text(&o));
     let o = odt(&["bom", "--appliance", "x", "--device", &dev, "--json"]);
     json_failure(&o, 2, "usage");
-
-    // Progress: JSON lines on a stderr that is not a terminal.
-    let o = odt(&["verify", "--device", &dev, "--job", &jd]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    let lines: Vec<Value> = String::from_utf8_lossy(&o.stderr)
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
-    let last = lines
-        .last()
-        .unwrap_or_else(|| panic!("no progress line: {}", text(&o)));
-    assert_eq!(last["what"], "verify", "{last}");
-    assert_eq!(last["unit"], "bytes", "{last}");
-    assert_eq!(last["done"], last["total"], "{last}");
 }
 
 #[test]
