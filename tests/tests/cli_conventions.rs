@@ -1,8 +1,8 @@
 //! The command-line conventions through the real `odt` binary: with `--json` every failure
 //! is one `{"error": {"kind", "message"}}` object on stdout with the exit code of the one
 //! table (wrong code, unreachable appliance, truncated device, missing job folder, a
-//! refused erase, an unsealed set, wrong usage); the table in every `--help`; shell completions and manual pages; and
-//! `scripts/run-appliance` with a `CARGO_TARGET_DIR`, `--fresh` and an erased demo device.
+//! refused erase, an unsealed set, wrong usage); the table in every `--help`; shell
+//! completions and manual pages; and `scripts/run-appliance` with a `CARGO_TARGET_DIR`, `--fresh` and an erased demo device.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
