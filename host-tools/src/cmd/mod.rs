@@ -6,6 +6,7 @@ pub mod import;
 pub mod ingest;
 pub mod job;
 pub mod provision;
+pub mod refused;
 pub mod seal;
 pub mod seal_check;
 pub mod status;
