@@ -183,7 +183,9 @@ fn kind_of(e: &(dyn std::error::Error + 'static)) -> Option<Kind> {
             IngestError::Seal(_) => Kind::SealBroken,
             IngestError::Conflict { .. } => Kind::Conflict,
             IngestError::NoSpace { .. } => Kind::NoSpace,
-            IngestError::Busy { .. } => Kind::Conflict,
+            IngestError::Busy { .. }
+            | IngestError::Conflicts { .. }
+            | IngestError::UnsafeDatastore { .. } => Kind::Conflict,
             IngestError::Datastore { .. } | IngestError::NotADirectory { .. } => Kind::Datastore,
             IngestError::State(_) => Kind::Datastore,
         });
@@ -249,7 +251,8 @@ fn store_kind(k: &ErrorKind) -> Kind {
             TripError::ReadFile { .. } => Kind::NoJob,
             TripError::BadJob { .. } => Kind::BadJob,
             TripError::NotProvisioned => Kind::NotProvisioned,
-            TripError::TooSmall(_) => Kind::NoSpace,
+            TripError::TooSmall(_) | TripError::DeviceTooSmall { .. } => Kind::NoSpace,
+            TripError::NotBlank { .. } => Kind::Conflict,
             _ => Kind::Failed,
         },
         // A kind added to the store later reads as a plain failure until mapped here.

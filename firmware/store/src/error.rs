@@ -368,6 +368,30 @@ pub enum TripError {
     /// A device is too small to provision.
     #[error("no space left: {0}")]
     TooSmall(String),
+    /// A device to provision is smaller than the metadata and one segment.
+    #[error(
+        "device too small: {path} has {size} bytes, needs at least {needed} (the metadata and \
+         one segment); give a larger device, or a smaller --segment-size or --journal-size"
+    )]
+    DeviceTooSmall {
+        /// The device.
+        path: PathBuf,
+        /// Its size in bytes (as it would be after `--size`).
+        size: u64,
+        /// The smallest size that holds a set.
+        needed: u64,
+    },
+    /// A device to provision holds an ODT set or other data; nothing was written.
+    #[error(
+        "refusing to provision {path}: it holds {found}; nothing was written. Check the device \
+         path; to destroy what is there, `odt erase` it (an ODT set) or pass --force"
+    )]
+    NotBlank {
+        /// The device.
+        path: PathBuf,
+        /// What is on it ([`crate::trip::provision::Found::describe`]).
+        found: String,
+    },
     /// An argument or a state the operation cannot take.
     #[error("invalid argument: {0}")]
     Invalid(String),

@@ -33,9 +33,16 @@ pub struct NewArgs {
 /// `odt job show`
 #[derive(Debug, Args)]
 pub struct ShowArgs {
-    /// The job directory.
-    #[arg(long)]
-    pub job: PathBuf,
+    /// The job directory (`odt job show DIR`, or `--job DIR`).
+    #[arg(
+        value_name = "DIR",
+        required_unless_present = "job_opt",
+        conflicts_with = "job_opt"
+    )]
+    pub job: Option<PathBuf>,
+    /// The job directory, as an option (the same as the DIR argument).
+    #[arg(long = "job", id = "job_opt", value_name = "DIR")]
+    pub job_opt: Option<PathBuf>,
     /// Print the job as JSON.
     #[arg(long)]
     pub json: bool,
@@ -46,7 +53,8 @@ pub fn run(c: JobCommand) -> anyhow::Result<i32> {
     match c {
         JobCommand::New(a) => new(a),
         JobCommand::Show(a) => {
-            let j = Job::load(&a.job)?;
+            let dir = a.job.or(a.job_opt).expect("clap requires DIR or --job");
+            let j = Job::load(&dir)?;
             if a.json {
                 crate::output::json(&j)?;
             } else {

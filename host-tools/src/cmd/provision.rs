@@ -3,7 +3,7 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Args;
 use odt_store::crypto::cipher::Cipher;
 use odt_store::trip::job::{Job, JobDevice, JobSet};
@@ -30,7 +30,10 @@ pub struct ProvisionArgs {
     /// Metadata journal size (default: 1/64 of the first device, 16 MiB to 4 GiB).
     #[arg(long, value_parser = crate::output::parse_size)]
     pub journal_size: Option<u64>,
-    /// Provision again although the job already has devices (their old keys are lost).
+    /// Provision although the job already has devices (their old keys are lost), or a
+    /// device is not blank: it holds an ODT set (of any job, sealed or not) or other data,
+    /// which is destroyed. Without it such devices are refused before anything is written
+    /// (exit 8); blank devices and devices erased by `odt erase` need no --force.
     #[arg(long)]
     pub force: bool,
     /// Write the unlock sheet to this file (mode 0600) as well as printing it: the unlock
@@ -52,11 +55,12 @@ pub fn run(a: ProvisionArgs) -> anyhow::Result<i32> {
         )
     })?;
     if job.set.is_some() && !a.force {
-        bail!(
+        let msg = format!(
             "job {} already has provisioned devices; pass --force to provision new ones \
              (the old set can then no longer be unlocked with this job)",
             job.id
         );
+        return Err(crate::exit::Refusal::new(crate::exit::Kind::Conflict, msg).into());
     }
     let recipient = job.recipient()?;
     let opts = Options {
@@ -64,7 +68,9 @@ pub fn run(a: ProvisionArgs) -> anyhow::Result<i32> {
         segment_size: a.segment_size,
         journal_len: a.journal_size,
         create_size: a.size,
+        overwrite: a.force,
     };
+    // A device that is not blank is refused (TripError::NotBlank: exit 8, kind `conflict`).
     let p = provision::provision(&a.devices, &job.id, &job.name, &recipient, &opts)?;
     let sb0 = &p.superblocks[0];
     job.set = Some(JobSet {

@@ -2,6 +2,19 @@
 
 use crate::output::bytes as human;
 
+fn conflict_list(c: &[super::conflicts::Conflict]) -> String {
+    let lines: Vec<String> = c
+        .iter()
+        .map(|c| {
+            format!(
+                "  {} ({} there, the device has a {})",
+                c.path, c.found, c.entry
+            )
+        })
+        .collect();
+    lines.join("\n")
+}
+
 /// Everything that stops an ingest. (Damaged files do not: they are quarantined and
 /// reported.)
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +79,33 @@ pub enum IngestError {
     Busy {
         /// The datastore.
         path: String,
+    },
+    /// Paths of the plan already hold things this ingest did not write; nothing was
+    /// written (`--on-conflict` was not given).
+    #[error(
+        "refusing to ingest into {datastore}: {} path(s) there already hold something this \
+         ingest did not write; no file was written:\n{}\nMove them away or choose an \
+         empty --to; or pass --on-conflict skip (leave them, do not write these entries) or \
+         --on-conflict rename (write the entries under free names beside them)",
+        conflicts.len(),
+        conflict_list(conflicts)
+    )]
+    Conflicts {
+        /// The datastore.
+        datastore: String,
+        /// The paths and what is there.
+        conflicts: Vec<super::conflicts::Conflict>,
+    },
+    /// The datastore is inside the job folder or a device's folder, or holds one.
+    #[error(
+        "refusing to ingest into {datastore}: {why}; the ingest could replace the job's keys \
+         or a device. Choose a datastore elsewhere; nothing was written"
+    )]
+    UnsafeDatastore {
+        /// The datastore, as given.
+        datastore: String,
+        /// Which folder it is in or holds.
+        why: String,
     },
     /// The datastore's state belongs to another job or is unreadable.
     #[error("{0}")]

@@ -6,8 +6,10 @@
 //! only when complete ([`datastore`]), then symlinks and directory attributes, the report
 //! ([`report`]) and the ingest receipt on device 1 that `odt erase` looks for.
 
+pub mod conflicts;
 pub mod datastore;
 pub mod error;
+pub mod file_log;
 pub mod plan;
 pub mod report;
 pub mod safe_path;
@@ -44,6 +46,8 @@ pub struct Options {
     pub ignore_seal: bool,
     /// Start even if the datastore reports too little free space (see [`space_needed`]).
     pub skip_space_check: bool,
+    /// What to do with paths that already hold something the ingest did not write.
+    pub on_conflict: conflicts::OnConflict,
 }
 
 /// Bytes the datastore must have free for `files`: their data (holes take no space), each
@@ -81,6 +85,7 @@ fn now_unix() -> u64 {
 /// an `Err` means the ingest stopped (running it again resumes).
 pub fn run(opts: &Options, progress: ProgressFactory<'_>) -> Result<Report, IngestError> {
     let started = Instant::now();
+    conflicts::check_location(&opts.datastore, &opts.job_dir, &opts.devices)?;
     let (job, locked) = crate::job_devices::open(&opts.devices, &opts.job_dir)?;
     let sb0 = locked.superblock().clone();
     let mut warnings = Vec::new();
@@ -108,9 +113,17 @@ pub fn run(opts: &Options, progress: ProgressFactory<'_>) -> Result<Report, Inge
     // The per-file roots are journaled (authenticated) with the seal op; each file written
     // must hash to its root.
     let sealed_roots: Option<HashMap<u64, [u8; 32]>> = crate::job_devices::sealed_roots(&store);
-    let plan = plan::build(&store.view());
+    let mut plan = plan::build(&store.view());
     let ds = Datastore::open(&opts.datastore)?;
     let state = state::State::open(&ds, &job.id, sb0.set_id)?;
+    // Before anything is written: what is already there and not this ingest's own.
+    let resolution = conflicts::resolve(&mut plan, &ds, &state, opts.on_conflict)?;
+    if opts.on_conflict == conflicts::OnConflict::Refuse && !resolution.conflicts.is_empty() {
+        return Err(IngestError::Conflicts {
+            datastore: opts.datastore.display().to_string(),
+            conflicts: resolution.conflicts,
+        });
+    }
     let mut todo: Vec<&PlannedFile> = Vec::new();
     let mut resumed: Vec<&PlannedFile> = Vec::new();
     for f in &plan.files {
@@ -196,7 +209,8 @@ pub fn run(opts: &Options, progress: ProgressFactory<'_>) -> Result<Report, Inge
     }
     let bytes_written: u64 = outcome.written.iter().map(|(i, _)| todo[*i].size).sum();
     let bytes_resumed: u64 = resumed.iter().map(|f| f.size).sum();
-    let complete = outcome.quarantined.is_empty() && plan.refused.is_empty();
+    let skipped = resolution.skipped_files.len() as u64;
+    let complete = outcome.quarantined.is_empty() && plan.refused.is_empty() && skipped == 0;
     let mut report = Report {
         job_id: job.id.clone(),
         job_name: job.name.clone(),
@@ -237,7 +251,92 @@ pub fn run(opts: &Options, progress: ProgressFactory<'_>) -> Result<Report, Inge
         },
         warnings,
         custody: odt_store::trip::custody::log(&store),
+        on_conflict: opts.on_conflict,
+        conflicts: resolution.conflicts.clone(),
+        files_skipped: skipped,
+        file_log: [file_log::CSV_FILE, file_log::JSONL_FILE]
+            .iter()
+            .map(|n| {
+                opts.datastore
+                    .join(plan::STATE_DIR)
+                    .join(n)
+                    .display()
+                    .to_string()
+            })
+            .collect(),
     };
+    let mut log = Vec::new();
+    let written: HashMap<usize, [u8; 32]> = outcome.written.iter().copied().collect();
+    let quarantined: HashMap<&str, &str> = report
+        .quarantined
+        .iter()
+        .map(|q| (q.datastore_path.as_str(), q.why.as_str()))
+        .collect();
+    let todo_index: HashMap<u64, usize> = todo.iter().enumerate().map(|(i, f)| (f.id, i)).collect();
+    for f in &plan.files {
+        let path = f.rel_display();
+        let renamed = resolution.renamed_files.get(&path);
+        let (outcome, reason, blake3) = if let Some(why) = quarantined.get(path.as_str()) {
+            (file_log::Outcome::Quarantined, why.to_string(), None)
+        } else if let Some(root) = todo_index.get(&f.id).and_then(|i| written.get(i)) {
+            (
+                file_log::Outcome::Written,
+                String::new(),
+                Some(hex::encode(root)),
+            )
+        } else if let Some(e) = state.done_entry(f) {
+            (
+                file_log::Outcome::Written,
+                "written by an earlier run of this ingest".to_string(),
+                Some(e.blake3.clone()),
+            )
+        } else {
+            continue;
+        };
+        let (outcome, reason) = match (outcome, renamed) {
+            (file_log::Outcome::Written, Some(why)) => (
+                file_log::Outcome::Renamed,
+                format!(
+                    "{why} (--on-conflict rename){}",
+                    if reason.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; {reason}")
+                    }
+                ),
+            ),
+            other => (other.0, reason),
+        };
+        log.push(file_log::Line {
+            path,
+            device_path: f.device_path.clone(),
+            outcome,
+            reason,
+            size: Some(f.size),
+            blake3,
+        });
+    }
+    for (path, device_path, size, why) in &resolution.skipped_files {
+        log.push(file_log::Line {
+            path: path.clone(),
+            device_path: device_path.clone(),
+            outcome: file_log::Outcome::Skipped,
+            reason: format!("{why} (--on-conflict skip)"),
+            size: Some(*size),
+            blake3: None,
+        });
+    }
+    for r in &plan.refused {
+        log.push(file_log::Line {
+            path: String::new(),
+            device_path: r.path.clone(),
+            outcome: file_log::Outcome::Skipped,
+            reason: format!("refused: {}", r.why),
+            size: None,
+            blake3: None,
+        });
+    }
+    file_log::write(&ds, &log)?;
     // The receipt: what `odt erase` checks before destroying the keys.
     let mut receipt = Receipt {
         set_id: sb0.set_id,
@@ -258,19 +357,30 @@ pub fn run(opts: &Options, progress: ProgressFactory<'_>) -> Result<Report, Inge
     receipt.sign(store.secrets());
     let dev0_path = store.devices()[0].path().to_path_buf();
     drop(store);
-    report.receipt = match Device::open(&dev0_path, true).and_then(|d| receipt.write(&d, &sb0)) {
-        Ok(()) => ReceiptStatus {
-            on_device: true,
-            why_not: None,
-        },
-        Err(e) => ReceiptStatus {
+    report.receipt = if skipped > 0 {
+        // The device holds the only copy of the skipped files: `odt erase` must not take
+        // this ingest for a complete one.
+        ReceiptStatus {
             on_device: false,
             why_not: Some(format!(
-                "cannot write it to {}: {}",
-                dev0_path.display(),
-                odt_store::error::one_line(&e)
+                "{skipped} file(s) were skipped (--on-conflict skip) and exist only on the device"
             )),
-        },
+        }
+    } else {
+        match Device::open(&dev0_path, true).and_then(|d| receipt.write(&d, &sb0)) {
+            Ok(()) => ReceiptStatus {
+                on_device: true,
+                why_not: None,
+            },
+            Err(e) => ReceiptStatus {
+                on_device: false,
+                why_not: Some(format!(
+                    "cannot write it to {}: {}",
+                    dev0_path.display(),
+                    odt_store::error::one_line(&e)
+                )),
+            },
+        }
     };
     let json = serde_json::to_vec_pretty(&report).expect("report serialises");
     ds.write_state_file("report.json", &json)?;

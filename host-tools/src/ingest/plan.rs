@@ -436,7 +436,12 @@ pub fn build(ns: &View) -> Plan {
         if !descriptors_here.is_empty() {
             descriptors_here.sort();
             plan.bundles.push(Bundle {
-                path: rel_display(&rel),
+                // A bundle at the top of the share is named by the folder it is in: "/".
+                path: if rel.is_empty() {
+                    "/".to_string()
+                } else {
+                    rel_display(&rel)
+                },
                 descriptors: descriptors_here
                     .iter()
                     .map(|d| safe_path::display(d.as_bytes()))

@@ -91,6 +91,14 @@ pub struct Report {
     pub receipt: ReceiptStatus,
     /// What the provider should know but did not stop the ingest.
     pub warnings: Vec<String>,
+    /// What was done with paths that already held something (`--on-conflict`).
+    pub on_conflict: super::conflicts::OnConflict,
+    /// Paths that already held something the ingest did not write.
+    pub conflicts: Vec<super::conflicts::Conflict>,
+    /// Files not written because of a conflict (`--on-conflict skip`).
+    pub files_skipped: u64,
+    /// The per-file logs (CSV and JSON lines).
+    pub file_log: Vec<String>,
     /// The custody log journaled on the appliance (up to the seal, which signs it).
     pub custody: odt_store::trip::custody::Log,
 }
@@ -197,6 +205,35 @@ impl Report {
                 let _ = writeln!(s, "  {} -> {}: {}", r.device_path, r.datastore_path, r.why);
             }
         }
+        if !self.conflicts.is_empty() {
+            let _ = writeln!(
+                s,
+                "Already in the datastore, not written by this ingest ({}, --on-conflict {}):",
+                self.conflicts.len(),
+                serde_json::to_value(self.on_conflict)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default()
+            );
+            for c in &self.conflicts {
+                match &c.renamed_to {
+                    Some(to) => {
+                        let _ = writeln!(
+                            s,
+                            "  {} ({} there): {} written as {to}",
+                            c.path, c.found, c.entry
+                        );
+                    }
+                    None => {
+                        let _ =
+                            writeln!(s, "  {} ({} there): {} skipped", c.path, c.found, c.entry);
+                    }
+                }
+            }
+        }
+        if let Some(csv) = self.file_log.first() {
+            let _ = writeln!(s, "  per-file log: {csv} (and .jsonl)");
+        }
         s.push_str(&crate::output::custody(&self.custody));
         for w in &self.warnings {
             let _ = writeln!(s, "warning: {w}");
@@ -214,7 +251,7 @@ impl Report {
             if self.complete {
                 "Complete: every file is in the datastore."
             } else {
-                "INCOMPLETE: see the quarantined and refused entries above."
+                "INCOMPLETE: see the quarantined, refused and skipped entries above."
             }
         );
         s

@@ -55,6 +55,8 @@ pub struct State {
     /// Which ingest the datastore holds.
     pub header: Header,
     done: HashMap<u64, DoneEntry>,
+    /// Datastore path -> id of the file earlier runs finished there.
+    by_path: HashMap<String, u64>,
     log: Mutex<File>,
 }
 
@@ -120,9 +122,11 @@ impl State {
                 source: err,
             })?;
         }
+        let by_path = done.values().map(|e| (e.path.clone(), e.id)).collect();
         Ok(State {
             header,
             done,
+            by_path,
             log: Mutex::new(log),
         })
     }
@@ -132,6 +136,11 @@ impl State {
         self.done
             .get(&f.id)
             .filter(|e| e.fingerprint == hex::encode(f.fingerprint) && e.size == f.size)
+    }
+
+    /// The id of the file an earlier run finished at datastore path `path`, if any.
+    pub fn wrote(&self, path: &str) -> Option<u64> {
+        self.by_path.get(path).copied()
     }
 
     /// Number of files earlier runs finished.

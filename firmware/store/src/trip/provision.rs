@@ -7,9 +7,10 @@ use crate::crypto::cipher::Cipher;
 use crate::crypto::keys::{Secrets, UnlockCode, random_u64};
 use crate::crypto::tls::TlsIdentity;
 use crate::device::Device;
-use crate::error::{FormatError, Result, TripError};
-use crate::format::segment;
+use crate::error::{ErrorKind, FormatError, Result, TripError};
 use crate::format::superblock::{FORMAT_VERSION, JOURNAL_START, SLOT, Superblock};
+use crate::format::{is_zero, seal_record, segment};
+use crate::trip::receipt::Receipt;
 
 const MIB: u64 = 1 << 20;
 
@@ -24,6 +25,9 @@ pub struct Options {
     pub journal_len: Option<u64>,
     /// Size for image files that do not exist yet.
     pub create_size: Option<u64>,
+    /// Provision over devices that hold an ODT set or other data (`odt provision
+    /// --force`). Without it only blank and erased devices are taken ([`survey`]).
+    pub overwrite: bool,
 }
 
 impl Default for Options {
@@ -33,6 +37,7 @@ impl Default for Options {
             segment_size: 64 * MIB,
             journal_len: None,
             create_size: None,
+            overwrite: false,
         }
     }
 }
@@ -49,7 +54,150 @@ pub struct Provisioned {
     pub tls: TlsIdentity,
 }
 
+/// What a device holds before provisioning, as far as can be told without keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found {
+    /// All zero where the superblock and seal slots go, at both ends.
+    Blank,
+    /// Crypto-erased by `odt erase`.
+    Erased,
+    /// A device of an ODT set.
+    Odt(OdtDevice),
+    /// Anything else: a file system, a partition table, an image of something.
+    Foreign,
+}
+
+/// An ODT device found where a new set was to go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OdtDevice {
+    /// The job it was provisioned for.
+    pub job_id: String,
+    /// That job's name.
+    pub job_name: String,
+    /// 1-based position in its set, and the set's size.
+    pub index: u32,
+    /// Devices in its set.
+    pub count: u32,
+    /// The journal holds batches: the set was unlocked (and may hold customer data).
+    /// Known on device 1 only (the journal is there).
+    pub unlocked: Option<bool>,
+    /// The seal code, if the set was sealed; `Err` if its seal record is damaged.
+    pub seal: std::result::Result<Option<String>, String>,
+    /// An ingest receipt for this set (device 1 only): `Some(quarantined files)`.
+    pub ingested: Option<u64>,
+}
+
+impl Found {
+    /// The device may be provisioned without `--force`.
+    pub fn is_free(&self) -> bool {
+        matches!(self, Found::Blank | Found::Erased)
+    }
+
+    /// What is there, for the refusal.
+    pub fn describe(&self) -> String {
+        match self {
+            Found::Blank => "blank".into(),
+            Found::Erased => "erased by `odt erase`".into(),
+            Found::Foreign => "non-zero data, not an ODT device".into(),
+            Found::Odt(d) => {
+                let seal = match &d.seal {
+                    Ok(Some(code)) => format!("sealed (seal code {code})"),
+                    Ok(None) => "not sealed".into(),
+                    Err(why) => format!("seal record damaged ({why})"),
+                };
+                let unlocked = match d.unlocked {
+                    Some(true) => ", unlocked (may hold customer data)",
+                    Some(false) => ", never unlocked",
+                    None => "",
+                };
+                let ingested = match d.ingested {
+                    Some(0) => ", ingested",
+                    Some(_) => ", ingested with files quarantined",
+                    None if d.index == 1 => ", NOT ingested",
+                    None => ", ingest unknown (see device 1)",
+                };
+                format!(
+                    "device {} of {} of job {} ({}), {seal}{unlocked}{ingested}",
+                    d.index, d.count, d.job_name, d.job_id
+                )
+            }
+        }
+    }
+}
+
+/// The places a superblock or seal record of a device of `size` bytes can be: both ends,
+/// for the device's own size and for the whole-MiB size a layout uses.
+fn metadata_places(size: u64) -> Vec<u64> {
+    let mut at = vec![0, SLOT];
+    for end in [size, size / MIB * MIB] {
+        if end >= 4 * SLOT {
+            at.extend([end - SLOT, end - 2 * SLOT]);
+        }
+    }
+    at.sort_unstable();
+    at.dedup();
+    at
+}
+
+/// Finds out what `dev` holds (reads only).
+pub fn survey(dev: &Device) -> Result<Found> {
+    let sb = match Superblock::read(dev) {
+        Ok(sb) => sb,
+        Err(e) if matches!(e.kind(), ErrorKind::Format(FormatError::Erased { .. })) => {
+            return Ok(Found::Erased);
+        }
+        // Not a live superblock: blank only if every metadata place is all zero.
+        Err(e) if matches!(e.kind(), ErrorKind::Format(_)) => {
+            let size = dev.size();
+            let blank = if size < 4 * SLOT {
+                is_zero(&dev.read_vec(0, size as usize)?)
+            } else {
+                let mut all = true;
+                for at in metadata_places(size) {
+                    all &= is_zero(&dev.read_vec(at, SLOT as usize)?);
+                }
+                all
+            };
+            return Ok(if blank { Found::Blank } else { Found::Foreign });
+        }
+        Err(e) => return Err(e),
+    };
+    let seal = match seal_record::read(dev, &sb) {
+        Ok(s) => Ok(s.map(|s| s.code())),
+        Err(e) => Err(crate::error::one_line(&e)),
+    };
+    let (unlocked, ingested) = if sb.device_index == 0 {
+        let head = dev.read_vec(JOURNAL_START, 4)?;
+        let ingested = Receipt::read(dev, &sb)
+            .ok()
+            .flatten()
+            .filter(|r| r.set_id == sb.set_id && r.job_id == sb.job_id)
+            .map(|r| r.quarantined);
+        (Some(!is_zero(&head)), ingested)
+    } else {
+        (None, None)
+    };
+    Ok(Found::Odt(OdtDevice {
+        job_id: sb.job_id,
+        job_name: sb.job_name,
+        index: sb.device_index + 1,
+        count: sb.device_count,
+        unlocked,
+        seal,
+        ingested,
+    }))
+}
+
+/// The smallest device that holds the metadata and one segment.
+pub fn min_device_size(journal_len: u64, segment_size: u64) -> u64 {
+    (JOURNAL_START + journal_len).div_ceil(MIB) * MIB + segment_size + 2 * SLOT
+}
+
 /// Provisions `paths` as one set for job `job_id`.
+///
+/// Nothing is written unless every device is large enough and, without
+/// [`Options::overwrite`], blank or erased ([`survey`]): a device holding anything else is
+/// refused with [`TripError::NotBlank`].
 pub fn provision(
     paths: &[PathBuf],
     job_id: &str,
@@ -65,6 +213,62 @@ pub fn provision(
             "segment size must be a multiple of 1 MiB, at least 4 MiB".into(),
         )
         .into());
+    }
+    // Sizes as they will be: missing files and smaller image files grow to `create_size`.
+    let mut sizes = Vec::new();
+    for p in paths {
+        let (exists, is_file) = match std::fs::metadata(p) {
+            Ok(m) => (true, m.is_file()),
+            Err(_) => (false, false),
+        };
+        if !exists && opts.create_size.is_none() {
+            sizes.push(None); // create_or_open says what is missing
+            continue;
+        }
+        let now = if exists {
+            Device::open(p, false)?.size()
+        } else {
+            0
+        };
+        sizes.push(Some(match opts.create_size {
+            Some(c) if !exists || is_file => now.max(c),
+            _ => now,
+        }));
+    }
+    let journal_len0 = sizes.first().copied().flatten().map(|size0| {
+        opts.journal_len
+            .unwrap_or_else(|| (size0 / 64).clamp(16 * MIB, 4096 * MIB))
+            .div_ceil(MIB)
+            * MIB
+    });
+    for (i, (p, size)) in paths.iter().zip(&sizes).enumerate() {
+        let Some(size) = *size else { continue };
+        let journal = if i == 0 { journal_len0.unwrap_or(0) } else { 0 };
+        let needed = min_device_size(journal, opts.segment_size);
+        if size / MIB * MIB < needed {
+            return Err(TripError::DeviceTooSmall {
+                path: p.clone(),
+                size,
+                needed,
+            }
+            .into());
+        }
+    }
+    // Look before touching anything: an existing device is read, never written, until all
+    // of them have passed.
+    for p in paths {
+        if !p.exists() {
+            continue;
+        }
+        let d = Device::open(p, false)?;
+        let found = survey(&d)?;
+        if !found.is_free() && !opts.overwrite {
+            return Err(TripError::NotBlank {
+                path: p.clone(),
+                found: found.describe(),
+            }
+            .into());
+        }
     }
     let mut devs = Vec::new();
     for p in paths {
@@ -136,4 +340,107 @@ pub fn provision(
         signing_public,
         tls,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts() -> Options {
+        Options {
+            segment_size: 4 * MIB,
+            journal_len: Some(16 * MIB),
+            create_size: Some(32 * MIB),
+            ..Options::default()
+        }
+    }
+
+    fn provision_one(p: &std::path::Path, o: &Options) -> Result<Provisioned> {
+        let id = age::x25519::Identity::generate();
+        provision(&[p.to_path_buf()], "job-1", "first", &id.to_public(), o)
+    }
+
+    #[test]
+    fn only_blank_and_erased_devices_are_taken_without_overwrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("d.img");
+        provision_one(&p, &opts()).unwrap();
+        let found = survey(&Device::open(&p, false).unwrap()).unwrap();
+        let Found::Odt(d) = &found else {
+            panic!("{found:?}")
+        };
+        assert_eq!((d.job_id.as_str(), d.index, d.count), ("job-1", 1, 1));
+        assert_eq!(
+            (d.unlocked, d.seal.clone(), d.ingested),
+            (Some(false), Ok(None), None)
+        );
+        assert!(
+            found.describe().contains("job first (job-1), not sealed"),
+            "{}",
+            found.describe()
+        );
+        let before = std::fs::read(&p).unwrap();
+        let e = provision_one(&p, &opts()).err().unwrap();
+        assert!(
+            matches!(e.kind(), ErrorKind::Trip(TripError::NotBlank { .. })),
+            "{e}"
+        );
+        assert!(
+            std::fs::read(&p).unwrap() == before,
+            "a refused provision wrote"
+        );
+        provision_one(
+            &p,
+            &Options {
+                overwrite: true,
+                ..opts()
+            },
+        )
+        .unwrap();
+
+        let sb = Superblock::read(&Device::open(&p, false).unwrap()).unwrap();
+        sb.erase(&Device::open(&p, true).unwrap()).unwrap();
+        assert_eq!(
+            survey(&Device::open(&p, false).unwrap()).unwrap(),
+            Found::Erased
+        );
+        provision_one(&p, &opts()).unwrap();
+
+        let blank = dir.path().join("blank.img");
+        std::fs::File::create(&blank)
+            .unwrap()
+            .set_len(32 * MIB)
+            .unwrap();
+        assert_eq!(
+            survey(&Device::open(&blank, false).unwrap()).unwrap(),
+            Found::Blank
+        );
+        let d = Device::open(&blank, true).unwrap();
+        d.write_at(b"x", 32 * MIB - 2 * SLOT + 5).unwrap();
+        assert_eq!(survey(&d).unwrap(), Found::Foreign);
+    }
+
+    #[test]
+    fn a_small_device_is_refused_with_both_sizes_before_anything_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("tiny.img");
+        std::fs::write(&p, b"0123456789").unwrap();
+        let e = provision_one(
+            &p,
+            &Options {
+                create_size: None,
+                ..opts()
+            },
+        )
+        .err()
+        .unwrap();
+        match e.kind() {
+            ErrorKind::Trip(TripError::DeviceTooSmall { size, needed, .. }) => {
+                assert_eq!(*size, 10);
+                assert_eq!(*needed, min_device_size(16 * MIB, 4 * MIB));
+            }
+            _ => panic!("{e}"),
+        }
+        assert_eq!(std::fs::read(&p).unwrap(), b"0123456789");
+    }
 }

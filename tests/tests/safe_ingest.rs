@@ -1,0 +1,301 @@
+//! `odt ingest` never replaces what it did not write (issue 14): a datastore holding a
+//! same-named file stops it before anything is written (exit 8, the file unchanged, the
+//! conflict listed); `--on-conflict skip` and `rename` leave that file alone; a datastore
+//! in or around the job folder or the device's folder is refused; a resumed run does not
+//! take its own files for conflicts; and the per-file log's BLAKE3 is what `b3sum` prints
+//! for each written file.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use odt_e2e::bins;
+use odt_e2e::run::{run, run_ok};
+use odt_store::trip::seal;
+use odt_test_support::prelude::*;
+
+const LIMIT: Duration = Duration::from_secs(300);
+
+/// A sealed set of two VM folders and a top-level bundle, with its job directory.
+struct Set {
+    fx: Fixture,
+    /// Holds the job directory and the datastores (apart from the device's folder).
+    out: tempfile::TempDir,
+    job: PathBuf,
+    /// Device path -> content.
+    files: BTreeMap<String, Vec<u8>>,
+}
+
+fn sealed_set() -> Set {
+    let fx = Fixture::new(1, 256 * MIB);
+    let s = fx.open();
+    let mut files = BTreeMap::new();
+    let vm = s.mkdir(s.root(), b"vm", 0o755).unwrap();
+    let other = s.mkdir(s.root(), b"other", 0o755).unwrap();
+    for (dir, dname, name, seed, len) in [
+        (vm.id, "vm", "disk.vmdk", 1, 3 * MIB as usize + 17),
+        (vm.id, "vm", "vm.ovf", 2, 900),
+        (other.id, "other", "notes, v2.txt", 3, 5000),
+    ] {
+        let f = s.create(dir, name.as_bytes(), 0o644).unwrap();
+        let data = pattern(seed, len);
+        s.write(f.id, 0, &data).unwrap();
+        files.insert(format!("{dname}/{name}"), data);
+    }
+    let top = s.create(s.root(), b"top.ovf", 0o644).unwrap();
+    s.write(top.id, 0, b"<Envelope/>").unwrap();
+    files.insert("top.ovf".into(), b"<Envelope/>".to_vec());
+    seal::seal(&s, vec![]).unwrap();
+    drop(s);
+    let out = tempfile::tempdir().unwrap();
+    let job = out.path().join("job");
+    odt_test_support::fixture::write_job(&job, &fx.job_id, &fx.identity, &fx.provisioned);
+    Set {
+        fx,
+        out,
+        job,
+        files,
+    }
+}
+
+/// `odt ingest` of `set` into `to` with `extra` arguments: exit code, stdout, stderr.
+fn ingest(set: &Set, to: &Path, extra: &[&str]) -> (i32, String, String) {
+    let mut c = Command::new(bins::odt());
+    c.arg("ingest")
+        .arg("--device")
+        .arg(&set.fx.paths[0])
+        .arg("--job")
+        .arg(&set.job)
+        .arg("--to")
+        .arg(to)
+        .args(extra);
+    let o = run(&mut c, None, LIMIT);
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// Every file below `dir` (not the ingest's state): path -> content.
+fn tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    fn walk(root: &Path, d: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
+        for e in std::fs::read_dir(d).unwrap() {
+            let e = e.unwrap();
+            let p = e.path();
+            if p.file_name().unwrap() == ".odt-ingest" {
+                continue;
+            }
+            if e.file_type().unwrap().is_dir() {
+                walk(root, &p, out);
+            } else {
+                let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+                out.insert(rel, std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+/// The JSON-lines per-file log.
+fn log_lines(ds: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(ds.join(".odt-ingest/files.jsonl"))
+        .expect("the per-file log files.jsonl")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
+}
+
+/// `b3sum` of a file, as it prints it.
+fn b3sum(p: &Path) -> String {
+    let out = run_ok(Command::new("b3sum").arg("--no-names").arg(p), LIMIT);
+    out.trim().to_string()
+}
+
+/// Checks every written or renamed line of the log against `b3sum` of the datastore file,
+/// and the CSV log against the JSON lines.
+fn check_log_against_b3sum(ds: &Path) -> usize {
+    let lines = log_lines(ds);
+    let mut checked = 0;
+    for l in &lines {
+        let outcome = l["outcome"].as_str().unwrap();
+        if outcome == "written" || outcome == "renamed" {
+            let p = ds.join(l["path"].as_str().unwrap());
+            assert_eq!(
+                l["blake3"].as_str().unwrap(),
+                b3sum(&p),
+                "the log's BLAKE3 of {} is not what b3sum says",
+                p.display()
+            );
+            assert_eq!(
+                l["size"].as_u64().unwrap(),
+                std::fs::metadata(&p).unwrap().len()
+            );
+            checked += 1;
+        }
+    }
+    let csv = std::fs::read_to_string(ds.join(".odt-ingest/files.csv")).unwrap();
+    let mut rows = csv.lines();
+    assert_eq!(
+        rows.next(),
+        Some("path,device_path,outcome,reason,size,blake3")
+    );
+    assert_eq!(
+        rows.count(),
+        lines.len(),
+        "CSV and JSON lines differ:\n{csv}"
+    );
+    for l in &lines {
+        if let Some(h) = l["blake3"].as_str() {
+            assert!(csv.contains(h), "{h} is not in the CSV log:\n{csv}");
+        }
+    }
+    checked
+}
+
+#[test]
+fn a_same_named_file_stops_the_ingest_and_stays_as_it_was() {
+    which_b3sum();
+    let set = sealed_set();
+    let ds = set.out.path().join("datastore");
+    std::fs::create_dir_all(ds.join("vm")).unwrap();
+    let mine = b"the provider's own disk, not from this device".to_vec();
+    std::fs::write(ds.join("vm/disk.vmdk"), &mine).unwrap();
+    std::fs::write(ds.join("unrelated.txt"), b"keep").unwrap();
+    let before = tree(&ds);
+
+    let (rc, out, err) = ingest(&set, &ds, &[]);
+    assert_eq!(rc, 8, "conflicts exit 8:\n{out}{err}");
+    assert!(
+        err.contains("vm/disk.vmdk") && err.contains("--on-conflict"),
+        "the refusal lists the conflict and the way on:\n{err}"
+    );
+    assert_eq!(
+        tree(&ds),
+        before,
+        "the refused ingest wrote into the datastore"
+    );
+
+    let (rc, out, _) = ingest(&set, &ds, &["--json"]);
+    assert_eq!(rc, 8);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("a JSON error object");
+    assert_eq!(v["error"]["kind"], "conflict", "{v}");
+    assert_eq!(tree(&ds), before);
+
+    // skip: the provider's file stays, everything else arrives; not complete (exit 3).
+    let (rc, out, err) = ingest(&set, &ds, &["--on-conflict", "skip"]);
+    assert_eq!(rc, 3, "{out}{err}");
+    let got = tree(&ds);
+    assert_eq!(
+        got["vm/disk.vmdk"], mine,
+        "skip replaced the provider's file"
+    );
+    assert_eq!(got["unrelated.txt"], b"keep");
+    for (p, data) in &set.files {
+        if p != "vm/disk.vmdk" {
+            assert_eq!(&got[p], data, "{p} was not ingested");
+        }
+    }
+    let lines = log_lines(&ds);
+    let skipped: Vec<_> = lines.iter().filter(|l| l["outcome"] == "skipped").collect();
+    assert_eq!(skipped.len(), 1, "{lines:?}");
+    assert_eq!(skipped[0]["path"], "vm/disk.vmdk");
+    assert_eq!(check_log_against_b3sum(&ds), set.files.len() - 1);
+    assert!(
+        out.contains("skipped") && out.contains("No ingest receipt"),
+        "the report says the file was skipped and erase will refuse:\n{out}"
+    );
+
+    // rename (same datastore: the files skip wrote are its own, not conflicts).
+    let (rc, out, err) = ingest(&set, &ds, &["--on-conflict", "rename"]);
+    assert_eq!(rc, 0, "{out}{err}");
+    let got = tree(&ds);
+    assert_eq!(
+        got["vm/disk.vmdk"], mine,
+        "rename replaced the provider's file"
+    );
+    assert_eq!(got["vm/disk.odt-1.vmdk"], set.files["vm/disk.vmdk"]);
+    let lines = log_lines(&ds);
+    let renamed: Vec<_> = lines.iter().filter(|l| l["outcome"] == "renamed").collect();
+    assert_eq!(renamed.len(), 1, "{lines:?}");
+    assert_eq!(renamed[0]["path"], "vm/disk.odt-1.vmdk");
+    assert_eq!(renamed[0]["device_path"], "vm/disk.vmdk");
+    assert_eq!(check_log_against_b3sum(&ds), set.files.len());
+
+    // Run again without --on-conflict: the renamed file is its own work, the provider's
+    // file is still a conflict.
+    let (rc, _, err) = ingest(&set, &ds, &[]);
+    assert_eq!(rc, 8, "{err}");
+    assert!(err.contains("1 path(s)"), "{err}");
+}
+
+#[test]
+fn a_fresh_ingest_logs_every_file_with_the_blake3_b3sum_prints_and_resumes_cleanly() {
+    which_b3sum();
+    let set = sealed_set();
+    let ds = set.out.path().join("fresh");
+    let (rc, out, err) = ingest(&set, &ds, &[]);
+    assert_eq!(rc, 0, "{out}{err}");
+    assert!(
+        out.contains("bundle /:"),
+        "a bundle at the top is named \"/\":\n{out}"
+    );
+    assert_eq!(tree(&ds), set.files);
+    assert_eq!(check_log_against_b3sum(&ds), set.files.len());
+    // Again into the same datastore: its own files are no conflict.
+    let (rc, out, err) = ingest(&set, &ds, &["--json"]);
+    assert_eq!(rc, 0, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["conflicts"].as_array().unwrap().len(), 0, "{v}");
+    assert_eq!(check_log_against_b3sum(&ds), set.files.len());
+}
+
+#[test]
+fn a_datastore_in_the_job_or_device_folder_is_refused() {
+    let set = sealed_set();
+    let job_files = |j: &Path| -> Vec<Vec<u8>> {
+        ["job.toml", "ingest.key"]
+            .iter()
+            .map(|n| std::fs::read(j.join(n)).unwrap())
+            .collect()
+    };
+    let before = job_files(&set.job);
+    let dev_dir = set.fx.paths[0].parent().unwrap().to_path_buf();
+    for (to, kind) in [
+        (set.job.clone(), "is the job folder"),
+        (set.job.join("out"), "is inside the job folder"),
+        (dev_dir.clone(), "is the folder of device"),
+        (dev_dir.join("ds"), "is inside the folder of device"),
+        (dev_dir.parent().unwrap().to_path_buf(), "contains"),
+    ] {
+        let (rc, out, err) = ingest(&set, &to, &[]);
+        assert_eq!(rc, 8, "{}: {out}{err}", to.display());
+        assert!(
+            err.contains("refusing to ingest") && err.contains(kind),
+            "{}: {err}",
+            to.display()
+        );
+    }
+    assert_eq!(job_files(&set.job), before, "the job's files were touched");
+    assert!(
+        !set.job.join("out").exists(),
+        "a refused datastore was created"
+    );
+    assert!(!set.job.join(".odt-ingest").exists());
+    let (rc, out, _) = ingest(&set, &set.job, &["--json"]);
+    assert_eq!(rc, 8);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["error"]["kind"], "conflict", "{v}");
+}
+
+/// b3sum is a test dependency (scripts/install-test-deps): its absence fails the test.
+fn which_b3sum() {
+    let o = Command::new("b3sum").arg("--version").output();
+    assert!(
+        o.is_ok_and(|o| o.status.success()),
+        "b3sum is missing: run scripts/install-test-deps"
+    );
+}
