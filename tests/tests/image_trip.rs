@@ -170,9 +170,7 @@ fn image_trip() {
         .sum();
     for f in &files {
         run_ok(
-            Command::new("nfs-cp")
-                .arg(src.join(f))
-                .arg(app.url_file(f)),
+            Command::new("nfs-cp").arg(src.join(f)).arg(app.url_file(f)),
             Duration::from_secs(300),
         );
     }
@@ -187,9 +185,7 @@ fn image_trip() {
         let local = back.join(f);
         std::fs::create_dir_all(local.parent().unwrap()).unwrap();
         run_ok(
-            Command::new("nfs-cp")
-                .arg(app.url_file(f))
-                .arg(&local),
+            Command::new("nfs-cp").arg(app.url_file(f)).arg(&local),
             Duration::from_secs(300),
         );
         assert!(

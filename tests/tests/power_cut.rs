@@ -236,7 +236,9 @@ fn check_trial(
     }
     let top_path = Path::new(top);
     if p.dirs.contains(top) && !seen.contains_key(top_path) {
-        return Err(format!("directory {top} was made (MKDIR answered) and is gone"));
+        return Err(format!(
+            "directory {top} was made (MKDIR answered) and is gone"
+        ));
     }
     let mut explained: BTreeSet<PathBuf> = BTreeSet::new();
     explained.insert(top_path.to_path_buf());
