@@ -9,6 +9,9 @@ the path and the errno text.
   nfstool.py manifest-local DIR         the same for a local tree
   nfstool.py writer URL COUNT SIZE SEED write f0000.. (seeded random); after each file's
                                         fsync+close print "committed NAME SHA256"
+  nfstool.py trial-writer URL DIR LOCAL COUNT SIZE SEED
+                                        the power-cut trials' copy (below)
+  nfstool.py get URL LOCAL_DIR          copy the whole export into LOCAL_DIR
   nfstool.py try-create URL PATH        create PATH and write a byte; print "ok" or the errno name
   nfstool.py try-mkdir URL PATH         mkdir PATH; print "ok" or the errno name
 
@@ -194,6 +197,112 @@ def writer(url, count, size, seed):
         print(f"committed {name} {digest}", flush=True)
 
 
+def trial_writer(url, top, local, count, size, seed):
+    """The copy of a power-cut trial: mkdir /TOP, then COUNT files of up to SIZE bytes
+    (seeded random content, also kept in LOCAL/NAME for the checker), each written in
+    pieces of 64-256 KiB, in order or shuffled, in one of three ways:
+      sync:   opened O_SYNC, so libnfs sends every WRITE as FILE_SYNC;
+      commit: UNSTABLE WRITEs, a COMMIT (fsync) every few pieces and at the end;
+      rename: like commit, into NAME.part, then RENAME to NAME.
+    Every call is reported on stdout (flushed) only after its reply came back:
+      done mkdir P | done create P | done write P OFF LEN sync|unstable | done commit P |
+      done rename A B
+    and the namespace calls are announced before they are sent (intent mkdir|create|rename
+    ...), so that the checker knows what the power cut may have left half-done. Paths are
+    relative to the export root."""
+    rng = random.Random(seed)
+    c = Client(url)
+
+    def say(line):
+        print(line, flush=True)
+
+    say(f"intent mkdir {top}")
+    c.mkdir("/" + top)
+    say(f"done mkdir {top}")
+    for i in range(count):
+        name = f"{top}/f{i:03}"
+        how = rng.choice(["sync", "commit", "rename"])
+        length = rng.randint(1, size)
+        data = rng.randbytes(length)
+        with open(os.path.join(local, name.replace("/", "_")), "wb") as f:
+            f.write(data)
+        path = name + ".part" if how == "rename" else name
+        say(f"file {path} {how} {length} {name.replace('/', '_')}")
+        say(f"intent create {path}")
+        fh = libnfs.new_NFSFileHandle()
+        ret = libnfs.nfs_create(c.ctx, "/" + path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644, fh)
+        if ret != 0:
+            fail("create", path, ret)
+        libnfs.nfs_close(c.ctx, libnfs.NFSFileHandle_value(fh))
+        say(f"done create {path}")
+        flags = os.O_WRONLY | (os.O_SYNC if how == "sync" else 0)
+        ret, fh = c.open("/" + path, flags)
+        if ret != 0:
+            fail("open", path, ret)
+        pieces = []
+        off = 0
+        while off < length:
+            n = min(rng.choice([64, 128, 256]) << 10, length - off)
+            pieces.append((off, n))
+            off += n
+        if rng.random() < 0.5:
+            rng.shuffle(pieces)
+        commit_every = rng.randint(2, 6)
+        for k, (off, n) in enumerate(pieces):
+            buf = bytearray(data[off:off + n])
+            got = libnfs.nfs_pwrite(c.ctx, fh, off, n, buf)
+            if got != n:
+                fail("write", path, got)
+            say(f"done write {path} {off} {n} {'sync' if how == 'sync' else 'unstable'}")
+            if how != "sync" and (k + 1) % commit_every == 0:
+                ret = libnfs.nfs_fsync(c.ctx, fh)
+                if ret != 0:
+                    fail("commit", path, ret)
+                say(f"done commit {path}")
+        if how != "sync":
+            ret = libnfs.nfs_fsync(c.ctx, fh)
+            if ret != 0:
+                fail("commit", path, ret)
+            say(f"done commit {path}")
+        libnfs.nfs_close(c.ctx, fh)
+        if how == "rename":
+            say(f"intent rename {path} {name}")
+            ret = libnfs.nfs_rename(c.ctx, "/" + path, "/" + name)
+            if ret != 0:
+                fail("rename", path, ret)
+            say(f"done rename {path} {name}")
+    say("finished")
+
+
+def get(url, local):
+    c = Client(url)
+
+    def walk(path, dst):
+        for name in sorted(c.listdir(path)):
+            p = path.rstrip("/") + "/" + name
+            d = os.path.join(dst, name)
+            if c.is_dir(p):
+                os.mkdir(d)
+                walk(p, d)
+            else:
+                ret, fh = c.open(p, os.O_RDONLY)
+                if ret != 0:
+                    fail("open", p, ret)
+                with open(d, "wb") as f:
+                    while True:
+                        buf = bytearray(CHUNK)
+                        n = libnfs.nfs_read(c.ctx, fh, len(buf), buf)
+                        if n < 0:
+                            fail("read", p, n)
+                        if n == 0:
+                            break
+                        f.write(buf[:n])
+                libnfs.nfs_close(c.ctx, fh)
+
+    walk("/", local)
+    print("get done")
+
+
 def try_op(url, op, path):
     c = Client(url)
     if op == "create":
@@ -219,6 +328,10 @@ def main():
         manifest_local(args[0])
     elif cmd == "writer":
         writer(args[0], int(args[1]), int(args[2]), int(args[3]))
+    elif cmd == "trial-writer":
+        trial_writer(args[0], args[1], args[2], int(args[3]), int(args[4]), int(args[5]))
+    elif cmd == "get":
+        get(args[0], args[1])
     elif cmd == "try-create":
         try_op(args[0], "create", args[1])
     elif cmd == "try-mkdir":

@@ -4,6 +4,7 @@
 pub mod appliance;
 pub mod bins;
 pub mod guest;
+pub mod image;
 pub mod nfsclient;
 pub mod run;
 pub mod vcsim;

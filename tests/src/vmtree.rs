@@ -2,6 +2,7 @@
 //! multi-GiB sparse disk, SHA-256 manifest) and a tree of many small files with awkward
 //! names.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -128,4 +129,31 @@ pub fn ovf_descriptor(name: &str, disk_name: &str, disk_size: u64) -> String {
 </Envelope>
 "#
     )
+}
+
+/// Every entry under `root` (skipping `skip` at the top): relative path -> file contents,
+/// or `None` for a directory. Symlinks and other types fail the test.
+pub fn read_tree(root: &Path, skip: &str) -> BTreeMap<PathBuf, Option<Vec<u8>>> {
+    fn walk(root: &Path, dir: &Path, skip: &str, out: &mut BTreeMap<PathBuf, Option<Vec<u8>>>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let e = e.unwrap();
+            let p = e.path();
+            let rel = p.strip_prefix(root).unwrap().to_path_buf();
+            if dir == root && e.file_name() == skip {
+                continue;
+            }
+            let t = e.file_type().unwrap();
+            if t.is_dir() {
+                out.insert(rel, None);
+                walk(root, &p, skip, out);
+            } else if t.is_file() {
+                out.insert(rel, Some(std::fs::read(&p).unwrap()));
+            } else {
+                panic!("{}: neither a file nor a directory", p.display());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(root, root, skip, &mut out);
+    out
 }

@@ -17,194 +17,19 @@
 //! missing tool or command fails the test with a message naming it.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::Command;
+use std::time::{Duration, Instant};
 
 use odt_e2e::bins::repo;
-use odt_e2e::run::{describe, run};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use odt_e2e::image::{BootOptions, ImageAppliance, need_tool, run_timed as run_ok};
+use odt_e2e::run::run;
+use odt_e2e::vmtree::read_tree;
 
 use rand::{Rng, SeedableRng};
 
 fn log(msg: impl AsRef<str>) {
     eprintln!("image_trip: {}", msg.as_ref());
-}
-
-/// Runs a command that must succeed, logging how long it took; returns its stdout.
-fn run_ok(cmd: &mut Command, limit: Duration) -> String {
-    let what = describe(cmd);
-    let started = Instant::now();
-    let out = odt_e2e::run::run_ok(cmd, limit);
-    log(format!(
-        "ok in {:.1}s: {what}",
-        started.elapsed().as_secs_f64()
-    ));
-    out
-}
-
-fn need_tool(name: &str, why: &str) {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
-        .unwrap_or(false);
-    assert!(
-        found,
-        "`{name}` not found on PATH ({why}): run scripts/install-test-deps"
-    );
-}
-
-/// The appliance, booted by `images/boot-test --hold`. Dropping it without
-/// [`Appliance::power_off`] stops qemu (SIGTERM to boot-test, which kills qemu).
-struct Appliance {
-    child: Option<Child>,
-    stdin: Option<ChildStdin>,
-    stderr_log: PathBuf,
-    nfs_port: u16,
-    control: String,
-}
-
-impl Appliance {
-    fn boot(image: &Path, disk: &Path, odt: &Path, fingerprint: &str, dir: &Path) -> Appliance {
-        let stderr_log = dir.join("boot-test.log");
-        let console = dir.join("console.log");
-        let mut cmd = Command::new(repo().join("images/boot-test"));
-        cmd.arg("--image")
-            .arg(image)
-            .arg("--data")
-            .arg(disk)
-            .arg("--odt")
-            .arg(odt)
-            .args(["--fingerprint", fingerprint])
-            .arg("--console-log")
-            .arg(&console)
-            .arg("--hold")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&stderr_log).unwrap());
-        let started = Instant::now();
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run images/boot-test: {e}"));
-        let stdin = child.stdin.take();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut app = Appliance {
-            child: Some(child),
-            stdin,
-            stderr_log,
-            nfs_port: 0,
-            control: String::new(),
-        };
-        // boot-test gives up on its own after 240 s; this is only a backstop.
-        let ready = loop {
-            match rx.recv_timeout(Duration::from_secs(1)) {
-                Ok(l) if l.starts_with("READY ") => break l,
-                Ok(_) => {}
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    if started.elapsed() > Duration::from_secs(300) {
-                        panic!(
-                            "images/boot-test printed no READY line within 300 s\n{}",
-                            app.stderr_text()
-                        );
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    let status = app.child.as_mut().unwrap().wait().unwrap();
-                    app.child = None;
-                    panic!(
-                        "images/boot-test ended ({status}) before the appliance was ready\n{}",
-                        app.stderr_text()
-                    );
-                }
-            }
-        };
-        // READY nfs=127.0.0.1:P control=127.0.0.1:P
-        for word in ready.split_whitespace().skip(1) {
-            if let Some(v) = word.strip_prefix("nfs=") {
-                app.nfs_port = v.rsplit(':').next().unwrap().parse().unwrap();
-            } else if let Some(v) = word.strip_prefix("control=") {
-                app.control = v.to_string();
-            }
-        }
-        assert!(
-            app.nfs_port != 0 && !app.control.is_empty(),
-            "bad READY line: {ready}"
-        );
-        log(format!(
-            "appliance ready in {:.1}s: {ready}",
-            started.elapsed().as_secs_f64()
-        ));
-        app
-    }
-
-    fn stderr_text(&self) -> String {
-        format!(
-            "--- images/boot-test stderr ---\n{}",
-            std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
-        )
-    }
-
-    /// Presses the power button (via boot-test) and waits for a clean power-off.
-    fn power_off(mut self) {
-        let started = Instant::now();
-        let mut stdin = self.stdin.take().unwrap();
-        writeln!(stdin, "poweroff").unwrap();
-        drop(stdin);
-        let mut child = self.child.take().unwrap();
-        let status = loop {
-            if let Some(s) = child.try_wait().unwrap() {
-                break s;
-            }
-            if started.elapsed() > Duration::from_secs(120) {
-                child.kill().ok();
-                child.wait().ok();
-                panic!(
-                    "the appliance did not power off within 120 s\n{}",
-                    self.stderr_text()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        };
-        assert!(
-            status.success(),
-            "images/boot-test failed at power-off ({status})\n{}",
-            self.stderr_text()
-        );
-        log(format!(
-            "powered off cleanly in {:.1}s",
-            started.elapsed().as_secs_f64()
-        ));
-    }
-}
-
-impl Drop for Appliance {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // SIGTERM: boot-test's exit trap kills qemu.
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(child.id().to_string())
-                .status();
-            let t = Instant::now();
-            while t.elapsed() < Duration::from_secs(15) {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            child.kill().ok();
-            child.wait().ok();
-        }
-    }
 }
 
 /// A small VM export tree: two OVF packages (one with a `.mf` of SHA-256 digests), disks
@@ -260,41 +85,6 @@ fn make_export(root: &Path) -> Vec<PathBuf> {
     files
 }
 
-/// Every entry under `root` (skipping `skip` at the top): relative path -> file contents,
-/// or `None` for a directory. Symlinks and other types fail the test.
-fn tree(root: &Path, skip: &str) -> BTreeMap<PathBuf, Option<Vec<u8>>> {
-    fn walk(root: &Path, dir: &Path, skip: &str, out: &mut BTreeMap<PathBuf, Option<Vec<u8>>>) {
-        for e in std::fs::read_dir(dir).unwrap() {
-            let e = e.unwrap();
-            let p = e.path();
-            let rel = p.strip_prefix(root).unwrap().to_path_buf();
-            if dir == root && e.file_name() == skip {
-                continue;
-            }
-            let t = e.file_type().unwrap();
-            if t.is_dir() {
-                out.insert(rel, None);
-                walk(root, &p, skip, out);
-            } else if t.is_file() {
-                out.insert(rel, Some(std::fs::read(&p).unwrap()));
-            } else {
-                panic!("{}: neither a file nor a directory", p.display());
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(root, root, skip, &mut out);
-    out
-}
-
-fn nfs_url(port: u16, path: &Path) -> String {
-    // libnfs: the root export needs the double slash (DESIGN "Facts").
-    format!(
-        "nfs://127.0.0.1//{}?nfsport={port}&mountport={port}&version=3",
-        path.display()
-    )
-}
-
 #[test]
 fn image_trip() {
     let t0 = Instant::now();
@@ -318,19 +108,9 @@ fn image_trip() {
 
     // 1. Release binaries (a no-op when scripts/test already built them) and the image.
     let odt = odt_e2e::bins::odt();
-    let firmware = odt_e2e::bins::appliance();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let image_dir = d.join("image");
-    run_ok(
-        Command::new(repo().join("images/build"))
-            .arg("--appliance-bin")
-            .arg(&firmware)
-            .arg("--out")
-            .arg(&image_dir),
-        Duration::from_secs(300),
-    );
-    let image = image_dir.join("odt-appliance.img");
+    let image = odt_e2e::image::build(&d.join("image"));
 
     // 2. Provider: a job and a provisioned data disk.
     let set = odt_test_support::fixture::provision_with_cli(&odt, d, 1, "1G", &[]);
@@ -341,7 +121,14 @@ fn image_trip() {
 
     // 3. Boot the appliance with the disk.
     let fingerprint = odt_e2e::appliance::fingerprint_of(&job);
-    let app = Appliance::boot(&image, &disk, &odt, &fingerprint, d);
+    let app = ImageAppliance::boot(
+        &image,
+        std::slice::from_ref(&disk),
+        &odt,
+        &fingerprint,
+        d,
+        &BootOptions::default(),
+    );
 
     // 4. Customer: unlock, copy, read back, seal.
     run_ok(
@@ -383,9 +170,7 @@ fn image_trip() {
         .sum();
     for f in &files {
         run_ok(
-            Command::new("nfs-cp")
-                .arg(src.join(f))
-                .arg(nfs_url(app.nfs_port, f)),
+            Command::new("nfs-cp").arg(src.join(f)).arg(app.url_file(f)),
             Duration::from_secs(300),
         );
     }
@@ -400,9 +185,7 @@ fn image_trip() {
         let local = back.join(f);
         std::fs::create_dir_all(local.parent().unwrap()).unwrap();
         run_ok(
-            Command::new("nfs-cp")
-                .arg(nfs_url(app.nfs_port, f))
-                .arg(&local),
+            Command::new("nfs-cp").arg(app.url_file(f)).arg(&local),
             Duration::from_secs(300),
         );
         assert!(
@@ -496,8 +279,8 @@ fn image_trip() {
             && ingest.contains("seal requested from"),
         "the ingest report shows no custody log:\n{ingest}"
     );
-    let want = tree(&src, "");
-    let got = tree(&datastore, ".odt-ingest");
+    let want = read_tree(&src, "");
+    let got = read_tree(&datastore, ".odt-ingest");
     let names = |t: &BTreeMap<PathBuf, Option<Vec<u8>>>| t.keys().cloned().collect::<Vec<_>>();
     assert_eq!(
         names(&got),
