@@ -14,6 +14,11 @@ the path and the errno text.
   nfstool.py get URL LOCAL_DIR          copy the whole export into LOCAL_DIR
   nfstool.py try-create URL PATH        create PATH and write a byte; print "ok" or the errno name
   nfstool.py try-mkdir URL PATH         mkdir PATH; print "ok" or the errno name
+  nfstool.py rm URL PATH                remove the file PATH
+  nfstool.py try-write URL PATH SIZE    open PATH (created if missing, not truncated), write
+                                        SIZE seeded bytes at its end in 1 MiB calls, fsync;
+                                        print "ok" or "CALL ERRNO MESSAGE" of the first failure
+                                        (MESSAGE: libnfs's error text, Python repr)
 
 URL is an NFS URL of the export root, e.g. nfs://127.0.0.1/?nfsport=P&mountport=P&version=3.
 """
@@ -318,6 +323,30 @@ def try_op(url, op, path):
     print("ok" if ret == 0 else errno.errorcode.get(-ret, str(ret)))
 
 
+def try_write(url, path, size):
+    c = Client(url)
+    fh = libnfs.new_NFSFileHandle()
+    ret = libnfs.nfs_open(c.ctx, path, os.O_WRONLY | os.O_APPEND, fh)
+    if ret == -errno.ENOENT:
+        ret = libnfs.nfs_create(c.ctx, path, os.O_WRONLY | os.O_APPEND, 0o644, fh)
+    if ret != 0:
+        return report("open", ret, c)
+    fh = libnfs.NFSFileHandle_value(fh)
+    for chunk in seeded(size, size):
+        buf = bytearray(chunk)
+        n = libnfs.nfs_write(c.ctx, fh, len(buf), buf)
+        if n < 0:
+            return report("write", n, c)
+    ret = libnfs.nfs_fsync(c.ctx, fh)
+    if ret != 0:
+        return report("fsync", ret, c)
+    print("ok")
+
+
+def report(call, ret, c):
+    print(f"{call} {errno.errorcode.get(-ret, str(ret))} {libnfs.nfs_get_error(c.ctx)!r}")
+
+
 def main():
     cmd, args = sys.argv[1], sys.argv[2:]
     if cmd == "put":
@@ -336,6 +365,13 @@ def main():
         try_op(args[0], "create", args[1])
     elif cmd == "try-mkdir":
         try_op(args[0], "mkdir", args[1])
+    elif cmd == "rm":
+        c = Client(args[0])
+        ret = libnfs.nfs_unlink(c.ctx, args[1])
+        if ret != 0:
+            fail("remove", args[1], ret)
+    elif cmd == "try-write":
+        try_write(args[0], args[1], int(args[2]))
     else:
         sys.exit(f"nfstool: unknown command {cmd}")
 

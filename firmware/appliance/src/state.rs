@@ -312,6 +312,7 @@ impl Appliance {
                 devices: self.info.devices,
                 capacity_bytes: st.capacity_bytes,
                 free_bytes: st.free_bytes,
+                dead_bytes: st.dead_bytes,
                 stored_bytes: st.log_bytes,
                 logical_bytes: st.logical_bytes,
                 files: st.files,

@@ -118,6 +118,13 @@ fn check_all(s: &Store, model: &BTreeMap<u8, Vec<u8>>) {
     );
     let view = s.view();
     assert_eq!(view.totals(), view.recount());
+    assert_eq!(view.live(), &view.recount_live(), "live records");
+    assert_eq!(st.live_bytes, view.live().bytes());
+    assert_eq!(
+        st.free_bytes + st.live_bytes + st.dead_bytes,
+        st.capacity_bytes,
+        "free, live and dead bytes make the capacity: {st:?}"
+    );
     drop(view);
     let m = odt_store::trip::manifest::build(s).unwrap();
     for n in 0..NAMES {

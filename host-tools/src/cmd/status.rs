@@ -98,6 +98,11 @@ fn human(addr: &str, r: &StatusReport) -> String {
                 pct(s.free_bytes)
             ));
             out.push_str(&format!(
+                "  Deleted:   {} held by deleted or overwritten data ({:.0}%)\n",
+                bytes(s.dead_bytes),
+                pct(s.dead_bytes)
+            ));
+            out.push_str(&format!(
                 "  Stored:    {} of files in {} on the devices\n",
                 bytes(s.logical_bytes),
                 bytes(s.stored_bytes)
@@ -149,6 +154,7 @@ mod tests {
             devices: 1,
             capacity_bytes: 4 << 30,
             free_bytes: 1 << 30,
+            dead_bytes: 256 << 20,
             stored_bytes: 2 << 30,
             logical_bytes: 3 << 30,
             files: 7,
@@ -176,6 +182,10 @@ mod tests {
             },
         );
         assert!(t.contains("1.0 GiB free (25%)"), "{t}");
+        assert!(
+            t.contains("256.0 MiB held by deleted or overwritten data (6%)"),
+            "{t}"
+        );
         assert!(t.contains("7 files, 2 directories, 1 symlinks"), "{t}");
         assert!(t.contains("100.0 MiB/s now"), "{t}");
         assert!(t.contains("2h 0m"), "{t}");

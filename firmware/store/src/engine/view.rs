@@ -113,6 +113,16 @@ impl View {
         Totals::of(self.ns.inodes())
     }
 
+    /// The records the files' extents are served from, as kept while ops apply.
+    pub fn live(&self) -> &crate::engine::namespace::LiveRecords {
+        self.ns.live()
+    }
+
+    /// The same records found by walking every extent (what [`View::live`] must equal).
+    pub fn recount_live(&self) -> crate::engine::namespace::LiveRecords {
+        crate::engine::namespace::LiveRecords::of(self.ns.inodes())
+    }
+
     /// The custody log the journal holds (see [`crate::trip::custody`]).
     pub fn custody(&self) -> &crate::format::journal::CustodyLog {
         &self.ns.custody

@@ -188,6 +188,10 @@ pub struct StoreReport {
     pub capacity_bytes: u64,
     /// Bytes still free for data.
     pub free_bytes: u64,
+    /// Bytes held by deleted, truncated or overwritten data (records no file refers to),
+    /// not free until their segments are cleaned. Absent from older appliances: 0.
+    #[serde(default)]
+    pub dead_bytes: u64,
     /// Bytes the log occupies (compressed, encrypted records and segment framing).
     pub stored_bytes: u64,
     /// Sum of the sizes of all files.

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use super::live::LiveRecords;
 use crate::format::journal::{Kind, Loc, Time};
 use crate::format::tree_hash::CHUNK;
 
@@ -190,7 +191,8 @@ impl Inode {
         out
     }
 
-    pub(super) fn punch(&mut self, off: u64, end: u64) {
+    /// Cuts `[off, end)` out of the extent map; `live` follows the extents dropped and split.
+    pub(super) fn punch(&mut self, off: u64, end: u64, live: &mut LiveRecords) {
         let overlapping: Vec<u64> = self
             .extents
             .range(..end)
@@ -202,10 +204,13 @@ impl Inode {
         // one ending at or before `off` ends the overlapping run.
         for s in overlapping {
             let e = self.extents.remove(&s).unwrap();
+            live.remove(e.rec.loc);
             if s < off {
+                live.add(e.rec.loc);
                 self.extents.insert(s, Extent { len: off - s, ..e });
             }
             if s + e.len > end {
+                live.add(e.rec.loc);
                 self.extents.insert(
                     end,
                     Extent {
@@ -227,9 +232,9 @@ impl Inode {
         }
     }
 
-    pub(super) fn truncate(&mut self, size: u64) {
+    pub(super) fn truncate(&mut self, size: u64, live: &mut LiveRecords) {
         if size < self.size {
-            self.punch(size, u64::MAX);
+            self.punch(size, u64::MAX, live);
             // The chunk that now ends early no longer has the chaining value of a whole chunk.
             let partial = size / CHUNK;
             if !size.is_multiple_of(CHUNK) {

@@ -10,11 +10,13 @@ use crate::error::NamespaceError;
 use crate::format::journal::{AttrChange, Kind, Op, Time};
 
 mod inode;
+mod live;
 
 /// Results of namespace operations.
 pub type Result<T, E = NamespaceError> = std::result::Result<T, E>;
 
 pub use inode::{Extent, Inode, RecRef};
+pub use live::LiveRecords;
 
 /// Id of the root directory (NFS reserves 0).
 pub const ROOT: u64 = 1;
@@ -58,6 +60,7 @@ pub struct Namespace {
     inodes: BTreeMap<u64, Inode>,
     next_id: u64,
     totals: Totals,
+    live: LiveRecords,
     /// Highest session epoch seen.
     pub epoch: u32,
     /// The seal op, once the store is sealed.
@@ -141,6 +144,7 @@ impl Namespace {
                 dirs: 1,
                 ..Totals::default()
             },
+            live: LiveRecords::default(),
             epoch: 0,
             seal: None,
             custody: Default::default(),
@@ -263,6 +267,11 @@ impl Namespace {
     /// Entries by kind and bytes of all files.
     pub fn totals(&self) -> Totals {
         self.totals
+    }
+
+    /// The records some file's extents are served from.
+    pub fn live(&self) -> &LiveRecords {
+        &self.live
     }
 
     fn validate(&self, op: &Op) -> Result<()> {
@@ -396,9 +405,13 @@ impl Namespace {
         {
             return;
         }
-        if let Some(id) = id
-            && let Some(i) = self.inodes.remove(&id)
-            && i.kind == Kind::Dir
+        let Some(i) = id.and_then(|id| self.inodes.remove(&id)) else {
+            return;
+        };
+        for e in i.extents.values() {
+            self.live.remove(e.rec.loc);
+        }
+        if i.kind == Kind::Dir
             && let Some(p) = self.inodes.get_mut(&parent)
         {
             p.subdirs -= 1;
@@ -503,7 +516,7 @@ impl Namespace {
                     i.gid = *g;
                 }
                 if let Some(s) = size {
-                    i.truncate(*s);
+                    i.truncate(*s, &mut self.live);
                     i.mtime = *time;
                 }
                 if let Some(a) = atime {
@@ -526,8 +539,9 @@ impl Namespace {
                 let i = self.inodes.get_mut(id).unwrap();
                 let len = *len as u64;
                 if len > 0 {
-                    i.punch(*offset, offset + len);
+                    i.punch(*offset, offset + len, &mut self.live);
                     if let Some(loc) = loc {
+                        self.live.add(*loc);
                         i.extents.insert(
                             *offset,
                             Extent {
@@ -637,6 +651,71 @@ mod tests {
         assert_eq!(p.len(), 3);
         assert!(p[2].2.is_none() && p[2].0 == 50 && p[2].1 == 100);
         assert_eq!(ns.get(f).unwrap().size, 150);
+    }
+
+    #[test]
+    fn records_die_with_the_last_extent_that_refers_to_them() {
+        let mut ns = Namespace::new();
+        let f = create(&mut ns, ROOT, "f", Kind::File);
+        let g = create(&mut ns, ROOT, "g", Kind::File);
+        let live = |ns: &Namespace| {
+            assert_eq!(ns.live(), &LiveRecords::of(ns.inodes()), "kept = walked");
+            ns.live()
+                .within(0, 0, u64::MAX)
+                .map(|(a, _)| a)
+                .collect::<Vec<_>>()
+        };
+        write(&mut ns, f, 0, 100, 1000);
+        write(&mut ns, f, 40, 20, 2000);
+        write(&mut ns, g, 0, 10, 3000);
+        assert_eq!(live(&ns), vec![1000, 2000, 3000]);
+        assert_eq!(ns.live().bytes(), 300);
+        // Both halves of the split record go; zeros written over the middle one.
+        write(&mut ns, f, 0, 40, 4000);
+        write(&mut ns, f, 60, 40, 0);
+        assert_eq!(live(&ns), vec![2000, 3000, 4000]);
+        // Truncating to inside an extent keeps its record.
+        let t = Time::now();
+        let size = |s| Op::SetAttr {
+            id: f,
+            change: AttrChange {
+                size: Some(s),
+                ..AttrChange::default()
+            },
+            time: t,
+        };
+        ns.apply(&size(50)).unwrap();
+        assert_eq!(live(&ns), vec![2000, 3000, 4000]);
+        ns.apply(&size(30)).unwrap();
+        assert_eq!(live(&ns), vec![3000, 4000]);
+        // A second name keeps the file's records; the last name's removal drops them.
+        ns.apply(&Op::Link {
+            id: g,
+            parent: ROOT,
+            name: b"g2".to_vec(),
+            time: t,
+        })
+        .unwrap();
+        let remove = |name: &str| Op::Remove {
+            parent: ROOT,
+            name: name.as_bytes().to_vec(),
+            time: t,
+        };
+        ns.apply(&remove("g")).unwrap();
+        assert_eq!(live(&ns), vec![3000, 4000]);
+        // Renaming f over g2 removes g's last name.
+        ns.apply(&Op::Rename {
+            from_parent: ROOT,
+            from_name: b"f".to_vec(),
+            to_parent: ROOT,
+            to_name: b"g2".to_vec(),
+            time: t,
+        })
+        .unwrap();
+        assert_eq!(live(&ns), vec![4000]);
+        ns.apply(&remove("g2")).unwrap();
+        assert_eq!(live(&ns), Vec::<u64>::new());
+        assert_eq!(ns.live().bytes(), 0);
     }
 
     #[test]

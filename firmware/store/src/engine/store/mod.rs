@@ -116,6 +116,13 @@ pub struct Stats {
     pub log_bytes: u64,
     /// Bytes free for records on all devices.
     pub free_bytes: u64,
+    /// Bytes of the records files are served from (headers and ciphertext).
+    pub live_bytes: u64,
+    /// Bytes of the log's segments held by records no file refers to any more (deleted,
+    /// truncated, overwritten, or never journaled before a crash) and by the room left at
+    /// the end of full segments: free again only once their segments are cleaned. Free,
+    /// live and dead bytes add up to the capacity.
+    pub dead_bytes: u64,
     /// Capacity of the segment areas of all devices.
     pub capacity_bytes: u64,
     /// Journal bytes written.
@@ -391,13 +398,19 @@ impl Store {
             logical_bytes: t.file_bytes,
             ..Stats::default()
         };
+        let mut record_area = 0;
         for (l, sb) in core.logs.iter().zip(&self.sbs) {
-            s.free_bytes += l.free(sb);
-            s.capacity_bytes += sb.segment_count() * (sb.segment_size - 2 * segment::BLOCK);
+            let free = l.free(sb);
+            let capacity = sb.segment_count() * (sb.segment_size - 2 * segment::BLOCK);
+            s.free_bytes += free;
+            s.capacity_bytes += capacity;
+            record_area += capacity - free;
             if let Some(seg) = l.segment(sb) {
                 s.log_bytes += seg * sb.segment_size + (l.tail - sb.segment_start(seg));
             }
         }
+        s.live_bytes = core.ns.live().bytes();
+        s.dead_bytes = record_area.saturating_sub(s.live_bytes);
         s.journal_used = core.journal_end + core.ops.len() as u64;
         s.journal_len = self.sbs[0].journal_len;
         s.written_bytes = core.written_bytes;
