@@ -2,7 +2,8 @@
 //!
 //! - SETATTR whose ctime guard does not match answers NOT_SYNC with the object's wcc data
 //!   and changes nothing (RFC 1813); a failed SETATTR carries its wcc data too.
-//! - A size beyond [`MAX_FILE_SIZE`] is refused with FBIG before the store sees it.
+//! - A size beyond the store's capacity ([`Export::max_file_size`]) is refused with FBIG
+//!   before the store sees it.
 //! - ACCESS grants everything asked, also once sealed: a change then fails with ROFS, which
 //!   tells the user why, where a denied ACCESS would only say "permission denied".
 
@@ -13,7 +14,7 @@ use nfsserve::nfs::{
 use odt_store::format::journal::{AttrChange, Time};
 
 use super::{Call, before_change, wcc};
-use crate::nfs::export::{Export, MAX_FILE_SIZE, Need, from_time};
+use crate::nfs::export::{Export, Need, from_time};
 use crate::nfs::status::Subject;
 
 /// The attribute changes a `sattr3` asks for.
@@ -53,7 +54,7 @@ pub fn attr_change(s: &sattr3) -> AttrChange {
 /// attributes after it; an empty change only reads them.
 pub async fn apply(x: &Export, id: fileid3, change: AttrChange) -> Result<fattr3, nfsstat3> {
     let s = x.store(Need::Write)?;
-    if change.size.is_some_and(|n| n > MAX_FILE_SIZE) {
+    if change.size.is_some_and(|n| n > x.max_file_size()) {
         return Err(nfsstat3::NFS3ERR_FBIG);
     }
     x.pending.settle(id).await;
@@ -194,6 +195,28 @@ mod tests {
             .await;
         assert_eq!(r.status(), nfsstat3::NFS3ERR_FBIG as u32);
         assert!(r.wcc().0.is_some(), "a failed SETATTR carries its wcc data");
+        // The limit is the store's capacity: one byte past it is FBIG, the limit itself is
+        // a (sparse) file like any other.
+        let max = h.app.info().max_file_size;
+        let size = |n| sattr3 {
+            size: set_size3::size(n),
+            ..sattr3::default()
+        };
+        let mut r = h
+            .nfs(
+                nfs3::SETATTR,
+                Args::new().fh(&h.fh(f)).sattr(&size(max + 1)).u32(0),
+            )
+            .await;
+        assert_eq!(r.status(), nfsstat3::NFS3ERR_FBIG as u32);
+        let mut r = h
+            .nfs(
+                nfs3::SETATTR,
+                Args::new().fh(&h.fh(f)).sattr(&size(max)).u32(0),
+            )
+            .await;
+        assert_eq!(r.status(), 0);
+        assert_eq!(r.wcc().1.unwrap().size, max);
 
         let mut r = h
             .nfs(nfs3::ACCESS, Args::new().fh(&h.fh(f)).u32(0x3f))
