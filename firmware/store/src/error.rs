@@ -327,6 +327,17 @@ pub enum StoreError {
     /// An argument the store cannot take.
     #[error("invalid argument: {0}")]
     Invalid(String),
+    /// A file could not be read: a device or format error met while reading it.
+    #[error("cannot read file {file} at byte {offset}")]
+    Unreadable {
+        /// Path of the file from the root.
+        file: String,
+        /// Where in the file the read began.
+        offset: u64,
+        /// What failed.
+        #[source]
+        source: Error,
+    },
     /// A file would be (or is) larger than the device set can hold. Such a file could only
     /// be mostly holes, and hashing it for the seal would take as long as its apparent size.
     #[error(

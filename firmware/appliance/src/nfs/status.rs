@@ -38,7 +38,9 @@ pub fn status_of(e: &Error, subject: Subject) -> nfsstat3 {
             StoreError::NoSpace(_) => NFS3ERR_NOSPC,
             StoreError::ReadOnly => NFS3ERR_ROFS,
             StoreError::FileTooLarge { .. } => NFS3ERR_FBIG,
-            StoreError::Damaged { .. } | StoreError::Stopped { .. } => NFS3ERR_IO,
+            StoreError::Damaged { .. }
+            | StoreError::Stopped { .. }
+            | StoreError::Unreadable { .. } => NFS3ERR_IO,
         },
         ErrorKind::Device(DeviceError::WritePastEnd { .. }) => NFS3ERR_NOSPC,
         ErrorKind::Key(_) => NFS3ERR_ACCES,
