@@ -28,7 +28,7 @@ fn tool(args: &[&str]) -> String {
 fn sparse_files_fbig_bom_and_the_locked_hint() {
     require_clients();
     let job = Job::provision("1G", 1, &[]);
-    let mut app = Appliance::start(&job, Options::default());
+    let app = Appliance::start(&job, Options::default());
     let root = app.url_root();
 
     // Locked: the hint alone, readable, saying how to unlock; nothing can be made.
@@ -90,14 +90,14 @@ fn sparse_files_fbig_bom_and_the_locked_hint() {
         format!("{}:4096:2", 2 * MIB + MIB / 2),
         format!("{}:100:3", 5 * MIB),
     ];
-    let mut args = vec!["sparse", &root, "/sparse.bin"];
+    let mut args = vec!["sparse", root.as_str(), "/sparse.bin"];
     let size_s = size.to_string();
     args.push(&size_s);
     args.extend(pieces.iter().map(String::as_str));
     tool(&args);
     let local = job.path("sparse.bin");
     let local_s = local.to_string_lossy().into_owned();
-    let mut args = vec!["sparse-local", &local_s, &size_s];
+    let mut args = vec!["sparse-local", local_s.as_str(), size_s.as_str()];
     args.extend(pieces.iter().map(String::as_str));
     tool(&args);
     let b3 = run_ok(Command::new("b3sum").arg("--no-names").arg(&local), LIMIT)

@@ -22,7 +22,7 @@ pub async fn read(x: &Export, c: &Call<'_>) -> Vec<u8> {
     };
     if let Some(a) = x.hint_attr(id).filter(|_| id == locked_hint::ID) {
         let text = locked_hint::text();
-        let start = (offset.min(text.len() as u64)) as usize;
+        let start = offset.min(text.len() as u64) as usize;
         let data = &text[start..(start + count.min(MAX_IO) as usize).min(text.len())];
         let eof = start + data.len() == text.len();
         return c.status(nfsstat3::NFS3_OK, |r| {
