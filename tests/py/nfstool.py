@@ -19,6 +19,17 @@ the path and the errno text.
                                         SIZE seeded bytes at its end in 1 MiB calls, fsync;
                                         print "ok" or "CALL ERRNO MESSAGE" of the first failure
                                         (MESSAGE: libnfs's error text, Python repr)
+  nfstool.py try-truncate URL PATH SIZE create PATH, ftruncate it to SIZE (SETATTR); print
+                                        "ok" or the errno name
+  nfstool.py try-pwrite URL PATH OFF N  create PATH, write N bytes at OFF, fsync; print "ok" or
+                                        the errno name
+  nfstool.py sparse URL PATH SIZE OFF:LEN:SEED...
+                                        create PATH of SIZE bytes (ftruncate) holding seeded
+                                        data at each OFF:LEN, the rest holes; fsync, close
+  nfstool.py sparse-local PATH SIZE OFF:LEN:SEED...
+                                        the same file on the local file system
+  nfstool.py ls URL DIR                 the names in DIR, one a line
+  nfstool.py cat URL PATH               the file's bytes on stdout
 
 URL is an NFS URL of the export root, e.g. nfs://127.0.0.1/?nfsport=P&mountport=P&version=3.
 """
@@ -347,6 +358,81 @@ def report(call, ret, c):
     print(f"{call} {errno.errorcode.get(-ret, str(ret))} {libnfs.nfs_get_error(c.ctx)!r}")
 
 
+def errname(ret):
+    return "ok" if ret == 0 else errno.errorcode.get(-ret, str(ret))
+
+
+def try_truncate(url, path, size):
+    c = Client(url)
+    ret, fh = c.open(path, os.O_WRONLY | os.O_CREAT)
+    if ret == 0:
+        ret = libnfs.nfs_ftruncate(c.ctx, fh, size)
+    print(errname(ret))
+
+
+def try_pwrite(url, path, offset, count):
+    c = Client(url)
+    ret, fh = c.open(path, os.O_WRONLY | os.O_CREAT)
+    if ret == 0:
+        buf = bytearray(b"\x5a" * count)
+        n = libnfs.nfs_pwrite(c.ctx, fh, offset, count, buf)
+        ret = 0 if n == count else (n if n < 0 else -errno.EIO)
+        if ret == -errno.EFAULT:
+            # libnfs 4 turns every failed WRITE into EFAULT and puts the raw NFS status,
+            # as one byte, in its message (see nfs_space.rs): name that status instead.
+            msg = libnfs.nfs_get_error(c.ctx) or ""
+            nfs_errno = {"\x1b": -errno.EFBIG, "\x1c": -errno.ENOSPC, "\x1e": -errno.EROFS}
+            ret = next((v for k, v in nfs_errno.items() if k in msg), ret)
+        if ret == 0:
+            ret = libnfs.nfs_fsync(c.ctx, fh)
+    print(errname(ret))
+
+
+def sparse(url, path, size, pieces):
+    c = Client(url)
+    ret, fh = c.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    if ret != 0:
+        fail("create", path, ret)
+    ret = libnfs.nfs_ftruncate(c.ctx, fh, size)
+    if ret != 0:
+        fail("ftruncate", path, ret)
+    for piece in pieces:
+        off, length, seed = (int(x) for x in piece.split(":"))
+        buf = bytearray(b"".join(seeded(seed, length)))
+        n = libnfs.nfs_pwrite(c.ctx, fh, off, len(buf), buf)
+        if n != len(buf):
+            fail("pwrite", path, n)
+    ret = libnfs.nfs_fsync(c.ctx, fh)
+    if ret != 0:
+        fail("fsync", path, ret)
+    libnfs.nfs_close(c.ctx, fh)
+
+
+def sparse_local(path, size, pieces):
+    with open(path, "wb") as f:
+        f.truncate(size)
+        for piece in pieces:
+            off, length, seed = (int(x) for x in piece.split(":"))
+            f.seek(off)
+            f.write(b"".join(seeded(seed, length)))
+
+
+def cat(url, path):
+    c = Client(url)
+    ret, fh = c.open(path, os.O_RDONLY)
+    if ret != 0:
+        fail("open", path, ret)
+    while True:
+        buf = bytearray(CHUNK)
+        n = libnfs.nfs_read(c.ctx, fh, len(buf), buf)
+        if n < 0:
+            fail("read", path, n)
+        if n == 0:
+            break
+        sys.stdout.buffer.write(bytes(buf[:n]))
+    libnfs.nfs_close(c.ctx, fh)
+
+
 def main():
     cmd, args = sys.argv[1], sys.argv[2:]
     if cmd == "put":
@@ -372,6 +458,19 @@ def main():
             fail("remove", args[1], ret)
     elif cmd == "try-write":
         try_write(args[0], args[1], int(args[2]))
+    elif cmd == "try-truncate":
+        try_truncate(args[0], args[1], int(args[2]))
+    elif cmd == "try-pwrite":
+        try_pwrite(args[0], args[1], int(args[2]), int(args[3]))
+    elif cmd == "sparse":
+        sparse(args[0], args[1], int(args[2]), args[3:])
+    elif cmd == "sparse-local":
+        sparse_local(args[0], int(args[1]), args[2:])
+    elif cmd == "ls":
+        for name in sorted(Client(args[0]).listdir(args[1])):
+            print(name)
+    elif cmd == "cat":
+        cat(args[0], args[1])
     else:
         sys.exit(f"nfstool: unknown command {cmd}")
 

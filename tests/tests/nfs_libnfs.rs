@@ -149,14 +149,21 @@ fn vm_export_and_awkward_tree_survive_a_restart() {
     // Restart: locked again (nothing readable), then everything back after unlock.
     app.restart();
     assert_eq!(app.status()["state"], "locked");
-    let denied = nfstool(&["manifest", &app.url_root()], 5 * MIN);
+    // Locked, the share shows only the hint that says how to unlock (no data), and a
+    // file of the tree is refused.
+    let shown = manifest(&app.url_root(), 5 * MIN);
+    assert!(
+        shown.lines().count() == 1 && shown.contains("APPLIANCE-LOCKED.txt"),
+        "a locked appliance served more than its hint: {shown}"
+    );
+    let first = format!("/vm-alpha/{}", vm.files[0]);
+    let denied = nfstool(&["cat", &app.url_root(), &first], 5 * MIN);
     assert!(
         !denied.status.success(),
-        "a locked appliance served the tree"
+        "a locked appliance served {first}"
     );
     assert!(
-        String::from_utf8_lossy(&denied.stderr).contains("EACCES")
-            || String::from_utf8_lossy(&denied.stderr).contains("ermission denied"),
+        String::from_utf8_lossy(&denied.stderr).contains("EACCES"),
         "locked access must fail as permission denied: {}",
         String::from_utf8_lossy(&denied.stderr)
     );

@@ -94,6 +94,9 @@ pub struct SetInfo {
     pub job_name: String,
     /// Number of devices.
     pub devices: u32,
+    /// The largest file size the store accepts: its capacity (see
+    /// [`Store::max_file_size`]); NFS refuses larger sizes with FBIG.
+    pub max_file_size: u64,
 }
 
 /// The appliance: devices, state, counters.
@@ -138,6 +141,7 @@ impl Appliance {
             job_id: sb.job_id.clone(),
             job_name: sb.job_name.clone(),
             devices: sb.device_count,
+            max_file_size: locked.max_file_size(),
         };
         let tls = sb.tls.clone();
         let seal = read_seal(&locked);

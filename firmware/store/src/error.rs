@@ -327,6 +327,31 @@ pub enum StoreError {
     /// An argument the store cannot take.
     #[error("invalid argument: {0}")]
     Invalid(String),
+    /// A file could not be read: a device or format error met while reading it.
+    #[error("cannot read file {file} at byte {offset}")]
+    Unreadable {
+        /// Path of the file from the root.
+        file: String,
+        /// Where in the file the read began.
+        offset: u64,
+        /// What failed.
+        #[source]
+        source: Error,
+    },
+    /// A file would be (or is) larger than the device set can hold. Such a file could only
+    /// be mostly holes, and hashing it for the seal would take as long as its apparent size.
+    #[error(
+        "file {file} is too large: {size} bytes, more than the {limit} bytes the device set \
+         can hold (no file may be larger than the store's capacity); truncate or remove it"
+    )]
+    FileTooLarge {
+        /// Path of the file from the root.
+        file: String,
+        /// The size it has or asked for.
+        size: u64,
+        /// The largest size allowed: the store's capacity.
+        limit: u64,
+    },
 }
 
 /// What can go wrong with a job file, provisioning, the seal or the ingest receipt.

@@ -12,6 +12,10 @@
 //!   seal and its check, verification, the ingest receipt, the control API's messages).
 //!
 //! [`error`] is shared by all of them; [`units`] formats sizes and times for people.
+//!
+//! No file may be larger than the device set's capacity ([`Store::max_file_size`]): a file's
+//! BLAKE3 is the standard one (what `b3sum` prints), which hashes every byte of its apparent
+//! size, holes included, so the limit is what keeps the seal's cost that of a full device.
 
 pub mod crypto;
 pub mod device;

@@ -244,3 +244,55 @@ fn broken_bundles_refuse_the_seal_unless_forced() {
     assert_eq!(bundles[0].path, b"vm/vm.ovf");
     assert!(!bundles[0].problems.is_empty());
 }
+
+/// The capacity bounds every file's size: SETATTR and writes past it are refused naming the
+/// file; a store that holds a larger file anyway (written before the limit) is not sealed,
+/// the error names the file, its size and the limit, and the store still takes the fix.
+#[test]
+fn the_capacity_bounds_file_sizes_and_an_oversize_file_blocks_the_seal() {
+    use odt_store::format::journal::AttrChange;
+    let fx = Fixture::new(1, 64 * MIB);
+    let s = fx.open();
+    let limit = s.max_file_size();
+    assert!(limit > 0 && limit < 64 * MIB, "{limit}");
+    let d = s.mkdir(s.root(), b"vm", 0o755).unwrap();
+    let f = s.create(d.id, b"big.img", 0o644).unwrap();
+    let too_large = |e: Error| match e.into_kind() {
+        ErrorKind::Store(StoreError::FileTooLarge { file, size, limit }) => (file, size, limit),
+        other => panic!("not FileTooLarge: {other}"),
+    };
+    let resize = |n| AttrChange {
+        size: Some(n),
+        ..AttrChange::default()
+    };
+    assert_eq!(
+        too_large(s.setattr(f.id, resize(limit + 1)).unwrap_err()),
+        ("vm/big.img".to_string(), limit + 1, limit)
+    );
+    assert_eq!(
+        too_large(s.write(f.id, limit, b"x").unwrap_err()).1,
+        limit + 1
+    );
+    // Up to the limit is an ordinary sparse file.
+    s.setattr(f.id, resize(limit)).unwrap();
+    s.write(f.id, limit - 1, b"x").unwrap();
+
+    // One written before the limit existed.
+    s.resize_without_limit(f.id, 1 << 50).unwrap();
+    let e = seal::check_and_seal(&s, true).unwrap_err();
+    let line = odt_store::error::one_line(&e);
+    assert!(
+        line.contains("vm/big.img")
+            && line.contains(&(1u64 << 50).to_string())
+            && line.contains(&limit.to_string()),
+        "{line}"
+    );
+    assert!(!s.is_sealed(), "a refused seal leaves the store open");
+    // The customer truncates it; then the seal goes through.
+    s.setattr(f.id, resize(3 * MIB)).unwrap();
+    let m = odt_store::trip::manifest::build(&s).unwrap();
+    let want = vec![0u8; 3 * MIB as usize];
+    let e = m.files.iter().find(|e| e.path == b"vm/big.img").unwrap();
+    assert_eq!(e.blake3, *blake3::hash(&want).as_bytes());
+    seal::check_and_seal(&s, true).unwrap().sealed.unwrap();
+}

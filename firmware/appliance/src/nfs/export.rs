@@ -23,8 +23,6 @@ use crate::throttle::{Throttle, suppressed_note};
 
 /// Largest READ or WRITE payload (also what FSINFO advertises as preferred and maximum).
 pub const MAX_IO: u32 = 1 << 20;
-/// Largest file size and offset the store accepts.
-pub const MAX_FILE_SIZE: u64 = i64::MAX as u64;
 /// How long a repeated log message is held back.
 const LOG_WINDOW: Duration = Duration::from_secs(10);
 
@@ -101,6 +99,12 @@ impl Export {
                 verifier: odt_store::crypto::keys::random_u64().to_be_bytes(),
             }),
         }
+    }
+
+    /// Largest file size (and end of a write) the store accepts: its capacity. Sizes past
+    /// it are refused with FBIG before the store sees them (the store refuses them too).
+    pub fn max_file_size(&self) -> u64 {
+        self.app.info().max_file_size
     }
 
     /// Waits for the writes still running in the background (at shutdown).

@@ -46,6 +46,7 @@ pub mod drc;
 pub mod export;
 pub mod framing;
 pub mod handles;
+pub mod locked_hint;
 pub mod procedures;
 pub mod program;
 pub mod rpc;

@@ -37,7 +37,10 @@ pub fn status_of(e: &Error, subject: Subject) -> nfsstat3 {
             StoreError::Invalid(_) => NFS3ERR_INVAL,
             StoreError::NoSpace(_) => NFS3ERR_NOSPC,
             StoreError::ReadOnly => NFS3ERR_ROFS,
-            StoreError::Damaged { .. } | StoreError::Stopped { .. } => NFS3ERR_IO,
+            StoreError::FileTooLarge { .. } => NFS3ERR_FBIG,
+            StoreError::Damaged { .. }
+            | StoreError::Stopped { .. }
+            | StoreError::Unreadable { .. } => NFS3ERR_IO,
         },
         ErrorKind::Device(DeviceError::WritePastEnd { .. }) => NFS3ERR_NOSPC,
         ErrorKind::Key(_) => NFS3ERR_ACCES,
@@ -83,6 +86,17 @@ mod tests {
         assert_eq!(
             code(StoreError::NoSpace("x".into()), Subject::Object),
             NFS3ERR_NOSPC as u32
+        );
+        assert_eq!(
+            code(
+                StoreError::FileTooLarge {
+                    file: "a".into(),
+                    size: 2,
+                    limit: 1
+                },
+                Subject::Object
+            ),
+            NFS3ERR_FBIG as u32
         );
         assert_eq!(
             code(StoreError::ReadOnly, Subject::Name),

@@ -236,6 +236,17 @@ impl<'a> Entry<'a> {
         self.i.extents.iter().map(|(o, e)| (*o, *e))
     }
 
+    /// Whether any record holds bytes of `[off, off + len)` (false: all of it reads as
+    /// zeros).
+    pub fn has_data_in(&self, off: u64, len: u64) -> bool {
+        // Extents do not overlap: only the last one starting before the end can reach in.
+        self.i
+            .extents
+            .range(..off.saturating_add(len))
+            .next_back()
+            .is_some_and(|(s, e)| s + e.len > off)
+    }
+
     /// Bytes of content that records hold (holes not counted).
     pub fn stored_bytes(&self) -> u64 {
         self.i.stored_bytes()

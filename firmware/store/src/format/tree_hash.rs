@@ -60,6 +60,88 @@ pub fn chunk_value(file_size: u64, chunk_start: u64, data: &[u8]) -> [u8; 32] {
     chaining_value(chunk_start, data)
 }
 
+/// The chaining value of an all-zero chunk at `chunk_start` in a file of `file_size` bytes
+/// (`len` bytes of it): hashed from a static buffer, so a hole costs no read and no
+/// allocation. (Standard BLAKE3 puts each 1 KiB chunk's position into its hash, so zero
+/// chunks at different offsets have different values: nothing can be precomputed.)
+pub fn zero_chunk_value(file_size: u64, chunk_start: u64, len: u64) -> [u8; 32] {
+    static ZEROS: [u8; CHUNK as usize] = [0; CHUNK as usize];
+    chunk_value(file_size, chunk_start, &ZEROS[..len.min(CHUNK) as usize])
+}
+
+/// A file's root built from its chunk values given in order, in O(log n) memory: a stack
+/// of completed subtrees, merged as BLAKE3 merges them (the same result as [`root`] over
+/// all the values, without holding them).
+#[derive(Debug, Clone)]
+pub struct RootBuilder {
+    /// Chunks of the file (`file_size` in chunks, rounded up).
+    chunks: u64,
+    /// Values pushed so far.
+    pushed: u64,
+    /// Completed subtrees, largest first; at most one per bit of `pushed`.
+    stack: Vec<ChainingValue>,
+    /// The last chunk's value (kept apart: it is merged with the root flag at the end).
+    last: Option<ChainingValue>,
+}
+
+impl RootBuilder {
+    /// A builder for a file of `file_size` bytes.
+    pub fn new(file_size: u64) -> Self {
+        RootBuilder {
+            chunks: file_size.div_ceil(CHUNK),
+            pushed: 0,
+            stack: Vec::with_capacity(64),
+            last: None,
+        }
+    }
+
+    /// Chunks still expected.
+    pub fn remaining(&self) -> u64 {
+        self.chunks - self.pushed
+    }
+
+    /// Adds the next chunk's value (see [`chunk_value`]). Panics past the file's chunks: a
+    /// caller bug, not a property of the data.
+    pub fn push(&mut self, value: [u8; 32]) {
+        assert!(
+            self.pushed < self.chunks,
+            "more chunk values than the file has"
+        );
+        self.pushed += 1;
+        if self.pushed == self.chunks {
+            self.last = Some(value);
+            return;
+        }
+        // More chunks follow, so this one is no root: merge every subtree it completes
+        // (one per trailing zero bit of the count so far).
+        let mut cv = value;
+        let mut n = self.pushed;
+        while n & 1 == 0 {
+            let left = self.stack.pop().expect("a left subtree per trailing zero");
+            cv = merge_subtrees_non_root(&left, &cv, Mode::Hash);
+            n >>= 1;
+        }
+        self.stack.push(cv);
+    }
+
+    /// The root, once every chunk's value was pushed. Panics before: a caller bug.
+    pub fn finish(self) -> [u8; 32] {
+        assert_eq!(self.pushed, self.chunks, "chunk values missing");
+        let Some(mut cv) = self.last else {
+            return *blake3::hash(b"").as_bytes();
+        };
+        let mut stack = self.stack;
+        while let Some(left) = stack.pop() {
+            cv = if stack.is_empty() {
+                *merge_subtrees_root(&left, &cv, Mode::Hash).as_bytes()
+            } else {
+                merge_subtrees_non_root(&left, &cv, Mode::Hash)
+            };
+        }
+        cv
+    }
+}
+
 /// Joins the values of chunks `0..n` (in order) into the file's root.
 pub fn root(values: &[[u8; 32]]) -> [u8; 32] {
     match values {
@@ -123,6 +205,91 @@ mod tests {
                 *blake3::hash(&data).as_bytes(),
                 "size {size}"
             );
+        }
+    }
+
+    /// The streaming root of `data`, with holes (all-zero chunks) from the zero buffer.
+    fn streamed(data: &[u8]) -> [u8; 32] {
+        let size = data.len() as u64;
+        let mut b = RootBuilder::new(size);
+        let mut at = 0u64;
+        while at < size {
+            let end = (at + CHUNK).min(size);
+            let chunk = &data[at as usize..end as usize];
+            b.push(if chunk.iter().all(|&x| x == 0) {
+                zero_chunk_value(size, at, end - at)
+            } else {
+                chunk_value(size, at, chunk)
+            });
+            at += CHUNK;
+        }
+        assert_eq!(b.remaining(), 0);
+        b.finish()
+    }
+
+    #[test]
+    fn streaming_equals_root_for_many_counts() {
+        // Arbitrary values (not real chunk hashes): the merge order alone is under test.
+        for n in 1..=300u64 {
+            let values: Vec<[u8; 32]> = (0..n)
+                .map(|i| *blake3::hash(&i.to_le_bytes()).as_bytes())
+                .collect();
+            let mut b = RootBuilder::new(n * CHUNK);
+            for v in &values {
+                b.push(*v);
+            }
+            assert_eq!(b.finish(), root(&values), "{n} chunks");
+        }
+        assert_eq!(RootBuilder::new(0).finish(), root(&[]));
+    }
+
+    #[test]
+    fn streaming_memory_is_logarithmic() {
+        let mut b = RootBuilder::new(u64::MAX / 2);
+        for i in 0..100_000u64 {
+            b.push([i as u8; 32]);
+            assert!(b.stack.len() <= 64 - b.pushed.leading_zeros() as usize);
+        }
+    }
+
+    #[test]
+    fn zero_chunk_value_is_the_value_of_zeros() {
+        let c = CHUNK as usize;
+        let zeros = vec![0u8; c];
+        for (size, at, len) in [(5 * CHUNK, 2 * CHUNK, CHUNK), (CHUNK, 0, CHUNK), (7, 0, 7)] {
+            assert_eq!(
+                zero_chunk_value(size, at, len),
+                chunk_value(size, at, &zeros[..len as usize])
+            );
+        }
+        let sparse = {
+            let mut d = vec![0u8; 4 * c + 100];
+            d[c + 5] = 1;
+            d
+        };
+        assert_eq!(streamed(&sparse), *blake3::hash(&sparse).as_bytes());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        /// Sizes around chunk boundaries, data in some chunks and holes in the others: the
+        /// streaming root is plain BLAKE3 (what `b3sum` prints) and the batch root.
+        #[test]
+        fn streaming_equals_blake3(
+            chunks in 0u64..12,
+            delta in -2i64..=2,
+            filled in proptest::collection::vec(proptest::bool::ANY, 12),
+            seed in 0u8..=255,
+        ) {
+            let size = (chunks as i64 * CHUNK as i64 + delta).max(0) as u64;
+            let mut data = vec![0u8; size as usize];
+            for (i, b) in data.iter_mut().enumerate() {
+                if filled[i / CHUNK as usize] {
+                    *b = (i as u8).wrapping_mul(31).wrapping_add(seed) | 1;
+                }
+            }
+            proptest::prop_assert_eq!(streamed(&data), *blake3::hash(&data).as_bytes());
+            proptest::prop_assert_eq!(streamed(&data), by_chunks(&data));
         }
     }
 

@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::engine::{Entry, Store};
-use crate::error::{Result, TripError};
+use crate::error::{Result, StoreError, TripError};
 use crate::format::journal::{Kind, Time};
 use crate::format::tree_hash::{self, CHUNK};
 
@@ -129,19 +129,32 @@ fn collect(store: &Store, mut hash: impl FnMut(Entry<'_>) -> Result<[u8; 32]>) -
     Ok(Manifest { files })
 }
 
-/// BLAKE3 root of one file's content: the chunk values the write path journaled, the other
-/// chunks read back and hashed (see [`crate::format::tree_hash`]).
+/// BLAKE3 root of one file's content: the chunk values the write path journaled, holes
+/// hashed from a zero buffer, the other chunks read back and hashed (see
+/// [`crate::format::tree_hash`]). Memory stays O(log size): the values are merged as they
+/// come. A file larger than the store can hold is refused (see [`Store::max_file_size`]).
 pub fn file_root(store: &Store, i: Entry<'_>) -> Result<[u8; 32]> {
     let (id, size) = (i.id(), i.size());
-    let mut values = Vec::with_capacity(size.div_ceil(CHUNK) as usize);
+    let path = || String::from_utf8_lossy(&store.view().path(id)).into_owned();
+    let limit = store.max_file_size();
+    if size > limit {
+        return Err(StoreError::FileTooLarge {
+            file: path(),
+            size,
+            limit,
+        }
+        .into());
+    }
+    let mut root = tree_hash::RootBuilder::new(size);
     let mut start = 0;
     while start < size {
         let len = CHUNK.min(size - start);
         let journaled = tree_hash::chaining_value_counts(size, start)
             .then(|| i.chunk_cv(start / CHUNK))
             .flatten();
-        values.push(match journaled {
+        root.push(match journaled {
             Some(cv) => cv,
+            None if !i.has_data_in(start, len) => tree_hash::zero_chunk_value(size, start, len),
             None => {
                 let (data, _) = store.read(id, start, len as u32)?;
                 tree_hash::chunk_value(size, start, &data)
@@ -149,5 +162,5 @@ pub fn file_root(store: &Store, i: Entry<'_>) -> Result<[u8; 32]> {
         });
         start += len;
     }
-    Ok(tree_hash::root(&values))
+    Ok(root.finish())
 }

@@ -22,6 +22,7 @@ use crate::trip::manifest;
 /// Seals the store: no more changes, everything durable, the manifest and bundles journaled,
 /// segments closed, the signed record written to every device.
 pub fn seal(store: &Store, bundles: Vec<SealedBundle>) -> Result<Sealed> {
+    refuse_oversize(store)?;
     store.begin_seal()?;
     store.sync()?;
     let m = manifest::build(store)?;
@@ -38,6 +39,23 @@ pub fn seal(store: &Store, bundles: Vec<SealedBundle>) -> Result<Sealed> {
         bundles,
     }])?;
     store.write_seal_record()
+}
+
+/// Refuses to seal a store holding a file larger than its capacity (one written before the
+/// limit existed): hashing it would take as long as its apparent size. Checked before the
+/// store stops taking changes, so that the customer can still truncate or remove it.
+fn refuse_oversize(store: &Store) -> Result<()> {
+    let limit = store.max_file_size();
+    let view = store.view();
+    match view.files().find(|f| f.size() > limit) {
+        Some(f) => Err(StoreError::FileTooLarge {
+            file: String::from_utf8_lossy(&view.path(f.id())).into_owned(),
+            size: f.size(),
+            limit,
+        }
+        .into()),
+        None => Ok(()),
+    }
 }
 
 /// What `odt seal` gets back: the bundle check and, unless it refused, the seal.
@@ -57,6 +75,7 @@ pub fn check_and_seal(store: &Store, force: bool) -> Result<SealOutcome> {
     if store.is_sealed() {
         return Err(StoreError::ReadOnly.into());
     }
+    refuse_oversize(store)?;
     let bundles = bundle::check(store, Time::now())?;
     let bad = bundles.errors();
     if bad > 0 && !force {

@@ -253,7 +253,7 @@ pub fn check_files(store: &Store, progress: &mut dyn FnMut(u64)) -> Result<Vec<D
                             }),
                         }
                     }
-                    _ => return Err(err),
+                    _ => return Err(store.naming_file(id, off, err)),
                 },
             }
         }

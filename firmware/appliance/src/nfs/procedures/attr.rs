@@ -2,7 +2,10 @@
 //!
 //! - SETATTR whose ctime guard does not match answers NOT_SYNC with the object's wcc data
 //!   and changes nothing (RFC 1813); a failed SETATTR carries its wcc data too.
-//! - A size beyond [`MAX_FILE_SIZE`] is refused with FBIG before the store sees it.
+//! - A size beyond the store's capacity ([`Export::max_file_size`]) is refused with FBIG
+//!   before the store sees it.
+//! - While locked, GETATTR and ACCESS answer for the root and the hint file of
+//!   [`locked_hint`] (read-only); everything else is refused with ACCES.
 //! - ACCESS grants everything asked, also once sealed: a change then fails with ROFS, which
 //!   tells the user why, where a denied ACCESS would only say "permission denied".
 
@@ -13,7 +16,8 @@ use nfsserve::nfs::{
 use odt_store::format::journal::{AttrChange, Time};
 
 use super::{Call, before_change, wcc};
-use crate::nfs::export::{Export, MAX_FILE_SIZE, Need, from_time};
+use crate::nfs::export::{Export, Need, from_time};
+use crate::nfs::locked_hint;
 use crate::nfs::status::Subject;
 
 /// The attribute changes a `sattr3` asks for.
@@ -53,7 +57,7 @@ pub fn attr_change(s: &sattr3) -> AttrChange {
 /// attributes after it; an empty change only reads them.
 pub async fn apply(x: &Export, id: fileid3, change: AttrChange) -> Result<fattr3, nfsstat3> {
     let s = x.store(Need::Write)?;
-    if change.size.is_some_and(|n| n > MAX_FILE_SIZE) {
+    if change.size.is_some_and(|n| n > x.max_file_size()) {
         return Err(nfsstat3::NFS3ERR_FBIG);
     }
     x.pending.settle(id).await;
@@ -73,7 +77,11 @@ pub async fn getattr(x: &Export, c: &Call<'_>) -> Vec<u8> {
     let Some(fh) = c.reader().handle() else {
         return c.garbage();
     };
-    match x.attributes_of(&fh).await {
+    let shown = match x.id_of(&fh) {
+        Ok(id) => x.shown_attr(id).await,
+        Err(st) => Err(st),
+    };
+    match shown {
         Ok(a) => c.status(nfsstat3::NFS3_OK, |r| {
             r.put(&a);
         }),
@@ -120,7 +128,18 @@ pub async fn access(x: &Export, c: &Call<'_>) -> Vec<u8> {
     let Some((fh, asked)) = (|| Some((args.handle()?, args.u32()?)))() else {
         return c.garbage();
     };
-    match x.attributes_of(&fh).await {
+    let id = match x.id_of(&fh) {
+        Ok(id) => id,
+        Err(st) => return c.failed_without_attributes(st),
+    };
+    // The locked share's root and hint are read-only.
+    if let Some(a) = x.hint_attr(id) {
+        return c.status(nfsstat3::NFS3_OK, |r| {
+            r.put(&post_op_attr::attributes(a))
+                .word(asked & locked_hint::READ_ONLY);
+        });
+    }
+    match x.getattr(id).await {
         Ok(a) => c.status(nfsstat3::NFS3_OK, |r| {
             r.put(&post_op_attr::attributes(a)).word(asked);
         }),
@@ -194,6 +213,28 @@ mod tests {
             .await;
         assert_eq!(r.status(), nfsstat3::NFS3ERR_FBIG as u32);
         assert!(r.wcc().0.is_some(), "a failed SETATTR carries its wcc data");
+        // The limit is the store's capacity: one byte past it is FBIG, the limit itself is
+        // a (sparse) file like any other.
+        let max = h.app.info().max_file_size;
+        let size = |n| sattr3 {
+            size: set_size3::size(n),
+            ..sattr3::default()
+        };
+        let mut r = h
+            .nfs(
+                nfs3::SETATTR,
+                Args::new().fh(&h.fh(f)).sattr(&size(max + 1)).u32(0),
+            )
+            .await;
+        assert_eq!(r.status(), nfsstat3::NFS3ERR_FBIG as u32);
+        let mut r = h
+            .nfs(
+                nfs3::SETATTR,
+                Args::new().fh(&h.fh(f)).sattr(&size(max)).u32(0),
+            )
+            .await;
+        assert_eq!(r.status(), 0);
+        assert_eq!(r.wcc().1.unwrap().size, max);
 
         let mut r = h
             .nfs(nfs3::ACCESS, Args::new().fh(&h.fh(f)).u32(0x3f))
@@ -210,9 +251,20 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn locked_and_removed() {
         let h = Harness::locked();
-        let mut r = h.nfs(nfs3::GETATTR, Args::new().fh(&h.fh(1))).await;
+        // Locked: the root is a read-only directory holding the hint (see locked_hint);
+        // any other object is refused.
+        let mut r = h.nfs(nfs3::GETATTR, Args::new().fh(&h.fh(h.root()))).await;
+        assert_eq!(r.status(), 0);
+        assert_eq!(r.fattr().mode, 0o555);
+        let mut r = h
+            .nfs(nfs3::ACCESS, Args::new().fh(&h.fh(h.root())).u32(0x3f))
+            .await;
+        assert_eq!(r.status(), 0);
+        r.post_attr();
+        assert_eq!(r.u32(), 0x01 | 0x02 | 0x20, "read, lookup, execute only");
+        let mut r = h.nfs(nfs3::GETATTR, Args::new().fh(&h.fh(2))).await;
         assert_eq!(r.status(), nfsstat3::NFS3ERR_ACCES as u32);
-        let mut r = h.nfs(nfs3::ACCESS, Args::new().fh(&h.fh(1)).u32(1)).await;
+        let mut r = h.nfs(nfs3::ACCESS, Args::new().fh(&h.fh(2)).u32(1)).await;
         assert_eq!(r.status(), nfsstat3::NFS3ERR_ACCES as u32);
         assert!(r.post_attr().is_none());
         h.unlock();

@@ -12,7 +12,7 @@ use nfsserve::nfs::{self, fsinfo3, nfsstat3, nfstime3, post_op_attr};
 use odt_store::trip::control_api::State;
 
 use super::Call;
-use crate::nfs::export::{Export, MAX_FILE_SIZE, MAX_IO, Need};
+use crate::nfs::export::{Export, MAX_IO, Need};
 use crate::nfs::status::Subject;
 
 /// Journal bytes a new entry takes, roughly (its create op and a few attribute changes).
@@ -78,7 +78,7 @@ pub async fn fsinfo(x: &Export, c: &Call<'_>) -> Vec<u8> {
         wtpref: MAX_IO,
         wtmult: 4096,
         dtpref: 64 * 1024,
-        maxfilesize: MAX_FILE_SIZE,
+        maxfilesize: x.max_file_size(),
         time_delta: nfstime3 {
             seconds: 0,
             nseconds: 1,
@@ -157,7 +157,8 @@ mod tests {
             (info.rtpref, info.wtpref, info.rtmax),
             (MAX_IO, MAX_IO, MAX_IO)
         );
-        assert_eq!(info.maxfilesize, i64::MAX as u64);
+        assert_eq!(info.maxfilesize, h.app.info().max_file_size);
+        assert!(info.maxfilesize > 0 && info.maxfilesize < 1 << 40);
         let mut r = h.nfs(nfs3::PATHCONF, root.clone()).await;
         assert_eq!(r.status(), nfsstat3::NFS3ERR_ACCES as u32);
         h.unlock();

@@ -7,7 +7,9 @@ use nfsserve::nfs::nfsstat3;
 
 use super::{Call, post};
 use crate::nfs::export::{Export, Need};
+use crate::nfs::locked_hint;
 use crate::nfs::status::Subject;
+use odt_store::engine::ROOT;
 
 /// LOOKUP.
 pub async fn lookup(x: &Export, c: &Call<'_>) -> Vec<u8> {
@@ -18,10 +20,15 @@ pub async fn lookup(x: &Export, c: &Call<'_>) -> Vec<u8> {
         Ok(id) => id,
         Err(st) => return c.failed_without_attributes(st),
     };
-    let dir_attr = post(x.getattr(dir).await);
-    match x.lookup(dir, &name).await {
+    let dir_attr = post(x.shown_attr(dir).await);
+    let found = if x.is_locked() && dir == ROOT && name.as_slice() == locked_hint::NAME {
+        Ok(locked_hint::ID)
+    } else {
+        x.lookup(dir, &name).await
+    };
+    match found {
         Ok(id) => {
-            let obj_attr = post(x.getattr(id).await);
+            let obj_attr = post(x.shown_attr(id).await);
             c.status(nfsstat3::NFS3_OK, |r| {
                 r.put(&x.handle_of(id)).put(&obj_attr).put(&dir_attr);
             })

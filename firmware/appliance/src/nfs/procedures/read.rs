@@ -1,11 +1,13 @@
 //! READ: every record read is authenticated and its digest checked by the store; a damaged
 //! record answers NFS3ERR_IO (and is logged with the file and range). The count is capped
 //! at [`MAX_IO`] whatever the client asks; the file's acknowledged writes are in first.
+//! While locked, only the hint file of [`locked_hint`] can be read.
 
-use nfsserve::nfs::nfsstat3;
+use nfsserve::nfs::{nfsstat3, post_op_attr};
 
 use super::{Call, post};
 use crate::nfs::export::{Export, MAX_IO, Need};
+use crate::nfs::locked_hint;
 use crate::nfs::status::Subject;
 
 /// READ.
@@ -18,6 +20,18 @@ pub async fn read(x: &Export, c: &Call<'_>) -> Vec<u8> {
         Ok(id) => id,
         Err(st) => return c.failed_without_attributes(st),
     };
+    if let Some(a) = x.hint_attr(id).filter(|_| id == locked_hint::ID) {
+        let text = locked_hint::text();
+        let start = offset.min(text.len() as u64) as usize;
+        let data = &text[start..(start + count.min(MAX_IO) as usize).min(text.len())];
+        let eof = start + data.len() == text.len();
+        return c.status(nfsstat3::NFS3_OK, |r| {
+            r.put(&post_op_attr::attributes(a))
+                .word(data.len() as u32)
+                .put(&eof)
+                .opaque(data);
+        });
+    }
     let got = match x.store(Need::Read) {
         Ok(s) => {
             x.pending.settle(id).await;

@@ -6,12 +6,15 @@
 //! usable while the directory changes (an entry removed meanwhile makes the listing start
 //! over rather than fail). A page holds as many entries as fit the client's byte counts
 //! (`count`; for READDIRPLUS `maxcount` for the whole reply and `dircount` for the names
-//! and cookies), never more than [`MAX_ENTRIES`]; if not even one fits, TOOSMALL.
+//! and cookies), never more than [`MAX_ENTRIES`]; if not even one fits, TOOSMALL. While
+//! locked, the root lists only the hint file of [`locked_hint`].
 
-use nfsserve::nfs::{nfsstat3, post_op_attr, post_op_fh3};
+use nfsserve::nfs::{fattr3, nfsstat3, post_op_attr, post_op_fh3};
+use odt_store::engine::ROOT;
 
 use super::{Call, post};
 use crate::nfs::export::{Export, MAX_IO, Need};
+use crate::nfs::locked_hint;
 use crate::nfs::status::Subject;
 use crate::nfs::xdr::MAX_NAME;
 
@@ -54,12 +57,15 @@ async fn list(x: &Export, c: &Call<'_>, plus: bool) -> Vec<u8> {
         Ok(id) => id,
         Err(st) => return c.failed_without_attributes(st),
     };
+    let budget = maxcount.min(MAX_IO as usize);
+    let handle_len = x.handle_of(dir).data.len();
+    if let Some(attr) = x.hint_attr(dir).filter(|_| dir == ROOT) {
+        return locked_root(x, c, attr, cookie, plus, budget);
+    }
     let store = match x.store(Need::Read) {
         Ok(s) => s.clone(),
         Err(st) => return c.failed_without_attributes(st),
     };
-    let budget = maxcount.min(MAX_IO as usize);
-    let handle_len = x.handle_of(dir).data.len();
     let smallest = entry_size(1) + if plus { plus_size(handle_len) } else { 0 };
     let want = (budget / smallest).clamp(1, MAX_ENTRIES);
     let listed = (|| {
@@ -127,6 +133,46 @@ async fn list(x: &Export, c: &Call<'_>, plus: bool) -> Vec<u8> {
             }
         }
         r.word(0).word(eof as u32);
+    })
+}
+
+/// The locked share's root: the hint file alone (cookie 1), see [`locked_hint`].
+fn locked_root(
+    x: &Export,
+    c: &Call<'_>,
+    attr: fattr3,
+    cookie: u64,
+    plus: bool,
+    budget: usize,
+) -> Vec<u8> {
+    let handle = x.handle_of(locked_hint::ID);
+    let whole = entry_size(locked_hint::NAME.len())
+        + if plus {
+            plus_size(handle.data.len())
+        } else {
+            0
+        };
+    let listed = cookie == 0;
+    if listed && HEAD + TAIL + whole > budget {
+        return c.status(nfsstat3::NFS3ERR_TOOSMALL, |r| {
+            r.put(&post_op_attr::attributes(attr));
+        });
+    }
+    c.status(nfsstat3::NFS3_OK, |r| {
+        r.put(&post_op_attr::attributes(attr)).fixed(&[0; 8]);
+        if listed {
+            r.word(1)
+                .hyper(locked_hint::ID)
+                .opaque(locked_hint::NAME)
+                .hyper(1);
+            if plus {
+                r.put(&post_op_attr::attributes(
+                    x.hint_attr(locked_hint::ID).expect("locked"),
+                ))
+                .put(&post_op_fh3::handle(handle));
+            }
+        }
+        r.word(0).word(1);
     })
 }
 

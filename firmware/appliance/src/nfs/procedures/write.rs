@@ -21,7 +21,7 @@ use nfsserve::nfs::{fattr3, nfsstat3, nfstime3, post_op_attr, pre_op_attr, wcc_d
 use odt_store::format::journal::Kind;
 
 use super::Call;
-use crate::nfs::export::{Export, MAX_FILE_SIZE, MAX_IO, Need};
+use crate::nfs::export::{Export, MAX_IO, Need};
 use crate::nfs::status::Subject;
 
 /// stable_how values.
@@ -129,7 +129,7 @@ pub async fn write(x: &Export, xid: u32, record: Vec<u8>, args_at: usize) -> Ans
         return failed(&c, st).into();
     }
     let end = match w.offset.checked_add(w.count as u64) {
-        Some(e) if e <= MAX_FILE_SIZE => e,
+        Some(e) if e <= x.max_file_size() => e,
         _ => return failed(&c, nfsstat3::NFS3ERR_FBIG).into(),
     };
     let attr = match store.getattr(id) {
@@ -415,6 +415,13 @@ mod tests {
             write(&h, g, u64::MAX - 1, UNSTABLE, b"xx").await.0,
             nfsstat3::NFS3ERR_FBIG as u32
         );
+        // The store's capacity bounds a write's end: up to it is fine, past it is FBIG.
+        let max = h.app.info().max_file_size;
+        assert_eq!(
+            write(&h, g, max - 1, UNSTABLE, b"xx").await.0,
+            nfsstat3::NFS3ERR_FBIG as u32
+        );
+        assert_eq!(write(&h, g, max - 2, FILE_SYNC, b"xx").await.0, 0);
         h.app.test_seal().unwrap();
         assert_eq!(
             write(&h, g, 0, UNSTABLE, b"x").await.0,

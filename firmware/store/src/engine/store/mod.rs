@@ -140,12 +140,25 @@ pub struct Locked {
     sbs: Vec<Superblock>,
 }
 
+/// Bytes of record content the segment areas of `sbs` hold (each segment less its header
+/// and footer blocks): the store's capacity, and the largest file size.
+pub fn capacity(sbs: &[Superblock]) -> u64 {
+    sbs.iter()
+        .map(|sb| sb.segment_count() * (sb.segment_size - 2 * segment::BLOCK))
+        .sum()
+}
+
 impl Locked {
     /// Opens the devices of one set (any order) and checks that they belong together.
     pub fn open(paths: &[PathBuf], access: Access) -> Result<Locked> {
         let set = superblock::open_set(paths, access == Access::ReadWrite)?;
         let (devs, sbs) = set.into_iter().unzip();
         Ok(Locked { devs, sbs })
+    }
+
+    /// The largest size a file may have (see [`Store::max_file_size`]).
+    pub fn max_file_size(&self) -> u64 {
+        capacity(&self.sbs)
     }
 
     /// The superblock of device 0.
@@ -319,6 +332,15 @@ impl Store {
     /// The superblock of device 0 (job, geometry, cipher).
     pub fn superblock(&self) -> &Superblock {
         &self.sbs[0]
+    }
+
+    /// The largest size a file may have: the data bytes the device set can hold. A larger
+    /// file would be mostly holes, and its BLAKE3 root (standard BLAKE3, so `b3sum` agrees)
+    /// costs hashing every byte of its apparent size; at this limit, sealing one costs at
+    /// most what sealing a full device set costs. Writes and size changes past it fail
+    /// with [`StoreError::FileTooLarge`](crate::error::StoreError::FileTooLarge).
+    pub fn max_file_size(&self) -> u64 {
+        capacity(&self.sbs)
     }
 
     /// The devices of the set, by index.

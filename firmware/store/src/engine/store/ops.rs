@@ -34,6 +34,9 @@ impl Store {
     pub fn setattr(&self, id: u64, change: AttrChange) -> Result<Attr> {
         let _admitted = self.writable()?;
         let resize = change.size;
+        if let Some(size) = resize {
+            self.check_size(id, size)?;
+        }
         let same_size = resize.map(|size| AttrChange {
             size: Some(size),
             ..AttrChange::default()
@@ -61,6 +64,36 @@ impl Store {
             o.resized(id, size);
         }
         self.getattr(id)
+    }
+
+    /// Sets a file's size without the capacity limit, as a store written before the limit
+    /// may hold one: for tests of what the seal does with such a file. Not for anything
+    /// else.
+    #[doc(hidden)]
+    pub fn resize_without_limit(&self, id: u64, size: u64) -> Result<()> {
+        let _admitted = self.writable()?;
+        self.submit(vec![Op::SetAttr {
+            id,
+            change: AttrChange {
+                size: Some(size),
+                ..AttrChange::default()
+            },
+            time: Time::now(),
+        }])
+    }
+
+    /// Refuses a file size beyond [`Store::max_file_size`], naming the file.
+    pub(super) fn check_size(&self, id: u64, size: u64) -> Result<()> {
+        let limit = self.max_file_size();
+        if size > limit {
+            return Err(StoreError::FileTooLarge {
+                file: self.path(id),
+                size,
+                limit,
+            }
+            .into());
+        }
+        Ok(())
     }
 
     fn create_entry(

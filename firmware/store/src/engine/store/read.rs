@@ -8,7 +8,7 @@ use super::{Store, lock};
 use crate::crypto::cipher::Purpose;
 use crate::device::Device;
 use crate::engine::namespace::Extent;
-use crate::error::{Result, StoreError, one_line};
+use crate::error::{Error, ErrorKind, Result, StoreError, one_line};
 use crate::format::journal::Loc;
 use crate::format::record;
 use crate::format::tree_hash::record_digest;
@@ -54,6 +54,26 @@ impl Store {
     /// Reads up to `len` bytes at `offset`; returns the bytes and whether the end of the file
     /// was reached. Every record is authenticated and its digest checked.
     pub fn read(&self, id: u64, offset: u64, len: u32) -> Result<(Vec<u8>, bool)> {
+        self.read_inner(id, offset, len)
+            .map_err(|e| self.naming_file(id, offset, e))
+    }
+
+    /// Names the file in a device or format error met while reading it (the other errors
+    /// name it already or concern the request), so that the seal, verify and ingest say
+    /// which file they could not read.
+    pub(crate) fn naming_file(&self, id: u64, offset: u64, e: Error) -> Error {
+        match e.kind() {
+            ErrorKind::Device(_) | ErrorKind::Format(_) => StoreError::Unreadable {
+                file: self.path(id),
+                offset,
+                source: e,
+            }
+            .into(),
+            _ => e,
+        }
+    }
+
+    fn read_inner(&self, id: u64, offset: u64, len: u32) -> Result<(Vec<u8>, bool)> {
         let (size, pieces) = {
             let core = lock(&self.core);
             let i = core.ns.file(id)?;
@@ -176,6 +196,17 @@ impl Store {
     /// file and the range of this read it covers. Bytes past the end of the file are left
     /// untouched; [`BulkRead::len`] says how many were filled.
     pub fn read_into(
+        &self,
+        id: u64,
+        offset: u64,
+        buf: &mut [u8],
+        scratch: &mut ReadScratch,
+    ) -> Result<BulkRead> {
+        self.read_into_inner(id, offset, buf, scratch)
+            .map_err(|e| self.naming_file(id, offset, e))
+    }
+
+    fn read_into_inner(
         &self,
         id: u64,
         offset: u64,

@@ -49,12 +49,7 @@ impl Store {
 
     fn write_with(&self, id: u64, offset: u64, data: &[u8], durable: bool) -> Result<Attr> {
         let _admitted = self.writable()?;
-        if offset
-            .checked_add(data.len() as u64)
-            .is_none_or(|e| e > i64::MAX as u64)
-        {
-            return Err(StoreError::Invalid("write past the largest file offset".into()).into());
-        }
+        self.check_size(id, offset.saturating_add(data.len() as u64))?;
         if data.is_empty() {
             return self.getattr(id);
         }
