@@ -4,7 +4,6 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-
 /// `odt ingest`
 ///
 /// Resumable: run the same command again after an interruption and it continues, without

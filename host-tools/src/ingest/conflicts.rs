@@ -139,7 +139,7 @@ fn candidate(name: &OsStr, k: u32, keep_ext: bool) -> OsString {
     let mut v = stem.to_vec();
     v.extend_from_slice(format!(".odt-{k}").as_bytes());
     v.extend_from_slice(ext);
-    OsString::from(std::ffi::OsStr::from_bytes(&v).to_os_string())
+    std::ffi::OsStr::from_bytes(&v).to_os_string()
 }
 
 /// Kinds of planned entries, with what makes an existing one the ingest's own.
