@@ -443,4 +443,41 @@ mod tests {
         }
         assert_eq!(std::fs::read(&p).unwrap(), b"0123456789");
     }
+
+    // Here rather than beside the receipt: provisioning reads receipts, so a receipt test
+    // that provisions would make the two modules import each other.
+    #[test]
+    fn receipt_write_read_on_an_image_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("d.img");
+        let id = age::x25519::Identity::generate();
+        let opts = Options {
+            create_size: Some(64 << 20),
+            segment_size: 8 << 20,
+            ..Default::default()
+        };
+        let prov = provision(std::slice::from_ref(&p), "job", "n", &id.to_public(), &opts).unwrap();
+        let sb = &prov.superblocks[0];
+        let dev = Device::open(&p, true).unwrap();
+        assert_eq!(Receipt::read(&dev, sb).unwrap(), None);
+        let r = crate::trip::receipt::tests::sample();
+        r.write(&dev, sb).unwrap();
+        assert_eq!(Receipt::read(&dev, sb).unwrap(), Some(r.clone()));
+        // The superblock is untouched.
+        assert_eq!(Superblock::read(&dev).unwrap(), *sb);
+        // One damaged copy: the other is used.
+        let at = Receipt::offsets(sb)[0];
+        let mut b = dev.read_vec(at + 30, 1).unwrap();
+        b[0] ^= 0x55;
+        dev.write_at(&b, at + 30).unwrap();
+        assert_eq!(Receipt::read(&dev, sb).unwrap(), Some(r.clone()));
+        // Both damaged: an error naming the receipt.
+        let at2 = Receipt::offsets(sb)[1];
+        dev.write_at(&b, at2 + 30).unwrap();
+        let e = Receipt::read(&dev, sb).unwrap_err().to_string();
+        assert!(e.contains("ingest receipt"), "{e}");
+        // Erase destroys it.
+        sb.erase(&dev).unwrap();
+        assert_eq!(Receipt::read(&dev, sb).unwrap(), None);
+    }
 }
