@@ -178,8 +178,12 @@ pub fn provision_with_cli(
     run(Command::new(odt)
         .args(["job", "new", "--name", "test customer", "--out"])
         .arg(&job_dir));
+    // In a folder of their own: `odt ingest` refuses a datastore inside a device's folder,
+    // and tests put their datastores in `dir`.
+    let dev_dir = dir.join("devices");
+    std::fs::create_dir_all(&dev_dir).expect("a folder for the device images");
     let devices: Vec<PathBuf> = (0..count)
-        .map(|i| dir.join(format!("dev{i}.img")))
+        .map(|i| dev_dir.join(format!("dev{i}.img")))
         .collect();
     let code_file = dir.join("unlock-code");
     let mut cmd = Command::new(odt);
