@@ -56,7 +56,7 @@ fn snapshot(root: &Path) -> BTreeMap<String, Entry> {
 
 #[test]
 fn sigkill_at_random_moments_then_resume_gives_the_same_result() {
-    let setup = Setup::new(1, 512 * MIB);
+    let setup = Setup::new(1, 2048 * MIB);
     {
         let store = setup.open_rw();
         let mut b = Builder::new(&store);

@@ -145,9 +145,17 @@ fn candidate(name: &OsStr, k: u32, keep_ext: bool) -> OsString {
 /// Kinds of planned entries, with what makes an existing one the ingest's own.
 enum Entry<'a> {
     Dir,
-    File { id: u64 },
-    Symlink { target: &'a [u8] },
-    HardLink { target: &'a [OsString] },
+    File {
+        id: u64,
+        size: u64,
+        mtime: odt_store::format::journal::Time,
+    },
+    Symlink {
+        target: &'a [u8],
+    },
+    HardLink {
+        target: &'a [OsString],
+    },
 }
 
 impl Entry<'_> {
@@ -211,9 +219,17 @@ impl Resolver<'_> {
         };
         let own = match entry {
             Entry::Dir => found.file_type == FileType::Directory,
-            Entry::File { id } => {
+            Entry::File { id, size, mtime } => {
+                // Its own: recorded as written, or placed by a run killed before it could
+                // record it (the size and the mtime to the nanosecond it gives its files).
                 found.file_type == FileType::RegularFile
-                    && self.state.wrote(&rel_display(rel)) == Some(*id)
+                    && (self.state.wrote(&rel_display(rel)) == Some(*id)
+                        || rustix::fs::statat(&dir, name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW)
+                            .is_ok_and(|st| {
+                                st.st_size as u64 == *size
+                                    && st.st_mtime as i64 == mtime.secs
+                                    && st.st_mtime_nsec as u32 == mtime.nanos
+                            }))
             }
             Entry::Symlink { target } => {
                 found.file_type == FileType::Symlink
@@ -348,7 +364,16 @@ pub fn resolve(
     let bundles = std::mem::take(&mut plan.file_bundle);
     for (f, b) in files.into_iter().zip(bundles) {
         let orig = f.rel.clone();
-        let placed = r.check(&orig, Entry::File { id: f.id }, mode, &mut out)?;
+        let placed = r.check(
+            &orig,
+            Entry::File {
+                id: f.id,
+                size: f.size,
+                mtime: f.mtime,
+            },
+            mode,
+            &mut out,
+        )?;
         file_moves.insert(orig.clone(), placed.clone());
         match placed {
             Some(rel) => {
