@@ -227,7 +227,7 @@ impl Resolver<'_> {
                         || rustix::fs::statat(&dir, name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW)
                             .is_ok_and(|st| {
                                 st.st_size as u64 == *size
-                                    && st.st_mtime as i64 == mtime.secs
+                                    && st.st_mtime == mtime.secs
                                     && st.st_mtime_nsec as u32 == mtime.nanos
                             }))
             }
