@@ -79,3 +79,13 @@ pub fn run_ok(cmd: &mut Command, limit: Duration) -> String {
     }
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
+
+/// What a finished command printed, stdout then stderr, as text (for assertion messages
+/// and for searching either stream).
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}

@@ -19,13 +19,7 @@ use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(300);
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use odt_e2e::run::text;
 
 /// `odt ARGS... --device D... --job J`.
 fn odt_dev(args: &[&str], job: &Job) -> Output {

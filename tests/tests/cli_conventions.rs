@@ -16,13 +16,7 @@ use serde_json::Value;
 
 const MIN: Duration = Duration::from_secs(60);
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use odt_e2e::run::text;
 
 fn odt(args: &[&str]) -> Output {
     run(Command::new(bins::odt()).args(args), None, MIN)

@@ -16,13 +16,7 @@ use odt_e2e::run::run;
 
 const MIN: Duration = Duration::from_secs(60);
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use odt_e2e::run::text;
 
 fn json(o: &Output) -> serde_json::Value {
     serde_json::from_slice(&o.stdout)
