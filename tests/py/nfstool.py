@@ -92,12 +92,11 @@ class Client:
             fail("close", path, ret)
         return h.hexdigest()
 
-    def read_hash(self, path):
+    def chunks(self, path):
+        """The file's bytes, CHUNK at a time (fails the run on an error)."""
         ret, fh = self.open(path, os.O_RDONLY)
         if ret != 0:
             fail("open", path, ret)
-        h = hashlib.sha256()
-        size = 0
         while True:
             buf = bytearray(CHUNK)
             n = libnfs.nfs_read(self.ctx, fh, len(buf), buf)
@@ -105,9 +104,15 @@ class Client:
                 fail("read", path, n)
             if n == 0:
                 break
-            h.update(buf[:n])
-            size += n
+            yield bytes(buf[:n])
         libnfs.nfs_close(self.ctx, fh)
+
+    def read_hash(self, path):
+        h = hashlib.sha256()
+        size = 0
+        for b in self.chunks(path):
+            h.update(b)
+            size += len(b)
         return h.hexdigest(), size
 
     def is_dir(self, path):
@@ -301,19 +306,9 @@ def get(url, local):
                 os.mkdir(d)
                 walk(p, d)
             else:
-                ret, fh = c.open(p, os.O_RDONLY)
-                if ret != 0:
-                    fail("open", p, ret)
                 with open(d, "wb") as f:
-                    while True:
-                        buf = bytearray(CHUNK)
-                        n = libnfs.nfs_read(c.ctx, fh, len(buf), buf)
-                        if n < 0:
-                            fail("read", p, n)
-                        if n == 0:
-                            break
-                        f.write(buf[:n])
-                libnfs.nfs_close(c.ctx, fh)
+                    for b in c.chunks(p):
+                        f.write(b)
 
     walk("/", local)
     print("get done")
@@ -418,19 +413,8 @@ def sparse_local(path, size, pieces):
 
 
 def cat(url, path):
-    c = Client(url)
-    ret, fh = c.open(path, os.O_RDONLY)
-    if ret != 0:
-        fail("open", path, ret)
-    while True:
-        buf = bytearray(CHUNK)
-        n = libnfs.nfs_read(c.ctx, fh, len(buf), buf)
-        if n < 0:
-            fail("read", path, n)
-        if n == 0:
-            break
-        sys.stdout.buffer.write(bytes(buf[:n]))
-    libnfs.nfs_close(c.ctx, fh)
+    for b in Client(url).chunks(path):
+        sys.stdout.buffer.write(b)
 
 
 def main():
