@@ -39,7 +39,7 @@ fn libnfs_saw(out: &str, errno: &str, status: u8) -> bool {
 #[test]
 fn full_and_sealed_devices_say_so_to_the_kernel_client_and_libnfs() {
     require_clients();
-    // 192 MiB device, 8 MiB segments: about 150 MiB for data.
+    // 192 MiB device, 8 MiB segments: about 150 MiB for data, files up to its capacity.
     let job = Job::provision(
         "192M",
         1,
@@ -53,8 +53,10 @@ fn full_and_sealed_devices_say_so_to_the_kernel_client_and_libnfs() {
 fail() { echo "GUEST FAIL: $*"; exit 1; }
 echo hello > /mnt/small.txt || fail "small file"
 sync
-# Bigger than the device: the kernel reports the server's NOSPC.
-dd if=/dev/urandom of=/mnt/big.bin bs=1M count=300 conv=fsync 2> /root/err && fail "300 MiB fit"
+# Two files, each under the device's capacity (a bigger one would be FBIG), together more
+# than its free space: the kernel reports the server's NOSPC.
+dd if=/dev/urandom of=/mnt/fill.bin bs=1M count=100 conv=fsync 2> /root/err || fail "100 MiB: $(cat /root/err)"
+dd if=/dev/urandom of=/mnt/big.bin bs=1M count=100 conv=fsync 2> /root/err && fail "200 MiB fit"
 echo "FULL $(cat /root/err)"
 touch /share/full
 n=0
