@@ -45,9 +45,12 @@ pub fn bytes_bar(total: u64, what: &str) -> Progress {
     json_lines(total, what, Box::new(|l: String| eprintln!("{l}")))
 }
 
+/// Where JSON lines go (stderr; a vector in tests).
+type Sink = Box<dyn Fn(String) + Send>;
+
 /// A hidden bar whose position a thread hands to `out` as JSON lines until the progress
 /// ends.
-fn json_lines(total: u64, what: &str, out: Box<dyn Fn(String) + Send>) -> Progress {
+fn json_lines(total: u64, what: &str, out: Sink) -> Progress {
     let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::hidden());
     let ended = Arc::new((Mutex::new(false), Condvar::new()));
     let (b, e, what) = (bar.clone(), ended.clone(), what.to_string());
@@ -176,7 +179,7 @@ mod tests {
         assert_eq!(v["finished"], false);
     }
 
-    fn collected() -> (Arc<Mutex<Vec<String>>>, Box<dyn Fn(String) + Send>) {
+    fn collected() -> (Arc<Mutex<Vec<String>>>, Sink) {
         let lines = Arc::new(Mutex::new(Vec::new()));
         let l = lines.clone();
         (lines, Box::new(move |s: String| l.lock().unwrap().push(s)))
