@@ -16,6 +16,9 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timestamps};
 use rustix::io::Errno;
 
 use super::error::IngestError;
+pub use super::temp_file::{AlignedBuf, DIRECT_ALIGN, Temp};
+
+mod state_files;
 use super::plan::{STATE_DIR, rel_display};
 use odt_store::format::journal::Time;
 
@@ -64,93 +67,6 @@ fn existing_ancestor(path: &Path) -> &Path {
 
 fn dir_flags() -> OFlags {
     OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC
-}
-
-/// A file being written under its temporary name.
-pub struct Temp {
-    /// Name in the temporary directory.
-    pub name: String,
-    /// Buffered descriptor.
-    pub file: File,
-    /// `O_DIRECT` descriptor of the same file, if the file system supports it.
-    pub direct: Option<File>,
-}
-
-/// Alignment `O_DIRECT` needs of buffers, offsets and lengths.
-pub const DIRECT_ALIGN: usize = 4096;
-
-impl Temp {
-    /// Writes an aligned run through the `O_DIRECT` descriptor (through the page cache if
-    /// the file system refuses this alignment after all).
-    fn write_direct(&self, run: &[u8], at: u64) -> std::io::Result<()> {
-        use std::os::unix::fs::FileExt;
-        if let Some(d) = &self.direct {
-            match d.write_all_at(run, at) {
-                Ok(()) => return Ok(()),
-                // Some file systems accept O_DIRECT at open but not every alignment.
-                Err(e) if e.raw_os_error() == Some(Errno::INVAL.raw_os_error()) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        self.file.write_all_at(run, at)
-    }
-
-    /// Writes file bytes `[start, end)`, found in `span` (a buffer holding the file from
-    /// offset `span_off`, aligned for `O_DIRECT`): the whole pages inside the range
-    /// bypass the page cache, the partial pages at its edges go through it. A page is never
-    /// written both ways as long as ranges do not overlap: whole pages of one range are
-    /// never part of another.
-    pub fn write_range(
-        &self,
-        span: &[u8],
-        span_off: u64,
-        start: u64,
-        end: u64,
-    ) -> std::io::Result<()> {
-        use std::os::unix::fs::FileExt;
-        let align = DIRECT_ALIGN as u64;
-        let bytes = |a: u64, b: u64| &span[(a - span_off) as usize..(b - span_off) as usize];
-        let (ds, de) = (start.next_multiple_of(align), end / align * align);
-        if self.direct.is_none() || de <= ds {
-            return self.file.write_all_at(bytes(start, end), start);
-        }
-        debug_assert!(span_off.is_multiple_of(align));
-        debug_assert!((span.as_ptr() as usize).is_multiple_of(DIRECT_ALIGN));
-        if start < ds {
-            self.file.write_all_at(bytes(start, ds), start)?;
-        }
-        self.write_direct(bytes(ds, de), ds)?;
-        if de < end {
-            self.file.write_all_at(bytes(de, end), de)?;
-        }
-        Ok(())
-    }
-}
-
-/// A buffer whose start is aligned for `O_DIRECT`.
-pub struct AlignedBuf {
-    raw: Vec<u8>,
-    start: usize,
-    len: usize,
-}
-
-impl AlignedBuf {
-    /// A zeroed buffer of `len` bytes starting on a [`DIRECT_ALIGN`] boundary.
-    pub fn new(len: usize) -> AlignedBuf {
-        let raw = vec![0u8; len + DIRECT_ALIGN];
-        let start = raw.as_ptr().align_offset(DIRECT_ALIGN);
-        AlignedBuf { raw, start, len }
-    }
-
-    /// The aligned bytes.
-    pub fn bytes_mut(&mut self) -> &mut [u8] {
-        &mut self.raw[self.start..self.start + self.len]
-    }
-
-    /// The aligned bytes, to read.
-    pub fn bytes(&self) -> &[u8] {
-        &self.raw[self.start..self.start + self.len]
-    }
 }
 
 /// What is at a name in a directory, without following a symlink.
@@ -349,27 +265,6 @@ impl Datastore {
         }
         .map_err(|e| io_err("read the free space of", self.path.display().to_string(), e))?;
         Ok(st.f_bavail.saturating_mul(st.f_frsize))
-    }
-
-    /// Bytes held by the temporaries an interrupted run left (freed by
-    /// [`Datastore::prepare`]).
-    pub fn temporaries_size(&self) -> u64 {
-        let Some(state) = &self.state else { return 0 };
-        let Ok(tmp) = rustix::fs::openat(state, TMP_DIR, dir_flags(), Mode::empty()) else {
-            return 0;
-        };
-        let Ok(mut dir) = rustix::fs::Dir::read_from(&tmp) else {
-            return 0;
-        };
-        let mut bytes = 0u64;
-        while let Some(Ok(entry)) = dir.read() {
-            if let Ok(st) = rustix::fs::statat(&tmp, entry.file_name(), AtFlags::SYMLINK_NOFOLLOW)
-                && FileType::from_raw_mode(st.st_mode as _) == FileType::RegularFile
-            {
-                bytes = bytes.saturating_add(st.st_blocks as u64 * 512);
-            }
-        }
-        bytes
     }
 
     /// The datastore's path, for messages.
@@ -691,77 +586,6 @@ impl Datastore {
             .map_err(|e| io_err("set times of", shown(), e))?;
         rustix::fs::fsync(&fd).map_err(|e| io_err("fsync", shown(), e))?;
         Ok(())
-    }
-
-    /// Writes a small file in the state directory atomically (temp, fsync, rename, fsync).
-    pub fn write_state_file(&self, name: &str, bytes: &[u8]) -> Result<(), IngestError> {
-        use std::io::Write;
-        let shown = format!("{}/{STATE_DIR}/{name}", self.path.display());
-        let tmp = format!(".{name}.tmp");
-        let fd = rustix::fs::openat(
-            self.state_fd(),
-            tmp.as_str(),
-            OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
-        )
-        .map_err(|e| io_err("create", shown.clone(), e))?;
-        let mut f = File::from(fd);
-        f.write_all(bytes)
-            .and_then(|_| f.sync_all())
-            .map_err(|e| IngestError::Datastore {
-                op: "write",
-                path: shown.clone(),
-                source: e,
-            })?;
-        rustix::fs::renameat(self.state_fd(), tmp.as_str(), self.state_fd(), name)
-            .map_err(|e| io_err("rename", shown.clone(), e))?;
-        rustix::fs::fsync(self.state_fd()).map_err(|e| io_err("fsync", shown, e))
-    }
-
-    /// Opens a file of the state directory for appending (created if missing).
-    pub fn append_state_file(&self, name: &str) -> Result<File, IngestError> {
-        let fd = rustix::fs::openat(
-            self.state_fd(),
-            name,
-            OFlags::WRONLY | OFlags::CREATE | OFlags::APPEND | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
-        )
-        .map_err(|e| {
-            io_err(
-                "open",
-                format!("{}/{STATE_DIR}/{name}", self.path.display()),
-                e,
-            )
-        })?;
-        Ok(File::from(fd))
-    }
-
-    /// Reads a file of the state directory; `None` if it does not exist.
-    pub fn read_state_file(&self, name: &str) -> Result<Option<Vec<u8>>, IngestError> {
-        use std::io::Read;
-        let shown = format!("{}/{STATE_DIR}/{name}", self.path.display());
-        let Some(state) = &self.state else {
-            return Ok(None);
-        };
-        let fd = match rustix::fs::openat(
-            state,
-            name,
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        ) {
-            Ok(fd) => fd,
-            Err(Errno::NOENT) => return Ok(None),
-            Err(e) => return Err(io_err("open", shown, e)),
-        };
-        let mut v = Vec::new();
-        File::from(fd)
-            .read_to_end(&mut v)
-            .map_err(|e| IngestError::Datastore {
-                op: "read",
-                path: shown,
-                source: e,
-            })?;
-        Ok(Some(v))
     }
 
     /// The root descriptor (tests).

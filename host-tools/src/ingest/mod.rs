@@ -15,6 +15,7 @@ pub mod plan;
 pub mod report;
 pub mod safe_path;
 pub mod state;
+pub mod temp_file;
 pub mod transfer;
 
 use std::collections::{HashMap, HashSet};
