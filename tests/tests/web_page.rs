@@ -311,7 +311,7 @@ fn the_page_signs_in_shows_the_copy_seals_and_serves_the_bill_of_materials() {
     nfsclient::nfstool_ok(&["rm", &app.url_root(), "/scratch.bin"], LIMIT);
     let shown = |b: &Browser, id: &str| {
         b.script(&format!(
-            "return document.getElementById('{id}').textContent;"
+            "const e = document.getElementById('{id}'); return e ? e.textContent : 'no #{id}';"
         ))
         .as_str()
         .unwrap_or_default()
