@@ -116,6 +116,9 @@ impl Progress {
             None => {
                 if !self.bar.is_finished() {
                     self.bar.finish();
+                    // The bar stays, its line ended: what the command prints next starts
+                    // a line of its own.
+                    eprintln!();
                 }
             }
             Some(j) => {

@@ -6,7 +6,8 @@
 //! for each written file. A refused ingest changes nothing at all in the datastore (not
 //! even its state folder); a run that lost its records knows its own files by the intent
 //! record and their BLAKE3, and a look-alike file (same size, same mtime) is a conflict.
-//! Short work (ingest, verify, erase) still ends with a final JSON progress line.
+//! Short work (ingest, verify, erase) still ends with a final JSON progress line, and on a
+//! terminal the bar ends full on a line of its own.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -513,4 +514,34 @@ fn short_work_still_ends_with_a_final_progress_line_of_its_totals() {
     let last = last.last().expect("a final overwrite progress line");
     assert!(last["total"].as_u64().unwrap() + 65536 >= size, "{last}");
     check_final_line(&err, "overwrite", last["total"].as_u64().unwrap());
+}
+
+#[test]
+fn on_a_terminal_the_bar_ends_full_on_a_line_of_its_own() {
+    let set = sealed_set();
+    // `script` (bsdutils, essential in Debian) gives the command a terminal.
+    let cmd = format!(
+        "'{}' verify --device '{}' --job '{}'",
+        bins::odt().display(),
+        set.fx.paths[0].display(),
+        set.job.display()
+    );
+    let o = run(
+        Command::new("script").args(["-qec", &cmd, "/dev/null"]),
+        None,
+        LIMIT,
+    );
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    let report = out.find("Verify of job").expect("the report");
+    // The bar's last drawing: what follows its last clear-line before the report.
+    let last = out[..report].rsplit("\x1b[2K").next().unwrap();
+    assert!(
+        last.contains("verify [================================]"),
+        "the bar does not end full: {last:?}"
+    );
+    assert!(
+        last.ends_with('\n'),
+        "the report does not start a line of its own: {last:?}"
+    );
 }
