@@ -61,7 +61,7 @@ pub fn space_needed(files: &[&PlannedFile]) -> u64 {
         .sum()
 }
 
-/// A progress bar for `total` bytes (hidden when not on a terminal).
+/// A progress for `total` bytes (a bar on a terminal, JSON lines elsewhere: [`Progress`]).
 pub type ProgressFactory<'a> = &'a dyn Fn(u64) -> Progress;
 
 fn is_done_on_disk(ds: &Datastore, f: &PlannedFile) -> Result<bool, IngestError> {
