@@ -10,7 +10,7 @@
 
 use std::path::PathBuf;
 
-use indicatif::ProgressBar;
+use crate::progress::Progress;
 use odt_store::device::Device;
 use odt_store::error::{ErrorKind, FormatError, one_line};
 use odt_store::format::superblock::{JOURNAL_START, SLOT, Superblock};
@@ -211,7 +211,7 @@ fn crypto_erase(dev: &Device, sb: &Superblock) -> Result<(), EraseError> {
 }
 
 /// Writes zeros over `[SLOT, size)`: everything but the erased marker at the start.
-fn overwrite(dev: &Device, bar: &ProgressBar) -> Result<u64, EraseError> {
+fn overwrite(dev: &Device, bar: &Progress) -> Result<u64, EraseError> {
     const STEP: u64 = 8 << 20;
     const SYNC_EVERY: u64 = 1 << 30;
     let zeros = vec![0u8; STEP as usize];
@@ -233,7 +233,7 @@ fn overwrite(dev: &Device, bar: &ProgressBar) -> Result<u64, EraseError> {
 }
 
 /// Runs the erase.
-pub fn run(opts: &Options, progress: &dyn Fn(u64) -> ProgressBar) -> Result<Report, EraseError> {
+pub fn run(opts: &Options, progress: &dyn Fn(u64) -> Progress) -> Result<Report, EraseError> {
     if opts.devices.is_empty() {
         return Err(EraseError::Refused("no device given".into()));
     }
@@ -310,7 +310,7 @@ pub fn run(opts: &Options, progress: &dyn Fn(u64) -> ProgressBar) -> Result<Repo
         for (dev, report) in all.iter().zip(devices.iter_mut()) {
             report.bytes_overwritten = overwrite(dev, &bar)?;
         }
-        bar.finish_and_clear();
+        bar.finish();
     }
     Ok(Report {
         job_id: live.first().map(|(_, s)| s.job_id.clone()),

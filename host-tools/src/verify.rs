@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use indicatif::ProgressBar;
+use crate::progress::Progress;
 use odt_store::Damage;
 use odt_store::device::Device;
 use odt_store::error::{ErrorKind, StoreError};
@@ -177,10 +177,7 @@ fn segments_in_use(dev: &Device, sb: &Superblock) -> u64 {
 
 /// Runs the checks. `Err` means the check could not be made (wrong job or key, erased or
 /// missing device); damage found is in the report.
-pub fn run(
-    opts: &Options,
-    progress: &dyn Fn(u64) -> ProgressBar,
-) -> Result<Report, odt_store::Error> {
+pub fn run(opts: &Options, progress: &dyn Fn(u64) -> Progress) -> Result<Report, odt_store::Error> {
     let started = Instant::now();
     let (job, locked) = crate::job_devices::open(&opts.devices, &opts.job_dir)?;
     let sbs: Vec<Superblock> = locked.superblocks().to_vec();
@@ -279,7 +276,7 @@ pub fn run(
             }
         }
     }
-    bar.finish_and_clear();
+    bar.finish();
     let intact = seal_problem.is_none()
         && manifest_problems.is_empty()
         && damaged.is_empty()

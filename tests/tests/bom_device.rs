@@ -82,7 +82,11 @@ fn bom_from_the_device_equals_b3sum_and_the_appliance_and_seal_check_compares_it
     let v: Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
     assert_eq!(v["error"]["kind"], "not-sealed", "{v}");
 
-    app.seal();
+    let sealed = app.seal();
+    assert!(
+        sealed.contains("odt bom --appliance") && sealed.contains("--code-file"),
+        "the seal's output does not say how to keep the bill of materials:\n{sealed}"
+    );
     let from_app = job.path("bom-appliance.csv");
     let o = run(
         app.odt(&["bom", "--format", "csv", "--code-file"])

@@ -2,7 +2,7 @@
 //! never-ingested set of another job, or foreign data, is refused with exit 8 and left
 //! byte-for-byte as it was, naming what is on it; `--force` provisions over it; an erased
 //! device needs no `--force`; a device too small to hold a set is refused with its size and
-//! the size needed.
+//! the size needed; a directory given as the device is named as one.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -206,4 +206,16 @@ fn a_device_too_small_is_refused_with_its_size_and_the_size_needed() {
         "an underflowed offset in the message: {err}"
     );
     assert_eq!(std::fs::read(&dev).unwrap(), b"0123456789");
+}
+
+#[test]
+fn a_directory_given_as_the_device_is_named_as_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (job, _) = new_job(dir.path(), "customer");
+    let folder = dir.path().join("devices");
+    std::fs::create_dir(&folder).unwrap();
+    let (rc, out, err) = provision(&job, &folder, &[]);
+    assert_eq!(rc, 1, "{out}{err}");
+    assert!(err.contains("is a directory, not a device"), "{err}");
+    assert_eq!(std::fs::read_dir(&folder).unwrap().count(), 0);
 }

@@ -2,7 +2,8 @@
 //! driven through `chromedriver`'s W3C WebDriver API, spoken here with `curl`) trusts the
 //! appliance only through the pinned public key (`--ignore-certificate-errors-spki-list`
 //! with the pin from job.toml; insecure certificates are otherwise refused), is refused a
-//! wrong code (the page says so and the custody list shows it), signs in, sees capacity,
+//! wrong code (the page says so and the custody list shows it), signs in, sees capacity
+//! with the dead bytes of deleted data and the journal's use (as the status API gives them),
 //! sees files copied over NFS appear with their bundle check, seals through "Prepare to
 //! ship", reads the seal code (and its QR image), and downloads the bill of materials,
 //! whose BLAKE3 values match the files copied. A screenshot of each step is saved under
@@ -297,6 +298,51 @@ fn the_page_signs_in_shows_the_copy_seals_and_serves_the_bill_of_materials() {
     assert!(t.contains("3 files"), "{t}");
     assert!(t.contains("vm-web/vm-web.ovf"), "{t}");
     assert!(t.contains("complete"), "{t}");
+
+    // 4b. A file copied then deleted leaves dead bytes; the page shows them and the
+    // journal's use, as the status API reports them.
+    let scratch = job.path("scratch.bin");
+    std::fs::write(&scratch, odt_test_support::prelude::pattern(7, 3 << 20)).unwrap();
+    nfsclient::nfs_cp_ok(
+        &scratch.to_string_lossy(),
+        &app.url_file("scratch.bin"),
+        LIMIT,
+    );
+    nfsclient::nfstool_ok(&["rm", &app.url_root(), "/scratch.bin"], LIMIT);
+    let shown = |b: &Browser, id: &str| {
+        b.script(&format!(
+            "const e = document.getElementById('{id}'); return e ? e.textContent : 'no #{id}';"
+        ))
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+    };
+    let mut last = String::new();
+    wait_for(
+        "the page's dead bytes and journal use to match the status API",
+        || {
+            b.open(&home);
+            let st = app.status();
+            let st = &st["store"];
+            let want = [
+                ("dead", st["dead_bytes"].as_u64().unwrap()),
+                ("journal-used", st["journal_used_bytes"].as_u64().unwrap()),
+                ("journal-size", st["journal_bytes"].as_u64().unwrap()),
+            ];
+            last = format!("{st}");
+            // (Dead bytes may already be cleaned away: they are compared, not required.)
+            want[1].1 > 0
+                && want
+                    .iter()
+                    .all(|(id, n)| shown(&b, id) == odt_store::units::bytes(*n))
+        },
+    );
+    let t = b.shot("dead-and-journal");
+    assert!(
+        t.contains("held by deleted or overwritten data") && t.contains("Journal"),
+        "{t}\n{last}"
+    );
+    assert!(shown(&b, "journal-pct").ends_with('%'), "{t}");
 
     // 5. Prepare to ship: confirm, seal; the seal code as text and as a QR image.
     b.click("#confirm");

@@ -74,7 +74,7 @@ fn toml_view(j: &Job) -> String {
         None => s.push_str("  not provisioned yet\n"),
         Some(set) => {
             s.push_str(&format!(
-                "  device set {} ({} devices, {:?}), seal key {}\n",
+                "  device set {} ({} device(s), {:?}), seal key {}\n",
                 set.set_id,
                 set.devices.len(),
                 set.cipher,

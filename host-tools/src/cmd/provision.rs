@@ -62,6 +62,16 @@ pub fn run(a: ProvisionArgs) -> anyhow::Result<i32> {
         );
         return Err(crate::exit::Refusal::new(crate::exit::Kind::Conflict, msg).into());
     }
+    // A folder given by mistake (a typo, a missing file name) is named as such, not as
+    // a read error at byte 0.
+    if let Some(d) = a.devices.iter().find(|d| d.is_dir()) {
+        let msg = format!(
+            "{} is a directory, not a device: give a block device or a disk-image file \
+             (created with --size if it does not exist)",
+            d.display()
+        );
+        return Err(crate::exit::Refusal::new(crate::exit::Kind::Device, msg).into());
+    }
     let recipient = job.recipient()?;
     let opts = Options {
         cipher: a.cipher,

@@ -107,7 +107,7 @@ pub fn run_seal(a: SealArgs) -> anyhow::Result<i32> {
                     print!("{}", human(&r.bundles));
                     println!();
                     println!(
-                        "SEALED: {} files, {} ({} bundle(s)), {}. The export is now read-only.",
+                        "SEALED: {} file(s), {} ({} bundle(s)), {}. The export is now read-only.",
                         r.files,
                         crate::output::bytes(r.bytes),
                         r.bundles.bundles.len(),
@@ -119,6 +119,12 @@ pub fn run_seal(a: SealArgs) -> anyhow::Result<i32> {
                     println!(
                         "Write it on the label and send it to the provider: the dock checks it \
                          with `odt seal-check --expect`. `odt status` shows it again."
+                    );
+                    println!(
+                        "Keep the bill of materials (every file's BLAKE3, as the seal covers \
+                         it): `odt bom --appliance {} --code-file FILE -o bom.csv`; the seal \
+                         ended the session, so the unlock code is needed again.",
+                        client.addr()
                     );
                 }
                 Ok(0)

@@ -33,7 +33,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use indicatif::ProgressBar;
+use crate::progress::Progress;
 use odt_store::Store;
 use zeroize::Zeroizing;
 
@@ -103,7 +103,7 @@ pub struct Options {
 }
 
 /// A progress bar for `total` bytes.
-pub type ProgressFactory<'a> = &'a dyn Fn(u64) -> ProgressBar;
+pub type ProgressFactory<'a> = &'a dyn Fn(u64) -> Progress;
 
 /// Where the VMs go, as vCenter objects.
 struct Target {
@@ -268,7 +268,7 @@ pub fn run(o: &Options, progress: ProgressFactory<'_>) -> Result<Report, ImportE
             let r = import_one(&client, &store, &t, o, &job.id, b, &bar, &mut uploaded)?;
             reports.push(r);
         }
-        bar.finish_and_clear();
+        bar.finish();
         Ok::<_, ImportError>((t, reports, uploaded))
     })();
     let _ = client.logout();
@@ -301,7 +301,7 @@ fn import_one(
     o: &Options,
     job_id: &str,
     b: &Bundle,
-    bar: &ProgressBar,
+    bar: &Progress,
     uploaded: &mut u64,
 ) -> Result<BundleReport, ImportError> {
     let started = Instant::now();

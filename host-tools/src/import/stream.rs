@@ -170,7 +170,7 @@ pub struct Upload<'a> {
     /// Bytes handed to the upload so far.
     pub sent: &'a AtomicU64,
     /// The bar those bytes advance.
-    pub progress: &'a indicatif::ProgressBar,
+    pub progress: &'a crate::progress::Progress,
     cur: Vec<u8>,
     at: usize,
     ended: bool,
@@ -182,7 +182,7 @@ impl<'a> Upload<'a> {
         rx: &'a Receiver<Msg>,
         failure: &'a Mutex<Option<String>>,
         sent: &'a AtomicU64,
-        progress: &'a indicatif::ProgressBar,
+        progress: &'a crate::progress::Progress,
     ) -> Upload<'a> {
         Upload {
             rx,

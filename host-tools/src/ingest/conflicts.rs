@@ -2,12 +2,14 @@
 //!
 //! Before anything is written, every datastore path of the plan is looked up: a path that
 //! holds something this ingest did not put there (its resume state says which files it
-//! finished; equal symlinks and hard links to its own files are its own too) is a conflict.
+//! finished, and which it was placing when killed, with their BLAKE3; equal symlinks and
+//! hard links to its own files are its own too) is a conflict.
 //! Conflicts stop the ingest with their list unless `--on-conflict skip` (leave what is
 //! there, do not write the entry) or `rename` (write the entry under a free name beside it)
 //! was given. A datastore inside the job folder or a device's folder, or holding them, is
 //! refused outright ([`check_location`]).
 
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
@@ -19,7 +21,7 @@ use serde::Serialize;
 use super::datastore::Datastore;
 use super::error::IngestError;
 use super::plan::{Plan, rel_display};
-use super::state::State;
+use super::state::{DoneEntry, State};
 
 /// What to do with a path that already holds something the ingest did not write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize)]
@@ -56,6 +58,9 @@ pub struct Resolution {
     pub skipped_files: Vec<(String, String, u64, String)>,
     /// Files written under another name: their new datastore path, and why.
     pub renamed_files: HashMap<String, String>,
+    /// Files an earlier run placed and was killed before recording as done, found by
+    /// their intent record and BLAKE3: [`State::adopt`] them.
+    pub adopted: Vec<DoneEntry>,
 }
 
 /// `p` made absolute with symlinks resolved, for the part of it that exists.
@@ -145,17 +150,9 @@ fn candidate(name: &OsStr, k: u32, keep_ext: bool) -> OsString {
 /// Kinds of planned entries, with what makes an existing one the ingest's own.
 enum Entry<'a> {
     Dir,
-    File {
-        id: u64,
-        size: u64,
-        mtime: odt_store::format::journal::Time,
-    },
-    Symlink {
-        target: &'a [u8],
-    },
-    HardLink {
-        target: &'a [OsString],
-    },
+    File { id: u64 },
+    Symlink { target: &'a [u8] },
+    HardLink { target: &'a [OsString] },
 }
 
 impl Entry<'_> {
@@ -178,6 +175,8 @@ struct Resolver<'a> {
     moved: Vec<(Vec<OsString>, Vec<OsString>)>,
     /// Original directory paths left out.
     skipped_dirs: Vec<Vec<OsString>>,
+    /// Files an earlier run placed but did not record as done (found by their intent).
+    adopted: RefCell<Vec<DoneEntry>>,
 }
 
 impl Resolver<'_> {
@@ -219,17 +218,19 @@ impl Resolver<'_> {
         };
         let own = match entry {
             Entry::Dir => found.file_type == FileType::Directory,
-            Entry::File { id, size, mtime } => {
-                // Its own: recorded as written, or placed by a run killed before it could
-                // record it (the size and the mtime to the nanosecond it gives its files).
+            Entry::File { id } => {
+                // Its own: recorded as written, or recorded as about to be placed by a run
+                // killed before it recorded it as written, with the very bytes it placed.
+                let path = rel_display(rel);
                 found.file_type == FileType::RegularFile
-                    && (self.state.wrote(&rel_display(rel)) == Some(*id)
-                        || rustix::fs::statat(&dir, name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW)
-                            .is_ok_and(|st| {
-                                st.st_size as u64 == *size
-                                    && st.st_mtime == mtime.secs
-                                    && st.st_mtime_nsec as u32 == mtime.nanos
-                            }))
+                    && (self.state.wrote(&path) == Some(*id)
+                        || self.state.intent(*id, &path).is_some_and(|i| {
+                            let placed = super::placed::is_placed(&dir, name, i.size, &i.blake3);
+                            if placed {
+                                self.adopted.borrow_mut().push(i.clone());
+                            }
+                            placed
+                        }))
             }
             Entry::Symlink { target } => {
                 found.file_type == FileType::Symlink
@@ -349,6 +350,7 @@ pub fn resolve(
         planned,
         moved: Vec::new(),
         skipped_dirs: Vec::new(),
+        adopted: RefCell::new(Vec::new()),
     };
     // Directories first, parents before children (the plan sorts them by depth).
     let mut dirs = Vec::new();
@@ -364,16 +366,7 @@ pub fn resolve(
     let bundles = std::mem::take(&mut plan.file_bundle);
     for (f, b) in files.into_iter().zip(bundles) {
         let orig = f.rel.clone();
-        let placed = r.check(
-            &orig,
-            Entry::File {
-                id: f.id,
-                size: f.size,
-                mtime: f.mtime,
-            },
-            mode,
-            &mut out,
-        )?;
+        let placed = r.check(&orig, Entry::File { id: f.id }, mode, &mut out)?;
         file_moves.insert(orig.clone(), placed.clone());
         match placed {
             Some(rel) => {
@@ -421,6 +414,7 @@ pub fn resolve(
         }
     }
     plan.hard_links = hard;
+    out.adopted = r.adopted.into_inner();
     Ok(out)
 }
 

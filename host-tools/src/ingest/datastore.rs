@@ -16,6 +16,9 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timestamps};
 use rustix::io::Errno;
 
 use super::error::IngestError;
+pub use super::temp_file::{AlignedBuf, DIRECT_ALIGN, Temp};
+
+mod state_files;
 use super::plan::{STATE_DIR, rel_display};
 use odt_store::format::journal::Time;
 
@@ -24,13 +27,19 @@ const TMP_DIR: &str = "tmp";
 /// Lock file that keeps two ingests out of one datastore.
 const LOCK_FILE: &str = "lock";
 
-/// The open datastore.
+/// The open datastore: first only looked at ([`Datastore::inspect`] creates nothing, so that
+/// an ingest refused for conflicts or space leaves the datastore as it was), then made ready
+/// to write into ([`Datastore::prepare`]).
 pub struct Datastore {
     path: PathBuf,
-    root: OwnedFd,
-    state: OwnedFd,
-    tmp: OwnedFd,
-    _lock: OwnedFd,
+    /// The datastore directory; `None` while it does not exist yet.
+    root: Option<OwnedFd>,
+    /// `.odt-ingest`; `None` until an ingest needed it.
+    state: Option<OwnedFd>,
+    /// `.odt-ingest/tmp`; `None` until prepared.
+    tmp: Option<OwnedFd>,
+    /// The held ingest lock (from the time `.odt-ingest/lock` exists).
+    _lock: Option<OwnedFd>,
 }
 
 fn io_err(op: &'static str, path: String, e: Errno) -> IngestError {
@@ -41,95 +50,23 @@ fn io_err(op: &'static str, path: String, e: Errno) -> IngestError {
     }
 }
 
+/// The nearest directory above `path` that exists (`.` for a relative path's start).
+fn existing_ancestor(path: &Path) -> &Path {
+    path.ancestors()
+        .skip(1)
+        .map(|a| {
+            if a.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                a
+            }
+        })
+        .find(|a| a.is_dir())
+        .unwrap_or(Path::new("/"))
+}
+
 fn dir_flags() -> OFlags {
     OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC
-}
-
-/// A file being written under its temporary name.
-pub struct Temp {
-    /// Name in the temporary directory.
-    pub name: String,
-    /// Buffered descriptor.
-    pub file: File,
-    /// `O_DIRECT` descriptor of the same file, if the file system supports it.
-    pub direct: Option<File>,
-}
-
-/// Alignment `O_DIRECT` needs of buffers, offsets and lengths.
-pub const DIRECT_ALIGN: usize = 4096;
-
-impl Temp {
-    /// Writes an aligned run through the `O_DIRECT` descriptor (through the page cache if
-    /// the file system refuses this alignment after all).
-    fn write_direct(&self, run: &[u8], at: u64) -> std::io::Result<()> {
-        use std::os::unix::fs::FileExt;
-        if let Some(d) = &self.direct {
-            match d.write_all_at(run, at) {
-                Ok(()) => return Ok(()),
-                // Some file systems accept O_DIRECT at open but not every alignment.
-                Err(e) if e.raw_os_error() == Some(Errno::INVAL.raw_os_error()) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        self.file.write_all_at(run, at)
-    }
-
-    /// Writes file bytes `[start, end)`, found in `span` (a buffer holding the file from
-    /// offset `span_off`, aligned for `O_DIRECT`): the whole pages inside the range
-    /// bypass the page cache, the partial pages at its edges go through it. A page is never
-    /// written both ways as long as ranges do not overlap: whole pages of one range are
-    /// never part of another.
-    pub fn write_range(
-        &self,
-        span: &[u8],
-        span_off: u64,
-        start: u64,
-        end: u64,
-    ) -> std::io::Result<()> {
-        use std::os::unix::fs::FileExt;
-        let align = DIRECT_ALIGN as u64;
-        let bytes = |a: u64, b: u64| &span[(a - span_off) as usize..(b - span_off) as usize];
-        let (ds, de) = (start.next_multiple_of(align), end / align * align);
-        if self.direct.is_none() || de <= ds {
-            return self.file.write_all_at(bytes(start, end), start);
-        }
-        debug_assert!(span_off.is_multiple_of(align));
-        debug_assert!((span.as_ptr() as usize).is_multiple_of(DIRECT_ALIGN));
-        if start < ds {
-            self.file.write_all_at(bytes(start, ds), start)?;
-        }
-        self.write_direct(bytes(ds, de), ds)?;
-        if de < end {
-            self.file.write_all_at(bytes(de, end), de)?;
-        }
-        Ok(())
-    }
-}
-
-/// A buffer whose start is aligned for `O_DIRECT`.
-pub struct AlignedBuf {
-    raw: Vec<u8>,
-    start: usize,
-    len: usize,
-}
-
-impl AlignedBuf {
-    /// A zeroed buffer of `len` bytes starting on a [`DIRECT_ALIGN`] boundary.
-    pub fn new(len: usize) -> AlignedBuf {
-        let raw = vec![0u8; len + DIRECT_ALIGN];
-        let start = raw.as_ptr().align_offset(DIRECT_ALIGN);
-        AlignedBuf { raw, start, len }
-    }
-
-    /// The aligned bytes.
-    pub fn bytes_mut(&mut self) -> &mut [u8] {
-        &mut self.raw[self.start..self.start + self.len]
-    }
-
-    /// The aligned bytes, to read.
-    pub fn bytes(&self) -> &[u8] {
-        &self.raw[self.start..self.start + self.len]
-    }
 }
 
 /// What is at a name in a directory, without following a symlink.
@@ -158,53 +95,175 @@ fn timestamps(atime: Time, mtime: Time) -> Timestamps {
 }
 
 impl Datastore {
-    /// Opens (creating if needed) the datastore and its state directory, and takes the
-    /// ingest lock. Fails if another ingest holds it.
+    /// Opens the datastore and prepares it for writing ([`Datastore::inspect`] then
+    /// [`Datastore::prepare`]).
     pub fn open(path: &Path) -> Result<Datastore, IngestError> {
+        let mut ds = Self::inspect(path)?;
+        ds.prepare()?;
+        Ok(ds)
+    }
+
+    /// Opens what exists of the datastore to look at, creating nothing: the directory (if
+    /// it exists) and its state directory (if an ingest ran there), whose lock it takes.
+    /// Fails if another ingest holds that lock.
+    pub fn inspect(path: &Path) -> Result<Datastore, IngestError> {
         let shown = path.display().to_string();
-        std::fs::create_dir_all(path).map_err(|e| IngestError::Datastore {
-            op: "create directory",
-            path: shown.clone(),
-            source: e,
-        })?;
         // The root itself is the operator's choice: following a symlink there is fine.
-        let root = rustix::fs::open(
+        let root = match rustix::fs::open(
             path,
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
-        )
-        .map_err(|e| io_err("open", shown.clone(), e))?;
-        let state = Self::mkdir_open(&root, OsStr::new(STATE_DIR), 0o700)
-            .map_err(|e| io_err("open state directory", format!("{shown}/{STATE_DIR}"), e))?;
-        let lock = rustix::fs::openat(
-            &state,
-            LOCK_FILE,
-            OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
-        )
-        .map_err(|e| io_err("open lock", format!("{shown}/{STATE_DIR}/{LOCK_FILE}"), e))?;
-        rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
-            |_| IngestError::Busy {
-                path: shown.clone(),
-            },
-        )?;
-        let tmp = Self::mkdir_open(&state, OsStr::new(TMP_DIR), 0o700)
-            .map_err(|e| io_err("open", format!("{shown}/{STATE_DIR}/{TMP_DIR}"), e))?;
-        let ds = Datastore {
+        ) {
+            Ok(fd) => Some(fd),
+            Err(Errno::NOENT) => None,
+            Err(e) => return Err(io_err("open", shown, e)),
+        };
+        let mut ds = Datastore {
             path: path.to_path_buf(),
             root,
-            state,
-            tmp,
-            _lock: lock,
+            state: None,
+            tmp: None,
+            _lock: None,
         };
-        ds.clear_tmp()?;
+        let Some(root) = &ds.root else {
+            return Ok(ds);
+        };
+        ds.state = match rustix::fs::openat(root, STATE_DIR, dir_flags(), Mode::empty()) {
+            Ok(fd) => Some(fd),
+            Err(Errno::NOENT) => None,
+            Err(e) => return Err(io_err("open", format!("{shown}/{STATE_DIR}"), e)),
+        };
+        if let Some(state) = &ds.state {
+            match rustix::fs::openat(
+                state,
+                LOCK_FILE,
+                OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            ) {
+                Ok(lock) => ds._lock = Some(Self::lock(lock, &shown)?),
+                Err(Errno::NOENT) => {}
+                Err(e) => {
+                    return Err(io_err(
+                        "open lock",
+                        format!("{shown}/{STATE_DIR}/{LOCK_FILE}"),
+                        e,
+                    ));
+                }
+            }
+        }
         Ok(ds)
+    }
+
+    fn lock(fd: OwnedFd, shown: &str) -> Result<OwnedFd, IngestError> {
+        rustix::fs::flock(&fd, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
+            |_| IngestError::Busy {
+                path: shown.to_string(),
+            },
+        )?;
+        Ok(fd)
+    }
+
+    /// Creates what writing needs (the directory, its state directory, the lock, the
+    /// temporary directory) and removes what an interrupted run left half-written. Another
+    /// ingest that started here since [`Datastore::inspect`] makes this fail (Busy): what
+    /// was looked at may have changed.
+    pub fn prepare(&mut self) -> Result<(), IngestError> {
+        let shown = self.path.display().to_string();
+        if self.root.is_none() {
+            if let Some(parent) = self.path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent).map_err(|e| IngestError::Datastore {
+                    op: "create directory",
+                    path: parent.display().to_string(),
+                    source: e,
+                })?;
+            }
+            match std::fs::create_dir(&self.path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    return Err(IngestError::Busy { path: shown });
+                }
+                Err(e) => {
+                    return Err(IngestError::Datastore {
+                        op: "create directory",
+                        path: shown,
+                        source: e,
+                    });
+                }
+            }
+            let root = rustix::fs::open(
+                &self.path,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| io_err("open", shown.clone(), e))?;
+            self.root = Some(root);
+        }
+        let root = self.root.as_ref().expect("opened above");
+        if self.state.is_none() {
+            // Created here, not found: an ingest that created it since the inspection may
+            // have written what the inspection did not see.
+            match rustix::fs::mkdirat(root, STATE_DIR, Mode::from_raw_mode(0o700)) {
+                Ok(()) => {}
+                Err(Errno::EXIST) => return Err(IngestError::Busy { path: shown }),
+                Err(e) => {
+                    return Err(io_err(
+                        "create state directory",
+                        format!("{shown}/{STATE_DIR}"),
+                        e,
+                    ));
+                }
+            }
+            let state = rustix::fs::openat(root, STATE_DIR, dir_flags(), Mode::empty())
+                .map_err(|e| io_err("open state directory", format!("{shown}/{STATE_DIR}"), e))?;
+            self.state = Some(state);
+        }
+        let state = self.state.as_ref().expect("opened above");
+        if self._lock.is_none() {
+            let lock = rustix::fs::openat(
+                state,
+                LOCK_FILE,
+                OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o600),
+            )
+            .map_err(|e| io_err("open lock", format!("{shown}/{STATE_DIR}/{LOCK_FILE}"), e))?;
+            self._lock = Some(Self::lock(lock, &shown)?);
+        }
+        let tmp = Self::mkdir_open(state, OsStr::new(TMP_DIR), 0o700)
+            .map_err(|e| io_err("open", format!("{shown}/{STATE_DIR}/{TMP_DIR}"), e))?;
+        self.tmp = Some(tmp);
+        self.clear_tmp()
+    }
+
+    /// The datastore directory. Panics before [`Datastore::prepare`] if it did not exist:
+    /// writing before preparing is a caller bug.
+    fn root_fd(&self) -> &OwnedFd {
+        self.root
+            .as_ref()
+            .expect("datastore prepared before writing")
+    }
+
+    /// The state directory; panics before [`Datastore::prepare`] (a caller bug).
+    fn state_fd(&self) -> &OwnedFd {
+        self.state
+            .as_ref()
+            .expect("datastore prepared before writing")
+    }
+
+    /// The temporary directory; panics before [`Datastore::prepare`] (a caller bug).
+    fn tmp_fd(&self) -> &OwnedFd {
+        self.tmp
+            .as_ref()
+            .expect("datastore prepared before writing")
     }
 
     /// Bytes an unprivileged writer can still put on the datastore's file system.
     pub fn available(&self) -> Result<u64, IngestError> {
-        let st = rustix::fs::fstatvfs(&self.root)
-            .map_err(|e| io_err("read the free space of", self.path.display().to_string(), e))?;
+        let st = match &self.root {
+            Some(root) => rustix::fs::fstatvfs(root),
+            // Not created yet: the space is that of the file system it will be created on.
+            None => rustix::fs::statvfs(existing_ancestor(&self.path)),
+        }
+        .map_err(|e| io_err("read the free space of", self.path.display().to_string(), e))?;
         Ok(st.f_bavail.saturating_mul(st.f_frsize))
     }
 
@@ -215,13 +274,13 @@ impl Datastore {
 
     /// The state directory, for the state and report files.
     pub fn state_dir(&self) -> &OwnedFd {
-        &self.state
+        self.state_fd()
     }
 
     /// Removes what an interrupted run left half-written.
     fn clear_tmp(&self) -> Result<(), IngestError> {
         let shown = format!("{}/{STATE_DIR}/{TMP_DIR}", self.path.display());
-        let dup = rustix::fs::openat(&self.tmp, ".", dir_flags(), Mode::empty())
+        let dup = rustix::fs::openat(self.tmp_fd(), ".", dir_flags(), Mode::empty())
             .map_err(|e| io_err("open", shown.clone(), e))?;
         let mut dir =
             rustix::fs::Dir::read_from(&dup).map_err(|e| io_err("list", shown.clone(), e))?;
@@ -234,7 +293,7 @@ impl Datastore {
             }
         }
         for n in names {
-            rustix::fs::unlinkat(&self.tmp, n.as_c_str(), AtFlags::empty())
+            rustix::fs::unlinkat(self.tmp_fd(), n.as_c_str(), AtFlags::empty())
                 .map_err(|e| io_err("remove", format!("{shown}/{}", n.to_string_lossy()), e))?;
         }
         Ok(())
@@ -252,7 +311,7 @@ impl Datastore {
     /// never following a symlink. New directories get mode 0700 until their own mode is
     /// applied at the end.
     pub fn ensure_dir(&self, rel: &[OsString]) -> Result<OwnedFd, IngestError> {
-        let mut fd = rustix::io::dup(&self.root)
+        let mut fd = rustix::io::dup(self.root_fd())
             .map_err(|e| io_err("dup", self.path.display().to_string(), e))?;
         for (k, c) in rel.iter().enumerate() {
             fd = Self::mkdir_open(&fd, c, 0o700).map_err(|e| {
@@ -269,8 +328,11 @@ impl Datastore {
 
     /// Opens the directory at `rel` if it exists (no symlinks followed).
     pub fn open_dir(&self, rel: &[OsString]) -> Result<Option<OwnedFd>, IngestError> {
-        let mut fd = rustix::io::dup(&self.root)
-            .map_err(|e| io_err("dup", self.path.display().to_string(), e))?;
+        let Some(root) = &self.root else {
+            return Ok(None);
+        };
+        let mut fd =
+            rustix::io::dup(root).map_err(|e| io_err("dup", self.path.display().to_string(), e))?;
         for (k, c) in rel.iter().enumerate() {
             fd = match rustix::fs::openat(&fd, c.as_os_str(), dir_flags(), Mode::empty()) {
                 Ok(f) => f,
@@ -311,7 +373,7 @@ impl Datastore {
         let name = format!("{id}.part");
         let flags = OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let fd = rustix::fs::openat(
-            &self.tmp,
+            self.tmp_fd(),
             name.as_str(),
             flags | OFlags::CREATE | OFlags::TRUNC,
             Mode::from_raw_mode(0o600),
@@ -337,7 +399,7 @@ impl Datastore {
 
     /// Discards a temporary file.
     pub fn discard_temp(&self, name: &str) {
-        let _ = rustix::fs::unlinkat(&self.tmp, name, AtFlags::empty());
+        let _ = rustix::fs::unlinkat(self.tmp_fd(), name, AtFlags::empty());
     }
 
     /// Finishes a written temporary file and moves it into place: size, mode, times,
@@ -404,7 +466,7 @@ impl Datastore {
                 why: "a directory is in the way of a file".into(),
             });
         }
-        rustix::fs::renameat(&self.tmp, tmp_name, &dir, name.as_os_str())
+        rustix::fs::renameat(self.tmp_fd(), tmp_name, &dir, name.as_os_str())
             .map_err(|e| io_err("rename into place", shown(), e))
     }
 
@@ -526,77 +588,9 @@ impl Datastore {
         Ok(())
     }
 
-    /// Writes a small file in the state directory atomically (temp, fsync, rename, fsync).
-    pub fn write_state_file(&self, name: &str, bytes: &[u8]) -> Result<(), IngestError> {
-        use std::io::Write;
-        let shown = format!("{}/{STATE_DIR}/{name}", self.path.display());
-        let tmp = format!(".{name}.tmp");
-        let fd = rustix::fs::openat(
-            &self.state,
-            tmp.as_str(),
-            OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
-        )
-        .map_err(|e| io_err("create", shown.clone(), e))?;
-        let mut f = File::from(fd);
-        f.write_all(bytes)
-            .and_then(|_| f.sync_all())
-            .map_err(|e| IngestError::Datastore {
-                op: "write",
-                path: shown.clone(),
-                source: e,
-            })?;
-        rustix::fs::renameat(&self.state, tmp.as_str(), &self.state, name)
-            .map_err(|e| io_err("rename", shown.clone(), e))?;
-        rustix::fs::fsync(&self.state).map_err(|e| io_err("fsync", shown, e))
-    }
-
-    /// Opens a file of the state directory for appending (created if missing).
-    pub fn append_state_file(&self, name: &str) -> Result<File, IngestError> {
-        let fd = rustix::fs::openat(
-            &self.state,
-            name,
-            OFlags::WRONLY | OFlags::CREATE | OFlags::APPEND | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
-        )
-        .map_err(|e| {
-            io_err(
-                "open",
-                format!("{}/{STATE_DIR}/{name}", self.path.display()),
-                e,
-            )
-        })?;
-        Ok(File::from(fd))
-    }
-
-    /// Reads a file of the state directory; `None` if it does not exist.
-    pub fn read_state_file(&self, name: &str) -> Result<Option<Vec<u8>>, IngestError> {
-        use std::io::Read;
-        let shown = format!("{}/{STATE_DIR}/{name}", self.path.display());
-        let fd = match rustix::fs::openat(
-            &self.state,
-            name,
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        ) {
-            Ok(fd) => fd,
-            Err(Errno::NOENT) => return Ok(None),
-            Err(e) => return Err(io_err("open", shown, e)),
-        };
-        let mut v = Vec::new();
-        File::from(fd)
-            .read_to_end(&mut v)
-            .map_err(|e| IngestError::Datastore {
-                op: "read",
-                path: shown,
-                source: e,
-            })?;
-        Ok(Some(v))
-    }
-
     /// The root descriptor (tests).
     pub fn root(&self) -> impl AsFd + '_ {
-        &self.root
+        self.root_fd()
     }
 }
 
@@ -689,6 +683,22 @@ mod tests {
         }
         assert_eq!(got.len(), want.len());
         assert!(got == want);
+    }
+
+    #[test]
+    fn inspecting_creates_nothing_and_preparing_after_a_racing_ingest_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("a/b");
+        let ds = Datastore::inspect(&missing).unwrap();
+        assert!(ds.open_dir(&rel(&["x"])).unwrap().is_none());
+        assert!(ds.available().unwrap() > 0);
+        assert!(!dir.path().join("a").exists());
+        let mut ds = Datastore::inspect(dir.path()).unwrap();
+        assert!(!dir.path().join(STATE_DIR).exists());
+        // Another ingest started in between: what this one looked at may have changed.
+        let _other = Datastore::open(dir.path()).unwrap();
+        let e = ds.prepare().err().unwrap();
+        assert!(matches!(e, IngestError::Busy { .. }), "{e}");
     }
 
     #[test]

@@ -10,17 +10,19 @@ pub mod conflicts;
 pub mod datastore;
 pub mod error;
 pub mod file_log;
+pub mod placed;
 pub mod plan;
 pub mod report;
 pub mod safe_path;
 pub mod state;
+pub mod temp_file;
 pub mod transfer;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::Instant;
 
-use indicatif::ProgressBar;
+use crate::progress::Progress;
 use odt_store::device::Device;
 use odt_store::trip::receipt::Receipt;
 
@@ -59,8 +61,8 @@ pub fn space_needed(files: &[&PlannedFile]) -> u64 {
         .sum()
 }
 
-/// A progress bar for `total` bytes (hidden when not on a terminal).
-pub type ProgressFactory<'a> = &'a dyn Fn(u64) -> ProgressBar;
+/// A progress for `total` bytes (a bar on a terminal, JSON lines elsewhere: [`Progress`]).
+pub type ProgressFactory<'a> = &'a dyn Fn(u64) -> Progress;
 
 fn is_done_on_disk(ds: &Datastore, f: &PlannedFile) -> Result<bool, IngestError> {
     let (_, parent) = f.rel.split_last().expect("a file has a name");
@@ -114,15 +116,20 @@ pub fn run(opts: &Options, progress: ProgressFactory<'_>) -> Result<Report, Inge
     // must hash to its root.
     let sealed_roots: Option<HashMap<u64, [u8; 32]>> = crate::job_devices::sealed_roots(&store);
     let mut plan = plan::build(&store.view());
-    let ds = Datastore::open(&opts.datastore)?;
-    let state = state::State::open(&ds, &job.id, sb0.set_id)?;
-    // Before anything is written: what is already there and not this ingest's own.
-    let resolution = conflicts::resolve(&mut plan, &ds, &state, opts.on_conflict)?;
+    // Nothing is created or changed in the datastore until the ingest is sure to go
+    // ahead: a refusal (conflicts, space) leaves it as it was.
+    let mut ds = Datastore::inspect(&opts.datastore)?;
+    let mut state = state::State::load(&ds, &job.id, sb0.set_id)?;
+    // What is already there and not this ingest's own.
+    let mut resolution = conflicts::resolve(&mut plan, &ds, &state, opts.on_conflict)?;
     if opts.on_conflict == conflicts::OnConflict::Refuse && !resolution.conflicts.is_empty() {
         return Err(IngestError::Conflicts {
             datastore: opts.datastore.display().to_string(),
             conflicts: resolution.conflicts,
         });
+    }
+    for e in std::mem::take(&mut resolution.adopted) {
+        state.adopt(e);
     }
     let mut todo: Vec<&PlannedFile> = Vec::new();
     let mut resumed: Vec<&PlannedFile> = Vec::new();
@@ -135,9 +142,9 @@ pub fn run(opts: &Options, progress: ProgressFactory<'_>) -> Result<Report, Inge
     }
     let total: u64 = todo.iter().map(|f| f.data_bytes()).sum();
     // Refuse to start rather than fill the disk half-way (the temporaries of an interrupted
-    // run were removed when the datastore was opened, so they count as free).
+    // run are removed when the ingest starts, so they count as free).
     let needed = space_needed(&todo);
-    let available = ds.available()?;
+    let available = ds.available()?.saturating_add(ds.temporaries_size());
     if needed > available && !opts.skip_space_check {
         return Err(IngestError::NoSpace {
             path: opts.datastore.display().to_string(),
@@ -145,6 +152,8 @@ pub fn run(opts: &Options, progress: ProgressFactory<'_>) -> Result<Report, Inge
             available,
         });
     }
+    ds.prepare()?;
+    state.start(&ds)?;
     for d in &plan.dirs {
         ds.ensure_dir(&d.rel)?;
     }
@@ -158,7 +167,7 @@ pub fn run(opts: &Options, progress: ProgressFactory<'_>) -> Result<Report, Inge
         progress: &bar,
     }
     .run(opts.jobs)?;
-    bar.finish_and_clear();
+    bar.finish();
     state.sync()?;
     let quarantined_paths: HashSet<&str> = outcome
         .quarantined

@@ -1,4 +1,5 @@
-//! What earlier runs finished, so that a resumed ingest does not redo verified files.
+//! What earlier runs finished, so that a resumed ingest does not redo verified files, and
+//! which files it placed, so that it knows its own work from anyone else's.
 //!
 //! `DATASTORE_DIR/.odt-ingest/state.json` names the job and device set the datastore is
 //! being filled from; `done.jsonl` gets one line per file after that file is complete
@@ -6,6 +7,15 @@
 //! means the file is done again; a torn last line is ignored. A file counts as done only
 //! if its line matches the file's current fingerprint and the datastore still holds a
 //! regular file of the right size and modification time at its path.
+//!
+//! `placing.jsonl` is the intent record: before a finished temporary is renamed into place,
+//! its path, size and BLAKE3 are appended there and synced. A run killed between the
+//! rename and its `done.jsonl` line finds the file at that path on resume, hashes it, and
+//! takes it as its own only if the BLAKE3 is the recorded one; anything else there
+//! (whatever its size or times) is a conflict.
+//!
+//! Loading ([`State::load`]) writes nothing: an ingest refused after looking leaves the
+//! datastore as it was. [`State::start`] creates the files once the ingest goes ahead.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -20,6 +30,7 @@ use super::plan::PlannedFile;
 
 const HEADER_FILE: &str = "state.json";
 const DONE_FILE: &str = "done.jsonl";
+const INTENT_FILE: &str = "placing.jsonl";
 const VERSION: u32 = 1;
 
 /// Which ingest a datastore holds.
@@ -35,7 +46,8 @@ pub struct Header {
     pub started_unix: u64,
 }
 
-/// One finished file.
+/// One finished file (in `done.jsonl`), or one about to be renamed into place (in
+/// `placing.jsonl`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DoneEntry {
     /// Its id in the store.
@@ -50,14 +62,97 @@ pub struct DoneEntry {
     pub blake3: String,
 }
 
+/// An append-only log of entries in the state directory.
+struct Log {
+    name: &'static str,
+    file: Mutex<Option<File>>,
+}
+
+impl Log {
+    fn new(name: &'static str) -> Log {
+        Log {
+            name,
+            file: Mutex::new(None),
+        }
+    }
+
+    /// The entries of the log, and whether its last line is torn.
+    fn read(&self, ds: &Datastore) -> Result<(Vec<DoneEntry>, bool), IngestError> {
+        let Some(bytes) = ds.read_state_file(self.name)? else {
+            return Ok((Vec::new(), false));
+        };
+        // A torn last line (crash mid-append) does not parse and is skipped.
+        let entries = bytes
+            .split(|&b| b == b'\n')
+            .filter_map(|line| serde_json::from_slice::<DoneEntry>(line).ok())
+            .collect();
+        Ok((entries, bytes.last().is_some_and(|&b| b != b'\n')))
+    }
+
+    fn err(&self, op: &'static str, err: std::io::Error) -> IngestError {
+        IngestError::Datastore {
+            op,
+            path: format!(".odt-ingest/{}", self.name),
+            source: err,
+        }
+    }
+
+    /// Opens the log for appending (created if missing).
+    fn open(&self, ds: &Datastore, torn: bool) -> Result<(), IngestError> {
+        let mut f = ds.append_state_file(self.name)?;
+        if torn {
+            // End the torn line so that the next entry starts a line of its own.
+            f.write_all(b"\n").map_err(|e| self.err("append to", e))?;
+        }
+        *self.file.lock().unwrap_or_else(|p| p.into_inner()) = Some(f);
+        Ok(())
+    }
+
+    /// Appends entries; durable at once if `sync`. Panics before [`Log::open`] (a caller
+    /// bug: [`State::start`] comes before any write).
+    fn append(&self, entries: &[&DoneEntry], sync: bool) -> Result<(), IngestError> {
+        let mut lines = Vec::new();
+        for e in entries {
+            serde_json::to_writer(&mut lines, e).expect("entry serialises");
+            lines.push(b'\n');
+        }
+        let mut f = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        let f = f
+            .as_mut()
+            .expect("the ingest state is started before writing");
+        f.write_all(&lines).map_err(|e| self.err("append to", e))?;
+        if sync {
+            f.sync_data().map_err(|e| self.err("fsync", e))?;
+        }
+        Ok(())
+    }
+
+    fn sync(&self) -> Result<(), IngestError> {
+        let f = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        match f.as_ref() {
+            Some(f) => f.sync_data().map_err(|e| self.err("fsync", e)),
+            None => Ok(()),
+        }
+    }
+}
+
 /// The resume state of one datastore.
 pub struct State {
     /// Which ingest the datastore holds.
     pub header: Header,
+    /// Whether `state.json` is still to be written ([`State::start`]).
+    header_new: bool,
     done: HashMap<u64, DoneEntry>,
     /// Datastore path -> id of the file earlier runs finished there.
     by_path: HashMap<String, u64>,
-    log: Mutex<File>,
+    /// File id -> the latest placement an earlier run recorded for it.
+    intents: HashMap<u64, DoneEntry>,
+    /// Entries taken over from intents since loading, recorded as done by
+    /// [`State::start`].
+    adopted: Vec<DoneEntry>,
+    torn: (bool, bool),
+    done_log: Log,
+    intent_log: Log,
 }
 
 fn now_unix() -> u64 {
@@ -68,10 +163,11 @@ fn now_unix() -> u64 {
 }
 
 impl State {
-    /// Loads the state (or starts it). Refuses a datastore filled from another job or set.
-    pub fn open(ds: &Datastore, job_id: &str, set_id: u64) -> Result<State, IngestError> {
+    /// Loads the state (or a new one), writing nothing. Refuses a datastore filled from
+    /// another job or set.
+    pub fn load(ds: &Datastore, job_id: &str, set_id: u64) -> Result<State, IngestError> {
         let want_set = format!("{set_id:016x}");
-        let header = match ds.read_state_file(HEADER_FILE)? {
+        let (header, header_new) = match ds.read_state_file(HEADER_FILE)? {
             Some(bytes) => {
                 let h: Header = serde_json::from_slice(&bytes).map_err(|e| {
                     IngestError::State(format!(
@@ -89,46 +185,63 @@ impl State {
                         h.set_id
                     )));
                 }
-                h
+                (h, false)
             }
-            None => {
-                let h = Header {
+            None => (
+                Header {
                     version: VERSION,
                     job_id: job_id.to_string(),
                     set_id: want_set,
                     started_unix: now_unix(),
-                };
-                ds.write_state_file(HEADER_FILE, &serde_json::to_vec_pretty(&h).unwrap())?;
-                h
-            }
+                },
+                true,
+            ),
         };
-        let mut done = HashMap::new();
-        let mut torn = false;
-        if let Some(bytes) = ds.read_state_file(DONE_FILE)? {
-            for line in bytes.split(|&b| b == b'\n') {
-                // A torn last line (crash mid-append) does not parse and is skipped.
-                if let Ok(e) = serde_json::from_slice::<DoneEntry>(line) {
-                    done.insert(e.id, e);
-                }
-            }
-            torn = bytes.last().is_some_and(|&b| b != b'\n');
-        }
-        let mut log = ds.append_state_file(DONE_FILE)?;
-        if torn {
-            // End the torn line so that the next entry starts a line of its own.
-            log.write_all(b"\n").map_err(|err| IngestError::Datastore {
-                op: "append to",
-                path: format!(".odt-ingest/{DONE_FILE}"),
-                source: err,
-            })?;
-        }
+        let (done_log, intent_log) = (Log::new(DONE_FILE), Log::new(INTENT_FILE));
+        let (done, done_torn) = done_log.read(ds)?;
+        let (intents, intent_torn) = intent_log.read(ds)?;
+        let done: HashMap<u64, DoneEntry> = done.into_iter().map(|e| (e.id, e)).collect();
         let by_path = done.values().map(|e| (e.path.clone(), e.id)).collect();
         Ok(State {
             header,
+            header_new,
             done,
             by_path,
-            log: Mutex::new(log),
+            // Later lines win: the last placement recorded for a file.
+            intents: intents.into_iter().map(|e| (e.id, e)).collect(),
+            adopted: Vec::new(),
+            torn: (done_torn, intent_torn),
+            done_log,
+            intent_log,
         })
+    }
+
+    /// Loads the state and starts it at once (tests).
+    pub fn open(ds: &Datastore, job_id: &str, set_id: u64) -> Result<State, IngestError> {
+        let mut s = Self::load(ds, job_id, set_id)?;
+        s.start(ds)?;
+        Ok(s)
+    }
+
+    /// The ingest goes ahead: writes the header of a new state, opens the logs and records
+    /// the adopted files as done. `ds` must be prepared ([`Datastore::prepare`]).
+    pub fn start(&mut self, ds: &Datastore) -> Result<(), IngestError> {
+        if self.header_new {
+            ds.write_state_file(
+                HEADER_FILE,
+                &serde_json::to_vec_pretty(&self.header).unwrap(),
+            )?;
+            self.header_new = false;
+        }
+        self.done_log.open(ds, self.torn.0)?;
+        self.intent_log.open(ds, self.torn.1)?;
+        self.torn = (false, false);
+        let adopted = std::mem::take(&mut self.adopted);
+        if adopted.is_empty() {
+            return Ok(());
+        }
+        self.done_log
+            .append(&adopted.iter().collect::<Vec<_>>(), true)
     }
 
     /// The entry of an earlier run for this file, if its fingerprint still matches.
@@ -143,31 +256,44 @@ impl State {
         self.by_path.get(path).copied()
     }
 
+    /// What an earlier run recorded before renaming file `id` into place at `path`, if it
+    /// did and did not record the file as done there.
+    pub fn intent(&self, id: u64, path: &str) -> Option<&DoneEntry> {
+        self.intents
+            .get(&id)
+            .filter(|e| e.path == path && self.wrote(path) != Some(id))
+    }
+
+    /// Takes a file an earlier run placed (its intent matched by the file's BLAKE3) as
+    /// done, as if that run had recorded it.
+    pub fn adopt(&mut self, e: DoneEntry) {
+        self.by_path.insert(e.path.clone(), e.id);
+        self.done.insert(e.id, e.clone());
+        self.adopted.push(e);
+    }
+
     /// Number of files earlier runs finished.
     pub fn done_count(&self) -> usize {
         self.done.len()
     }
 
+    /// Records, durably, that these files are about to be renamed into place: called
+    /// before the renames, so that a resumed run knows them for its own.
+    pub fn intend(&self, entries: &[&DoneEntry]) -> Result<(), IngestError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        self.intent_log.append(entries, true)
+    }
+
     /// Records a finished file (one append; durable with the next [`State::sync`]).
     pub fn record(&self, e: &DoneEntry) -> Result<(), IngestError> {
-        let mut line = serde_json::to_vec(e).expect("entry serialises");
-        line.push(b'\n');
-        let mut f = self.log.lock().unwrap_or_else(|p| p.into_inner());
-        f.write_all(&line).map_err(|err| IngestError::Datastore {
-            op: "append to",
-            path: format!(".odt-ingest/{DONE_FILE}"),
-            source: err,
-        })
+        self.done_log.append(&[e], false)
     }
 
     /// Makes every recorded line durable.
     pub fn sync(&self) -> Result<(), IngestError> {
-        let f = self.log.lock().unwrap_or_else(|p| p.into_inner());
-        f.sync_data().map_err(|err| IngestError::Datastore {
-            op: "fsync",
-            path: format!(".odt-ingest/{DONE_FILE}"),
-            source: err,
-        })
+        self.done_log.sync()
     }
 }
 

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use indicatif::ProgressBar;
+use crate::progress::Progress;
 use odt_store::{ReadScratch, Store};
 use serde::Serialize;
 
@@ -258,7 +258,7 @@ pub struct Transfer<'a> {
     /// BLAKE3 roots the seal recorded, by file id (none if the store is not sealed).
     pub sealed_roots: Option<&'a HashMap<u64, [u8; 32]>>,
     /// The progress bar, advanced by bytes written.
-    pub progress: &'a ProgressBar,
+    pub progress: &'a Progress,
 }
 
 impl Transfer<'_> {
@@ -576,20 +576,22 @@ impl Transfer<'_> {
         let t = temp.expect("every file's first span creates its temporary");
         self.ds
             .seal_temp(&t.name, &t.file, f.size, f.mode, f.atime, f.mtime)?;
-        // A large file is synced at once (its fsync has much to wait for, and holding it
-        // would hold the batch); small ones wait for the batch.
-        let t = if f.size >= SPAN {
-            self.ds.place_file(&t.name, &t.file, &f.rel)?;
-            None
-        } else {
-            Some(t)
-        };
         let entry = DoneEntry {
             id: f.id,
             fingerprint: hex::encode(f.fingerprint),
             path: f.rel_display(),
             size: f.size,
             blake3: hex::encode(root),
+        };
+        // A large file is synced at once (its fsync has much to wait for, and holding it
+        // would hold the batch); small ones wait for the batch. Either is renamed only
+        // after its intent is durable.
+        let t = if f.size >= SPAN {
+            self.state.intend(&[&entry])?;
+            self.ds.place_file(&t.name, &t.file, &f.rel)?;
+            None
+        } else {
+            Some(t)
         };
         let batch = {
             let mut p = pending.lock().unwrap_or_else(|p| p.into_inner());
@@ -608,6 +610,14 @@ impl Transfer<'_> {
 
     /// Syncs the directories of a batch of renamed files, then records them as done.
     fn flush(&self, batch: Pending, outcome: &Mutex<Outcome>) -> Result<(), IngestError> {
+        // One durable append of the batch's intents before its renames.
+        let placing: Vec<&DoneEntry> = batch
+            .files
+            .iter()
+            .filter(|(_, _, _, t)| t.is_some())
+            .map(|(_, _, e, _)| e)
+            .collect();
+        self.state.intend(&placing)?;
         for (fi, _, _, t) in &batch.files {
             if let Some(t) = t {
                 self.ds.place_file(&t.name, &t.file, &self.files[*fi].rel)?;

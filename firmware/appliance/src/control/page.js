@@ -26,6 +26,10 @@
       if (!st) return;
       set("used", fmt(st.capacity_bytes - st.free_bytes));
       set("free", fmt(st.free_bytes));
+      set("dead", fmt(st.dead_bytes));
+      set("journal-used", fmt(st.journal_used_bytes));
+      set("journal-size", fmt(st.journal_bytes));
+      set("journal-pct", st.journal_bytes > 0 ? Math.floor(100 * st.journal_used_bytes / st.journal_bytes) + " %" : "-");
       set("files", String(st.files));
       set("logical", fmt(st.logical_bytes));
       set("on-device", fmt(st.stored_bytes));

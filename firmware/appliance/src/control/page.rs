@@ -77,6 +77,14 @@ pub fn esc(s: &str) -> String {
     o
 }
 
+/// `part` of `whole` as a percentage rounded down, as page.js shows it (`-` of nothing).
+fn percent(part: u64, whole: u64) -> String {
+    if whole == 0 {
+        return "-".into();
+    }
+    format!("{} %", part as u128 * 100 / whole as u128)
+}
+
 fn html(status: StatusCode, body: String) -> Response {
     (
         status,
@@ -223,7 +231,10 @@ fn render(ctx: &Ctx, headers: &HeaderMap, v: &View) -> String {
             o,
             "<section id=\"dashboard\"><h2>Dashboard</h2><table>\
              <tr><th>Job</th><td>{job} ({name}), device set {set}, {devs} device(s)</td></tr>\
-             <tr><th>Capacity</th><td><span id=\"used\">{used}</span> used, <span id=\"free\">{free}</span> free of {cap}</td></tr>\
+             <tr><th>Capacity</th><td><span id=\"used\">{used}</span> used, <span id=\"free\">{free}</span> free of {cap}; \
+             <span id=\"dead\">{dead}</span> of the used space is held by deleted or overwritten data until cleaned</td></tr>\
+             <tr><th>Journal</th><td><span id=\"journal-used\">{journal_used}</span> of <span id=\"journal-size\">{journal}</span> \
+             used (<span id=\"journal-pct\">{journal_pct}</span>); when it is full the share refuses every change (no space), whatever the free capacity</td></tr>\
              <tr><th>Files</th><td><span id=\"files\">{files}</span> files, {dirs} directories, {links} symlinks</td></tr>\
              <tr><th>Stored</th><td><span id=\"logical\">{logical}</span> of files in <span id=\"on-device\">{stored}</span> on the devices (compression gain <span id=\"gain\">{gain}</span>)</td></tr>\
              <tr><th>Write rate</th><td><span id=\"rate\">{rate}/s</span> now, {written} since start</td></tr>\
@@ -235,6 +246,10 @@ fn render(ctx: &Ctx, headers: &HeaderMap, v: &View) -> String {
             used = bytes(used),
             free = bytes(st.free_bytes),
             cap = bytes(st.capacity_bytes),
+            dead = bytes(st.dead_bytes),
+            journal_used = bytes(st.journal_used_bytes),
+            journal = bytes(st.journal_bytes),
+            journal_pct = percent(st.journal_used_bytes, st.journal_bytes),
             files = st.files,
             dirs = st.dirs,
             links = st.symlinks,
