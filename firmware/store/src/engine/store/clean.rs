@@ -30,6 +30,9 @@ const TICK: Duration = Duration::from_millis(200);
 /// How long a write that needs room waits for freed segments that views still read.
 const WAIT_FOR_READERS: Duration = Duration::from_secs(10);
 
+/// A segment to clean: device, segment number, its live records `(address, length)`.
+type Victim = (u32, u64, Vec<(u64, u32)>);
+
 /// What the cleaner keeps between steps.
 #[derive(Debug, Default)]
 pub(super) struct Cleaning {
@@ -282,7 +285,7 @@ impl Store {
     /// with its live records `(address, length)`. Neither the open segment nor the one
     /// closed just before it (whose footer the open one's chain resumes from after a
     /// restart) is taken.
-    fn pick_victim(&self, state: &Cleaning, max_live: u64) -> Option<(u32, u64, Vec<(u64, u32)>)> {
+    fn pick_victim(&self, state: &Cleaning, max_live: u64) -> Option<Victim> {
         let core = lock(&self.core);
         let mut best: Option<(u64, u32, u64)> = None;
         for (d, sb) in self.sbs.iter().enumerate() {
