@@ -15,6 +15,8 @@ pub struct DevSegments {
     fresh_from: u64,
     /// `seq` of the next segment opened.
     next_seq: u64,
+    /// Segments freed so far (each cleaning counts).
+    cleaned: u64,
 }
 
 impl DevSegments {
@@ -44,6 +46,11 @@ impl DevSegments {
     /// First segment never opened.
     pub fn fresh_from(&self) -> u64 {
         self.fresh_from
+    }
+
+    /// Segments freed by the cleaner so far.
+    pub fn cleaned(&self) -> u64 {
+        self.cleaned
     }
 
     /// `seq` the next opened segment gets.
@@ -77,6 +84,7 @@ impl DevSegments {
     fn release(&mut self, seg: u64) {
         self.in_use.remove(&seg);
         self.free.insert(seg);
+        self.cleaned += 1;
     }
 }
 
@@ -94,6 +102,7 @@ impl Segments {
             free: BTreeSet::new(),
             fresh_from: 0,
             next_seq: 0,
+            cleaned: 0,
         };
         self.devs.get(dev as usize).unwrap_or(&EMPTY)
     }

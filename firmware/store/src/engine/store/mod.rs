@@ -131,6 +131,8 @@ pub struct Stats {
     pub dead_bytes: u64,
     /// Capacity of the segment areas of all devices.
     pub capacity_bytes: u64,
+    /// Segments the cleaner freed since the devices were provisioned.
+    pub segments_cleaned: u64,
     /// Journal bytes written.
     pub journal_used: u64,
     /// Journal bytes reserved.
@@ -444,6 +446,7 @@ impl Store {
             s.free_bytes += free.saturating_sub(per_segment(sb));
             s.capacity_bytes += capacity;
             let segs = core.ns.segments().dev(d as u32);
+            s.segments_cleaned += segs.cleaned();
             let closed = segs.in_use().count().saturating_sub(1) as u64;
             if let Some(seg) = l.segment(sb) {
                 s.log_bytes += closed * sb.segment_size + (l.tail - sb.segment_start(seg));
