@@ -124,12 +124,12 @@ pub struct Stats {
     /// Bytes of the records files are served from (headers and ciphertext).
     pub live_bytes: u64,
     /// Bytes of the log's segments held by records no file refers to any more (deleted,
-    /// truncated, overwritten, or never journaled before a crash), by the room left at
-    /// the end of full segments, and by the segment per device kept free for the cleaner:
-    /// free again once their segments are cleaned. Free, live and dead bytes add up to the
-    /// capacity.
+    /// truncated, overwritten, or never journaled before a crash) and by the room left at
+    /// the end of full segments: free again once their segments are cleaned. Free, live
+    /// and dead bytes add up to the capacity.
     pub dead_bytes: u64,
-    /// Capacity of the segment areas of all devices.
+    /// Capacity of the segment areas of all devices, less the segment per device kept for
+    /// the cleaner.
     pub capacity_bytes: u64,
     /// Segments the cleaner freed since the devices were provisioned.
     pub segments_cleaned: u64,
@@ -442,7 +442,8 @@ impl Store {
         };
         for (d, (l, sb)) in core.logs.iter().zip(&self.sbs).enumerate() {
             let (_, free) = self.dev_free(&core, d);
-            let capacity = sb.segment_count() * per_segment(sb);
+            // The segment kept for the cleaner is neither free nor dead for anyone.
+            let capacity = (sb.segment_count() - 1) * per_segment(sb);
             s.free_bytes += free.saturating_sub(per_segment(sb));
             s.capacity_bytes += capacity;
             let segs = core.ns.segments().dev(d as u32);
