@@ -90,7 +90,7 @@ pub fn run(data: &[u8]) {
 fn record(u: &mut Unstructured) -> SealRecord {
     let n = u.int_in_range(1..=4u32).unwrap_or(1);
     SealRecord {
-        version: 1,
+        version: 2,
         job_id: u.arbitrary().unwrap_or_default(),
         set_id: u.arbitrary().unwrap_or(0),
         devices: (1..=n)
@@ -98,6 +98,7 @@ fn record(u: &mut Unstructured) -> SealRecord {
                 index,
                 tail: u.arbitrary().unwrap_or(0),
                 chain_head: u.arbitrary().unwrap_or_default(),
+                next_segment: u.arbitrary().unwrap_or(0),
             })
             .collect(),
         journal_end: u.arbitrary().unwrap_or(0),

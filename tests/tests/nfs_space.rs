@@ -136,7 +136,15 @@ echo "guest done"
 fn status_counts_the_space_deleted_and_overwritten_data_holds() {
     require_clients();
     let job = Job::provision("1G", 1, &["--segment-size", "8M"]);
-    let mut app = Appliance::start(&job, Options::default());
+    // The dead records stay until a write needs their room (the background cleaner would
+    // give it back within seconds: tests/tests/space_reclaim.rs).
+    let mut app = Appliance::start(
+        &job,
+        Options {
+            extra: vec!["--no-background-cleaning".into()],
+            ..Options::default()
+        },
+    );
     app.unlock();
     let (a, b) = (job.path("a.bin"), job.path("b.bin"));
     random_file(&a, 20 << 20, 1);

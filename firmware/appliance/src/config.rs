@@ -130,6 +130,8 @@ pub struct Flags {
     pub test_hooks: bool,
     /// `--ready-file`.
     pub ready_file: Option<PathBuf>,
+    /// Not `--no-background-cleaning`.
+    pub background_cleaning: bool,
 }
 
 /// The resolved settings.
@@ -149,6 +151,8 @@ pub struct Settings {
     pub test_hooks: bool,
     /// Where to write the bound addresses once serving (JSON), for supervisors and tests.
     pub ready_file: Option<PathBuf>,
+    /// Clean segments in the background (else only when a write needs the room).
+    pub background_cleaning: bool,
 }
 
 /// Parses `IP:PORT`, or a bare IP with `default_port`.
@@ -232,6 +236,7 @@ impl Settings {
             limits,
             test_hooks: flags.test_hooks,
             ready_file: flags.ready_file,
+            background_cleaning: flags.background_cleaning,
         })
     }
 }

@@ -55,6 +55,10 @@ struct ServeArgs {
     /// Accept test-only control requests (test-seal). Never on a shipped appliance.
     #[arg(long, hide = true)]
     test_hooks: bool,
+    /// Leave deleted and overwritten data in place until a write needs its room (tests that
+    /// look at the space dead records hold). Never on a shipped appliance.
+    #[arg(long, hide = true)]
+    no_background_cleaning: bool,
 }
 
 fn init_logging() {
@@ -83,6 +87,7 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
             max_connections: a.max_connections,
             test_hooks: a.test_hooks,
             ready_file: a.ready_file,
+            background_cleaning: !a.no_background_cleaning,
         },
     )?;
     let rt = tokio::runtime::Builder::new_multi_thread()

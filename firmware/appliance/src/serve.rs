@@ -68,9 +68,10 @@ pub struct Bound {
 pub async fn run(settings: Settings) -> Result<(), ServeError> {
     let devices = settings.devices.clone();
     let hooks = settings.test_hooks;
-    let app = tokio::task::spawn_blocking(move || Appliance::open(&devices, hooks))
+    let mut app = tokio::task::spawn_blocking(move || Appliance::open(&devices, hooks))
         .await
         .expect("opening the devices panicked")?;
+    app.set_background_cleaning(settings.background_cleaning);
     let app = Arc::new(app);
     let info = app.info().clone();
     tracing::info!(

@@ -109,6 +109,8 @@ pub struct Appliance {
     unlocking: Mutex<()>,
     started: Instant,
     test_hooks: bool,
+    /// Start the store's background cleaner at unlock.
+    background_cleaning: bool,
     meter: Meter,
     pending: Arc<Pending>,
     tls: TlsIdentity,
@@ -128,6 +130,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Appliance {
+    /// Whether the store cleans segments in the background once unlocked (the default;
+    /// without it, only a write that needs the room cleans).
+    pub fn set_background_cleaning(&mut self, on: bool) {
+        self.background_cleaning = on;
+    }
+
     /// Opens the devices (superblocks only; blocks on disk I/O). The appliance starts locked.
     pub fn open(devices: &[PathBuf], test_hooks: bool) -> Result<Appliance, StateError> {
         let locked =
@@ -154,6 +162,7 @@ impl Appliance {
             unlocking: Mutex::new(()),
             started: Instant::now(),
             test_hooks,
+            background_cleaning: true,
             meter: Meter::default(),
             pending: Arc::new(Pending::default()),
             tls,
@@ -237,7 +246,15 @@ impl Appliance {
         match locked.unlock(secrets, Access::ReadWrite) {
             Ok(store) => {
                 odt_store::trip::bundle_digests::attach(&store);
-                let _ = self.store.set(Arc::new(store));
+                let store = Arc::new(store);
+                if self.background_cleaning
+                    && !store.is_sealed()
+                    && let Err(e) = store.start_cleaner()
+                {
+                    // Writes still clean before they would find the devices full.
+                    tracing::error!(error = %e, "cannot start the background cleaner");
+                }
+                let _ = self.store.set(store);
                 let _ = self.key.set(key);
                 Ok(self.unlock_report(false))
             }

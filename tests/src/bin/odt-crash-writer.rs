@@ -1,7 +1,8 @@
 //! Test helper for the crash tests: opens a store and writes from several threads, printing
 //! `begin`/`ack` lines (see `odt_test_support::crash`) until it is killed.
 //!
-//! Usage: `odt-crash-writer CODE_FILE DEVICE...`
+//! Usage: `odt-crash-writer CODE_FILE DEVICE...`; with `ODT_CRASH_CLEANER=1` in the
+//! environment the store's background cleaner runs too (trials that kill it mid-clean).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -20,6 +21,9 @@ fn main() -> anyhow::Result<()> {
     let locked = Locked::open(&devices, Access::ReadWrite)?;
     let secrets = locked.secrets_from_code(&code)?;
     let store = Arc::new(locked.unlock(secrets, Access::ReadWrite)?);
+    if std::env::var_os("ODT_CRASH_CLEANER").is_some_and(|v| v == "1") {
+        store.start_cleaner()?;
+    }
     let out = Arc::new(Mutex::new(std::io::stdout()));
     let say = |out: &Mutex<std::io::Stdout>, line: String| {
         let mut o = out.lock().unwrap();

@@ -203,6 +203,25 @@ impl Device {
             .map_err(|e| DeviceError::io("fdatasync", &self.path, 0, e))
     }
 
+    /// Gives `[offset, offset+len)` back to the storage below where it can take it
+    /// (punch-hole on image files, discard on block devices that support it); the range then
+    /// reads as zeros. Returns false, changing nothing, where that is not supported.
+    pub fn discard(&self, offset: u64, len: u64) -> Result<bool> {
+        use rustix::fs::{FallocateFlags, fallocate};
+        match fallocate(
+            &self.file,
+            FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE,
+            offset,
+            len,
+        ) {
+            Ok(()) => Ok(true),
+            Err(e) if e == rustix::io::Errno::OPNOTSUPP || e == rustix::io::Errno::INVAL => {
+                Ok(false)
+            }
+            Err(e) => Err(DeviceError::io("discard", &self.path, offset, e.into())),
+        }
+    }
+
     /// Writes zeros over `[offset, offset+len)`, punching a hole where the file system allows.
     pub fn zero(&self, offset: u64, len: u64) -> Result<()> {
         use rustix::fs::{FallocateFlags, fallocate};

@@ -10,7 +10,8 @@ use std::sync::Arc;
 
 use crate::device::Device;
 use crate::device::aligned::{ALIGN, AlignedBuf};
-use crate::error::{FormatError, Result, StoreError, one_line};
+use crate::engine::namespace::DevSegments;
+use crate::error::{FormatError, Result, one_line};
 use crate::format::segment::{self, SegmentFooter, SegmentHeader};
 use crate::format::superblock::Superblock;
 
@@ -67,6 +68,9 @@ pub struct DevLog {
     tail_block: Vec<u8>,
     /// Staging buffers of written batches, for reuse.
     spare: Vec<AlignedBuf>,
+    /// Segments freed in this run that views or reads taken before their free may still
+    /// read, with the pin epoch they were freed in (see [`crate::engine::pins`]).
+    pub released: std::collections::BTreeMap<u64, u64>,
 }
 
 impl DevLog {
@@ -95,15 +99,11 @@ impl DevLog {
         sb.segment_of(self.tail)
     }
 
-    /// Bytes still free for records on this device.
-    pub fn free(&self, sb: &Superblock) -> u64 {
-        let per_seg = sb.segment_size - 2 * segment::BLOCK;
+    /// Bytes still free for records in the open segment.
+    pub fn room(&self, sb: &Superblock) -> u64 {
         match self.segment(sb) {
-            None => sb.segment_count() * per_seg,
-            Some(s) => {
-                let seg_end = sb.segment_start(s) + sb.segment_size - segment::BLOCK;
-                (seg_end - self.tail) + (sb.segment_count() - s - 1) * per_seg
-            }
+            None => 0,
+            Some(s) => sb.segment_start(s) + sb.segment_size - segment::BLOCK - self.tail,
         }
     }
 
@@ -147,44 +147,32 @@ impl DevLog {
         }
     }
 
-    fn open_segment(&mut self, sb: &Superblock, seg: u64) -> Result<()> {
-        if seg >= sb.segment_count() {
-            return Err(StoreError::NoSpace(format!(
-                "device {} of the set is full ({} segments of {} MiB used)",
-                sb.device_index + 1,
-                sb.segment_count(),
-                sb.segment_size >> 20
-            ))
-            .into());
-        }
+    /// Starts segment `seg` (never used, or freed and no longer read), the `seq`-th opened
+    /// on this device: queues its header; records go after it.
+    pub fn open_segment(&mut self, sb: &Superblock, seg: u64, seq: u64) {
         let start = sb.segment_start(seg);
         let hdr = SegmentHeader {
             set_id: sb.set_id,
             device_index: sb.device_index,
             segment: seg,
+            seq,
         };
         self.push(start, &hdr.encode());
         self.tail = start + segment::BLOCK;
-        Ok(())
     }
 
-    /// Reserves room for `record` and queues it; returns its address.
-    pub fn append(&mut self, sb: &Superblock, record: &[u8]) -> Result<u64> {
+    /// Queues `record` in the open segment and returns its address, or `None` if it does
+    /// not fit there (the caller opens another segment).
+    pub fn append(&mut self, sb: &Superblock, record: &[u8]) -> Option<u64> {
         let n = record.len() as u64;
         assert!(n <= sb.segment_size - 2 * segment::BLOCK);
-        match self.segment(sb) {
-            None => self.open_segment(sb, 0)?,
-            Some(s) => {
-                let seg_end = sb.segment_start(s) + sb.segment_size - segment::BLOCK;
-                if self.tail + n > seg_end {
-                    self.open_segment(sb, s + 1)?;
-                }
-            }
+        if n > self.room(sb) {
+            return None;
         }
         let addr = self.tail;
         self.push(addr, record);
         self.tail += n;
-        Ok(addr)
+        Some(addr)
     }
 
     /// Copies `len` bytes at `addr` if they are still queued or being written.
@@ -206,6 +194,8 @@ impl DevLog {
 pub struct Chain {
     /// The open segment (None before the first record).
     pub segment: Option<u64>,
+    /// Its place in the device's write order.
+    seq: u64,
     hasher: blake3::Hasher,
     hashed_to: u64,
     /// Hash of the last segment footer written (zeros before the first).
@@ -217,15 +207,17 @@ impl Chain {
     pub fn empty() -> Chain {
         Chain {
             segment: None,
+            seq: 0,
             hasher: blake3::Hasher::new(),
             hashed_to: 0,
             prev_footer: [0; 32],
         }
     }
 
-    /// Rebuilds the chain state at open: re-hashes the open segment up to `tail` and takes the
-    /// previous footer's hash (checking that footer).
-    pub fn resume(dev: &Device, sb: &Superblock, tail: u64) -> Result<Chain> {
+    /// Rebuilds the chain state at open: re-hashes the open segment up to `tail` and takes
+    /// the hash of the footer written before it (checking that footer). `segs` says which
+    /// segment that is: the one opened just before (the cleaner never frees it while it is).
+    pub fn resume(dev: &Device, sb: &Superblock, tail: u64, segs: &DevSegments) -> Result<Chain> {
         let mut c = Chain::empty();
         if tail == 0 {
             return Ok(c);
@@ -242,16 +234,29 @@ impl Chain {
         }
         c.hashed_to = tail;
         c.segment = Some(seg);
-        if seg > 0 {
-            match read_footer(dev, sb, seg - 1) {
-                Ok(f) => c.prev_footer = f.hash(),
-                Err(e) => {
-                    // Keep serving and appending; the keyless check will name this footer.
-                    tracing::error!(error = %one_line(&e), "previous segment footer is damaged");
-                    let at = sb.segment_start(seg - 1) + sb.segment_size - segment::BLOCK;
-                    let raw = dev.read_vec(at, segment::BLOCK as usize)?;
-                    c.prev_footer = *blake3::hash(&raw).as_bytes();
+        c.seq = segs.seq_of(seg).unwrap_or_else(|| {
+            tracing::error!(segment = seg, "the open segment is not journaled as opened");
+            0
+        });
+        if c.seq > 0 {
+            match segs.with_seq(c.seq - 1) {
+                None => {
+                    // Keep serving and appending; the keyless check will name the break.
+                    tracing::error!(
+                        segment = seg,
+                        "the segment written before the open one is not in use"
+                    );
                 }
+                Some(prev) => match read_footer(dev, sb, prev) {
+                    Ok(f) => c.prev_footer = f.hash(),
+                    Err(e) => {
+                        // Keep serving and appending; the keyless check will name this footer.
+                        tracing::error!(error = %one_line(&e), "previous segment footer is damaged");
+                        let at = sb.segment_start(prev) + sb.segment_size - segment::BLOCK;
+                        let raw = dev.read_vec(at, segment::BLOCK as usize)?;
+                        c.prev_footer = *blake3::hash(&raw).as_bytes();
+                    }
+                },
             }
         }
         Ok(c)
@@ -266,6 +271,10 @@ impl Chain {
                 self.close(dev, sb)?;
             }
             self.segment = Some(seg);
+            // A piece opening a segment starts with the header the allocator queued.
+            self.seq = SegmentHeader::decode(piece.bytes())
+                .map(|h| h.seq)
+                .unwrap_or_default();
             self.hasher = blake3::Hasher::new();
             self.hashed_to = sb.segment_start(seg);
         }
@@ -284,6 +293,7 @@ impl Chain {
         let f = SegmentFooter {
             device_index: sb.device_index,
             segment: seg,
+            seq: self.seq,
             used: self.hashed_to - start,
             content_hash: *self.hasher.finalize().as_bytes(),
             prev_footer: self.prev_footer,

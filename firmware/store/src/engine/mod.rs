@@ -6,6 +6,7 @@
 pub mod log;
 pub mod namespace;
 pub mod observer;
+pub mod pins;
 pub mod store;
 pub mod view;
 

@@ -10,12 +10,15 @@
 use std::sync::Arc;
 
 use crate::engine::namespace::{Extent, Inode, Namespace, ROOT, Totals};
+use crate::engine::pins::Pin;
 use crate::format::journal::{Kind, Op, SealedBundle, Time};
 
 /// The namespace as it was when [`Store::view`](crate::engine::Store::view) was called.
 #[derive(Clone)]
 pub struct View {
     ns: Arc<Namespace>,
+    /// Keeps the segments this namespace's extents point into from being reused.
+    _pin: Option<Arc<Pin>>,
 }
 
 impl std::fmt::Debug for View {
@@ -46,8 +49,11 @@ pub struct SealOp<'a> {
 }
 
 impl View {
-    pub(crate) fn new(ns: Arc<Namespace>) -> View {
-        View { ns }
+    pub(crate) fn new(ns: Arc<Namespace>, pin: Option<Pin>) -> View {
+        View {
+            ns,
+            _pin: pin.map(Arc::new),
+        }
     }
 
     /// The root directory.
@@ -151,7 +157,7 @@ impl From<Namespace> for View {
     /// A view of a namespace built by hand (tests that need entries no client could
     /// create, as a forged journal would carry them).
     fn from(ns: Namespace) -> View {
-        View::new(Arc::new(ns))
+        View::new(Arc::new(ns), None)
     }
 }
 

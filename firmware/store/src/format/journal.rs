@@ -202,6 +202,39 @@ pub enum Op {
         /// The event.
         event: CustodyEvent,
     },
+    /// The log of device `dev` continues in segment `segment` (never used, or freed by the
+    /// cleaner), the `seq`-th segment opened on that device. Journaled with the first
+    /// records placed in it.
+    SegmentOpened {
+        /// Device index.
+        dev: u32,
+        /// Segment number on the device.
+        segment: u64,
+        /// Its place in the device's write order.
+        seq: u64,
+    },
+    /// The cleaner copied a live record, byte for byte, from `from` to `to` (its
+    /// authentication binds file, offset and generation, not the address): the extents of
+    /// file `id` served from `from` (the record starting at file offset `start`) are served
+    /// from `to` from now on.
+    Move {
+        /// The file.
+        id: u64,
+        /// File offset of the record's first byte.
+        start: u64,
+        /// Where the record was.
+        from: Loc,
+        /// Where its copy is.
+        to: Loc,
+    },
+    /// Segment `segment` of device `dev` holds no live record any more (the moves out of
+    /// it are durable): it may be opened again.
+    SegmentFreed {
+        /// Device index.
+        dev: u32,
+        /// Segment number on the device.
+        segment: u64,
+    },
 }
 
 /// Custody events kept at most (so that the seal record, which lists them, fits its slot;

@@ -29,12 +29,15 @@ pub struct SealedDevice {
     pub tail: u64,
     /// Hash of the last segment footer.
     pub chain_head: [u8; 32],
+    /// The segment the log would have continued in (never used, or freed by the cleaner:
+    /// its header is zeros), or the segment count when the device was full.
+    pub next_segment: u64,
 }
 
 /// The signed content of the seal.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SealRecord {
-    /// Version of this record's layout (1).
+    /// Version of this record's layout (2: devices name their next segment).
     pub version: u32,
     /// The job the set was provisioned for.
     pub job_id: String,

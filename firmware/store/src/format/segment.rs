@@ -4,6 +4,11 @@
 //! block in its last 4 KiB. The footer holds the BLAKE3 hash of everything from the header to
 //! the last record and the hash of the previous segment's footer, so the footers form a
 //! chain: a keyless pass re-hashing the device catches bit rot, truncation and reordering.
+//!
+//! Segments are reused once the cleaner has moved their live records away, so a device's
+//! write order is not its address order: header and footer carry the segment's `seq`, its
+//! place in the device's write order, and the footers chain in that order. A freed
+//! segment's header and footer are zeroed, which takes it out of the chain.
 
 use serde::{Deserialize, Serialize};
 
@@ -12,8 +17,8 @@ use crate::format::frame;
 /// The device block: a segment's header and its footer take one each, so records start
 /// aligned for direct I/O. (File content comes in chunks, see [`crate::format::tree_hash`].)
 pub const BLOCK: u64 = 4096;
-const HEADER_MAGIC: &[u8; 8] = b"ODTSEGH1";
-const FOOTER_MAGIC: &[u8; 8] = b"ODTSEGF1";
+const HEADER_MAGIC: &[u8; 8] = b"ODTSEGH2";
+const FOOTER_MAGIC: &[u8; 8] = b"ODTSEGF2";
 
 /// What opens a segment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,6 +29,8 @@ pub struct SegmentHeader {
     pub device_index: u32,
     /// Segment number on the device.
     pub segment: u64,
+    /// Place of this segment in the device's write order (0 for the first one opened).
+    pub seq: u64,
 }
 
 impl SegmentHeader {
@@ -48,11 +55,13 @@ pub struct SegmentFooter {
     pub device_index: u32,
     /// Segment number on the device.
     pub segment: u64,
+    /// The header's `seq`: place in the device's write order.
+    pub seq: u64,
     /// Bytes from the segment start (header included) that the hash covers.
     pub used: u64,
     /// BLAKE3 of those bytes.
     pub content_hash: [u8; 32],
-    /// Hash of the previous segment's footer (zeros for the first segment).
+    /// Hash of the footer of the segment written before (seq - 1; zeros for seq 0).
     pub prev_footer: [u8; 32],
 }
 

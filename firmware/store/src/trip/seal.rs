@@ -258,7 +258,7 @@ fn check_log_end(
     let read = |at: u64, n: u64| dev.read_vec(at, n as usize).map_err(|e| Fail(one_line(&e)));
     let mut bytes = 0;
     let next_seg = if sd.tail == 0 {
-        0
+        sd.next_segment
     } else {
         let seg = sb.segment_of(sd.tail).expect("tail is not 0");
         let f = read_footer(dev, sb, seg).map_err(|_| {
@@ -284,7 +284,7 @@ fn check_log_end(
             bytes += n;
             at += n;
         }
-        seg + 1
+        sd.next_segment
     };
     if next_seg < sb.segment_count() {
         bytes += segment::BLOCK;

@@ -103,7 +103,9 @@ pub fn check_log(
             )),
         }
     }
-    let mut prev = [0u8; 32];
+    // The segments holding the log, in write order: a zero header is a segment never used
+    // or freed by the cleaner (its header and footer are zeroed before it is freed).
+    let mut order: Vec<(u64, u64)> = Vec::new();
     for seg in 0..sb.segment_count() {
         let start = sb.segment_start(seg);
         let hdr = match dev.read_vec(start, segment::BLOCK as usize) {
@@ -113,17 +115,21 @@ pub fn check_log(
                     start,
                     format!("segment {seg} unreadable: {}", one_line(&e)),
                 ));
-                break;
+                continue;
             }
         };
+        sum.bytes_read += hdr.len() as u64;
         if is_zero(&hdr) {
-            break;
+            continue;
         }
         match SegmentHeader::decode(&hdr) {
             Ok(h)
                 if h.set_id == sb.set_id
                     && h.device_index == sb.device_index
-                    && h.segment == seg => {}
+                    && h.segment == seg =>
+            {
+                order.push((h.seq, seg))
+            }
             Ok(h) => problems.push(problem(
                 start,
                 format!(
@@ -135,6 +141,23 @@ pub fn check_log(
             )),
             Err(why) => problems.push(problem(start, format!("segment {seg}: {why}"))),
         }
+    }
+    order.sort_unstable();
+    for w in order.windows(2) {
+        if w[0].0 == w[1].0 {
+            problems.push(problem(
+                sb.segment_start(w[1].1),
+                format!(
+                    "segments {} and {} claim the same place in the write order",
+                    w[0].1, w[1].1
+                ),
+            ));
+        }
+    }
+    let mut prev = [0u8; 32];
+    let mut prev_seq: Option<u64> = None;
+    for (k, &(seq, seg)) in order.iter().enumerate() {
+        let start = sb.segment_start(seg);
         let footer_at = start + sb.segment_size - segment::BLOCK;
         let footer = dev
             .read_vec(footer_at, segment::BLOCK as usize)
@@ -162,18 +185,24 @@ pub fn check_log(
         problems.append(&mut bad);
         match footer {
             Some(Ok(f)) => {
-                if f.segment != seg || f.device_index != sb.device_index {
+                if f.segment != seg || f.device_index != sb.device_index || f.seq != seq {
                     problems.push(problem(
                         footer_at,
                         format!("segment {seg} footer belongs elsewhere"),
                     ));
                 }
-                if f.prev_footer != prev {
+                // The link is checked between segments written one after the other; where
+                // the cleaner freed the segments in between, the one before is gone.
+                let follows = match prev_seq {
+                    None => seq == 0,
+                    Some(p) => p + 1 == seq,
+                };
+                if follows && f.prev_footer != prev {
                     problems.push(problem(
                         footer_at,
                         format!(
-                            "segment {seg} does not follow segment {} (chain broken or reordered)",
-                            seg.saturating_sub(1)
+                            "segment {seg} does not follow the segment written before it \
+                             (chain broken or reordered)"
                         ),
                     ));
                 }
@@ -193,6 +222,7 @@ pub fn check_log(
                     ));
                 }
                 prev = f.hash();
+                prev_seq = Some(seq);
                 sum.closed_segments += 1;
                 sum.tail = start + f.used;
             }
@@ -209,6 +239,16 @@ pub fn check_log(
                     problems.push(problem(
                         start + end as u64,
                         format!("segment {seg}: unreadable bytes after the last whole record"),
+                    ));
+                }
+                if k + 1 < order.len() {
+                    problems.push(problem(
+                        footer_at,
+                        format!(
+                            "segment {seg} has no footer but {} segment(s) were written after it \
+                             (footer removed or log altered)",
+                            order.len() - k - 1
+                        ),
                     ));
                 }
                 break;

@@ -11,12 +11,14 @@ use crate::format::journal::{AttrChange, Kind, Op, Time};
 
 mod inode;
 mod live;
+mod segments;
 
 /// Results of namespace operations.
 pub type Result<T, E = NamespaceError> = std::result::Result<T, E>;
 
 pub use inode::{Extent, Inode, RecRef};
 pub use live::LiveRecords;
+pub use segments::{DevSegments, Segments};
 
 /// Id of the root directory (NFS reserves 0).
 pub const ROOT: u64 = 1;
@@ -67,6 +69,8 @@ pub struct Namespace {
     pub seal: Option<Op>,
     /// The custody log.
     pub custody: crate::format::journal::CustodyLog,
+    /// Which segments of each device the log uses and which are free.
+    segments: Segments,
 }
 
 /// Entries by kind and the sum of file sizes, kept up to date as ops apply (status and
@@ -148,6 +152,7 @@ impl Namespace {
             epoch: 0,
             seal: None,
             custody: Default::default(),
+            segments: Segments::default(),
         }
     }
 
@@ -251,7 +256,13 @@ impl Namespace {
             Op::Rename {
                 to_parent, to_name, ..
             } => self.inodes[to_parent].entries.get(to_name).copied(),
-            Op::Session { .. } | Op::Seal { .. } | Op::ChunkCv { .. } | Op::Custody { .. } => None,
+            Op::Session { .. }
+            | Op::Seal { .. }
+            | Op::ChunkCv { .. }
+            | Op::Custody { .. }
+            | Op::Move { .. }
+            | Op::SegmentOpened { .. }
+            | Op::SegmentFreed { .. } => None,
         };
         let count = |ns: &mut Namespace, add: bool| {
             if let Some(i) = touched.and_then(|id| ns.inodes.get(&id)) {
@@ -272,6 +283,11 @@ impl Namespace {
     /// The records some file's extents are served from.
     pub fn live(&self) -> &LiveRecords {
         &self.live
+    }
+
+    /// Which segments the log uses and which are free.
+    pub fn segments(&self) -> &Segments {
+        &self.segments
     }
 
     fn validate(&self, op: &Op) -> Result<()> {
@@ -363,7 +379,25 @@ impl Namespace {
                 }
                 Ok(())
             }
-            Op::ChunkCv { id, .. } => self.file(*id).map(|_| ()),
+            Op::ChunkCv { id, .. } | Op::Move { id, .. } => self.file(*id).map(|_| ()),
+            Op::SegmentOpened { dev, segment, .. } => {
+                if self.segments.is_in_use(*dev, *segment) {
+                    return Err(NamespaceError::Inconsistent(format!(
+                        "segment {segment} of device {} opened twice",
+                        dev + 1
+                    )));
+                }
+                Ok(())
+            }
+            Op::SegmentFreed { dev, segment } => {
+                if !self.segments.is_in_use(*dev, *segment) {
+                    return Err(NamespaceError::Inconsistent(format!(
+                        "segment {segment} of device {} freed but not in use",
+                        dev + 1
+                    )));
+                }
+                Ok(())
+            }
             Op::Link {
                 id, parent, name, ..
             } => {
@@ -565,6 +599,26 @@ impl Namespace {
                 let i = self.inodes.get_mut(id).unwrap();
                 i.chunk_cvs.insert(*chunk, *cv);
             }
+            Op::Move {
+                id,
+                start,
+                from,
+                to,
+            } => {
+                let i = self.inodes.get_mut(id).unwrap();
+                // Records never cross a chunk, so the extents served from this one start
+                // within one chunk of its first byte.
+                let end = start.saturating_add(crate::format::record::MAX_PLAIN as u64);
+                for e in i.extents.range_mut(*start..end).map(|(_, e)| e) {
+                    if e.rec.loc == *from {
+                        e.rec.loc = *to;
+                        self.live.remove(*from);
+                        self.live.add(*to);
+                    }
+                }
+            }
+            Op::SegmentOpened { dev, segment, seq } => self.segments.open(*dev, *segment, *seq),
+            Op::SegmentFreed { dev, segment } => self.segments.release(*dev, *segment),
             Op::Link {
                 id,
                 parent,

@@ -377,7 +377,7 @@ impl Store {
         let st = self.stats();
         let sb = self.superblock();
         let record = SealRecord {
-            version: 1,
+            version: 2,
             job_id: sb.job_id.clone(),
             set_id: sb.set_id,
             devices: heads
@@ -387,6 +387,7 @@ impl Store {
                     index: i as u32 + 1,
                     tail: *tail,
                     chain_head: *head,
+                    next_segment: self.sealed_next_segment(i),
                 })
                 .collect(),
             journal_end,

@@ -10,10 +10,12 @@
 //! [`commit`] (the group commit and the seal's closing of the log), [`ops`] (namespace
 //! operations), [`write`] and [`read`] (file content).
 
+mod clean;
 mod commit;
 mod ops;
 mod read;
 mod recover;
+mod space;
 mod write;
 
 use std::collections::HashMap;
@@ -27,6 +29,7 @@ use crate::device::Device;
 use crate::engine::log::{Chain, DevLog};
 use crate::engine::namespace::{Inode, Namespace};
 use crate::engine::observer::WriteObserver;
+use crate::engine::pins::Pins;
 use crate::engine::view::View;
 use crate::error::{KeyError, Result, one_line};
 use crate::format::journal::{Kind, Op, Time};
@@ -34,6 +37,7 @@ use crate::format::seal_record;
 use crate::format::segment;
 use crate::format::superblock::{self, Superblock};
 
+pub use clean::Cleaned;
 pub use read::{BulkRead, Damage, ReadScratch};
 
 /// Attributes of an entry, as the NFS layer reports them.
@@ -114,17 +118,21 @@ pub struct Stats {
     pub logical_bytes: u64,
     /// Bytes the log occupies on the devices (records, headers, footers).
     pub log_bytes: u64,
-    /// Bytes free for records on all devices.
+    /// Bytes free for records on all devices (room in the open segments and free
+    /// segments, less the segment per device kept for the cleaner).
     pub free_bytes: u64,
     /// Bytes of the records files are served from (headers and ciphertext).
     pub live_bytes: u64,
     /// Bytes of the log's segments held by records no file refers to any more (deleted,
     /// truncated, overwritten, or never journaled before a crash) and by the room left at
-    /// the end of full segments: free again only once their segments are cleaned. Free,
-    /// live and dead bytes add up to the capacity.
+    /// the end of full segments: free again once their segments are cleaned. Free, live
+    /// and dead bytes add up to the capacity.
     pub dead_bytes: u64,
-    /// Capacity of the segment areas of all devices.
+    /// Capacity of the segment areas of all devices, less the segment per device kept for
+    /// the cleaner.
     pub capacity_bytes: u64,
+    /// Segments the cleaner freed since the devices were provisioned.
+    pub segments_cleaned: u64,
     /// Journal bytes written.
     pub journal_used: u64,
     /// Journal bytes reserved.
@@ -144,8 +152,13 @@ pub struct Locked {
 /// and footer blocks): the store's capacity, and the largest file size.
 pub fn capacity(sbs: &[Superblock]) -> u64 {
     sbs.iter()
-        .map(|sb| sb.segment_count() * (sb.segment_size - 2 * segment::BLOCK))
+        .map(|sb| sb.segment_count() * per_segment(sb))
         .sum()
+}
+
+/// Bytes of records one segment holds (less its header and footer blocks).
+pub(crate) fn per_segment(sb: &Superblock) -> u64 {
+    sb.segment_size - 2 * segment::BLOCK
 }
 
 impl Locked {
@@ -258,6 +271,10 @@ pub struct Store {
     /// Held shared by every change, exclusively by the seal: once the seal holds it, no change
     /// is half way through.
     gate: RwLock<()>,
+    /// Readers of records at addresses the cleaner may free (see [`Pins`]).
+    pins: Pins,
+    /// Held by the one cleaning step under way.
+    cleaning: Mutex<clean::Cleaning>,
     /// Told of new files and of every write and size change (see [`Store::set_observer`]).
     observer: OnceLock<Arc<dyn WriteObserver>>,
 }
@@ -305,6 +322,8 @@ impl Store {
             cache: Mutex::new(Vec::new()),
             old_keys: Mutex::new(HashMap::new()),
             gate: RwLock::new(()),
+            pins: Pins::default(),
+            cleaning: Mutex::new(clean::Cleaning::default()),
             observer: OnceLock::new(),
             devs,
             sbs,
@@ -406,7 +425,8 @@ impl Store {
     /// manifests, verification, ingest). Cheap to take; while it is alive, the next change
     /// copies the namespace once, so hold it for a walk, not for the store's lifetime.
     pub fn view(&self) -> View {
-        View::new(lock(&self.core).ns.clone())
+        let pin = self.pins.pin();
+        View::new(lock(&self.core).ns.clone(), Some(pin))
     }
 
     /// Counters for status reports.
@@ -420,19 +440,21 @@ impl Store {
             logical_bytes: t.file_bytes,
             ..Stats::default()
         };
-        let mut record_area = 0;
-        for (l, sb) in core.logs.iter().zip(&self.sbs) {
-            let free = l.free(sb);
-            let capacity = sb.segment_count() * (sb.segment_size - 2 * segment::BLOCK);
-            s.free_bytes += free;
+        for (d, (l, sb)) in core.logs.iter().zip(&self.sbs).enumerate() {
+            let (_, free) = self.dev_free(&core, d);
+            // The segment kept for the cleaner is neither free nor dead for anyone.
+            let capacity = (sb.segment_count() - 1) * per_segment(sb);
+            s.free_bytes += free.saturating_sub(per_segment(sb));
             s.capacity_bytes += capacity;
-            record_area += capacity - free;
+            let segs = core.ns.segments().dev(d as u32);
+            s.segments_cleaned += segs.cleaned();
+            let closed = segs.in_use().count().saturating_sub(1) as u64;
             if let Some(seg) = l.segment(sb) {
-                s.log_bytes += seg * sb.segment_size + (l.tail - sb.segment_start(seg));
+                s.log_bytes += closed * sb.segment_size + (l.tail - sb.segment_start(seg));
             }
         }
+        s.dead_bytes = (s.capacity_bytes - s.free_bytes).saturating_sub(core.ns.live().bytes());
         s.live_bytes = core.ns.live().bytes();
-        s.dead_bytes = record_area.saturating_sub(s.live_bytes);
         s.journal_used = core.journal_end + core.ops.len() as u64;
         s.journal_len = self.sbs[0].journal_len;
         s.written_bytes = core.written_bytes;

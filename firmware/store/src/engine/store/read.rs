@@ -74,6 +74,8 @@ impl Store {
     }
 
     fn read_inner(&self, id: u64, offset: u64, len: u32) -> Result<(Vec<u8>, bool)> {
+        // Until the records are read, the cleaner may not reuse where they were.
+        let _pin = self.pins.pin();
         let (size, pieces) = {
             let core = lock(&self.core);
             let i = core.ns.file(id)?;
@@ -213,6 +215,8 @@ impl Store {
         buf: &mut [u8],
         scratch: &mut ReadScratch,
     ) -> Result<BulkRead> {
+        // Until the records are read, the cleaner may not reuse where they were.
+        let _pin = self.pins.pin();
         let (pieces, queued) = {
             let core = lock(&self.core);
             let i = core.ns.file(id)?;

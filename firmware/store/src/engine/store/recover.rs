@@ -9,7 +9,7 @@ use super::commit::one_sync;
 use super::{Access, Store, lock};
 use crate::crypto::cipher::Purpose;
 use crate::engine::log::{Chain, DevLog};
-use crate::engine::namespace::{Extent, Namespace, RecRef};
+use crate::engine::namespace::{Extent, Namespace, RecRef, Segments};
 use crate::error::{FormatError, Result};
 use crate::format::is_zero;
 use crate::format::journal::{self, BatchHeader, Op};
@@ -124,16 +124,18 @@ impl Store {
         // A sealed log was closed by the seal (footers written after the last batch): it is
         // not a crash's leftovers and must stay exactly as signed.
         let sealed = core.ns.seal.is_some();
+        let segments = core.ns.segments().clone();
         drop(core);
         lock(&self.commit).durable = seq - 1;
         if self.access == Access::ReadWrite {
             let mut chains = Vec::new();
             for (i, dev) in self.devs.iter().enumerate() {
-                chains.push(Chain::resume(dev, &self.sbs[i], tails[i])?);
+                let segs = segments.dev(i as u32);
+                chains.push(Chain::resume(dev, &self.sbs[i], tails[i], segs)?);
             }
             lock(&self.leader).chains = chains;
             if !sealed {
-                self.clear_after_tails(&tails, end)?;
+                self.clear_after_tails(&tails, end, &segments)?;
             }
         }
         Ok(())
@@ -155,6 +157,32 @@ impl Store {
             return Ok(true);
         }
         for op in ops {
+            if let Op::Move { to, .. } = op {
+                // A copy made by the cleaner: torn if it did not reach the device; its
+                // authentication is checked by reads as for any record.
+                let Some(dev) = self.devs.get(to.dev as usize) else {
+                    return Err(FormatError::corrupt(
+                        "journal batch",
+                        self.devs[0].path(),
+                        JOURNAL_START + pos,
+                        format!(
+                            "moves a record to device {} of {}",
+                            to.dev + 1,
+                            self.devs.len()
+                        ),
+                    ));
+                };
+                if torn_record(to.addr, &dev.read_vec(to.addr, to.len as usize)?) {
+                    tracing::warn!(
+                        "the last commit before the device was closed did not complete (a \
+                         record the cleaner copied is missing from {} at byte {}): it is dropped",
+                        dev.path().display(),
+                        to.addr
+                    );
+                    return Ok(false);
+                }
+                continue;
+            }
             let Op::Write {
                 id,
                 offset,
@@ -295,31 +323,53 @@ impl Store {
     }
 
     /// Zeroes what an interrupted leader may have left past the durable tails, so that the
-    /// log ends exactly where the journal says (the seal check relies on it).
-    fn clear_after_tails(&self, tails: &[u64], journal_end: u64) -> Result<()> {
+    /// log ends exactly where the journal says (the seal check relies on it): in the open
+    /// segment, in the segment the allocator opens next, and in freed segments (one a lost
+    /// batch reopened, or one whose free was journaled just before a crash, before its
+    /// header was zeroed). Freed segments are given back to the device again.
+    fn clear_after_tails(
+        &self,
+        tails: &[u64],
+        journal_end: u64,
+        segments: &Segments,
+    ) -> Result<()> {
+        let block = segment::BLOCK as usize;
         for (i, dev) in self.devs.iter().enumerate() {
             let sb = &self.sbs[i];
-            let (start_seg, from) = if tails[i] == 0 {
-                (0, sb.segment_start(0))
-            } else {
+            let segs = segments.dev(i as u32);
+            if tails[i] != 0 {
                 let s = sb.segment_of(tails[i]).expect("tail is not 0");
-                (s, tails[i])
+                let from = tails[i];
+                let seg_end = sb.segment_start(s) + sb.segment_size - segment::BLOCK;
+                let probe = dev.read_vec(from, (seg_end - from).min(64 * 1024) as usize)?;
+                if !is_zero(&probe) {
+                    dev.zero(from, seg_end - from)?;
+                }
+                // The open segment has no footer yet: one there was written by a commit
+                // that closed this segment and then died before its journal batch.
+                if !is_zero(&dev.read_vec(seg_end, block)?) {
+                    dev.zero(seg_end, segment::BLOCK)?;
+                }
+            }
+            let dirty = |seg: u64| -> Result<bool> {
+                let start = sb.segment_start(seg);
+                let footer = start + sb.segment_size - segment::BLOCK;
+                Ok(!is_zero(&dev.read_vec(start, block)?)
+                    || !is_zero(&dev.read_vec(footer, block)?))
             };
-            let seg_end = sb.segment_start(start_seg) + sb.segment_size - segment::BLOCK;
-            let probe = dev.read_vec(from, (seg_end - from).min(64 * 1024) as usize)?;
-            let next = start_seg + 1;
-            let next_dirty = next < sb.segment_count()
-                && !is_zero(&dev.read_vec(sb.segment_start(next), segment::BLOCK as usize)?);
-            if !is_zero(&probe) {
-                dev.zero(from, seg_end - from)?;
+            // Never-opened segments a lost batch wrote into, from the first one on.
+            let mut seg = segs.fresh_from();
+            while seg < sb.segment_count() && dirty(seg)? {
+                dev.zero(sb.segment_start(seg), sb.segment_size)?;
+                seg += 1;
             }
-            if next_dirty {
-                dev.zero(sb.segment_start(next), sb.segment_size)?;
-            }
-            // The open segment has no footer yet: one there was written by a commit that
-            // closed this segment and then died before its journal batch.
-            if !is_zero(&dev.read_vec(seg_end, segment::BLOCK as usize)?) {
-                dev.zero(seg_end, segment::BLOCK)?;
+            for &seg in segs.free() {
+                let start = sb.segment_start(seg);
+                let footer = start + sb.segment_size - segment::BLOCK;
+                if !dev.discard(start, sb.segment_size)? && dirty(seg)? {
+                    dev.zero(start, segment::BLOCK)?;
+                    dev.zero(footer, segment::BLOCK)?;
+                }
             }
         }
         let jlen = self.sbs[0].journal_len;

@@ -86,17 +86,19 @@ impl Store {
                 .filter_map(|b| b.bytes.as_ref())
                 .map(|b| b.len() as u64 + segment::BLOCK)
                 .sum();
-            let free: u64 = core
-                .logs
-                .iter()
-                .zip(&self.sbs)
-                .map(|(l, sb)| l.free(sb))
-                .sum();
-            if need > free {
-                return Err(StoreError::NoSpace(format!(
-                    "the data devices are full ({free} bytes free, this write needs {need})"
-                ))
-                .into());
+            if need > self.writable_bytes(&core) {
+                // A device never reports full while dead records could be cleaned.
+                drop(core);
+                self.make_room(need)?;
+                core = self.wait_for_queue_room()?;
+                self.reserve_journal(&core, built.len() + 2)?;
+                let free = self.writable_bytes(&core);
+                if need > free {
+                    return Err(StoreError::NoSpace(format!(
+                        "the data devices are full ({free} bytes free, this write needs {need})"
+                    ))
+                    .into());
+                }
             }
             core.ns.get(id)?;
             let time = Time::now();
@@ -140,7 +142,7 @@ impl Store {
 
     /// The store lock, once the queue has room (bounded memory): when it is full, leads a
     /// commit if nobody does, else waits for the running one to end.
-    fn wait_for_queue_room(&self) -> Result<MutexGuard<'_, Core>> {
+    pub(super) fn wait_for_queue_room(&self) -> Result<MutexGuard<'_, Core>> {
         let mut core = lock(&self.core);
         while core.logs.iter().any(|l| l.pending_bytes > MAX_QUEUED) {
             drop(core);
@@ -159,23 +161,10 @@ impl Store {
     }
 
     fn place(&self, core: &mut Core, bytes: &[u8]) -> Result<Loc> {
-        let n = self.devs.len();
-        let mut last_err = None;
-        for k in 0..n {
-            let d = (core.next_dev + k) % n;
-            match core.logs[d].append(&self.sbs[d], bytes) {
-                Ok(addr) => {
-                    core.next_dev = (d + 1) % n;
-                    return Ok(Loc {
-                        dev: d as u32,
-                        addr,
-                        len: bytes.len() as u32,
-                    });
-                }
-                Err(e) => last_err = Some(e),
-            }
-        }
-        Err(last_err.unwrap())
+        let first = core.next_dev;
+        let loc = self.place_from(core, first, bytes)?;
+        core.next_dev = (loc.dev as usize + 1) % self.devs.len();
+        Ok(loc)
     }
 
     /// Cuts a write into records (none crossing a chunk boundary, so that whole chunks stay
