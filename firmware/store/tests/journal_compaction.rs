@@ -78,7 +78,7 @@ fn session(s: &Store, t: u64, ops: u64) -> Vec<(u64, Vec<u8>, u64)> {
             let d = dirs[(next % 4) as usize];
             let name = format!("file-{next}.dat").into_bytes();
             let f = s.create(d, &name, 0o644).unwrap();
-            if next % 5 == 0 {
+            if next.is_multiple_of(5) {
                 s.write(f.id, 0, format!("content {t} {next}").as_bytes())
                     .unwrap();
                 done += 1;
@@ -363,7 +363,7 @@ fn crash_child() {
         apply_step(&s, k).unwrap();
         writeln!(out, "ack {k}").unwrap();
         out.flush().unwrap();
-        if k % 100 == 0 {
+        if k.is_multiple_of(100) {
             writeln!(out, "compacting").unwrap();
             out.flush().unwrap();
             s.compact_journal().unwrap();

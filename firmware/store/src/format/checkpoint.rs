@@ -334,7 +334,7 @@ mod tests {
         };
         let (u, h) = (usable(&sb), half(&sb));
         assert_eq!(u, (8 << 20) - 2 * START_SLOT);
-        assert!(h <= u / 2 && h % START_SLOT == 0);
+        assert!(h <= u / 2 && h.is_multiple_of(START_SLOT));
         // Never compacted: the whole region; then A and B in turn.
         assert_eq!(limit(&sb, 0, false), u);
         assert_eq!(target(&sb, 0, 1000), h);
@@ -344,7 +344,7 @@ mod tests {
         assert_eq!(target(&sb, 0, h), h);
         // A legacy journal past the middle: its checkpoint goes a block past its end.
         let t = target(&sb, 0, h + 10);
-        assert!(t >= h + 10 + START_SLOT && t % START_SLOT == 0);
+        assert!(t >= h + 10 + START_SLOT && t.is_multiple_of(START_SLOT));
         assert_eq!(limit(&sb, t, true), u);
     }
 

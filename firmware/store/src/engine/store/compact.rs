@@ -62,7 +62,10 @@ impl Store {
         // first checkpoint goes to area B).
         let room = checkpoint::limit(&self.sbs[0], a.start, true) - a.start;
         let used = core.journal_end - a.start;
-        used >= a.retry_at && used > room / 2 && used - a.checkpoint >= room / 4
+        // Once the ops after the checkpoint fill half the room it leaves (half the area for
+        // a journal never compacted): early enough that a large checkpoint still leaves
+        // the journal's reserve untouched.
+        used >= a.retry_at && used - a.checkpoint >= (room - a.checkpoint) / 2
     }
 
     /// The state as of the batch just built (called under the store lock, with the batch's
@@ -223,21 +226,21 @@ impl Store {
         };
         loop {
             if pos + BATCH_HEADER as u64 > limit {
-                return Err(damaged(pos, "runs past its area".into()).into());
+                return Err(damaged(pos, "runs past its area".into()));
             }
             let head = dev0.read_vec(JOURNAL_START + pos, BATCH_HEADER)?;
             let h = BatchHeader::decode(&head)
                 .filter(|h| h.kind == BatchKind::Checkpoint && h.cipher == self.cipher)
                 .ok_or_else(|| damaged(pos, format!("batch {seq} is missing or damaged")))?;
             if h.seq != seq {
-                return Err(damaged(pos, format!("batch {} where {seq} belongs", h.seq)).into());
+                return Err(damaged(pos, format!("batch {} where {seq} belongs", h.seq)));
             }
             if pos + h.total_len() as u64 > limit {
-                return Err(damaged(pos, "runs past its area".into()).into());
+                return Err(damaged(pos, "runs past its area".into()));
             }
             let batch = dev0.read_vec(JOURNAL_START + pos, h.total_len())?;
             if !h.crc_ok(&batch) {
-                return Err(damaged(pos, format!("batch {seq} fails its checksum")).into());
+                return Err(damaged(pos, format!("batch {seq} fails its checksum")));
             }
             let key = self.key_for_session(h.session, Purpose::Journal);
             let (t, list): (Tails, Vec<Item>) =
@@ -255,7 +258,7 @@ impl Store {
                     )
                 })?;
             if t.len() != self.devs.len() || tails.as_ref().is_some_and(|x| *x != t) {
-                return Err(damaged(pos, "names other devices".into()).into());
+                return Err(damaged(pos, "names other devices".into()));
             }
             tails = Some(t);
             pos += h.total_len() as u64;
@@ -267,15 +270,14 @@ impl Store {
                             return Err(damaged(
                                 s.start,
                                 "its head does not match the start pointer".into(),
-                            )
-                            .into());
+                            ));
                         }
                         rebuild =
                             Some(Rebuild::new(&head).map_err(|e| damaged(s.start, e.to_string()))?);
                     }
                     (Item::End { items: n }, Some(_)) => {
                         if n != items {
-                            return Err(damaged(pos, "items are missing".into()).into());
+                            return Err(damaged(pos, "items are missing".into()));
                         }
                         let ns = rebuild
                             .take()
@@ -286,9 +288,7 @@ impl Store {
                     }
                     (item, Some(r)) => r.add(item).map_err(|e| damaged(pos, e.to_string()))?,
                     (_, None) => {
-                        return Err(
-                            damaged(s.start, "it does not begin with its head".into()).into()
-                        );
+                        return Err(damaged(s.start, "it does not begin with its head".into()));
                     }
                 }
                 items += 1;
