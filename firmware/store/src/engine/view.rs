@@ -56,6 +56,20 @@ impl View {
         }
     }
 
+    /// BLAKE3 of the namespace as a checkpoint writes it (every entry with its names,
+    /// attributes, extents and chunk values; the session epoch, the seal op and the
+    /// custody log): equal digests mean equal namespaces.
+    pub fn state_digest(&self) -> [u8; 32] {
+        let mut h = blake3::Hasher::new();
+        let head = self.ns.checkpoint_head(0, Vec::new());
+        h.update(&postcard::to_stdvec(&head).expect("head serialises"));
+        let _ = self.ns.for_each_item(|i| {
+            h.update(&postcard::to_stdvec(&i).expect("item serialises"));
+            Ok::<_, ()>(())
+        });
+        *h.finalize().as_bytes()
+    }
+
     /// The root directory.
     pub fn root(&self) -> Entry<'_> {
         self.get(ROOT).expect("the root always exists")

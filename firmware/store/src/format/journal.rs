@@ -9,6 +9,9 @@
 //! The payload is AEAD-encrypted (file names are customer data too) with bytes 0..36 as
 //! associated data; its plaintext is the device tails after the batch followed by the ops.
 //! The CRC separates a torn tail batch from a good one without the key.
+//!
+//! A checkpoint (see [`crate::format::checkpoint`]) is a run of batches of the same layout
+//! under the magic "ODTC", whose plaintext carries checkpoint items instead of ops.
 
 use serde::{Deserialize, Serialize};
 
@@ -20,6 +23,7 @@ use crate::format::superblock::JOURNAL_START;
 /// Bytes of a batch header.
 pub const BATCH_HEADER: usize = 40;
 const MAGIC: &[u8; 4] = b"ODTJ";
+const CHECKPOINT_MAGIC: &[u8; 4] = b"ODTC";
 const VERSION: u8 = 1;
 
 /// Seconds and nanoseconds since the Unix epoch.
@@ -325,9 +329,29 @@ pub struct SealedBundle {
 /// A device's log tail after a batch: the next free byte (0 = nothing written yet).
 pub type Tails = Vec<u64>;
 
+/// What a batch carries (told by its magic, which the associated data covers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchKind {
+    /// Journaled ops ("ODTJ").
+    Ops,
+    /// Part of a checkpoint ("ODTC").
+    Checkpoint,
+}
+
+impl BatchKind {
+    fn magic(self) -> &'static [u8; 4] {
+        match self {
+            BatchKind::Ops => MAGIC,
+            BatchKind::Checkpoint => CHECKPOINT_MAGIC,
+        }
+    }
+}
+
 /// Decoded batch header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchHeader {
+    /// Ops or checkpoint.
+    pub kind: BatchKind,
     /// Cipher of the batch.
     pub cipher: Cipher,
     /// Batch number, from 0, one more per batch.
@@ -345,7 +369,7 @@ pub struct BatchHeader {
 impl BatchHeader {
     fn encode_aad(&self) -> [u8; BATCH_HEADER] {
         let mut b = [0u8; BATCH_HEADER];
-        b[..4].copy_from_slice(MAGIC);
+        b[..4].copy_from_slice(self.kind.magic());
         b[4] = VERSION;
         b[5] = self.cipher.code();
         b[8..16].copy_from_slice(&self.seq.to_le_bytes());
@@ -358,10 +382,16 @@ impl BatchHeader {
     /// Parses a header; `None` if these bytes do not start a batch.
     pub fn decode(b: &[u8]) -> Option<BatchHeader> {
         // Reserved bytes 6..8 enter the AAD as zeros: anything else would go unauthenticated.
-        if b.len() < BATCH_HEADER || &b[..4] != MAGIC || b[4] != VERSION || b[6..8] != [0, 0] {
+        if b.len() < BATCH_HEADER || b[4] != VERSION || b[6..8] != [0, 0] {
             return None;
         }
+        let kind = match &b[..4] {
+            m if m == MAGIC => BatchKind::Ops,
+            m if m == CHECKPOINT_MAGIC => BatchKind::Checkpoint,
+            _ => return None,
+        };
         Some(BatchHeader {
+            kind,
             cipher: Cipher::from_code(b[5])?,
             seq: u64::from_le_bytes(b[8..16].try_into().unwrap()),
             session: u64::from_le_bytes(b[16..24].try_into().unwrap()),
@@ -417,12 +447,38 @@ pub fn build_batch(
     tails: &Tails,
     ops: &[u8],
 ) -> Vec<u8> {
+    build_batch_of(
+        BatchKind::Ops,
+        key,
+        cipher,
+        seq,
+        session,
+        counter,
+        tails,
+        ops,
+    )
+}
+
+/// Builds an encrypted batch of `kind` from the tails and the already-encoded entries
+/// (ops, or checkpoint items), each a little-endian u32 length and its postcard bytes.
+#[allow(clippy::too_many_arguments)]
+pub fn build_batch_of(
+    kind: BatchKind,
+    key: &SessionKey,
+    cipher: Cipher,
+    seq: u64,
+    session: u64,
+    counter: u64,
+    tails: &Tails,
+    ops: &[u8],
+) -> Vec<u8> {
     let mut payload = postcard::to_stdvec(tails).expect("tails serialise");
     let mut framed = Vec::with_capacity(4 + payload.len() + ops.len() + 16);
     framed.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     framed.append(&mut payload);
     framed.extend_from_slice(ops);
     let mut h = BatchHeader {
+        kind,
         cipher,
         seq,
         session,
@@ -451,12 +507,28 @@ pub enum BatchError {
     Decode(String),
 }
 
-/// Decrypts a complete batch (CRC already checked) into its tails and ops.
+/// Decrypts a complete ops batch (CRC already checked) into its tails and ops.
 pub fn open_batch(
     key: &SessionKey,
     h: &BatchHeader,
     batch: &[u8],
 ) -> Result<(Tails, Vec<Op>), BatchError> {
+    open_batch_of(BatchKind::Ops, key, h, batch)
+}
+
+/// Decrypts a complete batch of `kind` (CRC already checked) into its tails and entries.
+pub fn open_batch_of<T: serde::de::DeserializeOwned>(
+    kind: BatchKind,
+    key: &SessionKey,
+    h: &BatchHeader,
+    batch: &[u8],
+) -> Result<(Tails, Vec<T>), BatchError> {
+    if h.kind != kind {
+        return Err(BatchError::Decode(format!(
+            "a {:?} batch where a {kind:?} batch belongs",
+            h.kind
+        )));
+    }
     let aad = h.encode_aad();
     let mut body = batch[BATCH_HEADER..h.total_len()].to_vec();
     key.open(h.counter, &aad[..36], &mut body)
@@ -464,7 +536,9 @@ pub fn open_batch(
     decode_plain(&body)
 }
 
-fn decode_plain(body: &[u8]) -> Result<(Tails, Vec<Op>), BatchError> {
+fn decode_plain<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+) -> Result<(Tails, Vec<T>), BatchError> {
     let bad = |w: &str| BatchError::Decode(w.to_string());
     let take_len = |b: &[u8], at: usize| -> Result<(usize, usize), BatchError> {
         let end = at
@@ -490,10 +564,11 @@ fn decode_plain(body: &[u8]) -> Result<(Tails, Vec<Op>), BatchError> {
     Ok((tails, ops))
 }
 
-/// BLAKE3 of the journal bytes `[0, end)` on device 0 (what the seal record pins).
-pub fn hash(dev0: &Device, end: u64) -> Result<[u8; 32]> {
+/// BLAKE3 of the journal bytes `[start, end)` on device 0 (what the seal record pins:
+/// the journal from its start, a checkpoint or byte 0, to its end).
+pub fn hash(dev0: &Device, start: u64, end: u64) -> Result<[u8; 32]> {
     let mut h = blake3::Hasher::new();
-    let mut at = 0;
+    let mut at = start;
     while at < end {
         let n = (end - at).min(8 << 20);
         h.update(&dev0.read_vec(JOURNAL_START + at, n as usize)?);

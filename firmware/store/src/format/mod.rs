@@ -6,10 +6,12 @@
 //! - [`segment`]: segment headers and footers, whose hashes chain the log;
 //! - [`record`]: one extent of a file, compressed, encrypted and bound to its place;
 //! - [`journal`]: batches of namespace and extent-map ops;
+//! - [`checkpoint`]: the journal's compacted start (the replayed state) and its pointer;
 //! - [`seal_record`]: the signed record in the seal slots and the seal code;
 //! - [`tree_hash`]: the BLAKE3 root of a file from its chunks, and the records' digests;
 //! - [`frame`]: the CRC frame around the small structures.
 
+pub mod checkpoint;
 pub mod frame;
 pub mod journal;
 pub mod record;

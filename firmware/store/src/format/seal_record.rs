@@ -45,9 +45,11 @@ pub struct SealRecord {
     pub set_id: u64,
     /// Every device's log end and chain head.
     pub devices: Vec<SealedDevice>,
-    /// Journal bytes written before the seal.
+    /// Journal offset after the last batch before the seal.
     pub journal_end: u64,
-    /// BLAKE3 of the journal bytes `[0, journal_end)`.
+    /// BLAKE3 of the journal bytes from its start (the checkpoint the start pointer names,
+    /// or byte 0 for a journal never compacted, see [`crate::format::checkpoint`]) to
+    /// `journal_end`.
     pub journal_hash: [u8; 32],
     /// Root over every file's manifest entry.
     pub manifest_root: [u8; 32],

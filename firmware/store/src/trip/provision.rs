@@ -9,7 +9,7 @@ use crate::crypto::tls::TlsIdentity;
 use crate::device::Device;
 use crate::error::{ErrorKind, FormatError, Result, TripError};
 use crate::format::superblock::{FORMAT_VERSION, JOURNAL_START, SLOT, Superblock};
-use crate::format::{is_zero, seal_record, segment};
+use crate::format::{checkpoint, is_zero, seal_record, segment};
 use crate::trip::receipt::Receipt;
 
 const MIB: u64 = 1 << 20;
@@ -167,13 +167,13 @@ pub fn survey(dev: &Device) -> Result<Found> {
         Err(e) => Err(crate::error::one_line(&e)),
     };
     let (unlocked, ingested) = if sb.device_index == 0 {
-        let head = dev.read_vec(JOURNAL_START, 4)?;
+        let written = checkpoint::journal_written(dev, &sb)?;
         let ingested = Receipt::read(dev, &sb)
             .ok()
             .flatten()
             .filter(|r| r.set_id == sb.set_id && r.job_id == sb.job_id)
             .map(|r| r.quarantined);
-        (Some(!is_zero(&head)), ingested)
+        (Some(written), ingested)
     } else {
         (None, None)
     };

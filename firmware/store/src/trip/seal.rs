@@ -10,6 +10,7 @@ use crate::device::Device;
 use crate::engine::log::read_footer;
 use crate::engine::{Access, Locked, Store};
 use crate::error::{Result, StoreError, one_line};
+use crate::format::checkpoint;
 use crate::format::is_zero;
 use crate::format::journal::{self, Kind, Op, SealedBundle, Time};
 use crate::format::seal_record::{self, Sealed, SealedDevice, normalise_code};
@@ -229,14 +230,25 @@ fn check_inner(
         r.bytes_read += check_log_end(dev, sb, sd)?;
     }
     let dev0 = &devs[0];
-    let jh = journal::hash(dev0, rec.journal_end).map_err(|e| Fail(one_line(&e)))?;
-    r.bytes_read += rec.journal_end;
+    // The journal runs from the start its pointer names (keyless; a pointer moved after
+    // the seal changes the bytes hashed) to the end the seal signs.
+    let start = checkpoint::read_start(dev0, &sbs[0]).map_err(|e| Fail(one_line(&e)))?;
+    let from = start.map_or(0, |s| s.start);
+    let limit = checkpoint::limit(&sbs[0], from, start.is_some());
+    if rec.journal_end < from || rec.journal_end > limit {
+        return Err(Fail(
+            "the metadata journal does not end where the seal says (its start pointer was moved)"
+                .into(),
+        ));
+    }
+    let jh = journal::hash(dev0, from, rec.journal_end).map_err(|e| Fail(one_line(&e)))?;
+    r.bytes_read += rec.journal_end - from;
     if jh != rec.journal_hash {
         return Err(Fail(
             "the metadata journal changed after the seal (names, attributes or the manifest were altered)".into(),
         ));
     }
-    let room = (sbs[0].journal_len - rec.journal_end).min(SLOT);
+    let room = (limit - rec.journal_end).min(SLOT);
     let after = dev0
         .read_vec(JOURNAL_START + rec.journal_end, room as usize)
         .map_err(|e| Fail(one_line(&e)))?;

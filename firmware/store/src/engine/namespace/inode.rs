@@ -32,7 +32,7 @@ pub struct Extent {
 }
 
 /// One entry of the namespace.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Inode {
     /// Inode number (the NFS file id).
     pub id: u64,

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use crate::error::NamespaceError;
 use crate::format::journal::{AttrChange, Kind, Op, Time};
 
+mod image;
 mod inode;
 mod live;
 mod segments;
@@ -16,6 +17,7 @@ mod segments;
 /// Results of namespace operations.
 pub type Result<T, E = NamespaceError> = std::result::Result<T, E>;
 
+pub use image::Rebuild;
 pub use inode::{Extent, Inode, RecRef};
 pub use live::LiveRecords;
 pub use segments::{DevSegments, Segments};
@@ -57,7 +59,7 @@ pub fn check_name(name: &[u8]) -> Result<()> {
 }
 
 /// The whole namespace.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Namespace {
     inodes: BTreeMap<u64, Inode>,
     next_id: u64,

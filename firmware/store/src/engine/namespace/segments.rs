@@ -4,6 +4,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::format::checkpoint::DevSegmentsImage;
+
 /// The segments of one device.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DevSegments {
@@ -127,6 +129,51 @@ impl Segments {
     pub(super) fn release(&mut self, dev: u32, seg: u64) {
         self.dev_mut(dev).release(seg);
     }
+
+    /// The allocation state as a checkpoint carries it.
+    pub fn image(&self) -> Vec<DevSegmentsImage> {
+        self.devs
+            .iter()
+            .map(|d| DevSegmentsImage {
+                in_use: d.in_use().collect(),
+                free: d.free.iter().copied().collect(),
+                fresh_from: d.fresh_from,
+                next_seq: d.next_seq,
+                cleaned: d.cleaned,
+            })
+            .collect()
+    }
+
+    /// The allocation state a checkpoint carried, refused where it cannot have come from
+    /// opening and freeing segments (a segment both in use and free, one past the
+    /// never-opened ones, a `seq` twice or not below the next one).
+    pub fn from_image(image: &[DevSegmentsImage]) -> Result<Segments, String> {
+        let mut devs = Vec::with_capacity(image.len());
+        for (i, d) in image.iter().enumerate() {
+            let in_use: BTreeMap<u64, u64> = d.in_use.iter().copied().collect();
+            let free: BTreeSet<u64> = d.free.iter().copied().collect();
+            let seqs: BTreeSet<u64> = in_use.values().copied().collect();
+            let fits = |seg: &u64| *seg < d.fresh_from;
+            if in_use.len() != d.in_use.len()
+                || free.len() != d.free.len()
+                || seqs.len() != in_use.len()
+                || in_use.keys().any(|s| free.contains(s))
+                || !in_use.keys().all(fits)
+                || !free.iter().all(fits)
+                || seqs.last().is_some_and(|q| *q >= d.next_seq)
+            {
+                return Err(format!("device {i}'s segment allocation is inconsistent"));
+            }
+            devs.push(DevSegments {
+                in_use,
+                free,
+                fresh_from: d.fresh_from,
+                next_seq: d.next_seq,
+                cleaned: d.cleaned,
+            });
+        }
+        Ok(Segments { devs })
+    }
 }
 
 #[cfg(test)]
@@ -148,6 +195,13 @@ mod tests {
         assert_eq!(s.dev(1).next_seq(), 4);
         assert_eq!(s.dev(1).with_seq(3), Some(0));
         assert_eq!(s.dev(1).free().iter().copied().collect::<Vec<_>>(), vec![2]);
+        assert_eq!(Segments::from_image(&s.image()), Ok(s.clone()));
+        let mut bad = s.image();
+        bad[1].free.push(0);
+        assert!(
+            Segments::from_image(&bad).is_err(),
+            "in use and free at once"
+        );
         assert_eq!(s.dev(0).next(3), Some(0), "other devices untouched");
     }
 }

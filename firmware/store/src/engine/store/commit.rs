@@ -92,9 +92,14 @@ impl Store {
         self.wait_durable(ticket)
     }
 
-    /// Bytes of journal written so far (durable batches and those being written).
+    /// Journal offset after the batches written so far (durable and being written).
     pub fn journal_end(&self) -> u64 {
         lock(&self.core).journal_end
+    }
+
+    /// Journal offset of the journal's first batch (its checkpoint once compacted, else 0).
+    pub fn journal_start(&self) -> u64 {
+        lock(&self.core).area.start
     }
 
     pub(super) fn reserve_journal(&self, core: &Core, n_ops: usize) -> Result<()> {
@@ -108,10 +113,11 @@ impl Store {
             + BATCH_SLACK
             + 16 * self.devs.len() as u64;
         let reserve = if self.is_sealed() { 0 } else { JOURNAL_RESERVE };
-        if need + reserve > self.sbs[0].journal_len {
+        if need + reserve > core.area.limit {
             return Err(StoreError::NoSpace(format!(
                 "the metadata journal is full ({} of {} bytes used)",
-                core.journal_end, self.sbs[0].journal_len
+                core.journal_end - core.area.start,
+                core.area.limit - core.area.start
             ))
             .into());
         }
@@ -251,7 +257,7 @@ impl Store {
 
     /// One group commit: takes what is queued, writes it, syncs. Returns the batch number.
     fn lead(&self) -> Result<u64> {
-        let (batch_no, pieces, batch, at, moved) = {
+        let (batch_no, pieces, batch, at, moved, snapshot) = {
             let mut core = lock(&self.core);
             let nothing = core.ops.is_empty() && core.logs.iter().all(|l| l.pending.is_empty());
             if nothing {
@@ -282,9 +288,11 @@ impl Store {
             let at = core.journal_end;
             core.journal_end += batch.len() as u64;
             core.batch_tails = tails;
-            (batch_no, pieces, batch, at, moved)
+            // The namespace is exactly what this batch leaves: the checkpoint's state.
+            let snapshot = self.wants_compaction(&core).then(|| self.snapshot(&core));
+            (batch_no, pieces, batch, at, moved, snapshot)
         };
-        if at + batch.len() as u64 > self.sbs[0].journal_len {
+        if at + batch.len() as u64 > lock(&self.core).area.limit {
             return Err(StoreError::NoSpace("the metadata journal is full".into()).into());
         }
         let mut leader = lock(&self.leader);
@@ -308,6 +316,9 @@ impl Store {
         drop(leader);
         drop(pieces);
         self.recycle_inflight();
+        if let Some(snap) = snapshot {
+            self.compact(snap)?;
+        }
         Ok(batch_no)
     }
 
@@ -372,8 +383,11 @@ impl Store {
             _ => return Err(StoreError::Invalid("the store has no seal op".into()).into()),
         };
         let heads = self.close_segments()?;
-        let journal_end = self.journal_end();
-        let journal_hash = journal::hash(&self.devs[0], journal_end)?;
+        let (journal_start, journal_end) = {
+            let core = lock(&self.core);
+            (core.area.start, core.journal_end)
+        };
+        let journal_hash = journal::hash(&self.devs[0], journal_start, journal_end)?;
         let st = self.stats();
         let sb = self.superblock();
         let record = SealRecord {

@@ -7,11 +7,13 @@
 //! wakes every waiter whose ops were in it.
 //!
 //! The files here follow the store's life: [`recover`] (replaying the journal at open),
-//! [`commit`] (the group commit and the seal's closing of the log), [`ops`] (namespace
-//! operations), [`write`] and [`read`] (file content).
+//! [`commit`] (the group commit and the seal's closing of the log), [`compact`] (the
+//! journal's checkpoints), [`ops`] (namespace operations), [`write`] and [`read`] (file
+//! content).
 
 mod clean;
 mod commit;
+mod compact;
 mod ops;
 mod read;
 mod recover;
@@ -133,9 +135,10 @@ pub struct Stats {
     pub capacity_bytes: u64,
     /// Segments the cleaner freed since the devices were provisioned.
     pub segments_cleaned: u64,
-    /// Journal bytes written.
+    /// Journal bytes in use: the checkpoint it starts with (if compacted) and the ops
+    /// after it. Drops when the journal is compacted.
     pub journal_used: u64,
-    /// Journal bytes reserved.
+    /// Journal bytes it may use before it must be compacted (the area it is in).
     pub journal_len: u64,
     /// Bytes written by clients since the store was opened.
     pub written_bytes: u64,
@@ -218,8 +221,10 @@ struct Core {
     logs: Vec<DevLog>,
     /// Encoded ops waiting for the next batch.
     ops: Vec<u8>,
-    /// Journal bytes written or assigned to batches.
+    /// Journal offset after the batches written or assigned.
     journal_end: u64,
+    /// Where the journal starts and may grow to.
+    area: compact::JournalArea,
     /// Number of the batch queued ops go into.
     open_batch: u64,
     next_dev: usize,
@@ -304,6 +309,7 @@ impl Store {
                 logs: (0..devs.len()).map(|_| DevLog::default()).collect(),
                 ops: Vec::new(),
                 journal_end: 0,
+                area: compact::JournalArea::default(),
                 open_batch: 1,
                 next_dev: 0,
                 written_bytes: 0,
@@ -455,8 +461,8 @@ impl Store {
         }
         s.dead_bytes = (s.capacity_bytes - s.free_bytes).saturating_sub(core.ns.live().bytes());
         s.live_bytes = core.ns.live().bytes();
-        s.journal_used = core.journal_end + core.ops.len() as u64;
-        s.journal_len = self.sbs[0].journal_len;
+        s.journal_used = core.journal_end - core.area.start + core.ops.len() as u64;
+        s.journal_len = core.area.limit - core.area.start;
         s.written_bytes = core.written_bytes;
         s
     }

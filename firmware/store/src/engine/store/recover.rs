@@ -1,9 +1,11 @@
 //! Recovery at open: the journal is replayed up to its first incomplete batch (a crash's
 //! torn tail), damage is told from a tear, the last batch's records are checked when it
 //! was made durable with them by one sync, and whatever an interrupted leader left past
-//! the durable tails is cleared.
+//! the durable tails is cleared. A compacted journal starts with its checkpoint (see
+//! [`super::compact`]); replay goes on from there.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use super::commit::one_sync;
 use super::{Access, Store, lock};
@@ -11,6 +13,7 @@ use crate::crypto::cipher::Purpose;
 use crate::engine::log::{Chain, DevLog};
 use crate::engine::namespace::{Extent, Namespace, RecRef, Segments};
 use crate::error::{FormatError, Result};
+use crate::format::checkpoint;
 use crate::format::is_zero;
 use crate::format::journal::{self, BatchHeader, Op};
 use crate::format::record;
@@ -32,6 +35,20 @@ impl Store {
         let mut tails: Vec<u64> = vec![0; self.devs.len()];
         let mut pos = 0u64;
         let mut seq = 1u64;
+        // A compacted journal starts with the checkpoint the start pointer names.
+        let start = checkpoint::read_start(dev0, &self.sbs[0])?;
+        if let Some(s) = &start {
+            let (ns, t, end) = self.load_checkpoint(s)?;
+            core.ns = Arc::new(ns);
+            tails = t;
+            pos = end;
+            seq = s.next_seq;
+            core.area.checkpoint = end - s.start;
+            core.area.generation = s.generation;
+        }
+        core.area.start = start.map_or(0, |s| s.start);
+        core.area.limit = checkpoint::limit(&self.sbs[0], core.area.start, start.is_some());
+        let jlen = jlen.min(core.area.limit);
         let mut held: Option<(u64, Vec<u64>, Vec<Op>)> = None;
         let mut buf = Vec::new();
         let mut buf_at = 0u64;
@@ -109,7 +126,7 @@ impl Store {
             }
         }
         if end < jlen && !dropped {
-            self.check_journal_tail(end, seq)?;
+            self.check_journal_tail(end, seq, jlen)?;
         }
         core.journal_end = end;
         core.open_batch = seq;
@@ -135,7 +152,7 @@ impl Store {
             }
             lock(&self.leader).chains = chains;
             if !sealed {
-                self.clear_after_tails(&tails, end, &segments)?;
+                self.clear_after_tails(&tails, end, jlen, &segments)?;
             }
         }
         Ok(())
@@ -260,8 +277,7 @@ impl Store {
     /// - the batch there was written in full but fails its checksum or does not belong
     ///   (see [`fully_written`]);
     /// - a complete batch with a later sequence number follows (damage in the middle).
-    fn check_journal_tail(&self, end: u64, next_seq: u64) -> Result<()> {
-        let jlen = self.sbs[0].journal_len;
+    fn check_journal_tail(&self, end: u64, next_seq: u64, jlen: u64) -> Result<()> {
         let window = (jlen - end).min(MAX_BATCH_SCAN) as usize;
         let buf = self.devs[0].read_vec(JOURNAL_START + end, window)?;
         if is_zero(&buf) {
@@ -331,6 +347,7 @@ impl Store {
         &self,
         tails: &[u64],
         journal_end: u64,
+        jlen: u64,
         segments: &Segments,
     ) -> Result<()> {
         let block = segment::BLOCK as usize;
@@ -372,7 +389,6 @@ impl Store {
                 }
             }
         }
-        let jlen = self.sbs[0].journal_len;
         let n = (jlen - journal_end).min(1 << 20);
         if n > 0 && !is_zero(&self.devs[0].read_vec(JOURNAL_START + journal_end, n as usize)?) {
             let claimed = BatchHeader::decode(
