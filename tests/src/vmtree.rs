@@ -157,3 +157,27 @@ pub fn read_tree(root: &Path, skip: &str) -> BTreeMap<PathBuf, Option<Vec<u8>>> 
     walk(root, root, skip, &mut out);
     out
 }
+
+/// Every file below `dir` but an ingest's own state (`.odt-ingest`): path relative to
+/// `dir` -> content, following symlinks (unlike [`read_tree`], which refuses them and lists
+/// directories). What a datastore holds, to compare before and after a command.
+pub fn read_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    fn walk(root: &Path, d: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
+        for e in std::fs::read_dir(d).unwrap() {
+            let e = e.unwrap();
+            let p = e.path();
+            if p.file_name().unwrap() == ".odt-ingest" {
+                continue;
+            }
+            if e.file_type().unwrap().is_dir() {
+                walk(root, &p, out);
+            } else {
+                let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+                out.insert(rel, std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}

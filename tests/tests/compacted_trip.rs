@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use odt_e2e::bins;
 use odt_e2e::run::{run, run_ok, text};
+use odt_e2e::vmtree::read_files;
 use odt_store::format::superblock::JOURNAL_START;
 use odt_store::trip::provision::Options;
 use odt_store::trip::seal;
@@ -27,28 +28,6 @@ fn odt_dev(fx: &Fixture, job: &Path, args: &[&str]) -> Output {
         c.arg("--device").arg(d);
     }
     run(&mut c, None, LIMIT)
-}
-
-/// Every file below `dir` but the ingest's own state: path -> content.
-fn tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    fn walk(root: &Path, d: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
-        for e in std::fs::read_dir(d).unwrap() {
-            let e = e.unwrap();
-            let p = e.path();
-            if p.file_name().unwrap() == ".odt-ingest" {
-                continue;
-            }
-            if e.file_type().unwrap().is_dir() {
-                walk(root, &p, out);
-            } else {
-                let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
-                out.insert(rel, std::fs::read(&p).unwrap());
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(dir, dir, &mut out);
-    out
 }
 
 #[test]
@@ -149,7 +128,7 @@ fn seal_check_verify_bom_and_ingest_after_compaction() {
         .arg("--to")
         .arg(&ds);
     run_ok(&mut c, LIMIT);
-    assert_eq!(tree(&ds), files, "ingested bytes");
+    assert_eq!(read_files(&ds), files, "ingested bytes");
 
     // A byte of the checkpoint changed after the seal.
     flip(&fx.paths[0], JOURNAL_START + start + 64, 2);

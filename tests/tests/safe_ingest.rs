@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use odt_e2e::bins;
 use odt_e2e::run::{run, run_ok};
+use odt_e2e::vmtree::read_files;
 use odt_store::trip::seal;
 use odt_test_support::prelude::*;
 
@@ -80,28 +81,6 @@ fn ingest(set: &Set, to: &Path, extra: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&o.stdout).into_owned(),
         String::from_utf8_lossy(&o.stderr).into_owned(),
     )
-}
-
-/// Every file below `dir` (not the ingest's state): path -> content.
-fn tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    fn walk(root: &Path, d: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
-        for e in std::fs::read_dir(d).unwrap() {
-            let e = e.unwrap();
-            let p = e.path();
-            if p.file_name().unwrap() == ".odt-ingest" {
-                continue;
-            }
-            if e.file_type().unwrap().is_dir() {
-                walk(root, &p, out);
-            } else {
-                let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
-                out.insert(rel, std::fs::read(&p).unwrap());
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(dir, dir, &mut out);
-    out
 }
 
 /// The JSON-lines per-file log.
@@ -169,7 +148,7 @@ fn a_same_named_file_stops_the_ingest_and_stays_as_it_was() {
     let mine = b"the provider's own disk, not from this device".to_vec();
     std::fs::write(ds.join("vm/disk.vmdk"), &mine).unwrap();
     std::fs::write(ds.join("unrelated.txt"), b"keep").unwrap();
-    let before = tree(&ds);
+    let before = read_files(&ds);
 
     let (rc, out, err) = ingest(&set, &ds, &[]);
     assert_eq!(rc, 8, "conflicts exit 8:\n{out}{err}");
@@ -178,7 +157,7 @@ fn a_same_named_file_stops_the_ingest_and_stays_as_it_was() {
         "the refusal lists the conflict and the way on:\n{err}"
     );
     assert_eq!(
-        tree(&ds),
+        read_files(&ds),
         before,
         "the refused ingest wrote into the datastore"
     );
@@ -187,12 +166,12 @@ fn a_same_named_file_stops_the_ingest_and_stays_as_it_was() {
     assert_eq!(rc, 8);
     let v: serde_json::Value = serde_json::from_str(&out).expect("a JSON error object");
     assert_eq!(v["error"]["kind"], "conflict", "{v}");
-    assert_eq!(tree(&ds), before);
+    assert_eq!(read_files(&ds), before);
 
     // skip: the provider's file stays, everything else arrives; not complete (exit 3).
     let (rc, out, err) = ingest(&set, &ds, &["--on-conflict", "skip"]);
     assert_eq!(rc, 3, "{out}{err}");
-    let got = tree(&ds);
+    let got = read_files(&ds);
     assert_eq!(
         got["vm/disk.vmdk"], mine,
         "skip replaced the provider's file"
@@ -216,7 +195,7 @@ fn a_same_named_file_stops_the_ingest_and_stays_as_it_was() {
     // rename (same datastore: the files skip wrote are its own, not conflicts).
     let (rc, out, err) = ingest(&set, &ds, &["--on-conflict", "rename"]);
     assert_eq!(rc, 0, "{out}{err}");
-    let got = tree(&ds);
+    let got = read_files(&ds);
     assert_eq!(
         got["vm/disk.vmdk"], mine,
         "rename replaced the provider's file"
@@ -247,7 +226,7 @@ fn a_fresh_ingest_logs_every_file_with_the_blake3_b3sum_prints_and_resumes_clean
         out.contains("bundle /:"),
         "a bundle at the top is named \"/\":\n{out}"
     );
-    assert_eq!(tree(&ds), set.files);
+    assert_eq!(read_files(&ds), set.files);
     assert_eq!(check_log_against_b3sum(&ds), set.files.len());
     // Again into the same datastore: its own files are no conflict.
     let (rc, out, err) = ingest(&set, &ds, &["--json"]);
@@ -428,7 +407,7 @@ fn a_look_alike_file_is_a_conflict_and_a_run_that_lost_its_records_knows_its_own
         Some(set.files.len() as u64),
         "the placed files were not known as done: {v}"
     );
-    assert_eq!(tree(&model), set.files);
+    assert_eq!(read_files(&model), set.files);
 
     // The same, but one placed file was since replaced by a look-alike: a conflict.
     std::fs::remove_file(model.join(".odt-ingest/done.jsonl")).unwrap();

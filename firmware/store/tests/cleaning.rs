@@ -29,6 +29,16 @@ fn put(s: &Store, name: &str, seed: u64, len: usize) -> u64 {
     f.id
 }
 
+/// Writes `n` more files of [`FILE`] bytes, named and seeded from `seed` on.
+fn put_more(s: &Store, files: &mut BTreeMap<String, u64>, seed: &mut u64, n: usize) {
+    for _ in 0..n {
+        *seed += 1;
+        let name = format!("f{seed}");
+        put(s, &name, *seed, FILE);
+        files.insert(name, *seed);
+    }
+}
+
 fn read_all(s: &Store, id: u64, len: usize) -> Vec<u8> {
     let mut out = Vec::new();
     while out.len() < len {
@@ -95,12 +105,7 @@ fn fill_delete_refill_past_the_raw_capacity_reads_back_and_seals() {
     let s = fx.open();
     check_all(&s, &files);
     // And the log continues after the restart: writes that clean to find room.
-    for _ in 0..4 {
-        seed += 1;
-        let name = format!("f{seed}");
-        put(&s, &name, seed, FILE);
-        files.insert(name, seed);
-    }
+    put_more(&s, &mut files, &mut seed, 4);
     check_all(&s, &files);
     no_log_problems(&s);
 
@@ -112,12 +117,7 @@ fn fill_delete_refill_past_the_raw_capacity_reads_back_and_seals() {
     let s = fx.open();
     assert_eq!(s.stats().segments_cleaned, before);
     check_all(&s, &files);
-    for _ in 0..4 {
-        seed += 1;
-        let name = format!("f{seed}");
-        put(&s, &name, seed, FILE);
-        files.insert(name, seed);
-    }
+    put_more(&s, &mut files, &mut seed, 4);
     check_all(&s, &files);
     no_log_problems(&s);
 

@@ -151,12 +151,16 @@ pub struct Locked {
     sbs: Vec<Superblock>,
 }
 
-/// Bytes of record content the segment areas of `sbs` hold (each segment less its header
-/// and footer blocks): the store's capacity, and the largest file size.
+/// Bytes of record content the segment areas of `sbs` hold for files (each segment less
+/// its header and footer blocks, each device less the segment kept for the cleaner): the
+/// store's capacity as `odt status` reports it, and the largest file size.
 pub fn capacity(sbs: &[Superblock]) -> u64 {
-    sbs.iter()
-        .map(|sb| sb.segment_count() * per_segment(sb))
-        .sum()
+    sbs.iter().map(dev_capacity).sum()
+}
+
+/// What [`capacity`] counts of one device.
+pub(crate) fn dev_capacity(sb: &Superblock) -> u64 {
+    sb.segment_count().saturating_sub(1) * per_segment(sb)
 }
 
 /// Bytes of records one segment holds (less its header and footer blocks).
@@ -449,7 +453,7 @@ impl Store {
         for (d, (l, sb)) in core.logs.iter().zip(&self.sbs).enumerate() {
             let (_, free) = self.dev_free(&core, d);
             // The segment kept for the cleaner is neither free nor dead for anyone.
-            let capacity = (sb.segment_count() - 1) * per_segment(sb);
+            let capacity = dev_capacity(sb);
             s.free_bytes += free.saturating_sub(per_segment(sb));
             s.capacity_bytes += capacity;
             let segs = core.ns.segments().dev(d as u32);
