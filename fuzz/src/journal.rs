@@ -21,7 +21,7 @@
 //!   opened as a checkpoint batch nor the reverse. This is the checkpoint decoder's target.
 
 use libfuzzer_sys::arbitrary::Unstructured;
-use odt_store::crypto::cipher::{Cipher, Purpose, TAG_LEN};
+use odt_store::crypto::cipher::{Cipher, Purpose, SessionKey, TAG_LEN};
 use odt_store::engine::namespace::Rebuild;
 use odt_store::format::checkpoint::Item;
 use odt_store::format::journal::{
@@ -183,22 +183,7 @@ fn authentic(u: &mut Unstructured) {
         u.arbitrary().unwrap_or(1),
         u.arbitrary().unwrap_or(0),
     );
-    let mut body = u.bytes(u.len()).unwrap_or(&[]).to_vec();
-    let mut h = BatchHeader {
-        kind: BatchKind::Ops,
-        cipher: c,
-        seq,
-        session,
-        counter,
-        payload_len: (body.len() + TAG_LEN) as u32,
-        crc: 0,
-    };
-    let aad = layout(&h);
-    k.seal(counter, &aad[..36], &mut body);
-    let mut b = aad.to_vec();
-    b.extend_from_slice(&body);
-    fix_batch_crc(&mut b);
-    h.crc = u32_at(&b, 36).unwrap();
+    let (h, b) = seal_batch(u, BatchKind::Ops, c, k, seq, session, counter);
     let (h2, r) = open(&b).expect("an authentic batch decodes and passes its CRC");
     assert_eq!(h2, h);
     match r {
@@ -217,17 +202,23 @@ fn authentic(u: &mut Unstructured) {
     }
 }
 
-/// A checkpoint batch sealed with the right key around fuzzer bytes, opened and rebuilt.
-fn checkpoint(u: &mut Unstructured) {
-    let c = cipher(u);
-    let k = key(c, Purpose::Journal);
-    let counter: u64 = u.arbitrary().unwrap_or(0);
+/// A batch of `kind` whose payload is the fuzzer's remaining bytes, sealed with `k` and
+/// framed with a right CRC: its header, and the whole batch.
+fn seal_batch(
+    u: &mut Unstructured,
+    kind: BatchKind,
+    c: Cipher,
+    k: &SessionKey,
+    seq: u64,
+    session: u64,
+    counter: u64,
+) -> (BatchHeader, Vec<u8>) {
     let mut body = u.bytes(u.len()).unwrap_or(&[]).to_vec();
     let mut h = BatchHeader {
-        kind: BatchKind::Checkpoint,
+        kind,
         cipher: c,
-        seq: 0,
-        session: 1,
+        seq,
+        session,
         counter,
         payload_len: (body.len() + TAG_LEN) as u32,
         crc: 0,
@@ -238,6 +229,15 @@ fn checkpoint(u: &mut Unstructured) {
     b.extend_from_slice(&body);
     fix_batch_crc(&mut b);
     h.crc = u32_at(&b, 36).unwrap();
+    (h, b)
+}
+
+/// A checkpoint batch sealed with the right key around fuzzer bytes, opened and rebuilt.
+fn checkpoint(u: &mut Unstructured) {
+    let c = cipher(u);
+    let k = key(c, Purpose::Journal);
+    let counter: u64 = u.arbitrary().unwrap_or(0);
+    let (h, b) = seal_batch(u, BatchKind::Checkpoint, c, k, 0, 1, counter);
     let h2 = BatchHeader::decode(&b).expect("a checkpoint header decodes");
     assert_eq!(h2, h);
     assert!(h2.crc_ok(&b));

@@ -330,27 +330,7 @@ mod tests {
 
     #[test]
     fn areas_alternate_and_a_legacy_journal_moves_past_its_end() {
-        let sb = Superblock {
-            format_version: crate::format::superblock::FORMAT_VERSION,
-            set_id: 1,
-            job_id: "job".into(),
-            job_name: "job".into(),
-            device_index: 0,
-            device_count: 1,
-            device_size: 1 << 30,
-            segment_size: 8 << 20,
-            journal_len: 8 << 20,
-            cipher: crate::crypto::cipher::Cipher::Aes256Gcm,
-            created_unix: 0,
-            signing_public: [0; 32],
-            wrapped_for_ingest: Vec::new(),
-            wrapped_for_customer: Vec::new(),
-            tls: crate::crypto::tls::TlsIdentity {
-                cert_der: Vec::new(),
-                key_der: crate::crypto::tls::SecretBytes(Vec::new()),
-                spki_sha256: [0; 32],
-            },
-        };
+        let sb = crate::format::superblock::test_geometry(8 << 20, 8 << 20);
         let (u, h) = (usable(&sb), half(&sb));
         assert_eq!(u, (8 << 20) - 2 * START_SLOT);
         assert!(h <= u / 2 && h.is_multiple_of(START_SLOT));

@@ -65,6 +65,32 @@ pub struct Superblock {
     pub tls: crate::crypto::tls::TlsIdentity,
 }
 
+/// A device geometry for unit tests: one 1 GiB device of a set, no keys, no certificate.
+#[cfg(test)]
+pub(crate) fn test_geometry(segment_size: u64, journal_len: u64) -> Superblock {
+    Superblock {
+        format_version: FORMAT_VERSION,
+        set_id: 1,
+        job_id: "job".into(),
+        job_name: "job".into(),
+        device_index: 0,
+        device_count: 1,
+        device_size: 1 << 30,
+        segment_size,
+        journal_len,
+        cipher: Cipher::Aes256Gcm,
+        created_unix: 0,
+        signing_public: [0; 32],
+        wrapped_for_ingest: Vec::new(),
+        wrapped_for_customer: Vec::new(),
+        tls: crate::crypto::tls::TlsIdentity {
+            cert_der: Vec::new(),
+            key_der: crate::crypto::tls::SecretBytes(Vec::new()),
+            spki_sha256: [0; 32],
+        },
+    }
+}
+
 impl Superblock {
     /// First byte of the segment area.
     pub fn data_start(&self) -> u64 {

@@ -431,31 +431,10 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crypto::cipher::Cipher;
     use crate::format::{segment, superblock};
 
     fn geometry(segment_size: u64) -> Superblock {
-        Superblock {
-            format_version: superblock::FORMAT_VERSION,
-            set_id: 1,
-            job_id: "job".into(),
-            job_name: "job".into(),
-            device_index: 0,
-            device_count: 1,
-            device_size: 1 << 30,
-            segment_size,
-            journal_len: 16 << 20,
-            cipher: Cipher::Aes256Gcm,
-            created_unix: 0,
-            signing_public: [0; 32],
-            wrapped_for_ingest: Vec::new(),
-            wrapped_for_customer: Vec::new(),
-            tls: crate::crypto::tls::TlsIdentity {
-                cert_der: Vec::new(),
-                key_der: crate::crypto::tls::SecretBytes(Vec::new()),
-                spki_sha256: [0; 32],
-            },
-        }
+        superblock::test_geometry(segment_size, 16 << 20)
     }
 
     #[test]
