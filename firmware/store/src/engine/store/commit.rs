@@ -12,6 +12,12 @@ use crate::format::journal::{self, Op};
 use crate::format::seal_record::{SealRecord, Sealed, SealedDevice, SignedSeal};
 use crate::format::superblock::{JOURNAL_START, Superblock};
 
+/// What to do about a full journal: compaction keeps only the live namespace, so a journal
+/// that is still full holds more names and extents than half its region can checkpoint.
+const JOURNAL_FULL_HINT: &str = ": the files' names and extent maps no longer fit even \
+     compacted; remove files (or fewer, larger ones), or provision the devices again with a \
+     larger --journal-size";
+
 /// Room a batch header, its tag and the device tails may take in the journal.
 const BATCH_SLACK: u64 = 256;
 /// Upper bound of one encoded op (a name is at most 255 bytes; symlink targets are capped).
@@ -115,7 +121,7 @@ impl Store {
         let reserve = if self.is_sealed() { 0 } else { JOURNAL_RESERVE };
         if need + reserve > core.area.limit {
             return Err(StoreError::NoSpace(format!(
-                "the metadata journal is full ({} of {} bytes used)",
+                "the metadata journal is full ({} of {} bytes used){JOURNAL_FULL_HINT}",
                 core.journal_end - core.area.start,
                 core.area.limit - core.area.start
             ))
@@ -293,7 +299,10 @@ impl Store {
             (batch_no, pieces, batch, at, moved, snapshot)
         };
         if at + batch.len() as u64 > lock(&self.core).area.limit {
-            return Err(StoreError::NoSpace("the metadata journal is full".into()).into());
+            return Err(StoreError::NoSpace(format!(
+                "the metadata journal is full{JOURNAL_FULL_HINT}"
+            ))
+            .into());
         }
         let mut leader = lock(&self.leader);
         self.write_pieces(&mut leader, &pieces)?;
