@@ -28,19 +28,16 @@ fn built() -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        // Exactly scripts/test's release build: building only these two packages unifies
+        // dependency features differently and would compile odt-store and both binaries a
+        // second time.
         run_ok(
             Command::new(cargo).current_dir(repo()).args([
                 "build",
                 "--release",
                 "--locked",
-                "-p",
-                "odt-tools",
-                "-p",
-                "odt-appliance",
-                "--bin",
-                "odt",
-                "--bin",
-                "odt-appliance",
+                "--workspace",
+                "--bins",
             ]),
             Duration::from_secs(1800),
         );

@@ -58,6 +58,10 @@ pub fn run(cmd: &mut Command, input: Option<&[u8]>, limit: Duration) -> Output {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
+    // ODT_TEST_TIMES=1: where a slow test spends its time, command by command.
+    if std::env::var_os("ODT_TEST_TIMES").is_some() {
+        eprintln!("[{:.2}s] {what}", started.elapsed().as_secs_f64());
+    }
     Output {
         status,
         stdout: t_out.join().expect("stdout reader"),
