@@ -113,6 +113,17 @@ impl Vcsim {
         serde_json::from_str(&out).unwrap()
     }
 
+    /// Ends `-slow-upload-kib` for the uploads that start from now on.
+    pub fn full_speed(&self) {
+        let base = self.url.trim_end_matches("/sdk");
+        run_ok(
+            Command::new("curl")
+                .args(["-sS", "--fail", "-k", "-X", "POST"])
+                .arg(format!("{base}/odt-test/full-speed")),
+            Duration::from_secs(30),
+        );
+    }
+
     /// The VMs named `name`, as the inventory shows them (folder, annotation, power_state,
     /// pool, networks, datastores, moref), in the order of their managed object ids.
     pub fn vms(&self, name: &str) -> Vec<serde_json::Value> {

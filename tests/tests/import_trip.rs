@@ -582,6 +582,7 @@ fn import_into_the_vcenter_simulator() {
             .contains("state=importing"),
         "{half:?}"
     );
+    sim.full_speed();
     let (rc, out, err) = import(&sim, &dev, &job.job_dir, &pinned(&sim, &[]));
     assert_eq!(rc, 0, "{out}{err}");
     assert_once_each(&sim, &ALL, "/DC0/vm/odt");

@@ -7,6 +7,8 @@
 // GET /odt-test/inventory answers the VMs as JSON (name, managed object id, inventory
 // path of the folder, annotation, power state, resource pool, networks, datastores), the
 // number of Login requests received and the SOAP requests received by method.
+// POST /odt-test/full-speed ends -slow-upload-kib for the uploads that start after it (a
+// rerun after the kill need not crawl).
 //
 // -pools adds resource pools under the cluster DC0_C0; -foreign puts a VM that odt did
 // not make (one of the model's, renamed, with notes of its own) into a folder, for the
@@ -63,6 +65,7 @@ func main() {
 	foreign := flag.String("foreign", "", "comma-separated NAME@FOLDER: a VM odt did not make, named NAME, in that VM folder")
 	datastores := flag.Int("datastores", 1, "number of datastores (LocalDS_0, LocalDS_1, ...), each on every host")
 	flag.Parse()
+	slowKiB = int64(*slow)
 
 	model := simulator.VPX()
 	model.Machine = 1
@@ -133,6 +136,10 @@ func main() {
 			inventory(w)
 			return
 		}
+		if r.URL.Path == "/odt-test/full-speed" && r.Method == http.MethodPost {
+			atomic.StoreInt64(&slowKiB, 0)
+			return
+		}
 		if r.URL.Path == "/sdk" && r.Method == http.MethodPost {
 			body, err := io.ReadAll(io.LimitReader(r.Body, 64<<20))
 			if err != nil {
@@ -147,7 +154,7 @@ func main() {
 		}
 		if *tap != "" && strings.HasPrefix(r.URL.Path, "/nfc/") &&
 			(r.Method == http.MethodPut || r.Method == http.MethodPost) {
-			tapUpload(w, r, mux, *tap, *slow)
+			tapUpload(w, r, mux, *tap, int(atomic.LoadInt64(&slowKiB)))
 			return
 		}
 		mux.ServeHTTP(w, r)
@@ -266,6 +273,9 @@ func (s *statusRecorder) WriteHeader(code int) {
 
 // Login requests received (to show a client stopped before sending credentials).
 var logins int64
+
+// slowKiB is -slow-upload-kib until POST /odt-test/full-speed.
+var slowKiB int64
 
 // SOAP requests received, by method (to show what a client did not send).
 var (
