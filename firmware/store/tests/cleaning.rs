@@ -235,8 +235,8 @@ fn a_file_deleted_among_live_ones_is_free_again_within_seconds() {
         .map(|(n, seed, len)| (n.as_str(), *seed, *len))
         .collect();
     put_interleaved(&s, &named);
-    // More files after, so that none of the deleted records is in the open segment or the
-    // one closed just before it (never cleaned).
+    // More files after, so that none of the deleted records is in the open segment (never
+    // cleaned).
     let tail: Vec<(String, u64)> = (0..6).map(|k| (format!("tail{k}"), 50 + k)).collect();
     for (name, seed) in &tail {
         put(&s, name, *seed, FILE);
@@ -325,6 +325,46 @@ fn a_tiny_delete_does_not_make_the_idle_cleaner_copy_a_segment() {
         assert!(read_all(&s, id, 6 * MIB as usize) == data(seed, 6 * MIB as usize));
     }
     no_log_problems(&s);
+}
+
+/// The segment closed just before the open one may be cleaned: the keyless walk of the
+/// chain finds nothing wrong, before and after a reopen (which resumes the chain without
+/// it) and once more segments are written after it.
+#[test]
+fn the_segment_closed_before_the_open_one_is_cleaned_and_the_chain_still_checks() {
+    let fx = Fixture::new(1, 100 * MIB);
+    let mut files = BTreeMap::new();
+    {
+        let s = fx.open();
+        // Seven 1 MiB records per 8 MiB segment: "a" and 2 MiB of "gone" fill segment 0,
+        // the rest of "gone" and "b" segment 1, "c" opens segment 2.
+        let sizes = [("a", 1, 5), ("gone", 2, 5), ("b", 3, 4), ("c", 4, 1)];
+        for (name, seed, mib) in sizes {
+            put(&s, name, seed, mib * MIB as usize);
+        }
+        s.remove(s.root(), b"gone").unwrap();
+        std::thread::sleep(Duration::from_millis(1100));
+        let done = s.clean_background().unwrap();
+        // Segment 1 holds the most dead bytes and is taken first, while it is the one
+        // closed just before the open one.
+        assert!(done.segments >= 2, "{done:?}");
+        no_log_problems(&s);
+        for (name, seed, mib) in sizes.iter().filter(|f| f.0 != "gone") {
+            let id = s.lookup(s.root(), name.as_bytes()).unwrap();
+            let len = *mib * MIB as usize;
+            assert!(read_all(&s, id, len) == data(*seed, len), "{name}");
+        }
+    }
+    let s = fx.open();
+    no_log_problems(&s);
+    let mut seed = 20;
+    put_more(&s, &mut files, &mut seed, 8);
+    check_all(&s, &files);
+    no_log_problems(&s);
+    for (name, seed, mib) in [("a", 1, 5), ("b", 3, 4), ("c", 4, 1)] {
+        let id = s.lookup(s.root(), name.as_bytes()).unwrap();
+        assert!(read_all(&s, id, mib * MIB as usize) == data(seed, mib * MIB as usize));
+    }
 }
 
 #[test]

@@ -12,9 +12,9 @@
 //! segments at most half live (copying half a segment frees a whole one, and the copies do
 //! not compete much with the writers); once no client has written for [`IDLE_AFTER`], the
 //! segment with the most dead bytes, if they are worth a copy ([`idle_min_gain`]), so that
-//! deleted and overwritten data comes back within seconds on an idle appliance. Neither the
-//! open segment nor the one closed just before it is ever taken (see
-//! [`Store::pick_victim`]): space dead there comes back once the log moves past them.
+//! deleted and overwritten data comes back within seconds on an idle appliance. The open
+//! segment is never taken (see [`Store::pick_victim`]): space dead there comes back once it
+//! is full and closed.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Weak};
@@ -360,9 +360,11 @@ impl Store {
     /// The closed segment `policy` picks, with its live records `(address, length)`: the
     /// least live one at most so live, or the one with the most dead bytes if they are worth
     /// a copy. Live bytes come from the per-segment counters (no walk of the records under
-    /// the lock). Neither the open segment nor the one closed just before it is taken: after
-    /// a restart, the open segment's chain resumes from that one's footer (its hash goes
-    /// into the open segment's footer), which freeing it would zero.
+    /// the lock). The open segment is never taken (records are still appended to it). The
+    /// one closed just before it may be: the open segment's footer links to its footer, but
+    /// the keyless walk checks a link only where the segment before is still in the chain,
+    /// and freeing takes it out (after a restart the chain resumes with a zero link,
+    /// [`crate::engine::log::Chain::resume`]).
     fn pick_victim(&self, state: &Cleaning, policy: Policy) -> Option<Victim> {
         let core = lock(&self.core);
         let live_of = |d: u32, seg: u64, sb: &crate::format::superblock::Superblock| {
@@ -377,13 +379,9 @@ impl Store {
             let d32 = d as u32;
             let segs = core.ns.segments().dev(d32);
             let open = core.logs[d].segment(sb);
-            let open_seq = open.and_then(|s| segs.seq_of(s));
             let per = per_segment(sb);
-            for (seg, seq) in segs.in_use() {
-                if Some(seg) == open
-                    || open_seq.is_some_and(|o| seq + 1 == o)
-                    || state.skip.contains(&(d32, seg))
-                {
+            for (seg, _) in segs.in_use() {
+                if Some(seg) == open || state.skip.contains(&(d32, seg)) {
                     continue;
                 }
                 let live = live_of(d32, seg, sb);
