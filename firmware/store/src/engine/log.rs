@@ -252,7 +252,7 @@ impl Chain {
                 }
                 Some(prev) => match read_footer(dev, sb, prev) {
                     Ok(f) => c.prev_footer = f.hash(),
-                    Err(_) if dev_zero_footer(dev, sb, prev)? => {
+                    Err(_) if footer_is_zero(dev, sb, prev)? => {
                         // A clean interrupted between zeroing it and journaling its free:
                         // it leaves the chain (its header is zero too) and is cleaned again.
                         tracing::debug!(
@@ -317,7 +317,7 @@ impl Chain {
 
 /// Whether the footer block of segment `seg` is all zeros (taken out of the chain by the
 /// cleaner).
-fn dev_zero_footer(dev: &Device, sb: &Superblock, seg: u64) -> Result<bool> {
+fn footer_is_zero(dev: &Device, sb: &Superblock, seg: u64) -> Result<bool> {
     let at = sb.segment_start(seg) + sb.segment_size - segment::BLOCK;
     Ok(crate::format::is_zero(
         &dev.read_vec(at, segment::BLOCK as usize)?,
