@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use odt_e2e::appliance::{Appliance, Job, Options};
 use odt_e2e::bins;
-use odt_e2e::nfsclient::{manifest, manifest_local, nfstool_ok, put_tree, require_clients};
+use odt_e2e::nfsclient::{
+    manifest, manifest_local, nfs_cp_ok, nfstool_ok, put_tree, require_clients,
+};
 use odt_e2e::run::run;
 
 const LIMIT: Duration = Duration::from_secs(600);
@@ -207,4 +209,78 @@ fn fill_delete_refill_overwrite_restart_then_seal_verify_ingest() {
             p.display()
         );
     }
+}
+
+/// An 8 MiB file written while other clients wrote theirs (its records interleaved with
+/// theirs in the same segments, none of which is even half dead once it is deleted) is free
+/// again within seconds of its delete on an otherwise idle appliance, as `odt status`
+/// reports; every other file reads back the same.
+#[test]
+fn an_8_mib_file_deleted_among_live_files_is_free_again_within_seconds() {
+    require_clients();
+    let job = Job::provision(
+        "256M",
+        1,
+        &["--segment-size", "8M", "--journal-size", "16M"],
+    );
+    let mut app = Appliance::start(&job, Options::default());
+    app.unlock();
+    let mirror = job.path("mirror");
+    let local = job.path("local");
+    std::fs::create_dir_all(&mirror).unwrap();
+    std::fs::create_dir_all(&local).unwrap();
+
+    // Four 8 MiB files copied at once by four clients: their records interleave.
+    let together: Vec<String> = (0..4).map(|k| format!("w{k}.bin")).collect();
+    for (k, name) in together.iter().enumerate() {
+        random_file(&local.join(name), 8 * MIB, 500 + k as u64);
+        std::fs::copy(local.join(name), mirror.join(name)).unwrap();
+    }
+    let copies: Vec<_> = together
+        .iter()
+        .map(|name| {
+            let src = local.join(name).to_string_lossy().into_owned();
+            let dst = app.url_file(name);
+            std::thread::spawn(move || nfs_cp_ok(&src, &dst, LIMIT))
+        })
+        .collect();
+    for c in copies {
+        c.join().unwrap();
+    }
+    // Then more files, so that the deleted records are not in the open segment (which the
+    // cleaner never takes).
+    let after: Vec<(String, u64, u64)> = (0..5)
+        .map(|k| (format!("t{k}.bin"), FILE, 600 + k))
+        .collect();
+    put_files(&app, &job.path("after"), &mirror, &after);
+    let want_all = manifest_local(&mirror, LIMIT);
+    assert_eq!(manifest(&app.url_root(), LIMIT), want_all);
+
+    let before = app.status();
+    nfstool_ok(&["rm", &app.url_root(), "/w1.bin"], LIMIT);
+    let deleted = std::time::Instant::now();
+    std::fs::remove_file(mirror.join("w1.bin")).unwrap();
+    let deadline = deleted + Duration::from_secs(20);
+    loop {
+        let now = app.status();
+        if num(&now, "free_bytes") >= num(&before, "free_bytes") + 6 * MIB {
+            eprintln!(
+                "8 MiB among live files: free again {:.1} s after the delete ({} -> {} bytes free)",
+                deleted.elapsed().as_secs_f64(),
+                num(&before, "free_bytes"),
+                num(&now, "free_bytes")
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "8 MiB deleted among live files, not free again after 20 s: {before} -> {now}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(
+        manifest(&app.url_root(), LIMIT),
+        manifest_local(&mirror, LIMIT)
+    );
+    app.stop();
 }

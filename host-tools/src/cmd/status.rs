@@ -98,7 +98,7 @@ fn human(addr: &str, r: &StatusReport) -> String {
                 pct(s.free_bytes)
             ));
             out.push_str(&format!(
-                "  Deleted:   {} held by deleted or overwritten data ({:.0}%)\n",
+                "  Deleted:   {} held by deleted or overwritten data ({:.0}%), free again once cleaned\n             (data in the segment being written: once it is full)\n",
                 bytes(s.dead_bytes),
                 pct(s.dead_bytes)
             ));

@@ -232,7 +232,7 @@ fn render(ctx: &Ctx, headers: &HeaderMap, v: &View) -> String {
             "<section id=\"dashboard\"><h2>Dashboard</h2><table>\
              <tr><th>Job</th><td>{job} ({name}), device set {set}, {devs} device(s)</td></tr>\
              <tr><th>Capacity</th><td><span id=\"used\">{used}</span> used, <span id=\"free\">{free}</span> free of {cap}; \
-             <span id=\"dead\">{dead}</span> of the used space is held by deleted or overwritten data until cleaned</td></tr>\
+             <span id=\"dead\">{dead}</span> of the used space is held by deleted or overwritten data until cleaned (within seconds while no client writes; in the segment being written, once it is full)</td></tr>\
              <tr><th>Journal</th><td><span id=\"journal-used\">{journal_used}</span> of <span id=\"journal-size\">{journal}</span> \
              used (<span id=\"journal-pct\">{journal_pct}</span>); when it is full the share refuses every change (no space), whatever the free capacity</td></tr>\
              <tr><th>Files</th><td><span id=\"files\">{files}</span> files, {dirs} directories, {links} symlinks</td></tr>\

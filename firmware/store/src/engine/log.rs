@@ -216,7 +216,10 @@ impl Chain {
 
     /// Rebuilds the chain state at open: re-hashes the open segment up to `tail` and takes
     /// the hash of the footer written before it (checking that footer). `segs` says which
-    /// segment that is: the one opened just before (the cleaner never frees it while it is).
+    /// segment that is: the one opened just before, if still in use. The cleaner may have
+    /// freed it (zeroing its header and footer); the open segment's link to it is then never
+    /// checked (the keyless walk checks links only to segments still in the chain), so the
+    /// link is left zero.
     pub fn resume(dev: &Device, sb: &Superblock, tail: u64, segs: &DevSegments) -> Result<Chain> {
         let mut c = Chain::empty();
         if tail == 0 {
@@ -241,14 +244,22 @@ impl Chain {
         if c.seq > 0 {
             match segs.with_seq(c.seq - 1) {
                 None => {
-                    // Keep serving and appending; the keyless check will name the break.
-                    tracing::error!(
+                    // Freed by the cleaner: nothing links to it any more.
+                    tracing::debug!(
                         segment = seg,
-                        "the segment written before the open one is not in use"
+                        "the segment written before the open one was cleaned"
                     );
                 }
                 Some(prev) => match read_footer(dev, sb, prev) {
                     Ok(f) => c.prev_footer = f.hash(),
+                    Err(_) if footer_is_zero(dev, sb, prev)? => {
+                        // A clean interrupted between zeroing it and journaling its free:
+                        // it leaves the chain (its header is zero too) and is cleaned again.
+                        tracing::debug!(
+                            segment = prev,
+                            "the segment written before the open one was being cleaned"
+                        );
+                    }
                     Err(e) => {
                         // Keep serving and appending; the keyless check will name this footer.
                         tracing::error!(error = %one_line(&e), "previous segment footer is damaged");
@@ -302,6 +313,15 @@ impl Chain {
         self.prev_footer = f.hash();
         Ok(Some(f))
     }
+}
+
+/// Whether the footer block of segment `seg` is all zeros (taken out of the chain by the
+/// cleaner).
+fn footer_is_zero(dev: &Device, sb: &Superblock, seg: u64) -> Result<bool> {
+    let at = sb.segment_start(seg) + sb.segment_size - segment::BLOCK;
+    Ok(crate::format::is_zero(
+        &dev.read_vec(at, segment::BLOCK as usize)?,
+    ))
 }
 
 /// Reads and decodes the footer of segment `seg`.

@@ -139,8 +139,11 @@ impl View {
     }
 
     /// The same records found by walking every extent (what [`View::live`] must equal).
+    /// With the same segment geometry, so that the per-segment counters are compared too.
     pub fn recount_live(&self) -> crate::engine::namespace::LiveRecords {
-        crate::engine::namespace::LiveRecords::of(self.ns.inodes())
+        let mut l = crate::engine::namespace::LiveRecords::of(self.ns.inodes());
+        l.set_segments(&self.ns.live().segment_geometry());
+        l
     }
 
     /// The custody log the journal holds (see [`crate::trip::custody`]).

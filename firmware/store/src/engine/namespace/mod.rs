@@ -19,7 +19,7 @@ pub type Result<T, E = NamespaceError> = std::result::Result<T, E>;
 
 pub use image::Rebuild;
 pub use inode::{Extent, Inode, RecRef};
-pub use live::LiveRecords;
+pub use live::{LiveRecords, SegmentGeometry};
 pub use segments::{DevSegments, Segments};
 
 /// Id of the root directory (NFS reserves 0).
@@ -285,6 +285,11 @@ impl Namespace {
     /// The records some file's extents are served from.
     pub fn live(&self) -> &LiveRecords {
         &self.live
+    }
+
+    /// Starts counting live bytes per segment (see [`LiveRecords::set_segments`]).
+    pub fn set_segment_geometry(&mut self, geometry: &[SegmentGeometry]) {
+        self.live.set_segments(geometry);
     }
 
     /// Which segments the log uses and which are free.

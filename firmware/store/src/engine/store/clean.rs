@@ -7,6 +7,14 @@
 //! One segment at a time, its live records read in bounded batches: memory stays bounded
 //! whatever the device size. Runs in the background ([`Store::start_cleaner`]) and, before
 //! a write is refused for want of space, in the writer's thread.
+//!
+//! Which segment (the policy, see docs/design.md "Cleaning"): while clients write, only
+//! segments at most half live (copying half a segment frees a whole one, and the copies do
+//! not compete much with the writers); once no client has written for [`IDLE_AFTER`], the
+//! segment with the most dead bytes, if they are worth a copy ([`idle_min_gain`]), so that
+//! deleted and overwritten data comes back within seconds on an idle appliance. The open
+//! segment is never taken (see [`Store::pick_victim`]): space dead there comes back once it
+//! is full and closed.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Weak};
@@ -27,6 +35,30 @@ const URGENT_LIVE: u64 = 970;
 const MOVE_BATCH: u64 = 8 << 20;
 /// How often the background cleaner looks for work.
 const TICK: Duration = Duration::from_millis(200);
+/// How long after the last client write the store counts as idle, and the background
+/// cleaner also takes segments that are mostly live but hold dead bytes worth a copy.
+pub(super) const IDLE_AFTER: Duration = Duration::from_secs(1);
+
+/// Room a segment's end may leave unused (a record that did not fit went to the next
+/// segment): at most one record. Counted as not reclaimable, since the copies of the live
+/// records leave as much at the end of the segment they fill.
+const END_SLACK: u64 = record::MAX_PLAIN as u64 + 4096;
+
+/// The dead bytes (beyond [`END_SLACK`]) a segment must hold for the idle cleaner to copy
+/// its live records: a 1/128 share of its room, so that a small delete never costs a
+/// segment's copy.
+fn idle_min_gain(sb: &crate::format::superblock::Superblock) -> u64 {
+    per_segment(sb) / 128
+}
+
+/// Which closed segments a cleaning step may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Policy {
+    /// The least live one, if at most this many thousandths of its room are live.
+    AtMostLive(u64),
+    /// The one with the most dead bytes, if they are worth a copy (the store is idle).
+    MostDead,
+}
 /// How long a write that needs room waits for freed segments that views still read.
 const WAIT_FOR_READERS: Duration = Duration::from_secs(10);
 
@@ -38,9 +70,9 @@ type Victim = (u32, u64, Vec<(u64, u32)>);
 pub(super) struct Cleaning {
     /// Segments it could not clean (a live record there does not decode), by device.
     skip: BTreeSet<(u32, u64)>,
-    /// The journal's state when a search last found nothing to clean at this threshold:
+    /// The journal's state when a search last found nothing to clean with this policy:
     /// nothing changed since, so nothing to search again.
-    idle: Option<(u64, u64, u64)>,
+    idle: Option<(u64, u64, Policy)>,
 }
 
 /// What a cleaning pass did.
@@ -60,16 +92,52 @@ impl Store {
         let mut state = lock(&self.cleaning);
         let mut done = Cleaned::default();
         self.release_freed()?;
-        while let Some(moved) = self.clean_step(&mut state, BACKGROUND_LIVE)? {
+        while let Some(moved) = self.clean_step(&mut state, Policy::AtMostLive(BACKGROUND_LIVE))? {
             done.segments += 1;
             done.moved_bytes += moved;
         }
         Ok(done)
     }
 
+    /// What the background cleaner does on each tick: [`Store::clean`], then, while no
+    /// client has written for [`IDLE_AFTER`], the segments holding the most dead bytes, one
+    /// after the other, as long as their dead bytes are worth a copy. Refused once the store
+    /// is sealed or read-only.
+    pub fn clean_background(&self) -> Result<Cleaned> {
+        let mut done = self.clean()?;
+        let _admitted = self.writable()?;
+        let mut state = lock(&self.cleaning);
+        while self.is_idle() {
+            let Some(moved) = self.clean_step(&mut state, Policy::MostDead)? else {
+                break;
+            };
+            done.segments += 1;
+            done.moved_bytes += moved;
+        }
+        Ok(done)
+    }
+
+    /// Whether no client wrote for [`IDLE_AFTER`].
+    pub(super) fn is_idle(&self) -> bool {
+        let last = self
+            .last_write_ms
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let now = self.opened.elapsed().as_millis() as u64;
+        now.saturating_sub(last) >= IDLE_AFTER.as_millis() as u64
+    }
+
+    /// Notes a client write (the idle cleaner waits for [`IDLE_AFTER`] without one).
+    pub(super) fn note_write(&self) {
+        let now = self.opened.elapsed().as_millis() as u64;
+        self.last_write_ms
+            .fetch_max(now, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Starts the background cleaner: a thread that, while the store is open and not
-    /// sealed, cleans segments whose live share dropped to half, and gives freed segments
-    /// back to the device once nobody reads them.
+    /// sealed, cleans segments whose live share dropped to half, and, when no client has
+    /// written for a while, those holding dead bytes worth a copy (see
+    /// [`Store::clean_background`]); and gives freed segments back to the device once
+    /// nobody reads them.
     pub fn start_cleaner(self: &Arc<Self>) -> std::io::Result<std::thread::JoinHandle<()>> {
         let weak: Weak<Store> = Arc::downgrade(self);
         std::thread::Builder::new()
@@ -81,7 +149,7 @@ impl Store {
                     if store.access == Access::ReadOnly || store.is_sealed() {
                         return;
                     }
-                    match store.clean() {
+                    match store.clean_background() {
                         Ok(_) => {}
                         Err(e) if matches!(e.kind(), ErrorKind::Store(StoreError::ReadOnly)) => {
                             return;
@@ -115,7 +183,11 @@ impl Store {
                 idle_steps = 0;
             }
             self.release_freed()?;
-            if idle_steps < 4 && self.clean_step(&mut state, URGENT_LIVE)?.is_some() {
+            if idle_steps < 4
+                && self
+                    .clean_step(&mut state, Policy::AtMostLive(URGENT_LIVE))?
+                    .is_some()
+            {
                 idle_steps += 1;
                 continue;
             }
@@ -158,14 +230,13 @@ impl Store {
         Ok(())
     }
 
-    /// Cleans the closed segment with the least live bytes, if one is at most
-    /// `max_live`/1000 live. Returns the live bytes it moved.
-    fn clean_step(&self, state: &mut Cleaning, max_live: u64) -> Result<Option<u64>> {
+    /// Cleans the closed segment `policy` picks, if any. Returns the live bytes it moved.
+    fn clean_step(&self, state: &mut Cleaning, policy: Policy) -> Result<Option<u64>> {
         let key = {
             let core = lock(&self.core);
-            (core.open_batch, core.ops.len() as u64, max_live)
+            (core.open_batch, core.ops.len() as u64, policy)
         };
-        if state.idle == Some(key) || self.pick_victim(state, max_live).is_none() {
+        if state.idle == Some(key) || self.pick_victim(state, policy).is_none() {
             state.idle = Some(key);
             return Ok(None);
         }
@@ -173,7 +244,7 @@ impl Store {
         // Everything queued reaches the devices first: the victim's records and footer are
         // then read from the device, and the segments opened so far are journaled.
         self.sync()?;
-        let Some((d, seg, records)) = self.pick_victim(state, max_live) else {
+        let Some((d, seg, records)) = self.pick_victim(state, policy) else {
             return Ok(None);
         };
         let sb = &self.sbs[d as usize];
@@ -241,10 +312,15 @@ impl Store {
         );
         {
             let core = lock(&self.core);
-            let left = core
-                .ns
-                .live()
-                .bytes_within(d, start, start + sb.segment_size);
+            let live = core.ns.live();
+            let left = live
+                .segment_bytes(d, seg)
+                .unwrap_or_else(|| live.bytes_within(d, start, start + sb.segment_size));
+            debug_assert_eq!(
+                left,
+                live.bytes_within(d, start, start + sb.segment_size),
+                "segment {seg}'s live counter"
+            );
             if left > 0 {
                 tracing::error!(
                     device = %dev.path().display(),
@@ -281,36 +357,55 @@ impl Store {
         Ok(Some(moved))
     }
 
-    /// The closed segment with the fewest live bytes, at most `max_live`/1000 of its room,
-    /// with its live records `(address, length)`. Neither the open segment nor the one
-    /// closed just before it (whose footer the open one's chain resumes from after a
-    /// restart) is taken.
-    fn pick_victim(&self, state: &Cleaning, max_live: u64) -> Option<Victim> {
+    /// The closed segment `policy` picks, with its live records `(address, length)`: the
+    /// least live one at most so live, or the one with the most dead bytes if they are worth
+    /// a copy. Live bytes come from the per-segment counters (no walk of the records under
+    /// the lock). The open segment is never taken (records are still appended to it). The
+    /// one closed just before it may be: the open segment's footer links to its footer, but
+    /// the keyless walk checks a link only where the segment before is still in the chain,
+    /// and freeing takes it out (after a restart the chain resumes with a zero link,
+    /// [`crate::engine::log::Chain::resume`]).
+    fn pick_victim(&self, state: &Cleaning, policy: Policy) -> Option<Victim> {
         let core = lock(&self.core);
+        let live_of = |d: u32, seg: u64, sb: &crate::format::superblock::Superblock| {
+            let start = sb.segment_start(seg);
+            let live = core.ns.live();
+            live.segment_bytes(d, seg)
+                .unwrap_or_else(|| live.bytes_within(d, start, start + sb.segment_size))
+        };
+        // (score, device, segment): the highest score wins.
         let mut best: Option<(u64, u32, u64)> = None;
         for (d, sb) in self.sbs.iter().enumerate() {
             let d32 = d as u32;
             let segs = core.ns.segments().dev(d32);
             let open = core.logs[d].segment(sb);
-            let open_seq = open.and_then(|s| segs.seq_of(s));
-            // A segment is worth cleaning only if its records pack into less room than it
-            // holds: every segment ends with up to a record's worth of slack.
-            let limit = (per_segment(sb) * max_live / 1000)
-                .min(per_segment(sb).saturating_sub(2 * (record::MAX_PLAIN as u64 + 4096)));
-            for (seg, seq) in segs.in_use() {
-                if Some(seg) == open
-                    || open_seq.is_some_and(|o| seq + 1 == o)
-                    || state.skip.contains(&(d32, seg))
-                {
+            let per = per_segment(sb);
+            for (seg, _) in segs.in_use() {
+                if Some(seg) == open || state.skip.contains(&(d32, seg)) {
                     continue;
                 }
-                let start = sb.segment_start(seg);
-                let live = core
-                    .ns
-                    .live()
-                    .bytes_within(d32, start, start + sb.segment_size);
-                if live <= limit && best.is_none_or(|(b, _, _)| live < b) {
-                    best = Some((live, d32, seg));
+                let live = live_of(d32, seg, sb);
+                let score = match policy {
+                    Policy::AtMostLive(max_live) => {
+                        // A segment is worth cleaning only if its records pack into less
+                        // room than it holds: every segment ends with up to a record's
+                        // worth of slack.
+                        let limit = (per * max_live / 1000).min(per.saturating_sub(2 * END_SLACK));
+                        if live > limit {
+                            continue;
+                        }
+                        per - live
+                    }
+                    Policy::MostDead => {
+                        let gain = per.saturating_sub(END_SLACK).saturating_sub(live);
+                        if gain < idle_min_gain(sb).max(1) {
+                            continue;
+                        }
+                        gain
+                    }
+                };
+                if best.is_none_or(|(b, _, _)| score > b) {
+                    best = Some((score, d32, seg));
                 }
             }
         }

@@ -29,7 +29,7 @@ use crate::crypto::cipher::{Cipher, Purpose, SessionKey};
 use crate::crypto::keys::{Secrets, UnlockCode};
 use crate::device::Device;
 use crate::engine::log::{Chain, DevLog};
-use crate::engine::namespace::{Inode, Namespace};
+use crate::engine::namespace::{Inode, Namespace, SegmentGeometry};
 use crate::engine::observer::WriteObserver;
 use crate::engine::pins::Pins;
 use crate::engine::view::View;
@@ -284,6 +284,11 @@ pub struct Store {
     pins: Pins,
     /// Held by the one cleaning step under way.
     cleaning: Mutex<clean::Cleaning>,
+    /// When the store was opened: the clock of `last_write_ms`.
+    opened: std::time::Instant,
+    /// Milliseconds after `opened` of the last client write (the cleaner works harder once
+    /// the store is idle).
+    last_write_ms: AtomicU64,
     /// Told of new files and of every write and size change (see [`Store::set_observer`]).
     observer: OnceLock<Arc<dyn WriteObserver>>,
 }
@@ -334,11 +339,25 @@ impl Store {
             gate: RwLock::new(()),
             pins: Pins::default(),
             cleaning: Mutex::new(clean::Cleaning::default()),
+            opened: std::time::Instant::now(),
+            last_write_ms: AtomicU64::new(0),
             observer: OnceLock::new(),
             devs,
             sbs,
         };
         store.recover()?;
+        // Replay and checkpoints rebuild the live records; their per-segment counts start
+        // here, once, and are kept as ops apply from now on.
+        let geometry: Vec<SegmentGeometry> = store
+            .sbs
+            .iter()
+            .map(|sb| SegmentGeometry {
+                data_start: sb.data_start(),
+                segment_size: sb.segment_size,
+                count: sb.segment_count(),
+            })
+            .collect();
+        lock(&store.core).ns_mut().set_segment_geometry(&geometry);
         let sealed_op = lock(&store.core).ns.seal.is_some();
         if sealed_op {
             store.set_sealed();

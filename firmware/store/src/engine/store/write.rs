@@ -49,6 +49,7 @@ impl Store {
 
     fn write_with(&self, id: u64, offset: u64, data: &[u8], durable: bool) -> Result<Attr> {
         let _admitted = self.writable()?;
+        self.note_write();
         self.check_size(id, offset.saturating_add(data.len() as u64))?;
         if data.is_empty() {
             return self.getattr(id);
