@@ -9,7 +9,7 @@ the path and the errno text.
   nfstool.py manifest-local DIR         the same for a local tree
   nfstool.py writer URL COUNT SIZE SEED write f0000.. (seeded random); after each file's
                                         fsync+close print "committed NAME SHA256"
-  nfstool.py trial-writer URL DIR LOCAL COUNT SIZE SEED
+  nfstool.py trial-writer URL DIR LOCAL COUNT SIZE SEED [SMALL RENAMES]
                                         the power-cut trials' copy (below)
   nfstool.py get URL LOCAL_DIR          copy the whole export into LOCAL_DIR
   nfstool.py try-create URL PATH        create PATH and write a byte; print "ok" or the errno name
@@ -218,81 +218,197 @@ def writer(url, count, size, seed):
         print(f"committed {name} {digest}", flush=True)
 
 
-def trial_writer(url, top, local, count, size, seed):
+class Trial:
+    """One power-cut trial's copy (see trial_writer). With `c` None it only counts the lines
+    it would print (the same seed draws the same schedule), for the "plan" line."""
+
+    # Long names make each namespace call a large journal entry, so that the small journal
+    # the trials provision is compacted within a few trials.
+    LONG = 236
+
+    def __init__(self, c, top, local, seed):
+        self.c = c
+        self.top = top
+        self.local = local
+        self.rng = random.Random(seed)
+        self.lines = 0
+        self.content = {}
+        self.versions = 0
+
+    def say(self, line):
+        self.lines += 1
+        if self.c is not None:
+            print(line, flush=True)
+
+    def keep(self, name, data):
+        """Keeps `data` (a file's whole expected content) in LOCAL; returns its file name."""
+        self.versions += 1
+        local = f"{name.replace('/', '_')[:200]}.v{self.versions}"
+        if self.c is not None:
+            with open(os.path.join(self.local, local), "wb") as f:
+                f.write(data)
+        return local
+
+    def pieces(self, off, length):
+        out = []
+        end = off + length
+        while off < end:
+            n = min(self.rng.choice([64, 128, 256]) << 10, end - off)
+            out.append((off, n))
+            off += n
+        if self.rng.random() < 0.5:
+            self.rng.shuffle(out)
+        return out
+
+    def write_pieces(self, path, how, data, pieces):
+        """Writes `pieces` of `data` into the existing file `path`: FILE_SYNC (O_SYNC), or
+        UNSTABLE with a COMMIT every few pieces and at the end."""
+        c = self.c
+        commit_every = self.rng.randint(2, 6)
+        fh = None
+        if c is not None:
+            ret, fh = c.open("/" + path, os.O_WRONLY | (os.O_SYNC if how == "sync" else 0))
+            if ret != 0:
+                fail("open", path, ret)
+        for k, (off, n) in enumerate(pieces):
+            if c is not None:
+                buf = bytearray(data[off:off + n])
+                got = libnfs.nfs_pwrite(c.ctx, fh, off, n, buf)
+                if got != n:
+                    fail("write", path, got)
+            self.say(f"done write {path} {off} {n} {'sync' if how == 'sync' else 'unstable'}")
+            if how != "sync" and (k + 1) % commit_every == 0:
+                self.commit(fh, path)
+        if how != "sync":
+            self.commit(fh, path)
+        if c is not None:
+            libnfs.nfs_close(c.ctx, fh)
+
+    def commit(self, fh, path):
+        if self.c is not None:
+            ret = libnfs.nfs_fsync(self.c.ctx, fh)
+            if ret != 0:
+                fail("commit", path, ret)
+        self.say(f"done commit {path}")
+
+    def mkdir(self):
+        self.say(f"intent mkdir {self.top}")
+        if self.c is not None:
+            self.c.mkdir("/" + self.top)
+        self.say(f"done mkdir {self.top}")
+
+    def new_file(self, name, how, length):
+        data = self.rng.randbytes(length)
+        self.content[name] = data
+        local = self.keep(name, data)
+        path = name + ".part" if how == "rename" else name
+        self.say(f"file {path} {how} {length} {local}")
+        self.say(f"intent create {path}")
+        if self.c is not None:
+            fh = libnfs.new_NFSFileHandle()
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+            ret = libnfs.nfs_create(self.c.ctx, "/" + path, flags, 0o644, fh)
+            if ret != 0:
+                fail("create", path, ret)
+            libnfs.nfs_close(self.c.ctx, libnfs.NFSFileHandle_value(fh))
+        self.say(f"done create {path}")
+        self.write_pieces(path, how, data, self.pieces(0, length))
+        if how == "rename":
+            self.rename(path, name)
+
+    def overwrite(self, name):
+        """Overwrites a range of the whole file `name` with new bytes."""
+        old = self.content[name]
+        off = self.rng.randrange(len(old))
+        n = self.rng.randint(1, min(512 << 10, len(old) - off))
+        how = self.rng.choice(["sync", "commit"])
+        new = old[:off] + self.rng.randbytes(n) + old[off + n:]
+        self.content[name] = new
+        local = self.keep(name, new)
+        self.say(f"overwrite {name} {how} {off} {n} {local}")
+        self.write_pieces(name, how, new, self.pieces(off, n))
+
+    def remove(self, name):
+        self.say(f"intent remove {name}")
+        if self.c is not None:
+            ret = libnfs.nfs_unlink(self.c.ctx, "/" + name)
+            if ret != 0:
+                fail("remove", name, ret)
+        self.say(f"done remove {name}")
+        self.content.pop(name, None)
+
+    def rename(self, a, b):
+        self.say(f"intent rename {a} {b}")
+        if self.c is not None:
+            ret = libnfs.nfs_rename(self.c.ctx, "/" + a, "/" + b)
+            if ret != 0:
+                fail("rename", a, ret)
+        self.say(f"done rename {a} {b}")
+        if a in self.content:
+            self.content[b] = self.content.pop(a)
+
+    def run(self, count, size, small, renames):
+        """Returns the lines of the prefix (mkdir and the renames)."""
+        rng = self.rng
+        self.mkdir()
+        # Renames back and forth between two long names: journal entries without data, so
+        # that a small journal is compacted within a few trials.
+        if renames:
+            a = f"{self.top}/j-" + "a" * self.LONG
+            b = a[: -self.LONG] + "b" * self.LONG
+            self.new_file(a, "sync", 4096)
+            for _ in range(renames // 2):
+                self.rename(a, b)
+                self.rename(b, a)
+        prefix = self.lines
+        big = []
+        for i in range(count):
+            name = f"{self.top}/f{i:03}"
+            self.new_file(name, rng.choice(["sync", "commit", "rename"]), rng.randint(1, size))
+            big.append(name)
+            # Churn: small files of which most are removed again, an overwrite in place,
+            # sometimes a whole file removed: closed segments fall under half live and the
+            # appliance cleans them while the copy goes on.
+            smalls = []
+            for j in range(small):
+                s = f"{self.top}/s{i:02}{j:03}-" + "a" * self.LONG
+                self.new_file(s, rng.choice(["sync", "commit"]), rng.randint(64 << 10, 512 << 10))
+                smalls.append(s)
+            self.overwrite(rng.choice(big))
+            rng.shuffle(smalls)
+            for s in smalls[2:]:
+                self.remove(s)
+            if len(big) > 1 and rng.random() < 0.3:
+                self.remove(big.pop(rng.randrange(len(big) - 1)))
+        self.say("finished")
+        return prefix
+
+
+def trial_writer(url, top, local, count, size, seed, small, renames):
     """The copy of a power-cut trial: mkdir /TOP, then COUNT files of up to SIZE bytes
-    (seeded random content, also kept in LOCAL/NAME for the checker), each written in
-    pieces of 64-256 KiB, in order or shuffled, in one of three ways:
+    (seeded random content, each version also kept in LOCAL for the checker), each written
+    in pieces of 64-256 KiB, in order or shuffled, in one of three ways:
       sync:   opened O_SYNC, so libnfs sends every WRITE as FILE_SYNC;
       commit: UNSTABLE WRITEs, a COMMIT (fsync) every few pieces and at the end;
       rename: like commit, into NAME.part, then RENAME to NAME.
-    Every call is reported on stdout (flushed) only after its reply came back:
+    Before the files, a prefix: a small file renamed RENAMES times back and forth between
+    two long names. After each file, churn: SMALL files of 64-512 KiB with long names (sync
+    or commit), a range of one of the files overwritten in place (sync or commit), all but
+    two of the small files removed, sometimes an earlier file removed.
+    The first line is "plan N P": the lines the whole copy prints after it, P of them the
+    prefix's. Every call is reported on
+    stdout (flushed) only after its reply came back:
       done mkdir P | done create P | done write P OFF LEN sync|unstable | done commit P |
-      done rename A B
-    and the namespace calls are announced before they are sent (intent mkdir|create|rename
-    ...), so that the checker knows what the power cut may have left half-done. Paths are
-    relative to the export root."""
-    rng = random.Random(seed)
-    c = Client(url)
-
-    def say(line):
-        print(line, flush=True)
-
-    say(f"intent mkdir {top}")
-    c.mkdir("/" + top)
-    say(f"done mkdir {top}")
-    for i in range(count):
-        name = f"{top}/f{i:03}"
-        how = rng.choice(["sync", "commit", "rename"])
-        length = rng.randint(1, size)
-        data = rng.randbytes(length)
-        with open(os.path.join(local, name.replace("/", "_")), "wb") as f:
-            f.write(data)
-        path = name + ".part" if how == "rename" else name
-        say(f"file {path} {how} {length} {name.replace('/', '_')}")
-        say(f"intent create {path}")
-        fh = libnfs.new_NFSFileHandle()
-        ret = libnfs.nfs_create(c.ctx, "/" + path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644, fh)
-        if ret != 0:
-            fail("create", path, ret)
-        libnfs.nfs_close(c.ctx, libnfs.NFSFileHandle_value(fh))
-        say(f"done create {path}")
-        flags = os.O_WRONLY | (os.O_SYNC if how == "sync" else 0)
-        ret, fh = c.open("/" + path, flags)
-        if ret != 0:
-            fail("open", path, ret)
-        pieces = []
-        off = 0
-        while off < length:
-            n = min(rng.choice([64, 128, 256]) << 10, length - off)
-            pieces.append((off, n))
-            off += n
-        if rng.random() < 0.5:
-            rng.shuffle(pieces)
-        commit_every = rng.randint(2, 6)
-        for k, (off, n) in enumerate(pieces):
-            buf = bytearray(data[off:off + n])
-            got = libnfs.nfs_pwrite(c.ctx, fh, off, n, buf)
-            if got != n:
-                fail("write", path, got)
-            say(f"done write {path} {off} {n} {'sync' if how == 'sync' else 'unstable'}")
-            if how != "sync" and (k + 1) % commit_every == 0:
-                ret = libnfs.nfs_fsync(c.ctx, fh)
-                if ret != 0:
-                    fail("commit", path, ret)
-                say(f"done commit {path}")
-        if how != "sync":
-            ret = libnfs.nfs_fsync(c.ctx, fh)
-            if ret != 0:
-                fail("commit", path, ret)
-            say(f"done commit {path}")
-        libnfs.nfs_close(c.ctx, fh)
-        if how == "rename":
-            say(f"intent rename {path} {name}")
-            ret = libnfs.nfs_rename(c.ctx, "/" + path, "/" + name)
-            if ret != 0:
-                fail("rename", path, ret)
-            say(f"done rename {path} {name}")
-    say("finished")
+      done rename A B | done remove P
+    the namespace calls are announced before they are sent (intent mkdir|create|remove|
+    rename ...), so that the checker knows what the power cut may have left half-done; and
+    each file's content is announced before its writes: "file P HOW LEN LOCAL" for a new
+    file, "overwrite P HOW OFF LEN LOCAL" for an overwrite (LOCAL: the whole new content;
+    the writes after it are of that content). Paths are relative to the export root."""
+    planned = Trial(None, top, local, seed)
+    prefix = planned.run(count, size, small, renames)
+    print(f"plan {planned.lines} {prefix}", flush=True)
+    Trial(Client(url), top, local, seed).run(count, size, small, renames)
 
 
 def get(url, local):
@@ -428,7 +544,8 @@ def main():
     elif cmd == "writer":
         writer(args[0], int(args[1]), int(args[2]), int(args[3]))
     elif cmd == "trial-writer":
-        trial_writer(args[0], args[1], args[2], int(args[3]), int(args[4]), int(args[5]))
+        small, renames = (int(args[6]), int(args[7])) if len(args) > 7 else (0, 0)
+        trial_writer(args[0], args[1], args[2], int(args[3]), int(args[4]), int(args[5]), small, renames)
     elif cmd == "get":
         get(args[0], args[1])
     elif cmd == "try-create":

@@ -8,14 +8,29 @@
 //!
 //! Each trial: a copy over NFS from the host by the PyPI libnfs binding
 //! (`tests/py/nfstool.py trial-writer`), whose every reply is logged as it comes back
-//! (FILE_SYNC writes, COMMITs, CREATE, MKDIR, RENAME: what the appliance promised); the
-//! power cut; the image booted again on the same disk (the journal recovers: the appliance
-//! answers and `odt status` works), unlocked once; the whole export read back and checked:
-//! - every byte the appliance promised reads back identical, every promised entry exists;
-//! - nothing torn is served: each file reads its expected bytes or zeros (a hole where an
-//!   unpromised write was lost), is no longer than the copy made it, and no entry
-//!   appears that the writer did not ask for; a rename is either done or not;
+//! (FILE_SYNC writes, COMMITs, CREATE, MKDIR, RENAME, REMOVE: what the appliance
+//! promised); the power cut; the image booted again on the same disk (the journal
+//! recovers: the appliance answers and `odt status` works), unlocked once; the whole export
+//! read back and checked:
+//! - every byte the appliance promised reads back as the last promised write there left it
+//!   (or as a later write not yet promised), every promised entry exists, and every file
+//!   whose REMOVE was answered stays gone;
+//! - nothing torn is served: each byte holds data a write put there or, where no write was
+//!   promised, zero (a hole where an unpromised write was lost); no file is longer than the
+//!   copy made it, and no entry appears that the writer did not ask for; a rename is
+//!   either done or not;
 //! - the trials before (recovered, read back and so on the disk) are unchanged.
+//!
+//! Cleaning and compaction run under the cuts. Besides its files, the copy writes small
+//! files and removes most of them again, overwrites ranges of its files in place, removes
+//! some of them, and renames between long names; the disk has 4 MiB segments and a 5 MiB
+//! journal, so closed segments fall under half live and the appliance's background cleaner
+//! moves their records and frees them while the copy runs, and the journal compacts itself
+//! every few trials. `odt status` before each copy and after the reboot says how many
+//! segments were cleaned and how often the journal was compacted (both counted on the
+//! disk, so only what was durable before the cut): what grew happened in the boot that was
+//! cut, during its copy. The run requires some cuts to have landed in a boot whose cleaner
+//! had freed segments, and at least one compaction followed by reboots and read-backs.
 //!
 //! The trials run one after another on one disk (each boot after a cut is the next trial's
 //! boot); then the customer seals, the power button shuts down, and on the host
@@ -40,8 +55,17 @@ use rand::{Rng, SeedableRng};
 
 const TRIALS: usize = 5;
 /// Files per trial, and the largest (bytes): small, so a trial's copy takes seconds.
-const FILES: usize = 4;
-const MAX_SIZE: usize = 1 << 20;
+const FILES: u64 = 4;
+const MAX_SIZE: u64 = 1 << 20;
+/// Small files written after each file, all but two removed again: with 4 MiB segments,
+/// segments fall under half live within a trial and are cleaned.
+const SMALL: u64 = 16;
+/// Trials whose cut must come after the cleaner freed segments in the same boot.
+const MIN_CUT_WHILE_CLEANING: usize = 2;
+/// Renames (between two long names) at the start of each copy, before the cut can land:
+/// journal entries without data, so that the small journal is compacted by itself during
+/// the trials, at the same trial whatever the cuts.
+const RENAMES: u64 = 560;
 
 fn log(msg: impl AsRef<str>) {
     eprintln!("power_cut: {}", msg.as_ref());
@@ -77,18 +101,46 @@ fn direct_io_dir(tmp: &Path) -> PathBuf {
     );
 }
 
+/// The status counters the trials read.
+#[derive(Debug, Clone, Copy)]
+struct Counters {
+    cleaned: u64,
+    compactions: u64,
+    journal_used: u64,
+    dead: u64,
+}
+
+/// One write the appliance answered: bytes `[off, off+len)` of content version `version`.
+#[derive(Debug, Clone)]
+struct Write {
+    version: usize,
+    off: u64,
+    len: u64,
+    /// FILE_SYNC, or UNSTABLE followed by a COMMIT of the file: durable.
+    promised: bool,
+}
+
+/// Whether a file was removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Removal {
+    No,
+    /// REMOVE sent, no reply seen: the file may be there or not.
+    Maybe,
+    /// REMOVE answered: the file must be gone.
+    Done,
+}
+
 /// What the writer's log says about one file (under its current name).
 #[derive(Debug, Clone)]
 struct FileLog {
-    /// The whole content the copy would have written (kept by the writer).
-    expected: PathBuf,
-    /// Ranges the appliance promised are durable: FILE_SYNC writes, and UNSTABLE writes
-    /// followed by a COMMIT of the file.
-    promised: Vec<(u64, u64)>,
-    /// UNSTABLE writes not yet committed.
-    unstable: Vec<(u64, u64)>,
+    /// The whole content of each version the copy wrote (kept by the writer): the first
+    /// from its creation, one more per overwrite.
+    versions: Vec<PathBuf>,
+    /// The writes answered, in order.
+    writes: Vec<Write>,
     /// CREATE returned.
     created: bool,
+    removed: Removal,
 }
 
 /// The writer's log, replayed: what must and what may exist after the cut.
@@ -112,16 +164,20 @@ impl Promises {
                     .unwrap_or_else(|| panic!("the writer's log names an unknown file {path}"))
             }
             match w.as_slice() {
+                ["plan", ..] => {}
                 ["file", path, _how, _len, local] => {
                     p.files.insert(
                         path.to_string(),
                         FileLog {
-                            expected: expected_dir.join(local),
-                            promised: Vec::new(),
-                            unstable: Vec::new(),
+                            versions: vec![expected_dir.join(local)],
+                            writes: Vec::new(),
                             created: false,
+                            removed: Removal::No,
                         },
                     );
+                }
+                ["overwrite", path, _how, _off, _len, local] => {
+                    file(&mut p, path).versions.push(expected_dir.join(local));
                 }
                 // An entry announced but not answered may exist or not.
                 ["intent", "mkdir" | "create", _] => {}
@@ -130,19 +186,22 @@ impl Promises {
                 }
                 ["done", "create", path] => file(&mut p, path).created = true,
                 ["done", "write", path, off, len, how] => {
-                    let r = (off.parse().unwrap(), len.parse().unwrap());
                     let f = file(&mut p, path);
-                    if *how == "sync" {
-                        f.promised.push(r);
-                    } else {
-                        f.unstable.push(r);
-                    }
+                    f.writes.push(Write {
+                        version: f.versions.len() - 1,
+                        off: off.parse().unwrap(),
+                        len: len.parse().unwrap(),
+                        promised: *how == "sync",
+                    });
                 }
                 ["done", "commit", path] => {
-                    let f = file(&mut p, path);
-                    let u = std::mem::take(&mut f.unstable);
-                    f.promised.extend(u);
+                    file(&mut p, path)
+                        .writes
+                        .iter_mut()
+                        .for_each(|w| w.promised = true);
                 }
+                ["intent", "remove", path] => file(&mut p, path).removed = Removal::Maybe,
+                ["done", "remove", path] => file(&mut p, path).removed = Removal::Done,
                 ["intent", "rename", a, b] => p.maybe_rename = Some((a.to_string(), b.to_string())),
                 ["done", "rename", a, b] => {
                     let f = p.files.remove(*a).expect("renamed file is known");
@@ -159,54 +218,88 @@ impl Promises {
     fn promised_bytes(&self) -> u64 {
         self.files
             .values()
-            .flat_map(|f| f.promised.iter().map(|r| r.1))
+            .filter(|f| f.removed == Removal::No)
+            .flat_map(|f| f.writes.iter().filter(|w| w.promised).map(|w| w.len))
             .sum()
+    }
+
+    fn removed(&self) -> usize {
+        let done = self.files.values().filter(|f| f.removed == Removal::Done);
+        done.count()
+    }
+
+    fn overwrites(&self) -> usize {
+        self.files.values().map(|f| f.versions.len() - 1).sum()
     }
 }
 
 /// Checks one file read back after the cut against its log; returns the bytes beyond the
-/// promise that were present (expected data, not holes).
+/// promise that were present (written data, not holes).
+///
+/// Each byte must hold what the last promised write there wrote, or what a later
+/// (unpromised) write wrote; a byte no promised write covers may also be a hole (zero).
 fn check_file(path: &str, got: &[u8], f: &FileLog) -> Result<u64, String> {
-    let want = std::fs::read(&f.expected).unwrap();
-    if got.len() > want.len() {
+    let versions: Vec<Vec<u8>> = f
+        .versions
+        .iter()
+        .map(|v| std::fs::read(v).unwrap())
+        .collect();
+    let end = f.writes.iter().map(|w| w.off + w.len).max().unwrap_or(0) as usize;
+    if got.len() > end {
         return Err(format!(
-            "{path}: {} bytes, but the copy never wrote past {}",
-            got.len(),
-            want.len()
+            "{path}: {} bytes, but the copy never wrote past {end}",
+            got.len()
         ));
     }
-    let mut promised = vec![false; want.len()];
-    for &(off, len) in &f.promised {
-        let (a, b) = (off as usize, (off + len) as usize);
-        promised[a..b].iter_mut().for_each(|p| *p = true);
+    // The last promised write covering each byte (usize::MAX: none).
+    let mut last = vec![usize::MAX; end];
+    for (k, w) in f.writes.iter().enumerate().filter(|(_, w)| w.promised) {
+        let (a, b) = (w.off as usize, (w.off + w.len) as usize);
         if got.len() < b {
             return Err(format!(
                 "{path}: {} bytes, but [{a}, {b}) was promised durable",
                 got.len()
             ));
         }
-        if let Some(i) = (a..b).find(|&i| got[i] != want[i]) {
-            return Err(format!(
-                "{path}: byte {i} of the promised range [{a}, {b}) is {:#04x}, was {:#04x}",
-                got[i], want[i]
-            ));
+        last[a..b].iter_mut().for_each(|l| *l = k);
+    }
+    // Whether each byte read back is explained, and whether by data not promised.
+    let mut ok: Vec<bool> = (0..got.len())
+        .map(|i| last[i] == usize::MAX && got[i] == 0)
+        .collect();
+    let mut extra_at = vec![false; got.len()];
+    for (k, w) in f.writes.iter().enumerate() {
+        let data = &versions[w.version];
+        let (a, b) = (w.off as usize, ((w.off + w.len) as usize).min(got.len()));
+        for i in a..b {
+            if (last[i] == usize::MAX || k >= last[i]) && got[i] == data[i] {
+                ok[i] = true;
+                extra_at[i] |= got[i] != 0 && k != last[i];
+            }
         }
     }
-    let mut extra = 0;
-    for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
-        if promised[i] {
-            continue;
-        }
-        if g == w && g != 0 {
-            extra += 1;
-        } else if g != w && g != 0 {
-            return Err(format!(
-                "{path}: byte {i} (never promised) is {g:#04x}: neither the data written \
-                 there ({w:#04x}) nor a hole: a torn write is served"
-            ));
-        }
+    if let Some(i) = ok.iter().position(|o| !o) {
+        let promised = match last[i] {
+            usize::MAX => "never promised".to_string(),
+            k => format!(
+                "promised as {:#04x} by the write of [{}, {})",
+                versions[f.writes[k].version][i],
+                f.writes[k].off,
+                f.writes[k].off + f.writes[k].len
+            ),
+        };
+        return Err(format!(
+            "{path}: byte {i} is {:#04x} ({promised}): neither the data of the last promised \
+             write there nor of a later write{}: a torn or lost write is served",
+            got[i],
+            if last[i] == usize::MAX {
+                " nor a hole"
+            } else {
+                ""
+            }
+        ));
     }
-    Ok(extra)
+    Ok(extra_at.iter().filter(|e| **e).count() as u64)
 }
 
 /// The export read back after trial `top`'s cut: earlier trials exactly as `baseline`,
@@ -256,7 +349,14 @@ fn check_trial(
             .filter(|n| seen.contains_key(Path::new(n)))
             .collect();
         explained.extend(names.iter().map(PathBuf::from));
+        if f.removed == Removal::Done && !present.is_empty() {
+            return Err(format!(
+                "{path} was removed (REMOVE answered) and is back after the cut"
+            ));
+        }
         match present.as_slice() {
+            // REMOVE sent (answered or not): gone is right.
+            [] if f.removed != Removal::No => {}
             [] if f.created => {
                 return Err(format!(
                     "{path} was created (CREATE answered) and is gone{}",
@@ -289,27 +389,30 @@ fn check_trial(
         ));
     }
     Ok(format!(
-        "{files} files read back, {} bytes promised and identical, {extra} more bytes \
-         written before the cut also there",
-        p.promised_bytes()
+        "{files} files read back, {} bytes promised and identical ({} overwrites), {} files \
+         removed and gone, {extra} more bytes written before the cut also there",
+        p.promised_bytes(),
+        p.overwrites(),
+        p.removed()
     ))
 }
 
-/// Runs the writer for trial `top` and cuts the power after `cut_line` lines of its log
-/// plus `cut_ms`; returns the whole log (every reply the writer saw).
+/// Runs the writer for trial `top` and cuts the power after the share `cut_at` of the
+/// lines its log will have (its first line says how many) plus `cut_ms`; returns the whole
+/// log (every reply the writer saw).
 fn copy_and_cut(
     app: ImageAppliance,
     top: &str,
     expected_dir: &Path,
     seed: u64,
-    cut_line: usize,
+    cut_at: f64,
     cut_ms: u64,
 ) -> Vec<String> {
     let mut child = Command::new("python3")
         .arg(bins::repo().join("tests/py/nfstool.py"))
         .args(["trial-writer", &app.url_root(), top])
         .arg(expected_dir)
-        .args([FILES.to_string(), MAX_SIZE.to_string(), seed.to_string()])
+        .args([FILES, MAX_SIZE, seed, SMALL, RENAMES].map(|n| n.to_string()))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -326,9 +429,21 @@ fn copy_and_cut(
     let started = Instant::now();
     let mut lines = Vec::new();
     let mut ended = false;
+    let mut cut_line = 1;
     while lines.len() < cut_line {
         match rx.recv_timeout(Duration::from_secs(120)) {
-            Ok(l) => lines.push(l),
+            Ok(l) => {
+                if let Some(plan) = l.strip_prefix("plan ") {
+                    let n: Vec<usize> = plan
+                        .split(' ')
+                        .map(|n| n.parse().expect("the writer's plan is two line counts"))
+                        .collect();
+                    // After the prefix (the renames that fill the journal), anywhere in the
+                    // rest: the journal grows by the same amount in every trial.
+                    cut_line = 1 + n[1] + ((n[0] - n[1]) as f64 * cut_at) as usize;
+                }
+                lines.push(l)
+            }
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 ended = true;
                 break;
@@ -399,7 +514,10 @@ fn power_cut_trials() {
         disk_home.path(),
         1,
         "1G",
-        &["--segment-size", "8M"],
+        // Small segments fill and fall under half live within a trial's churn; a small
+        // journal (the least whose checkpoint still fits the room compaction leaves) is
+        // compacted by itself within a few trials.
+        &["--segment-size", "4M", "--journal-size", "5M"],
     );
     let fingerprint = odt_e2e::appliance::fingerprint_of(&set.job_dir);
     let runtime = d.join("runtime");
@@ -424,21 +542,48 @@ fn power_cut_trials() {
         );
     };
 
+    let status = |app: &ImageAppliance| -> Counters {
+        let out = run_timed(
+            odt(app, &runtime, &["status", "--json", "--code-file"]).arg(&set.code_file),
+            Duration::from_secs(60),
+        );
+        let v: serde_json::Value = serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("odt status --json is not JSON ({e}): {out}"));
+        assert_eq!(v["state"], "unlocked", "status: {out}");
+        let n = |k: &str| {
+            v["store"][k]
+                .as_u64()
+                .unwrap_or_else(|| panic!("odt status --json has no store.{k}: {out}"))
+        };
+        Counters {
+            cleaned: n("segments_cleaned"),
+            compactions: n("journal_compactions"),
+            journal_used: n("journal_used_bytes"),
+            dead: n("dead_bytes"),
+        }
+    };
+
     let mut app = boot();
     unlock(&app);
     let mut baseline = BTreeMap::new();
+    // Trials whose cut landed in a boot in which the cleaner had freed segments during the
+    // copy, and the compactions seen after the reboots.
+    let mut cut_while_cleaning = 0;
+    let mut compactions = 0;
     for t in 0..TRIALS {
         let top = format!("t{t}");
         let trial_seed: u64 = rng.random_range(0..1 << 48);
-        // Lines of the log before the cut: a file is about 10 of them.
-        let cut_line = rng.random_range(1..=FILES * 10);
+        // Where in the writer's log the cut lands (a share of its lines), plus a delay.
+        let cut_at: f64 = rng.random_range(0.0..1.0);
         let cut_ms = rng.random_range(0..400);
         log(format!(
-            "{top}: trial seed {trial_seed}, cut after line {cut_line} + {cut_ms} ms"
+            "{top}: trial seed {trial_seed}, cut after {:.0} % of the writer's lines + {cut_ms} ms",
+            cut_at * 100.0
         ));
         let expected = d.join(format!("{top}-expected"));
         std::fs::create_dir_all(&expected).unwrap();
-        let lines = copy_and_cut(app, &top, &expected, trial_seed, cut_line, cut_ms);
+        let before = status(&app);
+        let lines = copy_and_cut(app, &top, &expected, trial_seed, cut_at, cut_ms);
         std::fs::write(d.join(format!("{top}-writer.log")), lines.join("\n")).unwrap();
         let promises = Promises::replay(&lines, &expected);
 
@@ -446,13 +591,20 @@ fn power_cut_trials() {
         // waits for `odt status`), unlocks, and serves what it promised.
         app = boot();
         unlock(&app);
-        let status = run_timed(
-            odt(&app, &runtime, &["status", "--json", "--code-file"]).arg(&set.code_file),
-            Duration::from_secs(60),
-        );
-        let v: serde_json::Value = serde_json::from_str(&status)
-            .unwrap_or_else(|e| panic!("odt status --json is not JSON ({e}): {status}"));
-        assert_eq!(v["state"], "unlocked", "status after the cut: {status}");
+        // The counters are on the disk (the cleaner's frees and the journal's start pointer
+        // are durable before they count): what grew since `before` happened in the boot
+        // that was cut, while the copy ran.
+        let after = status(&app);
+        let cleaned = after.cleaned - before.cleaned;
+        let compacted = after.compactions - before.compactions;
+        log(format!(
+            "{top}: during the copy before the cut, {cleaned} segments cleaned and the journal \
+             compacted {compacted} times; after the reboot {} journal bytes in use, {} dead \
+             bytes",
+            after.journal_used, after.dead
+        ));
+        cut_while_cleaning += usize::from(cleaned > 0);
+        compactions = after.compactions;
         let seen_dir = d.join(format!("{top}-seen"));
         std::fs::create_dir_all(&seen_dir).unwrap();
         nfstool_ok(
@@ -470,6 +622,17 @@ fn power_cut_trials() {
         }
         baseline = seen;
     }
+    // Every trial was read back after a reboot that followed these compactions.
+    assert!(
+        compactions >= 1,
+        "the journal was never compacted during the trials: nothing tried a power cut \
+         after compaction (run seed {seed})"
+    );
+    assert!(
+        cut_while_cleaning >= MIN_CUT_WHILE_CLEANING,
+        "only {cut_while_cleaning} of {TRIALS} cuts landed after the cleaner had freed \
+         segments in the same boot (run seed {seed}): the trials did not test cleaning"
+    );
 
     // The customer seals; the provider's checks of the disk pass.
     let seal = run_timed(
@@ -504,7 +667,8 @@ fn power_cut_trials() {
         Duration::from_secs(300),
     );
     log(format!(
-        "{TRIALS} power-cut trials passed in {:.1}s (seed {seed})",
+        "{TRIALS} power-cut trials passed in {:.1}s (seed {seed}; {cut_while_cleaning} cut \
+         with segments cleaned in the same boot, {compactions} journal compactions)",
         t0.elapsed().as_secs_f64()
     ));
 }

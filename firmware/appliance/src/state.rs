@@ -341,6 +341,8 @@ impl Appliance {
                 symlinks: st.symlinks,
                 journal_used_bytes: st.journal_used,
                 journal_bytes: st.journal_len,
+                segments_cleaned: st.segments_cleaned,
+                journal_compactions: st.journal_compactions,
                 written_bytes: totals.written,
                 write_rate_bytes_per_sec: self.meter.write_rate(),
             }

@@ -162,6 +162,8 @@ mod tests {
             symlinks: 1,
             journal_used_bytes: 1 << 20,
             journal_bytes: 16 << 20,
+            segments_cleaned: 3,
+            journal_compactions: 1,
             written_bytes: 3 << 30,
             write_rate_bytes_per_sec: 100 << 20,
         };

@@ -206,6 +206,14 @@ pub struct StoreReport {
     pub journal_used_bytes: u64,
     /// Size of the metadata journal.
     pub journal_bytes: u64,
+    /// Segments the cleaner freed since the devices were provisioned. Absent from older
+    /// appliances: 0.
+    #[serde(default)]
+    pub segments_cleaned: u64,
+    /// Times the metadata journal was compacted since the devices were provisioned. Absent
+    /// from older appliances: 0.
+    #[serde(default)]
+    pub journal_compactions: u64,
     /// Bytes written by NFS clients since the appliance started.
     pub written_bytes: u64,
     /// Client write rate over the last few seconds, bytes per second.

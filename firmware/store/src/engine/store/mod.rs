@@ -135,6 +135,9 @@ pub struct Stats {
     pub capacity_bytes: u64,
     /// Segments the cleaner freed since the devices were provisioned.
     pub segments_cleaned: u64,
+    /// Times the metadata journal was compacted since the devices were provisioned (the
+    /// generation of its start pointer).
+    pub journal_compactions: u64,
     /// Journal bytes in use: the checkpoint it starts with (if compacted) and the ops
     /// after it. Drops when the journal is compacted.
     pub journal_used: u64,
@@ -486,6 +489,7 @@ impl Store {
         s.live_bytes = core.ns.live().bytes();
         s.journal_used = core.journal_end - core.area.start + core.ops.len() as u64;
         s.journal_len = core.area.limit - core.area.start;
+        s.journal_compactions = core.area.generation;
         s.written_bytes = core.written_bytes;
         s
     }
