@@ -230,18 +230,20 @@ fn run_appliance(demo: &Path, args: &[&str], until: &str) -> (Option<i32>, Strin
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port().to_string()
     };
-    let mut child = Command::new(bins::repo().join("scripts/run-appliance"))
-        .args(args)
-        .env("CARGO_TARGET_DIR", bins::target_dir())
-        .env("ODT_DEMO_DIR", demo)
-        .env("ODT_DEMO_SIZE", "256M")
-        .env("ODT_NFS_PORT", port(0))
-        .env("ODT_CONTROL_PORT", port(1))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("scripts/run-appliance starts");
+    let mut child = bins::as_from_a_shell(&mut Command::new(
+        bins::repo().join("scripts/run-appliance"),
+    ))
+    .args(args)
+    .env("CARGO_TARGET_DIR", bins::target_dir())
+    .env("ODT_DEMO_DIR", demo)
+    .env("ODT_DEMO_SIZE", "256M")
+    .env("ODT_NFS_PORT", port(0))
+    .env("ODT_CONTROL_PORT", port(1))
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("scripts/run-appliance starts");
     let err = child.stderr.take().unwrap();
     let err_text = std::thread::spawn(move || {
         let mut s = String::new();
