@@ -69,16 +69,22 @@ fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-#[test]
-fn fill_delete_refill_overwrite_restart_then_seal_verify_ingest() {
+/// A 256 MiB device with 8 MiB segments and a 16 MiB journal, its appliance unlocked.
+fn small_unlocked_appliance() -> (Job, Appliance) {
     require_clients();
     let job = Job::provision(
         "256M",
         1,
         &["--segment-size", "8M", "--journal-size", "16M"],
     );
-    let mut app = Appliance::start(&job, Options::default());
+    let app = Appliance::start(&job, Options::default());
     app.unlock();
+    (job, app)
+}
+
+#[test]
+fn fill_delete_refill_overwrite_restart_then_seal_verify_ingest() {
+    let (job, mut app) = small_unlocked_appliance();
     let capacity = num(&app.status(), "capacity_bytes");
     // What the device holds of files written in 1 MiB pieces: records do not span
     // segments, so an 8 MiB segment takes seven 1 MiB records; one segment is kept for the
@@ -217,14 +223,7 @@ fn fill_delete_refill_overwrite_restart_then_seal_verify_ingest() {
 /// reports; every other file reads back the same.
 #[test]
 fn an_8_mib_file_deleted_among_live_files_is_free_again_within_seconds() {
-    require_clients();
-    let job = Job::provision(
-        "256M",
-        1,
-        &["--segment-size", "8M", "--journal-size", "16M"],
-    );
-    let mut app = Appliance::start(&job, Options::default());
-    app.unlock();
+    let (job, mut app) = small_unlocked_appliance();
     let mirror = job.path("mirror");
     let local = job.path("local");
     std::fs::create_dir_all(&mirror).unwrap();

@@ -103,7 +103,7 @@ impl DevLog {
     pub fn room(&self, sb: &Superblock) -> u64 {
         match self.segment(sb) {
             None => 0,
-            Some(s) => sb.segment_start(s) + sb.segment_size - segment::BLOCK - self.tail,
+            Some(s) => sb.footer_start(s) - self.tail,
         }
     }
 
@@ -263,7 +263,7 @@ impl Chain {
                     Err(e) => {
                         // Keep serving and appending; the keyless check will name this footer.
                         tracing::error!(error = %one_line(&e), "previous segment footer is damaged");
-                        let at = sb.segment_start(prev) + sb.segment_size - segment::BLOCK;
+                        let at = sb.footer_start(prev);
                         let raw = dev.read_vec(at, segment::BLOCK as usize)?;
                         c.prev_footer = *blake3::hash(&raw).as_bytes();
                     }
@@ -318,15 +318,13 @@ impl Chain {
 /// Whether the footer block of segment `seg` is all zeros (taken out of the chain by the
 /// cleaner).
 fn footer_is_zero(dev: &Device, sb: &Superblock, seg: u64) -> Result<bool> {
-    let at = sb.segment_start(seg) + sb.segment_size - segment::BLOCK;
-    Ok(crate::format::is_zero(
-        &dev.read_vec(at, segment::BLOCK as usize)?,
-    ))
+    let block = dev.read_vec(sb.footer_start(seg), segment::BLOCK as usize)?;
+    Ok(crate::format::is_zero(&block))
 }
 
 /// Reads and decodes the footer of segment `seg`.
 pub fn read_footer(dev: &Device, sb: &Superblock, seg: u64) -> Result<SegmentFooter> {
-    let at = sb.segment_start(seg) + sb.segment_size - segment::BLOCK;
+    let at = sb.footer_start(seg);
     let b = dev.read_vec(at, segment::BLOCK as usize)?;
     SegmentFooter::decode(&b)
         .map_err(|why| FormatError::corrupt("segment footer", dev.path(), at, why))

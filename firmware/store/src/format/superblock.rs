@@ -113,6 +113,11 @@ impl Superblock {
         self.data_start() + i * self.segment_size
     }
 
+    /// Byte offset of segment `i`'s footer block (its last block).
+    pub fn footer_start(&self, i: u64) -> u64 {
+        self.segment_start(i) + self.segment_size - crate::format::segment::BLOCK
+    }
+
     /// Offsets of the two superblock copies.
     pub fn copies(&self) -> [u64; 2] {
         [0, self.device_size - SLOT]

@@ -286,7 +286,7 @@ fn check_log_end(
             )));
         }
         let slack_from = sd.tail;
-        let slack_to = sb.segment_start(seg) + sb.segment_size - segment::BLOCK;
+        let slack_to = sb.footer_start(seg);
         let mut at = slack_from;
         while at < slack_to {
             let n = (slack_to - at).min(8 << 20);

@@ -97,14 +97,13 @@ impl LiveRecords {
     /// Starts counting live bytes per segment with the devices' geometry (by device index),
     /// from the records live now; kept up to date by every change after.
     pub fn set_segments(&mut self, geometry: &[SegmentGeometry]) {
-        self.segments = geometry
+        let mut counts: Vec<SegmentCounts> = geometry
             .iter()
             .map(|g| SegmentCounts {
                 geometry: *g,
                 live: vec![0; usize::try_from(g.count).unwrap_or(usize::MAX)],
             })
             .collect();
-        let mut counts = std::mem::take(&mut self.segments);
         for ((dev, addr), r) in &self.by_loc {
             if let Some(c) = counts.get_mut(*dev as usize).and_then(|s| s.counter(*addr)) {
                 *c += r.len as u64;

@@ -306,10 +306,7 @@ impl Store {
         if let Some(t) = ticket {
             self.wait_durable(t)?;
         }
-        let (start, footer) = (
-            sb.segment_start(seg),
-            sb.segment_start(seg) + sb.segment_size - segment::BLOCK,
-        );
+        let (start, footer) = (sb.segment_start(seg), sb.footer_start(seg));
         {
             let core = lock(&self.core);
             let live = core.ns.live();

@@ -357,7 +357,7 @@ impl Store {
             if tails[i] != 0 {
                 let s = sb.segment_of(tails[i]).expect("tail is not 0");
                 let from = tails[i];
-                let seg_end = sb.segment_start(s) + sb.segment_size - segment::BLOCK;
+                let seg_end = sb.footer_start(s);
                 let probe = dev.read_vec(from, (seg_end - from).min(64 * 1024) as usize)?;
                 if !is_zero(&probe) {
                     dev.zero(from, seg_end - from)?;
@@ -369,10 +369,8 @@ impl Store {
                 }
             }
             let dirty = |seg: u64| -> Result<bool> {
-                let start = sb.segment_start(seg);
-                let footer = start + sb.segment_size - segment::BLOCK;
-                Ok(!is_zero(&dev.read_vec(start, block)?)
-                    || !is_zero(&dev.read_vec(footer, block)?))
+                Ok(!is_zero(&dev.read_vec(sb.segment_start(seg), block)?)
+                    || !is_zero(&dev.read_vec(sb.footer_start(seg), block)?))
             };
             // Never-opened segments a lost batch wrote into, from the first one on.
             let mut seg = segs.fresh_from();
@@ -382,10 +380,9 @@ impl Store {
             }
             for &seg in segs.free() {
                 let start = sb.segment_start(seg);
-                let footer = start + sb.segment_size - segment::BLOCK;
                 if !dev.discard(start, sb.segment_size)? && dirty(seg)? {
                     dev.zero(start, segment::BLOCK)?;
-                    dev.zero(footer, segment::BLOCK)?;
+                    dev.zero(sb.footer_start(seg), segment::BLOCK)?;
                 }
             }
         }
