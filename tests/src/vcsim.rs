@@ -68,10 +68,15 @@ impl Vcsim {
     /// `-datastores N`, `-slow-upload-kib K`: see tests/vcsim/main.go).
     pub fn start(tap: &Path, args: &[&str]) -> Vcsim {
         std::fs::create_dir_all(tap).unwrap();
+        // The simulator keeps its datastores in temporary directories that it removes only
+        // when it exits by itself; killed at the end of a test it would leave them in /tmp.
+        let scratch = tap.with_extension("tmp");
+        std::fs::create_dir_all(&scratch).unwrap();
         let mut child = Command::new(binary())
             .arg("-tap")
             .arg(tap)
             .args(args)
+            .env("TMPDIR", &scratch)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(tap.with_extension("log")).unwrap())
