@@ -1,0 +1,17 @@
+//! Tests that cannot share the machine with each other. Every end-to-end test runs in one
+//! test process (`tests/tests/e2e`), `--test-threads` at a time, whatever file it comes
+//! from; what two of them must not do at once waits here.
+
+use std::sync::{Mutex, MutexGuard};
+
+/// Held while a test runs qemu (the appliance image of `image_trip` and `power_cut`, the
+/// kernel-client guest of `nfs_kernel` and `nfs_space`). Each guest is emulated (TCG) and
+/// takes a whole core: two at once on a 2-core machine slow each other past their boot
+/// and mount timeouts, and power_cut's cuts would land at other points of the copy than
+/// it plans for. The guests' initramfs cache (`tests/guest/build-initramfs`) is built by
+/// the first guest too, not twice at once.
+pub fn qemu() -> MutexGuard<'static, ()> {
+    static QEMU: Mutex<()> = Mutex::new(());
+    // A test that failed while holding it poisons it; the next one may still run.
+    QEMU.lock().unwrap_or_else(|e| e.into_inner())
+}
