@@ -6,10 +6,9 @@ use std::sync::{Mutex, MutexGuard};
 
 /// Held while a test runs qemu (the appliance image of `image_trip` and `power_cut`, the
 /// kernel-client guest of `nfs_kernel` and `nfs_space`). Each guest is emulated (TCG) and
-/// takes a whole core: two at once on a 2-core machine slow each other past their boot
-/// and mount timeouts, and power_cut's cuts would land at other points of the copy than
-/// it plans for. The guests' initramfs cache (`tests/guest/build-initramfs`) is built by
-/// the first guest too, not twice at once.
+/// keeps a core busy: two at once on a 2-core machine leave nothing for the appliances
+/// and clients under test, while the boots wait against fixed timeouts (boot-test's
+/// READY, the guest's mount). One guest beside a test without one is fine.
 pub fn qemu() -> MutexGuard<'static, ()> {
     static QEMU: Mutex<()> = Mutex::new(());
     // A test that failed while holding it poisons it; the next one may still run.
