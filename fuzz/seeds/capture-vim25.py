@@ -8,7 +8,7 @@ into fuzz/seeds/vim25/ as an input of the target: mode byte 0 + the whole body; 
 content of each `returnval`; 3 + the import spec's content.
 
 Usage: fuzz/seeds/capture-vim25.py PATH_TO_VCSIM_BINARY
-(the tests build it under target/vcsim/; `cargo test -p odt-e2e --test import_trip` does).
+(the tests build it under target/vcsim/; `cargo test -p odt-e2e --test e2e import_trip::` does).
 """
 import http.cookiejar
 import json

@@ -7,5 +7,6 @@ pub mod guest;
 pub mod image;
 pub mod nfsclient;
 pub mod run;
+pub mod serial;
 pub mod vcsim;
 pub mod vmtree;

@@ -87,6 +87,8 @@ fn make_export(root: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn image_trip() {
+    // qemu: one guest at a time on the machine (see odt_e2e::serial).
+    let _qemu = odt_e2e::serial::qemu();
     let t0 = Instant::now();
     for (tool, why) in [
         ("qemu-system-x86_64", "boots the appliance image"),

@@ -347,6 +347,17 @@ fn open_rw(paths: &[PathBuf], code: &str) -> Store {
     l.unlock(s, Access::ReadWrite).unwrap()
 }
 
+/// The crash child's test name (`journal_compaction::crash_child`): the test binary
+/// holds every module of the store's tests, and a name is its path below the crate.
+fn crash_child_name() -> String {
+    let module = module_path!().split_once("::").map_or("", |(_, m)| m);
+    if module.is_empty() {
+        "crash_child".to_string()
+    } else {
+        format!("{module}::crash_child")
+    }
+}
+
 /// The crash child: runs steps from `ODT_COMPACT_FROM`, compacting every 100 steps, and
 /// prints `ack K` after step K returned and `compacting`/`compacted` around each
 /// compaction it asks for. Run by the crash trial below, never on its own.
@@ -413,7 +424,13 @@ fn sigkill_during_compaction_recovers_every_acknowledged_change() {
         );
         trials += 1;
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "crash_child", "--ignored", "--nocapture", "-q"])
+            .args([
+                "--exact",
+                &crash_child_name(),
+                "--ignored",
+                "--nocapture",
+                "-q",
+            ])
             .env("ODT_COMPACT_FROM", (done + 1).to_string())
             .env("ODT_COMPACT_DEV", &fx.paths[0])
             .env("ODT_COMPACT_CODE", &code_file)

@@ -2,15 +2,13 @@
 //! final name is always complete, and the resumed ingest ends with exactly the tree an
 //! uninterrupted ingest writes, without redoing the files finished before the kill.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use odt_test_support::prelude::*;
 
 /// The comparable facts of one datastore entry.

@@ -55,6 +55,8 @@ echo "phase 2 done"
 
 #[test]
 fn kernel_client_copies_and_keeps_its_mount_across_a_restart() {
+    // qemu: one guest at a time on the machine (see odt_e2e::serial).
+    let _qemu = odt_e2e::serial::qemu();
     require_clients();
     let job = Job::provision("4G", 1, &[]);
     let mut app = Appliance::start(&job, Options::default());
@@ -106,6 +108,8 @@ fn kernel_client_copies_and_keeps_its_mount_across_a_restart() {
 /// never ends), and `df` shows the device's real capacity.
 #[test]
 fn kernel_client_lists_large_directories_without_readdirplus() {
+    // qemu: one guest at a time on the machine (see odt_e2e::serial).
+    let _qemu = odt_e2e::serial::qemu();
     require_clients();
     let job = Job::provision("4G", 1, &[]);
     let app = Appliance::start(&job, Options::default());
@@ -165,6 +169,8 @@ df -k /mnt | tail -1 | awk '{print "DF", $2, $4}'
 /// appliance restarts and the copies still read back the same (the links are journaled).
 #[test]
 fn kernel_client_cp_a_and_rsync_ah_keep_hard_links_and_symlinks() {
+    // qemu: one guest at a time on the machine (see odt_e2e::serial).
+    let _qemu = odt_e2e::serial::qemu();
     require_clients();
     let job = Job::provision("2G", 1, &[]);
     let mut app = Appliance::start(&job, Options::default());

@@ -17,7 +17,7 @@ use odt_e2e::run::run_ok;
 const PIB: u64 = 1 << 50;
 const MIB: u64 = 1 << 20;
 const LIMIT: Duration = Duration::from_secs(120);
-/// Peak resident memory allowed through the whole run (as tests/tests/nfs_memory.rs).
+/// Peak resident memory allowed through the whole run (as tests/tests/e2e/nfs_memory.rs).
 const RSS_LIMIT_KIB: u64 = 256 * 1024;
 
 fn tool(args: &[&str]) -> String {

@@ -2,12 +2,10 @@
 //! ingest (byte for byte, sparse, modes and times, bit flips quarantined, hostile names,
 //! wrong identity) and erase.
 
-mod common;
-
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use common::*;
+use crate::common::{self, *};
 use odt_test_support::prelude::*;
 
 /// Two VM bundles and some loose files, including a sparse file past 4 GiB; returns the

@@ -491,6 +491,8 @@ fn odt(app: &ImageAppliance, runtime: &Path, args: &[&str]) -> Command {
 
 #[test]
 fn power_cut_trials() {
+    // qemu: one guest at a time on the machine (see odt_e2e::serial).
+    let _qemu = odt_e2e::serial::qemu();
     let t0 = Instant::now();
     need_tool("qemu-system-x86_64", "boots the appliance image");
     need_tool("dd", "probes O_DIRECT");

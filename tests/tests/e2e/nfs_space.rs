@@ -38,6 +38,8 @@ fn libnfs_saw(out: &str, errno: &str, status: u8) -> bool {
 
 #[test]
 fn full_and_sealed_devices_say_so_to_the_kernel_client_and_libnfs() {
+    // qemu: one guest at a time on the machine (see odt_e2e::serial).
+    let _qemu = odt_e2e::serial::qemu();
     require_clients();
     // 192 MiB device, 8 MiB segments: about 150 MiB for data, files up to its capacity.
     let job = Job::provision(
@@ -137,7 +139,7 @@ fn status_counts_the_space_deleted_and_overwritten_data_holds() {
     require_clients();
     let job = Job::provision("1G", 1, &["--segment-size", "8M"]);
     // The dead records stay until a write needs their room (the background cleaner would
-    // give it back within seconds: tests/tests/space_reclaim.rs).
+    // give it back within seconds: tests/tests/e2e/space_reclaim.rs).
     let mut app = Appliance::start(
         &job,
         Options {
