@@ -224,8 +224,8 @@ impl Promises {
     }
 
     fn removed(&self) -> usize {
-        let done = self.files.values().filter(|f| f.removed == Removal::Done);
-        done.count()
+        let done = |f: &&FileLog| f.removed == Removal::Done;
+        self.files.values().filter(done).count()
     }
 
     fn overwrites(&self) -> usize {

@@ -309,7 +309,7 @@ impl Chain {
             content_hash: *self.hasher.finalize().as_bytes(),
             prev_footer: self.prev_footer,
         };
-        dev.write_at(&f.encode(), start + sb.segment_size - segment::BLOCK)?;
+        dev.write_at(&f.encode(), sb.footer_start(seg))?;
         self.prev_footer = f.hash();
         Ok(Some(f))
     }

@@ -158,14 +158,14 @@ pub fn check_log(
     let mut prev_seq: Option<u64> = None;
     for (k, &(seq, seg)) in order.iter().enumerate() {
         let start = sb.segment_start(seg);
-        let footer_at = start + sb.segment_size - segment::BLOCK;
+        let footer_at = sb.footer_start(seg);
         let footer = dev
             .read_vec(footer_at, segment::BLOCK as usize)
             .ok()
             .and_then(|b| (!is_zero(&b)).then(|| SegmentFooter::decode(&b)));
         let used_guess = match &footer {
-            Some(Ok(f)) => f.used.min(sb.segment_size - segment::BLOCK),
-            _ => sb.segment_size - segment::BLOCK,
+            Some(Ok(f)) => f.used.min(footer_at - start),
+            _ => footer_at - start,
         };
         let body = match dev.read_vec(start, used_guess as usize) {
             Ok(b) => b,

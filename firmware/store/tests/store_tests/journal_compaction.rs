@@ -350,12 +350,10 @@ fn open_rw(paths: &[PathBuf], code: &str) -> Store {
 /// The crash child's test name (`journal_compaction::crash_child`): the test binary
 /// holds every module of the store's tests, and a name is its path below the crate.
 fn crash_child_name() -> String {
-    let module = module_path!().split_once("::").map_or("", |(_, m)| m);
-    if module.is_empty() {
-        "crash_child".to_string()
-    } else {
-        format!("{module}::crash_child")
-    }
+    let (_crate, module) = module_path!()
+        .split_once("::")
+        .expect("a module of the store_tests binary");
+    format!("{module}::crash_child")
 }
 
 /// The crash child: runs steps from `ODT_COMPACT_FROM`, compacting every 100 steps, and
