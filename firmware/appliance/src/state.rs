@@ -35,9 +35,10 @@ const WRONG_CODE_PAUSE: Duration = Duration::from_secs(1);
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     /// The devices could not be opened as one set.
-    #[error("cannot open the data devices {devices}")]
+    #[error("cannot open {devices}")]
     Open {
-        /// The device paths.
+        /// "the data device" when there is one (its error names it), else "the data devices"
+        /// and their paths.
         devices: String,
         /// Why.
         #[source]
@@ -140,7 +141,10 @@ impl Appliance {
     pub fn open(devices: &[PathBuf], test_hooks: bool) -> Result<Appliance, StateError> {
         let locked =
             Locked::open(devices, Access::ReadWrite).map_err(|source| StateError::Open {
-                devices: show(devices),
+                devices: match devices {
+                    [_] => "the data device".to_string(),
+                    _ => format!("the data devices {}", show(devices)),
+                },
                 source,
             })?;
         let sb = locked.superblock();
